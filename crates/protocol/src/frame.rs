@@ -1,0 +1,368 @@
+//! RESP2 and RESP3 values as Redis sends them.
+//!
+//! Framing is check-then-parse: the proxy forwards replies as bytes, so on the
+//! hot path it only needs to know where one reply ends ([`Scanner`]), which
+//! costs one pass over the headers and never allocates. The few replies whose
+//! content matters (an `EXEC` result, a pub/sub event) are then decoded into a
+//! [`Frame`] with [`decode`].
+
+use bytes::Bytes;
+
+/// A reply that is not valid RESP: the peer is not a Redis server, or the
+/// stream is corrupt. The connection cannot be trusted after it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid RESP reply: {0}")]
+pub struct FrameError(pub String);
+
+/// Deepest nesting [`decode`] accepts; Redis never comes near it.
+const MAX_DEPTH: usize = 512;
+
+/// Finds where complete RESP values end in a growing buffer.
+///
+/// The state survives between calls so that a large reply arriving in many
+/// reads is scanned once, not once per read: `pos` is how far the current
+/// value's headers were checked, `pending` how many values are still owed.
+#[derive(Debug, Default)]
+pub struct Scanner {
+    pos: usize,
+    pending: usize,
+}
+
+impl Scanner {
+    pub fn new() -> Self {
+        Scanner::default()
+    }
+
+    /// The length of the complete value at the start of `buf`, or `None` if
+    /// more bytes are needed. `buf` must start where the previous complete
+    /// value ended (the caller consumes what this returned).
+    pub fn next(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        if self.pending == 0 {
+            self.pos = 0;
+            self.pending = 1;
+        }
+        while self.pending > 0 {
+            let Some((head, line_end)) = read_line(buf, self.pos)? else {
+                return Ok(None);
+            };
+            let body = &buf[self.pos + 1..line_end];
+            let next = line_end + 2;
+            let added = match head {
+                b'+' | b'-' | b':' | b',' | b'(' | b'#' | b'_' => {
+                    self.pos = next;
+                    0
+                }
+                b'$' | b'!' | b'=' => {
+                    let len = parse_int(body)?;
+                    if len < 0 {
+                        self.pos = next;
+                    } else {
+                        let end = next + len as usize + 2;
+                        if buf.len() < end {
+                            return Ok(None);
+                        }
+                        if &buf[end - 2..end] != b"\r\n" {
+                            return Err(FrameError("bulk string not terminated by CRLF".into()));
+                        }
+                        self.pos = end;
+                    }
+                    0
+                }
+                b'*' | b'~' | b'>' => {
+                    self.pos = next;
+                    aggregate_len(body)?
+                }
+                b'%' => {
+                    self.pos = next;
+                    aggregate_len(body)? * 2
+                }
+                // An attribute is metadata attached to the value after it:
+                // its key/value pairs plus that value form one reply.
+                b'|' => {
+                    self.pos = next;
+                    aggregate_len(body)? * 2 + 1
+                }
+                other => return Err(FrameError(format!("unexpected type byte {other:#04x}"))),
+            };
+            self.pending = self.pending - 1 + added;
+        }
+        Ok(Some(self.pos))
+    }
+}
+
+/// Finds the CRLF-terminated header line starting at `pos`.
+fn read_line(buf: &[u8], pos: usize) -> Result<Option<(u8, usize)>, FrameError> {
+    if pos >= buf.len() {
+        return Ok(None);
+    }
+    let head = buf[pos];
+    match memchr_crlf(&buf[pos..]) {
+        Some(i) => Ok(Some((head, pos + i))),
+        None => Ok(None),
+    }
+}
+
+fn memchr_crlf(buf: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while let Some(i) = buf[start..].iter().position(|&b| b == b'\r') {
+        let at = start + i;
+        if at + 1 >= buf.len() {
+            return None;
+        }
+        if buf[at + 1] == b'\n' {
+            return Some(at);
+        }
+        start = at + 1;
+    }
+    None
+}
+
+fn aggregate_len(body: &[u8]) -> Result<usize, FrameError> {
+    if body == b"?" {
+        return Err(FrameError("streamed aggregates are not supported".into()));
+    }
+    let n = parse_int(body)?;
+    Ok(n.max(0) as usize)
+}
+
+/// Parses a decimal integer line body (`-1`, `42`).
+pub(crate) fn parse_int(body: &[u8]) -> Result<i64, FrameError> {
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| {
+            FrameError(format!(
+                "expected an integer, got {:?}",
+                String::from_utf8_lossy(body)
+            ))
+        })
+}
+
+/// A decoded RESP2/RESP3 value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// `+OK`
+    Simple(Bytes),
+    /// `-ERR ...` and RESP3 blob errors `!`.
+    Error(Bytes),
+    /// `:1`
+    Integer(i64),
+    /// `$3\r\nfoo`, RESP3 verbatim `=`.
+    Bulk(Bytes),
+    /// `$-1`, `*-1`, `_`.
+    Null,
+    /// `*`, and RESP3 sets `~`.
+    Array(Vec<Frame>),
+    /// RESP3 out-of-band push `>`: pub/sub messages, invalidations.
+    Push(Vec<Frame>),
+    /// RESP3 map `%`, as alternating keys and values.
+    Map(Vec<Frame>),
+    /// RESP3 `#t`/`#f`.
+    Boolean(bool),
+    /// RESP3 double `,` and big number `(`, as their text.
+    Number(Bytes),
+}
+
+impl Frame {
+    pub fn is_error(&self) -> bool {
+        matches!(self, Frame::Error(_))
+    }
+
+    /// The bytes of a simple or bulk string.
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        match self {
+            Frame::Simple(b) | Frame::Bulk(b) | Frame::Number(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array, set or push.
+    pub fn as_array(&self) -> Option<&[Frame]> {
+        match self {
+            Frame::Array(v) | Frame::Push(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the complete reply in `reply` is an error (`-` or `!`), without
+/// decoding it. Attributes in front of the value are not looked through.
+pub fn is_error(reply: &[u8]) -> bool {
+    matches!(reply.first(), Some(b'-') | Some(b'!'))
+}
+
+/// Whether the complete reply in `reply` is a RESP3 push (`>`).
+pub fn is_push(reply: &[u8]) -> bool {
+    reply.first() == Some(&b'>')
+}
+
+/// Decodes one complete value from the start of `buf`, returning it and its
+/// length, or `None` if `buf` holds only part of it. Bulk strings are
+/// zero-copy slices of `buf`.
+pub fn decode(buf: &Bytes) -> Result<Option<(Frame, usize)>, FrameError> {
+    let mut pos = 0;
+    match decode_at(buf, &mut pos, 0)? {
+        Some(frame) => Ok(Some((frame, pos))),
+        None => Ok(None),
+    }
+}
+
+fn decode_at(buf: &Bytes, pos: &mut usize, depth: usize) -> Result<Option<Frame>, FrameError> {
+    if depth > MAX_DEPTH {
+        return Err(FrameError("nesting too deep".into()));
+    }
+    let Some((head, line_end)) = read_line(buf, *pos)? else {
+        return Ok(None);
+    };
+    let body = buf.slice(*pos + 1..line_end);
+    *pos = line_end + 2;
+    let frame = match head {
+        b'+' => Frame::Simple(body),
+        b'-' => Frame::Error(body),
+        b':' => Frame::Integer(parse_int(&body)?),
+        b',' | b'(' => Frame::Number(body),
+        b'#' => Frame::Boolean(&body[..] == b"t"),
+        b'_' => Frame::Null,
+        b'$' | b'!' | b'=' => {
+            let len = parse_int(&body)?;
+            if len < 0 {
+                Frame::Null
+            } else {
+                let end = *pos + len as usize;
+                if buf.len() < end + 2 {
+                    return Ok(None);
+                }
+                let data = buf.slice(*pos..end);
+                *pos = end + 2;
+                match head {
+                    b'!' => Frame::Error(data),
+                    // Verbatim strings carry a 4-byte `txt:` format prefix.
+                    b'=' if data.len() >= 4 => Frame::Bulk(data.slice(4..)),
+                    _ => Frame::Bulk(data),
+                }
+            }
+        }
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n = parse_int(&body)?;
+            if n < 0 {
+                return Ok(Some(Frame::Null));
+            }
+            let count = if matches!(head, b'%' | b'|') {
+                n * 2
+            } else {
+                n
+            } as usize;
+            let mut items = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                match decode_at(buf, pos, depth + 1)? {
+                    Some(f) => items.push(f),
+                    None => return Ok(None),
+                }
+            }
+            match head {
+                b'>' => Frame::Push(items),
+                b'%' => Frame::Map(items),
+                b'|' => return decode_at(buf, pos, depth + 1),
+                _ => Frame::Array(items),
+            }
+        }
+        other => return Err(FrameError(format!("unexpected type byte {other:#04x}"))),
+    };
+    Ok(Some(frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLIES: &[&[u8]] = &[
+        b"+OK\r\n",
+        b"-ERR unknown command\r\n",
+        b":42\r\n",
+        b"$5\r\nhel\r\n\r\n",
+        b"$0\r\n\r\n",
+        b"$-1\r\n",
+        b"*-1\r\n",
+        b"*0\r\n",
+        b"*3\r\n$1\r\na\r\n*2\r\n:1\r\n$-1\r\n+x\r\n",
+        b"%2\r\n+a\r\n:1\r\n+b\r\n*1\r\n_\r\n",
+        b"~2\r\n+a\r\n+b\r\n",
+        b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$3\r\n\0\r\n\r\n",
+        b",3.14\r\n",
+        b"(3492890328409238509324850943850943825024385\r\n",
+        b"#t\r\n",
+        b"_\r\n",
+        b"!21\r\nSYNTAX invalid syntax\r\n",
+        b"=15\r\ntxt:Some string\r\n",
+        b"|1\r\n+ttl\r\n:3600\r\n$2\r\nok\r\n",
+    ];
+
+    /// Feeds `stream` to a scanner split at `cut`, returning every frame length.
+    fn scan_split(stream: &[u8], cut: usize) -> Vec<usize> {
+        let mut scanner = Scanner::new();
+        let mut lens = Vec::new();
+        let mut start = 0;
+        for avail in [cut, stream.len()] {
+            while let Some(n) = scanner.next(&stream[start..avail]).unwrap() {
+                lens.push(n);
+                start += n;
+            }
+        }
+        lens
+    }
+
+    #[test]
+    fn scanner_finds_every_reply_whatever_the_split() {
+        let stream: Vec<u8> = REPLIES.concat();
+        let expected: Vec<usize> = REPLIES.iter().map(|r| r.len()).collect();
+        for cut in 0..=stream.len() {
+            assert_eq!(scan_split(&stream, cut), expected, "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn decoder_agrees_with_scanner_on_lengths() {
+        for r in REPLIES {
+            let buf = Bytes::copy_from_slice(r);
+            let (_, n) = decode(&buf).unwrap().unwrap();
+            assert_eq!(n, r.len(), "{:?}", String::from_utf8_lossy(r));
+            for cut in 0..r.len() {
+                assert!(decode(&buf.slice(..cut)).unwrap().is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_values() {
+        let buf = Bytes::from_static(b"*3\r\n$1\r\na\r\n-ERR x\r\n*1\r\n:7\r\n");
+        let (f, _) = decode(&buf).unwrap().unwrap();
+        assert_eq!(
+            f,
+            Frame::Array(vec![
+                Frame::Bulk(Bytes::from_static(b"a")),
+                Frame::Error(Bytes::from_static(b"ERR x")),
+                Frame::Array(vec![Frame::Integer(7)]),
+            ])
+        );
+        let push = Bytes::from_static(b">2\r\n+a\r\n+b\r\n");
+        assert!(matches!(decode(&push).unwrap().unwrap().0, Frame::Push(_)));
+        let attr = Bytes::from_static(b"|1\r\n+k\r\n+v\r\n:5\r\n");
+        assert_eq!(decode(&attr).unwrap().unwrap().0, Frame::Integer(5));
+    }
+
+    #[test]
+    fn classifies_without_decoding() {
+        assert!(is_error(b"-ERR x\r\n"));
+        assert!(is_error(b"!3\r\nERR\r\n"));
+        assert!(!is_error(b"+OK\r\n"));
+        assert!(is_push(b">1\r\n+a\r\n"));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Scanner::new().next(b"?what\r\n").is_err());
+        assert!(Scanner::new().next(b"$abc\r\n").is_err());
+        assert!(Scanner::new().next(b"$1\r\nabc\r\n").is_err());
+        assert!(decode(&Bytes::from_static(b"*x\r\n")).is_err());
+    }
+}

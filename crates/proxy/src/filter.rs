@@ -1,0 +1,60 @@
+//! Which captured commands a sender receives.
+
+use remoteback_protocol::commands::CommandSpec;
+use remoteback_protocol::Command;
+
+use crate::settings::Filter;
+
+/// Longest command name looked up in a name filter; longer names match none.
+const MAX_NAME: usize = 64;
+
+impl Filter {
+    /// Whether `command` (with its table entry, if Redis knows it) passes.
+    pub fn accepts(&self, command: &Command, spec: Option<&CommandSpec>) -> bool {
+        match self {
+            Filter::Writes => spec.is_some_and(|s| s.replicates()),
+            Filter::Names(names) => {
+                let name = command.name();
+                if name.len() > MAX_NAME {
+                    return false;
+                }
+                let mut upper = [0u8; MAX_NAME];
+                for (u, c) in upper.iter_mut().zip(name) {
+                    *u = c.to_ascii_uppercase();
+                }
+                names.contains(&upper[..name.len()])
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remoteback_protocol::commands;
+
+    fn accepts(f: &Filter, parts: &[&str]) -> bool {
+        let c = Command::from_parts(parts.iter());
+        f.accepts(&c, commands::lookup(c.args()))
+    }
+
+    #[test]
+    fn default_filter_takes_writes_only() {
+        let f = Filter::Writes;
+        assert!(accepts(&f, &["set", "a", "a"]));
+        assert!(accepts(&f, &["LPUSH", "l", "x"]));
+        assert!(accepts(&f, &["FLUSHALL"]));
+        assert!(!accepts(&f, &["get", "a"]));
+        assert!(!accepts(&f, &["PING"]));
+        assert!(!accepts(&f, &["NOSUCHCOMMAND", "x"]));
+    }
+
+    #[test]
+    fn name_filter_is_case_insensitive() {
+        let f = Filter::Names([b"SET".to_vec(), b"DEL".to_vec()].into_iter().collect());
+        assert!(accepts(&f, &["set", "a", "a"]));
+        assert!(accepts(&f, &["Del", "a"]));
+        assert!(!accepts(&f, &["LPUSH", "l", "x"]));
+        assert!(!accepts(&f, &["get", "a"]));
+    }
+}

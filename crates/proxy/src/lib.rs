@@ -1,0 +1,19 @@
+//! The remoteback proxy: clients talk to it as to Redis; it forwards every
+//! command to the primary and captures the writes that took effect.
+//!
+//! Data flow, one module each: [`listener`] accepts clients →
+//! [`session`] forwards requests and replies → [`pending`] matches replies to
+//! commands → [`capture`] keeps what took effect → [`sender`] (with
+//! [`filter`] and [`record`]) hands records to their destinations.
+
+pub mod capture;
+pub mod filter;
+pub mod listener;
+pub mod pending;
+pub mod record;
+pub mod sender;
+pub mod session;
+pub mod settings;
+
+pub use listener::{Proxy, ProxyError};
+pub use settings::{Filter, KafkaSenderSettings, LogSenderSettings, ProxySettings, SenderSettings};

@@ -1,0 +1,168 @@
+//! Accepting clients and scheduling their sessions (`worker`).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use remoteback_protocol::Worker;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::sender::{kafka, Senders};
+use crate::session::{self, Shared};
+use crate::settings::{ProxySettings, SenderSettings};
+
+/// How long shutdown waits for senders to deliver what they buffered.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the proxy could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sender(#[from] crate::sender::SenderError),
+    #[error("sender[{index}] (KafkaSender): {reason}")]
+    Topic { index: usize, reason: String },
+    #[error("records not delivered at shutdown: {0}")]
+    Undelivered(String),
+}
+
+/// A bound, ready proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    settings: ProxySettings,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Builds the senders, makes sure their topics exist and binds the
+    /// listening socket.
+    pub async fn bind(settings: ProxySettings) -> Result<Proxy, ProxyError> {
+        let source = format!("{}:{}", hostname(), settings.bind_port);
+        let senders = Senders::build(&settings, &source)?;
+        for (index, s) in settings.senders.iter().enumerate() {
+            if let SenderSettings::Kafka(k) = s {
+                kafka::ensure_topic(k)
+                    .await
+                    .map_err(|reason| ProxyError::Topic { index, reason })?;
+            }
+        }
+        let addr = format!("{}:{}", settings.bind_ip, settings.bind_port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ProxyError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            upstream: format!("{}:{}", settings.upstream_ip, settings.upstream_port),
+            senders: Arc::new(senders),
+            reply_timeout: settings.reply_timeout,
+        });
+        Ok(Proxy {
+            listener,
+            settings,
+            shared,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts clients until `shutdown` resolves, then flushes the senders.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
+        log::info!(
+            "proxy listening on {} for primary {}, message={}, worker={}, senders: {}",
+            self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            self.shared.upstream,
+            self.settings.message,
+            self.settings.worker,
+            self.shared.senders.describe().join(", ")
+        );
+        let next_conn = AtomicU64::new(1);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+                        spawn_session(self.settings.worker, stream, conn, self.shared.clone());
+                    }
+                    Err(e) => {
+                        log::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        log::info!("proxy shutting down: flushing senders");
+        let senders = self.shared.senders.clone();
+        let failures = tokio::task::spawn_blocking(move || senders.flush(FLUSH_TIMEOUT))
+            .await
+            .unwrap_or_else(|e| vec![e.to_string()]);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ProxyError::Undelivered(failures.join("; ")))
+        }
+    }
+}
+
+/// Runs a session as a task on the shared pool (`coroutine`) or on an OS
+/// thread of its own with a single-threaded runtime (`thread`).
+fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, shared: Arc<Shared>) {
+    match worker {
+        Worker::Coroutine => {
+            tokio::spawn(session::run(stream, conn, shared));
+        }
+        Worker::Thread => {
+            let std_stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("client {conn}: cannot hand connection to a thread: {e}");
+                    return;
+                }
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("session-{conn}"))
+                .spawn(move || run_on_own_thread(std_stream, conn, shared));
+            if let Err(e) = spawned {
+                log::warn!("client {conn}: cannot start a session thread: {e}");
+            }
+        }
+    }
+}
+
+fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, shared: Arc<Shared>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::warn!("client {conn}: cannot start a runtime: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpStream::from_std(stream) {
+            Ok(s) => session::run(s, conn, shared).await,
+            Err(e) => log::warn!("client {conn}: {e}"),
+        }
+    });
+}
+
+/// This machine's name, for the `rb-source` header.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

@@ -1,0 +1,209 @@
+//! `KafkaSender`: captured writes produced to a Kafka topic with librdkafka.
+//!
+//! The producer is idempotent with `acks=all` unless the configuration says
+//! otherwise, so broker reconnects and retries neither duplicate nor reorder
+//! records. librdkafka's own queue (`queue.buffering.max.messages` /
+//! `queue.buffering.max.kbytes`) is the bounded buffer between client traffic
+//! and Kafka: `send` never waits; when the queue is full the record is lost,
+//! counted and logged at error level.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use remoteback_protocol::Record;
+
+use super::Sender;
+use crate::settings::KafkaSenderSettings;
+
+/// Producer properties remoteback sets unless the configuration overrides them.
+const DEFAULTS: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+
+/// Delivery counters, shared with librdkafka's delivery callback.
+#[derive(Default)]
+pub struct Counters {
+    /// Records the broker acknowledged.
+    pub delivered: AtomicU64,
+    /// Records the producer gave up on after its retries.
+    pub failed: AtomicU64,
+    /// Records never queued because the buffer was full.
+    pub dropped: AtomicU64,
+}
+
+struct Context {
+    topic: String,
+    counters: Arc<Counters>,
+}
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        match result {
+            Ok(_) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                let n = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                log::error!(
+                    "KafkaSender(topic={}): a record was not delivered: {e} ({n} lost so far); the backup needs a resync",
+                    self.topic
+                );
+            }
+        }
+    }
+}
+
+/// Produces records to one topic.
+pub struct KafkaSender {
+    topic: String,
+    producer: ThreadedProducer<Context>,
+    counters: Arc<Counters>,
+    /// The sequence number of the last record; held while producing so that
+    /// `rb-seq` follows the order records enter the partition queues.
+    seq: Mutex<u64>,
+    last_drop_log: Mutex<Option<Instant>>,
+}
+
+/// The client configuration for `settings`: remoteback's defaults, then the
+/// passthrough properties in file order.
+pub fn client_config(settings: &KafkaSenderSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (k, v) in DEFAULTS {
+        config.set(*k, *v);
+    }
+    for (k, v) in &settings.kafka {
+        config.set(k, v);
+    }
+    config
+}
+
+impl KafkaSender {
+    /// Creates the producer; librdkafka's error for a bad property is the
+    /// error text.
+    pub fn new(settings: &KafkaSenderSettings) -> Result<Self, String> {
+        let counters = Arc::new(Counters::default());
+        let context = Context {
+            topic: settings.topic.clone(),
+            counters: counters.clone(),
+        };
+        let producer = client_config(settings)
+            .create_with_context(context)
+            .map_err(|e| e.to_string())?;
+        Ok(KafkaSender {
+            topic: settings.topic.clone(),
+            producer,
+            counters,
+            seq: Mutex::new(0),
+            last_drop_log: Mutex::new(None),
+        })
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    fn on_dropped(&self, error: &KafkaError) {
+        let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_drop_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            log::error!(
+                "KafkaSender(topic={}): record dropped, {error}: {n} records lost so far; the backup needs a resync",
+                self.topic
+            );
+        }
+    }
+}
+
+impl Sender for KafkaSender {
+    fn send(&self, mut record: Record) {
+        let headers = record.headers();
+        let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
+        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+        record.seq = *seq + 1;
+        for (key, value) in &headers {
+            let value = if *key == remoteback_protocol::record::HEADER_SEQ {
+                record.seq.to_string()
+            } else {
+                value.clone()
+            };
+            kafka_headers = kafka_headers.insert(Header {
+                key,
+                value: Some(&value),
+            });
+        }
+        let mut message = BaseRecord::<str, [u8]>::to(&self.topic)
+            .payload(&record.payload[..])
+            .headers(kafka_headers);
+        if let Some(key) = record.key.as_deref() {
+            message = message.key(key);
+        }
+        match self.producer.send(message) {
+            Ok(()) => *seq += 1,
+            Err((e, _)) => {
+                drop(seq);
+                self.on_dropped(&e);
+            }
+        }
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), String> {
+        let result = self.producer.flush(timeout);
+        let queued = self.producer.in_flight_count();
+        let failed = self.counters.failed.load(Ordering::Relaxed);
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        match (result, queued, failed + dropped) {
+            (Ok(()), 0, 0) => Ok(()),
+            (r, q, lost) => Err(format!(
+                "{q} records still queued{}, {lost} lost (dropped {dropped}, failed {failed})",
+                r.err().map(|e| format!(" ({e})")).unwrap_or_default()
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("KafkaSender(topic={})", self.topic)
+    }
+}
+
+/// Creates the sender's topic when the broker does not have it (one
+/// partition, replication factor 1: fine for a local pipeline; production
+/// topics should be created by the operator with the replication they need).
+pub async fn ensure_topic(settings: &KafkaSenderSettings) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(&settings.topic), Duration::from_secs(10))
+        .map_err(|e| format!("cannot read metadata of topic {}: {e}", settings.topic))?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == settings.topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(());
+    }
+    let topic = NewTopic::new(&settings.topic, 1, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .map_err(|e| format!("cannot create topic {}: {e}", settings.topic))?;
+    for r in results {
+        match r {
+            Ok(_) => log::info!("created topic {} (1 partition)", settings.topic),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(format!("cannot create topic {name}: {code}")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! One client connection and its own upstream connection to the primary.
+//!
+//! A session is two loops joined by a channel. The request loop reads the
+//! client's bytes, finds complete commands, tells the reply loop what is in
+//! flight and forwards the bytes unchanged. The reply loop reads the
+//! primary's bytes, finds complete replies, matches each to its command,
+//! lets [`Capture`] record writes that took effect, and forwards the bytes
+//! unchanged. Neither loop waits for the other, so pipelining is preserved.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use remoteback_protocol::frame::Scanner;
+use remoteback_protocol::request;
+use remoteback_protocol::Format;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::capture::{now_ms, Capture};
+use crate::pending::{self, waits_by_design, InFlightQueue, Matched, Pending, ReplyMode};
+use crate::sender::Senders;
+
+/// Read buffer growth step; large enough for a typical pipelined burst.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What every session shares.
+pub struct Shared {
+    pub upstream: String,
+    pub senders: Arc<Senders>,
+    pub reply_timeout: Option<Duration>,
+}
+
+/// Serves one client until it disconnects or the primary does.
+pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
+    let peer = client
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let upstream = match TcpStream::connect(&shared.upstream).await {
+        Ok(u) => u,
+        Err(e) => {
+            log::warn!(
+                "client {conn} ({peer}): primary {} unreachable: {e}",
+                shared.upstream
+            );
+            let mut client = client;
+            let msg = format!(
+                "-ERR remoteback: primary {} unreachable: {e}\r\n",
+                shared.upstream
+            );
+            let _ = client.write_all(msg.as_bytes()).await;
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    log::debug!("client {conn} ({peer}) connected");
+    let (client_rd, client_wr) = client.into_split();
+    let (upstream_rd, upstream_wr) = upstream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let row = (shared.senders.format() == Format::Row).then(|| shared.senders.clone());
+
+    let requests = forward_requests(client_rd, upstream_wr, tx, row.clone(), conn);
+    let replies = forward_replies(
+        upstream_rd,
+        client_wr,
+        rx,
+        Capture::new(shared.senders.clone()),
+        shared.reply_timeout,
+    );
+    tokio::pin!(requests);
+    tokio::pin!(replies);
+    // The reply loop decides when the session ends: after the client hung up
+    // it still delivers the replies owed to it.
+    let outcome = tokio::select! {
+        r = &mut replies => r,
+        r = &mut requests => {
+            if let Err(e) = r {
+                log::debug!("client {conn}: request side ended: {e}");
+            }
+            replies.await
+        }
+    };
+    if let Err(e) = outcome {
+        log::debug!("client {conn}: {e}");
+    }
+    if let Some(senders) = row {
+        senders.capture_row(conn, Bytes::new(), true, now_ms());
+    }
+    log::debug!("client {conn} ({peer}) closed");
+}
+
+/// Client → primary. Ends at client EOF or a protocol error (which it hands
+/// to the reply side so the client gets it after its earlier replies).
+async fn forward_requests(
+    mut client: OwnedReadHalf,
+    mut upstream: OwnedWriteHalf,
+    tx: mpsc::UnboundedSender<Pending>,
+    row: Option<Arc<Senders>>,
+    conn: u64,
+) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut mode = ReplyMode::default();
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        if client.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+        let mut found = Vec::new();
+        let mut pos = 0;
+        let mut error = None;
+        while pos < buf.len() {
+            match request::parse(&buf[pos..]) {
+                Ok(Some(p)) => {
+                    let len = p.len;
+                    found.push((pos, p));
+                    pos += len;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if pos > 0 {
+            let chunk = buf.split_to(pos).freeze();
+            for (offset, parsed) in found {
+                if parsed.is_empty() {
+                    continue;
+                }
+                let command = parsed.command(&chunk.slice(offset..));
+                let entry = pending::in_flight(command, &mut mode);
+                if tx.send(Pending::Command(entry)).is_err() {
+                    return Ok(());
+                }
+            }
+            if let Some(senders) = &row {
+                senders.capture_row(conn, chunk.clone(), false, now_ms());
+            }
+            upstream.write_all(&chunk).await?;
+        }
+        if let Some(e) = error {
+            let _ = tx.send(Pending::ProtocolError(e.to_string()));
+            return Ok(());
+        }
+    }
+}
+
+/// Why the reply loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("primary closed the connection")]
+    UpstreamClosed,
+    #[error("invalid reply from the primary: {0}")]
+    BadReply(String),
+    #[error("no reply from the primary within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Primary → client, with capture. Ends when the primary closes, or when the
+/// client is gone and nothing is owed to it anymore.
+async fn forward_replies(
+    mut upstream: OwnedReadHalf,
+    mut client: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut capture: Capture,
+    timeout: Option<Duration>,
+) -> Result<(), SessionEnd> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = Scanner::new();
+    let mut lens = Vec::new();
+    let mut queue = InFlightQueue::default();
+    let mut protocol_error: Option<String> = None;
+    let mut requests_open = true;
+    loop {
+        queue.drain_silent(|c| capture.on_silent(c));
+        if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
+            client
+                .write_all(format!("-ERR {msg}\r\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
+        if !requests_open && !queue.awaiting() {
+            return Ok(());
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let deadline = deadline(&queue, timeout);
+        tokio::select! {
+            entry = rx.recv(), if requests_open && protocol_error.is_none() => match entry {
+                Some(p) => accept(p, &mut queue, &mut protocol_error),
+                None => requests_open = false,
+            },
+            read = upstream.read_buf(&mut buf) => {
+                if read? == 0 {
+                    return Err(SessionEnd::UpstreamClosed);
+                }
+                // Everything forwarded before these replies is in the channel.
+                while let Ok(p) = rx.try_recv() {
+                    accept(p, &mut queue, &mut protocol_error);
+                }
+                lens.clear();
+                scan_replies(&buf, &mut scanner, &mut lens)?;
+                let consumed: usize = lens.iter().sum();
+                if consumed > 0 {
+                    let replies = buf.split_to(consumed).freeze();
+                    match_replies(&replies, &lens, &mut queue, &mut capture);
+                    client.write_all(&replies).await?;
+                }
+            }
+            _ = sleep_until(deadline) => {
+                let limit = timeout.unwrap_or_default();
+                let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
+                let _ = client.write_all(msg.as_bytes()).await;
+                return Err(SessionEnd::Timeout(limit));
+            }
+        }
+    }
+}
+
+fn accept(p: Pending, queue: &mut InFlightQueue, protocol_error: &mut Option<String>) {
+    match p {
+        Pending::Command(c) => queue.push(c),
+        Pending::ProtocolError(msg) => *protocol_error = Some(msg),
+    }
+}
+
+/// Finds the complete replies at the start of `buf`, appending their lengths
+/// to `lens`.
+fn scan_replies(
+    buf: &[u8],
+    scanner: &mut Scanner,
+    lens: &mut Vec<usize>,
+) -> Result<(), SessionEnd> {
+    let mut pos = 0;
+    while let Some(len) = scanner
+        .next(&buf[pos..])
+        .map_err(|e| SessionEnd::BadReply(e.to_string()))?
+    {
+        lens.push(len);
+        pos += len;
+    }
+    Ok(())
+}
+
+/// Matches each reply in `replies` (lengths in `lens`) to its command.
+fn match_replies(
+    replies: &Bytes,
+    lens: &[usize],
+    queue: &mut InFlightQueue,
+    capture: &mut Capture,
+) {
+    let mut pos = 0;
+    for &len in lens {
+        let reply = replies.slice(pos..pos + len);
+        queue.drain_silent(|c| capture.on_silent(c));
+        match queue.match_reply(&reply) {
+            Matched::Reply(done) => capture.on_reply(done, &reply),
+            Matched::Event => {}
+            Matched::Unexpected => log::warn!("reply with no command in flight; forwarded as is"),
+        }
+        pos += len;
+    }
+}
+
+/// When the oldest in-flight command times out, if it can.
+fn deadline(queue: &InFlightQueue, timeout: Option<Duration>) -> Option<tokio::time::Instant> {
+    let timeout = timeout?;
+    let head = queue.head()?;
+    if !queue.awaiting() || waits_by_design(&head.command, head.spec) {
+        return None;
+    }
+    Some(tokio::time::Instant::from_std(head.sent_at + timeout))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,66 @@
+//! The proxy's effective settings, after the configuration file was read and
+//! validated (parsing lives in the binary's `config` module).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use remoteback_protocol::{Format, Worker};
+
+/// Everything the proxy needs to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxySettings {
+    /// Address clients connect to (`bindip`).
+    pub bind_ip: String,
+    /// Port clients connect to (`bindport`).
+    pub bind_port: u16,
+    /// The primary Redis (`connip`).
+    pub upstream_ip: String,
+    /// The primary Redis port (`connport`).
+    pub upstream_port: u16,
+    /// Payload format of captured records (`message`).
+    pub message: Format,
+    /// How client sessions are scheduled (`worker`).
+    pub worker: Worker,
+    /// How long to wait for the primary's reply to a command (`rsptimeout`);
+    /// `None` waits forever. Blocking commands and pub/sub are exempt.
+    pub reply_timeout: Option<Duration>,
+    /// Where captured records go (`[[sender]]`), in configuration order.
+    pub senders: Vec<SenderSettings>,
+}
+
+/// One `[[sender]]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SenderSettings {
+    Log(LogSenderSettings),
+    Kafka(KafkaSenderSettings),
+}
+
+/// `class = "LogSender"`: every captured record written through the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSenderSettings {
+    /// The log target records are written under (`logger`).
+    pub logger: String,
+    /// The level they are written at (`level`).
+    pub level: log::Level,
+}
+
+/// `class = "KafkaSender"`: captured writes produced to a Kafka topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSenderSettings {
+    pub topic: String,
+    pub filter: Filter,
+    /// librdkafka properties, already renamed (`bootstrap-servers` →
+    /// `bootstrap.servers`) and rendered as strings, in file order.
+    pub kafka: Vec<(String, String)>,
+}
+
+/// Which commands a sender receives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Filter {
+    /// Every command Redis itself would replicate (its `write` flag, scripts,
+    /// functions), decided per subcommand.
+    #[default]
+    Writes,
+    /// Exactly these command names, upper case.
+    Names(HashSet<Vec<u8>>),
+}

@@ -1,0 +1,132 @@
+//! Keys both files share: `message`, `worker`, and Redis addresses.
+
+use remoteback_protocol::{Format, Worker};
+
+use super::source::{describe, Source, Value};
+
+pub(super) const DEFAULT_REDIS_IP: &str = "127.0.0.1";
+pub(super) const DEFAULT_REDIS_PORT: u16 = 6379;
+
+/// `message = ROW | STRING | PROTOCOL`, in any case.
+pub(super) fn message(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+) -> Result<Format, super::ConfigError> {
+    const EXPECTED: &str = "one of ROW, STRING, PROTOCOL (any case)";
+    src.string(path, value, EXPECTED)?
+        .parse()
+        .map_err(|_| src.unexpected(path, value, EXPECTED))
+}
+
+/// `worker = coroutine | thread`, in any case; the original system's `rx`
+/// means `coroutine`.
+pub(super) fn worker(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+) -> Result<Worker, super::ConfigError> {
+    const EXPECTED: &str = "one of coroutine, thread";
+    let name = src.string(path, value, EXPECTED)?;
+    match name.to_ascii_lowercase().as_str() {
+        "coroutine" => Ok(Worker::Coroutine),
+        "thread" => Ok(Worker::Thread),
+        "rx" => {
+            log::warn!(
+                "{}:{}: {path} = {}: `rx` is the original system's name for the \
+                 coroutine worker; using coroutine (write worker = \"coroutine\" to silence this)",
+                src.origin,
+                src.line(&value.span()).unwrap_or(1),
+                describe(value.get_ref()),
+            );
+            Ok(Worker::Coroutine)
+        }
+        _ => Err(src.unexpected(path, value, EXPECTED)),
+    }
+}
+
+/// An IP address or host name to bind or connect to.
+pub(super) fn host(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+) -> Result<String, super::ConfigError> {
+    src.word(path, value, "an IP address or host name")
+}
+
+/// A TCP port.
+pub(super) fn port(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+) -> Result<u16, super::ConfigError> {
+    let n = src.integer(path, value, 1..=65535, "an integer 1-65535")?;
+    Ok(u16::try_from(n).expect("checked range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<T>(
+        text: &str,
+        read: fn(Source<'_>, &str, &Value<'_>) -> Result<T, super::super::ConfigError>,
+    ) -> Result<T, String> {
+        let src = Source {
+            origin: "c.toml",
+            text,
+        };
+        let doc = src.parse().unwrap();
+        read(src, "k", doc.get("k").unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn message_in_any_case() {
+        assert_eq!(check("k = 'row'", message), Ok(Format::Row));
+        assert_eq!(check("k = 'String'", message), Ok(Format::String));
+        assert_eq!(check("k = 'PROTOCOL'", message), Ok(Format::Protocol));
+        assert_eq!(
+            check("\nk = 'xml'", message),
+            Err(
+                "c.toml:2: k: expected one of ROW, STRING, PROTOCOL (any case), got \"xml\"".into()
+            )
+        );
+    }
+
+    #[test]
+    fn worker_names() {
+        assert_eq!(check("k = 'coroutine'", worker), Ok(Worker::Coroutine));
+        assert_eq!(check("k = 'THREAD'", worker), Ok(Worker::Thread));
+        assert_eq!(check("k = 'rx'", worker), Ok(Worker::Coroutine));
+        assert_eq!(check("k = 'Rx'", worker), Ok(Worker::Coroutine));
+        assert_eq!(
+            check("k = 'fiber'", worker),
+            Err("c.toml:1: k: expected one of coroutine, thread, got \"fiber\"".into())
+        );
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(check("k = 6379", port), Ok(6379));
+        assert_eq!(check("k = '6380'", port), Ok(6380));
+        for bad in ["k = 0", "k = 65536", "k = -1", "k = 'abc'", "k = 1.5"] {
+            let e = check(bad, port).unwrap_err();
+            assert!(
+                e.starts_with("c.toml:1: k: expected an integer 1-65535, got "),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(check("k = '10.0.0.1'", host), Ok("10.0.0.1".to_owned()));
+        assert_eq!(
+            check("k = 'redis.local'", host),
+            Ok("redis.local".to_owned())
+        );
+        assert!(check("k = ''", host).is_err());
+        assert!(check("k = ' a '", host).is_err());
+        assert!(check("k = 10", host).is_err());
+    }
+}

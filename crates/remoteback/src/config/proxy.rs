@@ -1,0 +1,737 @@
+//! The proxy's file: listening and upstream addresses, record format,
+//! scheduling, reply timeout and the `[[sender]]` tables.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::time::Duration;
+
+use remoteback_protocol::{Format, Worker};
+use remoteback_proxy::settings::{
+    Filter, KafkaSenderSettings, LogSenderSettings, ProxySettings, SenderSettings,
+};
+use toml::de::{DeTable, DeValue};
+
+use super::common::{self, DEFAULT_REDIS_IP, DEFAULT_REDIS_PORT};
+use super::kafka::{self, Properties};
+use super::source::{in_file_order, join, Key, Source, Value};
+use super::suggest;
+use super::ConfigError;
+
+const DEFAULT_BIND_IP: &str = "127.0.0.1";
+const DEFAULT_BIND_PORT: u16 = 6666;
+const DEFAULT_RSPTIMEOUT_MS: u64 = 10_000;
+const DEFAULT_LOGGER: &str = "remoteback::capture";
+const DEFAULT_LEVEL: log::Level = log::Level::Info;
+
+/// Top-level keys of a proxy file.
+const KEYS: &[&str] = &[
+    "bindip",
+    "bindport",
+    "connip",
+    "connport",
+    "message",
+    "worker",
+    "rsptimeout",
+    "sender",
+];
+const KEYS_TEXT: &str =
+    "bindip, bindport, connip, connport, message, worker, rsptimeout, [[sender]]";
+
+/// Keys of a `[[sender]]` table that are not Kafka properties.
+const LOG_KEYS: &[&str] = &["class", "logger", "level"];
+const KAFKA_KEYS: &[&str] = &["class", "topic", "filter"];
+
+const CLASSES_TEXT: &str = "LogSender or KafkaSender (fully qualified names ending in \
+                            .LogSender, .LogRxSender or .KafkaSender are accepted too)";
+
+/// The proxy's settings from a parsed file.
+pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettings, ConfigError> {
+    let mut settings = ProxySettings {
+        bind_ip: DEFAULT_BIND_IP.to_owned(),
+        bind_port: DEFAULT_BIND_PORT,
+        upstream_ip: DEFAULT_REDIS_IP.to_owned(),
+        upstream_port: DEFAULT_REDIS_PORT,
+        message: Format::default(),
+        worker: Worker::default(),
+        reply_timeout: Some(Duration::from_millis(DEFAULT_RSPTIMEOUT_MS)),
+        senders: Vec::new(),
+    };
+    for (key, value) in in_file_order(doc) {
+        let name = key.get_ref().as_ref();
+        let path = join("", name);
+        match name {
+            "bindip" => settings.bind_ip = common::host(src, &path, value)?,
+            "bindport" => settings.bind_port = common::port(src, &path, value)?,
+            "connip" => settings.upstream_ip = common::host(src, &path, value)?,
+            "connport" => settings.upstream_port = common::port(src, &path, value)?,
+            "message" => settings.message = common::message(src, &path, value)?,
+            "worker" => settings.worker = common::worker(src, &path, value)?,
+            "rsptimeout" => {
+                let ms = src.integer(
+                    &path,
+                    value,
+                    0..=i64::MAX,
+                    "a number of milliseconds >= 0 (0 waits forever)",
+                )?;
+                settings.reply_timeout = (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
+            }
+            "sender" => settings.senders = senders(src, value)?,
+            _ => return Err(unknown_top_level(src, key)),
+        }
+    }
+    if settings.senders.is_empty() {
+        log::warn!(
+            "{}: no [[sender]] table: commands are proxied but nothing is captured",
+            src.origin
+        );
+    }
+    Ok(settings)
+}
+
+fn unknown_top_level(src: Source<'_>, key: &Key<'_>) -> ConfigError {
+    let name = key.get_ref().as_ref();
+    let hint = match name {
+        "receiver" | "redis" => {
+            " ([receiver] and [redis] belong in a replay configuration)".to_owned()
+        }
+        "class" | "topic" | "filter" | "logger" | "level" => {
+            " (it belongs inside a [[sender]] table)".to_owned()
+        }
+        _ if name.contains('-') || name.contains('.') => {
+            " (Kafka properties belong inside a [[sender]] table with class = \"KafkaSender\")"
+                .to_owned()
+        }
+        _ => suggest::did_you_mean(name, KEYS),
+    };
+    src.error(
+        &key.span(),
+        &join("", name),
+        format!("unknown key{hint}; a proxy configuration takes {KEYS_TEXT}"),
+    )
+}
+
+/// The `[[sender]]` array.
+fn senders(src: Source<'_>, value: &Value<'_>) -> Result<Vec<SenderSettings>, ConfigError> {
+    const EXPECTED: &str = "an array of tables, written [[sender]]";
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err(src.unexpected("sender", value, EXPECTED));
+    };
+    let mut senders = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("sender[{i}]");
+        let DeValue::Table(table) = item.get_ref() else {
+            return Err(src.unexpected(&path, item, EXPECTED));
+        };
+        senders.push(sender(src, &path, &item.span(), table)?);
+    }
+    Ok(senders)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Class {
+    Log,
+    Kafka,
+}
+
+impl Class {
+    /// `LogSender`, `KafkaSender`, or a fully qualified name ending in
+    /// `.LogSender`, `.LogRxSender` or `.KafkaSender`, in any case.
+    fn of(name: &str) -> Option<Class> {
+        let simple = name.rsplit('.').next().unwrap_or(name);
+        match simple.to_ascii_lowercase().as_str() {
+            "logsender" | "logrxsender" => Some(Class::Log),
+            "kafkasender" => Some(Class::Kafka),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Class::Log => "LogSender",
+            Class::Kafka => "KafkaSender",
+        }
+    }
+
+    fn takes(self) -> &'static str {
+        match self {
+            Class::Log => "LogSender takes logger and level",
+            Class::Kafka => "KafkaSender takes topic, filter and Kafka client properties",
+        }
+    }
+}
+
+/// One `[[sender]]` table.
+fn sender(
+    src: Source<'_>,
+    path: &str,
+    span: &Range<usize>,
+    table: &DeTable<'_>,
+) -> Result<SenderSettings, ConfigError> {
+    let class = match table.get("class") {
+        None => {
+            return Err(src.error(
+                span,
+                path,
+                format!("key `class` is missing; it names the sender: {CLASSES_TEXT}"),
+            ))
+        }
+        Some(value) => {
+            let class_path = join(path, "class");
+            let name = src.string(&class_path, value, "a sender class name")?;
+            Class::of(name).ok_or_else(|| {
+                let simple = name.rsplit('.').next().unwrap_or(name);
+                let hint = suggest::did_you_mean(simple, &["LogSender", "KafkaSender"]);
+                src.error(
+                    &value.span(),
+                    &class_path,
+                    format!("unknown sender class {name:?}{hint}; accepted: {CLASSES_TEXT}"),
+                )
+            })?
+        }
+    };
+    let label = format!("{path} ({})", class.name());
+    match class {
+        Class::Log => log_sender(src, path, &label, table).map(SenderSettings::Log),
+        Class::Kafka => kafka_sender(src, path, &label, span, table).map(SenderSettings::Kafka),
+    }
+}
+
+/// A key that is not allowed in this sender.
+fn not_allowed(
+    src: Source<'_>,
+    label: &str,
+    class: Class,
+    key: &Key<'_>,
+    candidates: &[&str],
+) -> ConfigError {
+    let name = key.get_ref().as_ref();
+    let hint = if KEYS.contains(&name) {
+        format!(
+            " (`{name}` is a top-level key: move it above the first [[sender]], \
+             since every key after a [[sender]] header belongs to that sender)"
+        )
+    } else {
+        suggest::did_you_mean(name, candidates)
+    };
+    src.error(
+        &key.span(),
+        label,
+        format!("key `{name}` is not allowed here{hint}; {}", class.takes()),
+    )
+}
+
+fn log_sender(
+    src: Source<'_>,
+    path: &str,
+    label: &str,
+    table: &DeTable<'_>,
+) -> Result<LogSenderSettings, ConfigError> {
+    let mut settings = LogSenderSettings {
+        logger: DEFAULT_LOGGER.to_owned(),
+        level: DEFAULT_LEVEL,
+    };
+    for (key, value) in in_file_order(table) {
+        let name = key.get_ref().as_ref();
+        let key_path = join(path, name);
+        match name {
+            "class" => {}
+            "logger" => settings.logger = src.word(&key_path, value, "a logger name")?,
+            "level" => {
+                const EXPECTED: &str = "one of trace, debug, info, warn, error (any case)";
+                settings.level = src
+                    .string(&key_path, value, EXPECTED)?
+                    .parse()
+                    .map_err(|_| src.unexpected(&key_path, value, EXPECTED))?;
+            }
+            _ => return Err(not_allowed(src, label, Class::Log, key, LOG_KEYS)),
+        }
+    }
+    Ok(settings)
+}
+
+fn kafka_sender(
+    src: Source<'_>,
+    path: &str,
+    label: &str,
+    span: &Range<usize>,
+    table: &DeTable<'_>,
+) -> Result<KafkaSenderSettings, ConfigError> {
+    let mut topic = None;
+    let mut filter = Filter::Writes;
+    let mut properties = Properties::new(path);
+    for (key, value) in in_file_order(table) {
+        let name = key.get_ref().as_ref();
+        let key_path = join(path, name);
+        match name {
+            "class" => {}
+            "topic" => topic = Some(src.word(&key_path, value, "a topic name")?),
+            "filter" => filter = self::filter(src, &key_path, value)?,
+            // LogSender's keys, and top-level keys written after the header.
+            _ if name == "logger" || name == "level" || KEYS.contains(&name) => {
+                return Err(not_allowed(src, label, Class::Kafka, key, KAFKA_KEYS))
+            }
+            // `topics`, `filters`: not Kafka properties, surely misspellings.
+            _ if !name.contains(['-', '.', '_'])
+                && suggest::closest(name, &["topic", "filter"]).is_some() =>
+            {
+                return Err(not_allowed(
+                    src,
+                    label,
+                    Class::Kafka,
+                    key,
+                    &["topic", "filter"],
+                ))
+            }
+            _ => properties.add(src, key, value)?,
+        }
+    }
+    let Some(topic) = topic else {
+        return Err(src.error(
+            span,
+            label,
+            "key `topic` is missing; it names the Kafka topic captured writes go to",
+        ));
+    };
+    properties.require(
+        src,
+        label,
+        span,
+        kafka::BOOTSTRAP_SERVERS,
+        "kafka1:9092,kafka2:9092",
+    )?;
+    Ok(KafkaSenderSettings {
+        topic,
+        filter,
+        kafka: properties.into_vec(),
+    })
+}
+
+/// `filter = ["set", "del", ...]`: command names, stored upper case.
+fn filter(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Filter, ConfigError> {
+    const EXPECTED: &str = "an array of command names, such as [\"SET\", \"DEL\"]";
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err(src.unexpected(path, value, EXPECTED));
+    };
+    if items.is_empty() {
+        return Err(src.error(
+            &value.span(),
+            path,
+            "an empty filter would send nothing; list command names, or remove `filter` \
+             to send every write command",
+        ));
+    }
+    let mut names = HashSet::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let name = src.string(
+            &format!("{path}[{i}]"),
+            item,
+            "a command name such as \"SET\"",
+        )?;
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(src.unexpected(
+                &format!("{path}[{i}]"),
+                item,
+                "a command name such as \"SET\" (one word)",
+            ));
+        }
+        names.insert(name.to_ascii_uppercase().into_bytes());
+    }
+    Ok(Filter::Names(names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_proxy;
+    use super::super::tests::warnings_from;
+    use super::*;
+
+    fn parse(text: &str) -> ProxySettings {
+        parse_proxy(text, "proxy.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn error(text: &str) -> String {
+        parse_proxy(text, "proxy.toml").unwrap_err().to_string()
+    }
+
+    fn kafka(settings: &ProxySettings, i: usize) -> &KafkaSenderSettings {
+        match &settings.senders[i] {
+            SenderSettings::Kafka(k) => k,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn log(settings: &ProxySettings, i: usize) -> &LogSenderSettings {
+        match &settings.senders[i] {
+            SenderSettings::Log(l) => l,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let (s, warnings) = warnings_from(|| parse(""));
+        assert_eq!(
+            s,
+            ProxySettings {
+                bind_ip: "127.0.0.1".into(),
+                bind_port: 6666,
+                upstream_ip: "127.0.0.1".into(),
+                upstream_port: 6379,
+                message: Format::Protocol,
+                worker: Worker::Coroutine,
+                reply_timeout: Some(Duration::from_secs(10)),
+                senders: vec![],
+            }
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("proxy.toml: no [[sender]]"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn every_key() {
+        let s = parse(
+            r#"
+bindip = "0.0.0.0"
+bindport = 7777
+connip = "redis.primary"
+connport = 6380
+message = "string"
+worker = "Thread"
+rsptimeout = 250
+
+[[sender]]
+class = "LogSender"
+logger = "capture"
+level = "warn"
+
+[[sender]]
+class = "KafkaSender"
+topic = "writes"
+filter = ["set", "Del", "HSET"]
+bootstrap-servers = "k1:9092"
+"#,
+        );
+        assert_eq!(s.bind_ip, "0.0.0.0");
+        assert_eq!(s.bind_port, 7777);
+        assert_eq!(s.upstream_ip, "redis.primary");
+        assert_eq!(s.upstream_port, 6380);
+        assert_eq!(s.message, Format::String);
+        assert_eq!(s.worker, Worker::Thread);
+        assert_eq!(s.reply_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(
+            log(&s, 0),
+            &LogSenderSettings {
+                logger: "capture".into(),
+                level: log::Level::Warn
+            }
+        );
+        let k = kafka(&s, 1);
+        assert_eq!(k.topic, "writes");
+        let names: HashSet<Vec<u8>> = [&b"SET"[..], b"DEL", b"HSET"]
+            .iter()
+            .map(|n| n.to_vec())
+            .collect();
+        assert_eq!(k.filter, Filter::Names(names));
+        assert_eq!(k.kafka, pairs(&[("bootstrap.servers", "k1:9092")]));
+    }
+
+    #[test]
+    fn rsptimeout_zero_waits_forever() {
+        assert_eq!(parse("rsptimeout = 0").reply_timeout, None);
+        assert_eq!(
+            parse("rsptimeout = 1").reply_timeout,
+            Some(Duration::from_millis(1))
+        );
+    }
+
+    #[test]
+    fn log_sender_defaults_and_levels() {
+        let s = parse("[[sender]]\nclass = 'LogSender'\n");
+        assert_eq!(
+            log(&s, 0),
+            &LogSenderSettings {
+                logger: "remoteback::capture".into(),
+                level: log::Level::Info
+            }
+        );
+        for (text, level) in [
+            ("trace", log::Level::Trace),
+            ("DEBUG", log::Level::Debug),
+            ("Info", log::Level::Info),
+            ("WARN", log::Level::Warn),
+            ("error", log::Level::Error),
+        ] {
+            let s = parse(&format!(
+                "[[sender]]\nclass = 'LogSender'\nlevel = '{text}'\n"
+            ));
+            assert_eq!(log(&s, 0).level, level);
+        }
+    }
+
+    #[test]
+    fn class_name_variants() {
+        for class in [
+            "LogSender",
+            "LogRxSender",
+            "com.remoteback.sender.LogRxSender",
+            "com.example.remoteback.sender.LogSender",
+            "logsender",
+        ] {
+            let s = parse(&format!("[[sender]]\nclass = '{class}'\n"));
+            assert!(matches!(s.senders[0], SenderSettings::Log(_)), "{class}");
+        }
+        for class in [
+            "KafkaSender",
+            "com.remoteback.sender.KafkaSender",
+            "org.example.KAFKASENDER",
+        ] {
+            let s = parse(&format!(
+                "[[sender]]\nclass = '{class}'\ntopic = 't'\nbootstrap-servers = 'k:9092'\n"
+            ));
+            assert!(matches!(s.senders[0], SenderSettings::Kafka(_)), "{class}");
+        }
+    }
+
+    #[test]
+    fn senders_as_inline_tables() {
+        let s =
+            parse("sender = [{ class = 'LogSender' }, { class = 'LogSender', level = 'error' }]");
+        assert_eq!(s.senders.len(), 2);
+        assert_eq!(log(&s, 1).level, log::Level::Error);
+    }
+
+    #[test]
+    fn worker_rx_is_coroutine_with_a_warning() {
+        let (s, warnings) =
+            warnings_from(|| parse("\nworker = \"rx\"\n[[sender]]\nclass = 'LogSender'\n"));
+        assert_eq!(s.worker, Worker::Coroutine);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("proxy.toml:2: worker = \"rx\""),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("using coroutine"), "{warnings:?}");
+    }
+
+    #[test]
+    fn kafka_properties_pass_through_renamed_and_rendered() {
+        let s = parse(
+            r#"
+[[sender]]
+class = "KafkaSender"
+topic = "t"
+bootstrap-servers = "k1:9092,k2:9092"
+acks = "all"
+linger-ms = 5
+enable-idempotence = true
+"message.max.bytes" = 1_000_000
+security-protocol = "SASL_SSL"
+"#,
+        );
+        assert_eq!(
+            kafka(&s, 0).kafka,
+            pairs(&[
+                ("bootstrap.servers", "k1:9092,k2:9092"),
+                ("acks", "all"),
+                ("linger.ms", "5"),
+                ("enable.idempotence", "true"),
+                ("message.max.bytes", "1000000"),
+                ("security.protocol", "SASL_SSL"),
+            ])
+        );
+    }
+
+    // Error messages: file, line, key path, reason and what is allowed.
+
+    #[test]
+    fn bad_port() {
+        assert_eq!(
+            error("# listen\n\nbindport = \"abc\"\n"),
+            "proxy.toml:3: bindport: expected an integer 1-65535, got \"abc\""
+        );
+        assert_eq!(
+            error("connport = 70000"),
+            "proxy.toml:1: connport: expected an integer 1-65535, got 70000"
+        );
+    }
+
+    #[test]
+    fn bad_scalars() {
+        assert_eq!(
+            error("message = 'json'"),
+            "proxy.toml:1: message: expected one of ROW, STRING, PROTOCOL (any case), got \"json\""
+        );
+        assert_eq!(
+            error("\nworker = 4"),
+            "proxy.toml:2: worker: expected one of coroutine, thread, got 4"
+        );
+        assert_eq!(
+            error("rsptimeout = -5"),
+            "proxy.toml:1: rsptimeout: expected a number of milliseconds >= 0 (0 waits forever), got -5"
+        );
+        assert_eq!(
+            error("rsptimeout = 1.5"),
+            "proxy.toml:1: rsptimeout: expected a number of milliseconds >= 0 (0 waits forever), got a float (1.5)"
+        );
+        assert_eq!(
+            error("bindip = ''"),
+            "proxy.toml:1: bindip: expected an IP address or host name, got \"\""
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_key_suggests_and_lists() {
+        assert_eq!(
+            error("bindport = 1\nbindprot = 2\n"),
+            "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
+             takes bindip, bindport, connip, connport, message, worker, rsptimeout, [[sender]]"
+        );
+        let e = error("listen = 1");
+        assert!(
+            e.starts_with("proxy.toml:1: listen: unknown key; a proxy configuration takes bindip,"),
+            "{e}"
+        );
+        let e = error("topic = 't'");
+        assert!(
+            e.contains("topic: unknown key (it belongs inside a [[sender]] table)"),
+            "{e}"
+        );
+        let e = error("bootstrap-servers = 'k'");
+        assert!(
+            e.contains("(Kafka properties belong inside a [[sender]] table"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn key_not_allowed_in_a_sender() {
+        let text = "bindport = 6666\n\n[[sender]]\nclass = 'LogSender'\n\n[[sender]]\nclass = 'KafkaSender'\nlevel = 'info'\n";
+        assert_eq!(
+            error(text),
+            "proxy.toml:8: sender[1] (KafkaSender): key `level` is not allowed here; \
+             KafkaSender takes topic, filter and Kafka client properties"
+        );
+        assert_eq!(
+            error("[[sender]]\nclass = 'LogSender'\nlevle = 'info'\n"),
+            "proxy.toml:3: sender[0] (LogSender): key `levle` is not allowed here (did you mean \
+             `level`?); LogSender takes logger and level"
+        );
+        let e = error("[[sender]]\nclass = 'KafkaSender'\ntopics = 't'\n");
+        assert!(e.starts_with("proxy.toml:3: sender[0] (KafkaSender): key `topics` is not allowed here (did you mean `topic`?)"), "{e}");
+    }
+
+    #[test]
+    fn top_level_key_after_a_sender_header() {
+        let e = error("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k'\nrsptimeout = 10\n");
+        assert!(e.starts_with("proxy.toml:5: sender[0] (KafkaSender): key `rsptimeout` is not allowed here (`rsptimeout` is a top-level key: move it above the first [[sender]]"), "{e}");
+        let e = error("[[sender]]\nclass = 'LogSender'\nworker = 'thread'\n");
+        assert!(e.starts_with("proxy.toml:3: sender[0] (LogSender): key `worker` is not allowed here (`worker` is a top-level key"), "{e}");
+    }
+
+    #[test]
+    fn missing_or_unknown_class() {
+        assert_eq!(
+            error("[[sender]]\ntopic = 't'\n"),
+            "proxy.toml:1: sender[0]: key `class` is missing; it names the sender: LogSender or \
+             KafkaSender (fully qualified names ending in .LogSender, .LogRxSender or .KafkaSender \
+             are accepted too)"
+        );
+        assert_eq!(
+            error(
+                "[[sender]]\nclass = 'LogSender'\n[[sender]]\nclass = 'com.example.FileSender'\n"
+            ),
+            "proxy.toml:4: sender[1].class: unknown sender class \"com.example.FileSender\"; \
+             accepted: LogSender or KafkaSender (fully qualified names ending in .LogSender, \
+             .LogRxSender or .KafkaSender are accepted too)"
+        );
+        let e = error("[[sender]]\nclass = 'KafkaSendr'\n");
+        assert!(e.contains("unknown sender class \"KafkaSendr\" (did you mean `KafkaSender`?); accepted: LogSender or KafkaSender"), "{e}");
+    }
+
+    #[test]
+    fn kafka_sender_requirements() {
+        assert_eq!(
+            error("\n[[sender]]\nclass = 'KafkaSender'\nbootstrap-servers = 'k:9092'\n"),
+            "proxy.toml:2: sender[0] (KafkaSender): key `topic` is missing; it names the Kafka \
+             topic captured writes go to"
+        );
+        assert_eq!(
+            error("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nacks = 1\n"),
+            "proxy.toml:1: sender[0] (KafkaSender): Kafka property `bootstrap-servers` is \
+             required; add for example bootstrap-servers = \"kafka1:9092,kafka2:9092\""
+        );
+        let e = error("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-server = 'k'\n");
+        assert!(
+            e.contains("is required (is `bootstrap-server` a misspelling of it?)"),
+            "{e}"
+        );
+        assert_eq!(
+            error("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = ''\n"),
+            "proxy.toml:4: sender[0].bootstrap-servers: expected a non-empty string, such as \
+             bootstrap-servers = \"kafka1:9092,kafka2:9092\""
+        );
+    }
+
+    #[test]
+    fn bad_kafka_property_values_name_the_key() {
+        let e = error("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k'\nlinger-ms = 0.5\n");
+        assert_eq!(
+            e,
+            "proxy.toml:5: sender[0].linger-ms: Kafka property `linger.ms` must be a string, \
+             integer or boolean, got a float (0.5); write it as a string (\"0.5\") if that is what you mean"
+        );
+        let e = error("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap.servers = 'k'\n");
+        assert!(e.starts_with("proxy.toml:4: sender[0].bootstrap: Kafka property `bootstrap` must be a string, integer or boolean, got a table; a dotted name must be quoted"), "{e}");
+    }
+
+    #[test]
+    fn bad_filters() {
+        let head = "[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k'\n";
+        assert_eq!(
+            error(&format!("{head}filter = []\n")),
+            "proxy.toml:5: sender[0].filter: an empty filter would send nothing; list command \
+             names, or remove `filter` to send every write command"
+        );
+        assert_eq!(
+            error(&format!("{head}filter = 'SET'\n")),
+            "proxy.toml:5: sender[0].filter: expected an array of command names, such as \
+             [\"SET\", \"DEL\"], got \"SET\""
+        );
+        assert_eq!(
+            error(&format!("{head}filter = [\n  'SET',\n  'MULTI EXEC',\n]\n")),
+            "proxy.toml:7: sender[0].filter[1]: expected a command name such as \"SET\" (one \
+             word), got \"MULTI EXEC\""
+        );
+        assert_eq!(
+            error(&format!("{head}filter = ['SET', 3]\n")),
+            "proxy.toml:5: sender[0].filter[1]: expected a command name such as \"SET\", got 3"
+        );
+    }
+
+    #[test]
+    fn sender_must_be_an_array_of_tables() {
+        assert_eq!(
+            error("[sender]\nclass = 'LogSender'\n"),
+            "proxy.toml:1: sender: expected an array of tables, written [[sender]], got a table"
+        );
+        assert_eq!(
+            error("sender = ['LogSender']"),
+            "proxy.toml:1: sender[0]: expected an array of tables, written [[sender]], got \"LogSender\""
+        );
+    }
+
+    #[test]
+    fn replay_tables_in_a_proxy_file() {
+        let e = error("bindport = 1\n[receiver]\n");
+        assert!(e.starts_with("proxy.toml:2: receiver: unknown key ([receiver] and [redis] belong in a replay configuration)"), "{e}");
+    }
+}

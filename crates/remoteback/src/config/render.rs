@@ -1,0 +1,152 @@
+//! The effective settings written back as TOML, for `check-config`: every
+//! key with the value in force, defaults included, secrets masked.
+
+use std::fmt;
+
+use remoteback_proxy::settings::{Filter, ProxySettings, SenderSettings};
+use remoteback_replay::settings::ReplaySettings;
+
+use super::source::{display_key, quote};
+use super::Loaded;
+
+/// What a secret is shown as.
+const MASK: &str = "***";
+
+impl fmt::Display for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loaded::Proxy(settings) => proxy(f, settings),
+            Loaded::Replay(settings) => replay(f, settings),
+        }
+    }
+}
+
+fn proxy(f: &mut fmt::Formatter<'_>, s: &ProxySettings) -> fmt::Result {
+    writeln!(f, "# proxy configuration, effective settings")?;
+    writeln!(f, "bindip = {}", quote(&s.bind_ip))?;
+    writeln!(f, "bindport = {}", s.bind_port)?;
+    writeln!(f, "connip = {}", quote(&s.upstream_ip))?;
+    writeln!(f, "connport = {}", s.upstream_port)?;
+    writeln!(f, "message = {}", quote(s.message.name()))?;
+    writeln!(f, "worker = {}", quote(&s.worker.to_string()))?;
+    match s.reply_timeout {
+        Some(timeout) => writeln!(f, "rsptimeout = {}", timeout.as_millis())?,
+        None => writeln!(f, "rsptimeout = 0 # wait forever")?,
+    }
+    if s.senders.is_empty() {
+        writeln!(
+            f,
+            "\n# no [[sender]]: commands are proxied, nothing is captured"
+        )?;
+    }
+    for sender in &s.senders {
+        writeln!(f, "\n[[sender]]")?;
+        match sender {
+            SenderSettings::Log(log) => {
+                writeln!(f, "class = \"LogSender\"")?;
+                writeln!(f, "logger = {}", quote(&log.logger))?;
+                let level = log.level.as_str().to_ascii_lowercase();
+                writeln!(f, "level = {}", quote(&level))?;
+            }
+            SenderSettings::Kafka(kafka) => {
+                writeln!(f, "class = \"KafkaSender\"")?;
+                writeln!(f, "topic = {}", quote(&kafka.topic))?;
+                match &kafka.filter {
+                    Filter::Writes => {
+                        writeln!(f, "# filter not set: every command Redis would replicate")?
+                    }
+                    Filter::Names(names) => {
+                        let mut names: Vec<String> = names
+                            .iter()
+                            .map(|n| quote(&String::from_utf8_lossy(n)))
+                            .collect();
+                        names.sort();
+                        writeln!(f, "filter = [{}]", names.join(", "))?;
+                    }
+                }
+                properties(f, &kafka.kafka)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn replay(f: &mut fmt::Formatter<'_>, s: &ReplaySettings) -> fmt::Result {
+    writeln!(f, "# replay configuration, effective settings")?;
+    writeln!(f, "message = {}", quote(s.message.name()))?;
+    writeln!(f, "worker = {}", quote(&s.worker.to_string()))?;
+
+    let r = &s.receiver;
+    writeln!(f, "\n[receiver]")?;
+    writeln!(f, "class = \"KafkaReceiver\"")?;
+    let topics: Vec<String> = r.topics.iter().map(|t| quote(t)).collect();
+    writeln!(f, "topic = [{}]", topics.join(", "))?;
+    writeln!(f, "polltimeout = {}", r.poll_timeout.as_millis())?;
+    properties(f, &r.kafka)?;
+
+    let b = &s.backup;
+    writeln!(f, "\n[redis]")?;
+    writeln!(f, "connip = {}", quote(&b.host))?;
+    writeln!(f, "connport = {}", b.port)?;
+    match &b.username {
+        Some(username) => writeln!(f, "username = {}", quote(username))?,
+        None => writeln!(f, "# username not set")?,
+    }
+    match &b.password {
+        Some(_) => writeln!(f, "password = {}", quote(MASK))?,
+        None => writeln!(f, "# password not set")?,
+    }
+    Ok(())
+}
+
+/// Kafka properties under their librdkafka names, secrets masked.
+fn properties(f: &mut fmt::Formatter<'_>, props: &[(String, String)]) -> fmt::Result {
+    for (name, value) in props {
+        let shown = if is_secret(name) { MASK } else { value };
+        writeln!(f, "{} = {}", display_key(name), quote(shown))?;
+    }
+    Ok(())
+}
+
+/// Kafka properties whose values must not be shown: passwords, secrets,
+/// private keys and JAAS or OAuth configurations that embed them.
+fn is_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "key.pem",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets() {
+        for name in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.config",
+            "sasl.jaas.config",
+            "ssl.key.pem",
+        ] {
+            assert!(is_secret(name), "{name}");
+        }
+        for name in [
+            "sasl.username",
+            "bootstrap.servers",
+            "ssl.ca.location",
+            "ssl.certificate.pem",
+        ] {
+            assert!(!is_secret(name), "{name}");
+        }
+    }
+}

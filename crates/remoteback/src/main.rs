@@ -1,0 +1,152 @@
+//! `remoteback`: the one binary with the proxy, the replay and the tools.
+
+mod config;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use remoteback_proxy::{Proxy, SenderSettings};
+
+/// Redis disaster recovery: a RESP proxy that clones the primary's writes
+/// into Kafka, and a replay that applies them to a backup Redis.
+#[derive(Parser)]
+#[command(name = "remoteback", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy in front of the primary Redis.
+    Proxy {
+        /// The proxy configuration file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Run the replay that applies captured writes to the backup Redis.
+    Replay {
+        /// The replay configuration file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Load and validate a proxy or replay configuration file, print the
+    /// effective settings, exit non-zero with the reason if it is bad.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Proxy { config } => run_proxy(config),
+        Command::Replay { config } => run_replay(config),
+        Command::CheckConfig { file } => check_config(file),
+    }
+}
+
+fn check_config(file: PathBuf) -> ExitCode {
+    logging::init(&[]);
+    match config::load_any(&file) {
+        Ok(loaded) => {
+            println!("{loaded}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn run_proxy(file: PathBuf) -> ExitCode {
+    let settings = match config::load_proxy(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            logging::init(&[]);
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log_targets: Vec<(String, log::Level)> = settings
+        .senders
+        .iter()
+        .filter_map(|s| match s {
+            SenderSettings::Log(l) => Some((l.logger.clone(), l.level)),
+            _ => None,
+        })
+        .collect();
+    logging::init(&log_targets);
+    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
+        rt.block_on(async {
+            let proxy = Proxy::bind(settings).await?;
+            proxy.run(shutdown_signal()).await?;
+            Ok(())
+        })
+    });
+    finish("proxy", result)
+}
+
+fn run_replay(file: PathBuf) -> ExitCode {
+    logging::init(&[]);
+    let settings = match config::load_replay(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stats = remoteback_replay::stats::Stats::default();
+    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
+        rt.block_on(async {
+            remoteback_replay::run(settings, shutdown_signal(), stats.clone()).await?;
+            Ok(())
+        })
+    });
+    log::info!(
+        "replay: {} records applied, {} commands refused by the backup",
+        stats.applied(),
+        stats.refused()
+    );
+    finish("replay", result)
+}
+
+fn finish(what: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => {
+            log::info!("{what} stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{what}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
