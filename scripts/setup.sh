@@ -68,7 +68,7 @@ free_port() {
 # Starts tansu on a free loopback port with a throw-away sqlite file and
 # succeeds if it accepts TCP connections within 15 s.
 tansu_starts() {
-    local bin="$1" port dir pid ok=1 i
+    local bin="$1" port dir pid ok=1
     port="$(free_port)"
     dir="$(mktemp -d "${TMPDIR:-/tmp}/tansu-check.XXXXXX")"
     # Own session (setsid) so that the whole process group can be killed.
@@ -80,7 +80,7 @@ tansu_starts() {
             --storage-engine "sqlite://check.db"
     ) >"$dir/tansu.log" 2>&1 </dev/null &
     pid=$!
-    for i in $(seq 1 150); do
+    for _ in $(seq 1 150); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             ok=0
             break

@@ -185,7 +185,7 @@ EOF
 
 # The proxy creates the topic when it is missing, so it starts first.
 start proxy "$LOCAL" "$BIN" proxy --config "$LOCAL/proxy.toml"
-wait_for proxy "PING through 127.0.0.1:$PROXY_PORT" 60 redis_ping "$PROXY_PORT"
+wait_for proxy "127.0.0.1:$PROXY_PORT accepting connections" 60 port_open "$PROXY_PORT"
 
 start replay "$LOCAL" "$BIN" replay --config "$LOCAL/replay.toml"
 # replay listens on nothing: give it a moment to fail on a bad config or an

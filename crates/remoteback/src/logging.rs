@@ -9,12 +9,39 @@
 //! A target matches itself and its `::` children.
 
 use std::io::Write;
+use std::sync::{OnceLock, RwLock};
 
 use log::{LevelFilter, Log, Metadata, Record};
 
 struct Logger {
     default: LevelFilter,
     targets: Vec<(String, LevelFilter)>,
+}
+
+/// The installed logger's settings; configuration can add targets after the
+/// logger is installed (so messages while loading it are not lost).
+static ACTIVE: OnceLock<RwLock<Logger>> = OnceLock::new();
+
+/// What `log` calls; reads the active settings.
+struct Installed;
+
+impl Log for Installed {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        ACTIVE
+            .get()
+            .and_then(|l| l.read().ok().map(|l| l.enabled(metadata)))
+            .unwrap_or(false)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if let Some(Ok(l)) = ACTIVE.get().map(|l| l.read()) {
+            l.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
 }
 
 impl Logger {
@@ -106,30 +133,40 @@ fn parse_spec(spec: &str) -> Logger {
     logger
 }
 
-/// Installs the logger; `extra` adds `target=level` pairs that the
-/// environment can still override (LogSender targets).
-pub fn init(extra: &[(String, log::Level)]) {
+/// Installs the logger, configured from the environment.
+pub fn init() {
     let spec = std::env::var("REMOTEBACK_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_default();
-    let mut logger = parse_spec(&spec);
-    for (target, level) in extra {
-        if !logger.targets.iter().any(|(t, _)| t == target) {
-            logger
-                .targets
-                .push((target.clone(), level.to_level_filter()));
-        }
+    let logger = parse_spec(&spec);
+    let max = max_level(&logger);
+    if ACTIVE.set(RwLock::new(logger)).is_ok() && log::set_logger(&Installed).is_ok() {
+        log::set_max_level(max);
     }
-    let max = logger
+}
+
+/// Enables `target` at `level` (LogSender targets), unless the environment
+/// already set a level for it.
+pub fn add_target(target: &str, level: log::Level) {
+    let Some(Ok(mut logger)) = ACTIVE.get().map(|l| l.write()) else {
+        return;
+    };
+    if !logger.targets.iter().any(|(t, _)| t == target) {
+        logger
+            .targets
+            .push((target.to_string(), level.to_level_filter()));
+    }
+    log::set_max_level(max_level(&logger));
+}
+
+fn max_level(logger: &Logger) -> LevelFilter {
+    logger
         .targets
         .iter()
         .map(|(_, l)| *l)
         .chain([logger.default])
         .max()
-        .unwrap_or(LevelFilter::Info);
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(max);
-    }
+        .unwrap_or(LevelFilter::Info)
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init();
     match cli.command {
         Command::Proxy { config } => run_proxy(config),
         Command::Replay { config } => run_replay(config),
@@ -50,7 +51,6 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: PathBuf) -> ExitCode {
-    logging::init(&[]);
     match config::load_any(&file) {
         Ok(loaded) => {
             println!("{loaded}");
@@ -73,20 +73,15 @@ fn run_proxy(file: PathBuf) -> ExitCode {
     let settings = match config::load_proxy(&file) {
         Ok(s) => s,
         Err(e) => {
-            logging::init(&[]);
             log::error!("{e}");
             return ExitCode::from(2);
         }
     };
-    let log_targets: Vec<(String, log::Level)> = settings
-        .senders
-        .iter()
-        .filter_map(|s| match s {
-            SenderSettings::Log(l) => Some((l.logger.clone(), l.level)),
-            _ => None,
-        })
-        .collect();
-    logging::init(&log_targets);
+    for sender in &settings.senders {
+        if let SenderSettings::Log(l) = sender {
+            logging::add_target(&l.logger, l.level);
+        }
+    }
     let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(async {
             let proxy = Proxy::bind(settings).await?;
@@ -98,7 +93,6 @@ fn run_proxy(file: PathBuf) -> ExitCode {
 }
 
 fn run_replay(file: PathBuf) -> ExitCode {
-    logging::init(&[]);
     let settings = match config::load_replay(&file) {
         Ok(s) => s,
         Err(e) => {

@@ -84,16 +84,19 @@ pub async fn partitions(settings: &ReceiverSettings) -> Result<Vec<(String, i32)
         for topic in &topics {
             let mut warned = false;
             loop {
-                let partitions = consumer
-                    .fetch_metadata(Some(topic), Duration::from_secs(10))
-                    .map(|m| {
-                        m.topics()
-                            .iter()
-                            .filter(|t| t.name() == topic && t.error().is_none())
-                            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default();
+                let partitions = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+                {
+                    Ok(m) => m
+                        .topics()
+                        .iter()
+                        .filter(|t| t.name() == topic && t.error().is_none())
+                        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                        .collect::<Vec<_>>(),
+                    Err(e) => {
+                        log::warn!("cannot read metadata of topic {topic}: {e}");
+                        Vec::new()
+                    }
+                };
                 if !partitions.is_empty() {
                     found.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
                     break;

@@ -22,8 +22,17 @@ use remoteback_protocol::Record;
 use super::Sender;
 use crate::settings::KafkaSenderSettings;
 
-/// Producer properties remoteback sets unless the configuration overrides them.
-const DEFAULTS: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+/// Producer properties remoteback sets unless the configuration overrides them:
+/// idempotence against duplicates and reordering; records up to 64 MiB, as a
+/// Redis value may be far larger than Kafka's usual 1 MB (the broker's
+/// `message.max.bytes` must allow what the proxy sends); a queue of a million
+/// records between client traffic and the broker.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("message.max.bytes", "67108864"),
+    ("queue.buffering.max.messages", "1000000"),
+];
 
 /// Delivery counters, shared with librdkafka's delivery callback.
 #[derive(Default)]

@@ -106,13 +106,18 @@ impl Senders {
         self.format
     }
 
-    /// Whether any sender takes `command` (so capture can skip reads cheaply).
+    /// Whether any sender takes `command` (so capture can skip reads
+    /// cheaply). Never in `ROW` format, where the request side sends the
+    /// client's raw bytes instead.
     pub fn wants(&self, command: &Command, spec: Option<&CommandSpec>) -> bool {
-        self.sinks.iter().any(|s| s.filter.accepts(command, spec))
+        self.format != Format::Row && self.sinks.iter().any(|s| s.filter.accepts(command, spec))
     }
 
     /// Hands a capture to every sender whose filter passes some of it.
     pub fn capture(&self, captured: &Captured<'_>) {
+        if self.format == Format::Row {
+            return;
+        }
         for sink in &self.sinks {
             let kept: Vec<Command>;
             let commands = if captured.transaction {

@@ -289,8 +289,7 @@ acks = "all"
 "linger.ms" = "5"
 retries = "3"
 "compression.type" = "lz4"
-"enable.idempotence" = "true"
-"#
+"enable.idempotence" = "true""#
         );
     }
 
@@ -308,14 +307,13 @@ message = "PROTOCOL"
 worker = "coroutine"
 rsptimeout = 10000
 
-# no [[sender]]: commands are proxied, nothing is captured
-"#
+# no [[sender]]: commands are proxied, nothing is captured"#
         );
         let loaded = parse_any("rsptimeout = 0\n[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nfilter = ['set', 'Del']\nbootstrap-servers = 'k:9092'\nsasl-password = 'hunter2'\n", "p.toml").unwrap();
         let text = loaded.to_string();
         assert!(text.contains("rsptimeout = 0 # wait forever\n"), "{text}");
         assert!(text.contains("filter = [\"DEL\", \"SET\"]\n"), "{text}");
-        assert!(text.contains("\"sasl.password\" = \"***\"\n"), "{text}");
+        assert!(text.ends_with("\"sasl.password\" = \"***\""), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
     }
 
@@ -342,8 +340,7 @@ polltimeout = 200
 connip = "10.2.3.4"
 connport = 6380
 # username not set
-password = "***"
-"#
+password = "***""#
         );
         assert!(!text.contains("s3cret"));
 
@@ -365,7 +362,7 @@ password = "***"
             "{text}"
         );
         assert!(
-            text.contains("username = \"repl\"\n# password not set\n"),
+            text.ends_with("username = \"repl\"\n# password not set"),
             "{text}"
         );
         assert!(!text.contains("kpass"), "{text}");

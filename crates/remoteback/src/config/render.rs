@@ -1,7 +1,7 @@
 //! The effective settings written back as TOML, for `check-config`: every
 //! key with the value in force, defaults included, secrets masked.
 
-use std::fmt;
+use std::fmt::{self, Write};
 
 use remoteback_proxy::settings::{Filter, ProxySettings, SenderSettings};
 use remoteback_replay::settings::ReplaySettings;
@@ -12,16 +12,19 @@ use super::Loaded;
 /// What a secret is shown as.
 const MASK: &str = "***";
 
+/// Lines of TOML; no newline after the last, as for any `Display`.
 impl fmt::Display for Loaded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
         match self {
-            Loaded::Proxy(settings) => proxy(f, settings),
-            Loaded::Replay(settings) => replay(f, settings),
+            Loaded::Proxy(settings) => proxy(&mut text, settings)?,
+            Loaded::Replay(settings) => replay(&mut text, settings)?,
         }
+        f.write_str(text.trim_end_matches('\n'))
     }
 }
 
-fn proxy(f: &mut fmt::Formatter<'_>, s: &ProxySettings) -> fmt::Result {
+fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
     writeln!(f, "# proxy configuration, effective settings")?;
     writeln!(f, "bindip = {}", quote(&s.bind_ip))?;
     writeln!(f, "bindport = {}", s.bind_port)?;
@@ -71,7 +74,7 @@ fn proxy(f: &mut fmt::Formatter<'_>, s: &ProxySettings) -> fmt::Result {
     Ok(())
 }
 
-fn replay(f: &mut fmt::Formatter<'_>, s: &ReplaySettings) -> fmt::Result {
+fn replay(f: &mut String, s: &ReplaySettings) -> fmt::Result {
     writeln!(f, "# replay configuration, effective settings")?;
     writeln!(f, "message = {}", quote(s.message.name()))?;
     writeln!(f, "worker = {}", quote(&s.worker.to_string()))?;
@@ -100,7 +103,7 @@ fn replay(f: &mut fmt::Formatter<'_>, s: &ReplaySettings) -> fmt::Result {
 }
 
 /// Kafka properties under their librdkafka names, secrets masked.
-fn properties(f: &mut fmt::Formatter<'_>, props: &[(String, String)]) -> fmt::Result {
+fn properties(f: &mut String, props: &[(String, String)]) -> fmt::Result {
     for (name, value) in props {
         let shown = if is_secret(name) { MASK } else { value };
         writeln!(f, "{} = {}", display_key(name), quote(shown))?;
