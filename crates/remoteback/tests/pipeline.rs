@@ -485,3 +485,74 @@ fn replay_stops_on_a_record_of_another_format() {
     assert_eq!(exists, 0);
     p.replay = None;
 }
+
+/// Threads of a process whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with(prefix))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn thread_replay_applies_each_partition_on_its_own_thread() {
+    let primary = RedisServer::start();
+    let backup = RedisServer::start();
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    let proxy_port = free_port();
+    let proxy = Service::proxy(&format!(
+        "bindport = {proxy_port}\nconnport = {}\n[[sender]]\nclass = \"KafkaSender\"\ntopic = \"{TOPIC}\"\nbootstrap-servers = \"{}\"\n",
+        primary.port(),
+        broker.bootstrap()
+    ));
+    proxy.wait_port(proxy_port);
+    let mut p = Pipeline {
+        primary,
+        backup,
+        broker,
+        proxy,
+        replay: None,
+        proxy_port,
+    };
+    let replay = Service::replay(&p.replay_config("PROTOCOL", "thread"));
+    let pid = replay.pid().expect("replay pid");
+    p.replay = Some(replay);
+    let mut c = p.client();
+    for i in 0..300 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key{i}"))
+            .arg(i)
+            .query(&mut c)
+            .expect("SET");
+    }
+    p.assert_converges(&[0], Duration::from_secs(60));
+    assert_eq!(
+        threads_named(pid, "partition-"),
+        3,
+        "one thread per partition"
+    );
+    let mut backup = connect(p.backup.port());
+    let stored: Vec<Option<i64>> = (0..3)
+        .map(|part| {
+            redis::cmd("GET")
+                .arg(format!("__remoteback:offset:{TOPIC}:{part}"))
+                .query(&mut backup)
+                .expect("GET offset")
+        })
+        .collect();
+    let total: i64 = stored
+        .iter()
+        .map(|o| o.expect("every partition got records"))
+        .sum();
+    assert_eq!(
+        total, 300,
+        "the stored next offsets add up to the records applied"
+    );
+}
