@@ -2,13 +2,15 @@
 //! command to the primary and captures the writes that took effect.
 //!
 //! Data flow, one module each: [`listener`] accepts clients →
-//! [`session`] forwards requests and replies → [`pending`] matches replies to
-//! commands → [`capture`] keeps what took effect → [`sender`] (with
+//! [`session`] forwards requests and replies, taking [`locks`] for writes as
+//! [`order`] says → [`pending`] matches replies to commands → [`capture`] keeps what took effect → [`sender`] (with
 //! [`filter`] and [`record`]) hands records to their destinations.
 
 pub mod capture;
 pub mod filter;
 pub mod listener;
+pub mod locks;
+pub mod order;
 pub mod pending;
 pub mod record;
 pub mod sender;

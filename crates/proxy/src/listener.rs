@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use remoteback_protocol::Worker;
+use remoteback_protocol::{Format, Worker};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::locks::KeyLocks;
 use crate::sender::{kafka, Senders};
 use crate::session::{self, Shared};
 use crate::settings::{ProxySettings, SenderSettings};
@@ -60,6 +61,7 @@ impl Proxy {
             })?;
         let shared = Arc::new(Shared {
             upstream: format!("{}:{}", settings.upstream_ip, settings.upstream_port),
+            locks: (settings.message != Format::Row).then(KeyLocks::new),
             senders: Arc::new(senders),
             reply_timeout: settings.reply_timeout,
         });

@@ -15,6 +15,8 @@ use remoteback_protocol::commands::{self, CommandSpec};
 use remoteback_protocol::frame::{self, Frame};
 use remoteback_protocol::Command;
 
+use crate::locks::Held;
+
 /// What the request side hands the reply side, in the order it was sent.
 #[derive(Debug)]
 pub enum Pending {
@@ -33,6 +35,8 @@ pub struct InFlight {
     pub sent_at: Instant,
     /// How the reply side recognises this command's answer.
     pub shape: Shape,
+    /// Key locks held until the reply was captured (dropped with the entry).
+    pub held: Option<Held>,
 }
 
 /// How many replies a command produces, and of which kind.
@@ -345,6 +349,7 @@ pub fn in_flight(command: Command, mode: &mut ReplyMode) -> InFlight {
         spec,
         sent_at: Instant::now(),
         shape,
+        held: None,
     }
 }
 

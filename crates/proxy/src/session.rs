@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::capture::{now_ms, Capture};
+use crate::locks::KeyLocks;
+use crate::order::Order;
 use crate::pending::{self, waits_by_design, InFlightQueue, Matched, Pending, ReplyMode};
 use crate::sender::Senders;
 
@@ -30,6 +32,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// What every session shares.
 pub struct Shared {
     pub upstream: String,
+    /// Orders conflicting writes of different clients (not for `ROW`,
+    /// which replays each connection on its own).
+    pub locks: Option<Arc<KeyLocks>>,
     pub senders: Arc<Senders>,
     pub reply_timeout: Option<Duration>,
 }
@@ -62,9 +67,8 @@ pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
     let (client_rd, client_wr) = client.into_split();
     let (upstream_rd, upstream_wr) = upstream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let row = (shared.senders.format() == Format::Row).then(|| shared.senders.clone());
 
-    let requests = forward_requests(client_rd, upstream_wr, tx, row.clone(), conn);
+    let requests = forward_requests(client_rd, upstream_wr, tx, shared.clone(), conn);
     let replies = forward_replies(
         upstream_rd,
         client_wr,
@@ -88,8 +92,10 @@ pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
     if let Err(e) = outcome {
         log::debug!("client {conn}: {e}");
     }
-    if let Some(senders) = row {
-        senders.capture_row(conn, Bytes::new(), true, now_ms());
+    if shared.senders.format() == Format::Row {
+        shared
+            .senders
+            .capture_row(conn, Bytes::new(), true, now_ms());
     }
     log::debug!("client {conn} ({peer}) closed");
 }
@@ -100,11 +106,13 @@ async fn forward_requests(
     mut client: OwnedReadHalf,
     mut upstream: OwnedWriteHalf,
     tx: mpsc::UnboundedSender<Pending>,
-    row: Option<Arc<Senders>>,
+    shared: Arc<Shared>,
     conn: u64,
 ) -> io::Result<()> {
+    let row = shared.senders.format() == Format::Row;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut mode = ReplyMode::default();
+    let mut order = Order::default();
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -131,20 +139,39 @@ async fn forward_requests(
         }
         if pos > 0 {
             let chunk = buf.split_to(pos).freeze();
+            if row {
+                shared
+                    .senders
+                    .capture_row(conn, chunk.clone(), false, now_ms());
+            }
+            // Bytes up to `flushed` are with the primary already.
+            let mut flushed = 0;
             for (offset, parsed) in found {
                 if parsed.is_empty() {
                     continue;
                 }
                 let command = parsed.command(&chunk.slice(offset..));
-                let entry = pending::in_flight(command, &mut mode);
+                let mut entry = pending::in_flight(command, &mut mode);
+                if let Some(locks) = &shared.locks {
+                    if let Some(need) = order.need(&entry.command, entry.spec, &shared.senders) {
+                        entry.held = match locks.try_acquire(conn, &need) {
+                            Some(held) => Some(held),
+                            None => {
+                                // Wait only with everything before this command
+                                // sent: the locks this session holds must be
+                                // released by replies that are on their way.
+                                upstream.write_all(&chunk[flushed..offset]).await?;
+                                flushed = offset;
+                                Some(locks.acquire(conn, need).await)
+                            }
+                        };
+                    }
+                }
                 if tx.send(Pending::Command(entry)).is_err() {
                     return Ok(());
                 }
             }
-            if let Some(senders) = &row {
-                senders.capture_row(conn, chunk.clone(), false, now_ms());
-            }
-            upstream.write_all(&chunk).await?;
+            upstream.write_all(&chunk[flushed..]).await?;
         }
         if let Some(e) = error {
             let _ = tx.send(Pending::ProtocolError(e.to_string()));

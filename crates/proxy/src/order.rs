@@ -1,0 +1,169 @@
+//! Which key locks a client command needs, seen from the request side.
+//!
+//! The request side knows the order in which a client's commands reach the
+//! primary, so it follows `SELECT` (locks are per database) and `MULTI`
+//! (queued writes run at `EXEC`, so their locks are taken then, all at once).
+
+use bytes::Bytes;
+use remoteback_protocol::commands::CommandSpec;
+use remoteback_protocol::Command;
+
+use crate::locks::Need;
+use crate::sender::Senders;
+
+/// A session's request-side view of its database and transaction.
+#[derive(Debug, Default)]
+pub struct Order {
+    db: u32,
+    /// Locks the writes queued since `MULTI` will need at `EXEC`.
+    queued: Option<Vec<Need>>,
+}
+
+impl Order {
+    /// The locks `command` needs before it is forwarded, if any.
+    pub fn need(
+        &mut self,
+        command: &Command,
+        spec: Option<&CommandSpec>,
+        senders: &Senders,
+    ) -> Option<Need> {
+        if command.is("SELECT") {
+            if let Some(db) = command
+                .arg(1)
+                .and_then(|a| std::str::from_utf8(a).ok()?.parse().ok())
+            {
+                self.db = db;
+            }
+            return None;
+        }
+        if command.is("MULTI") {
+            self.queued.get_or_insert_with(Vec::new);
+            return None;
+        }
+        if command.is("EXEC") {
+            return self.queued.take().and_then(merge);
+        }
+        if command.is("DISCARD") || command.is("RESET") {
+            self.queued = None;
+            if command.is("RESET") {
+                self.db = 0;
+            }
+            return None;
+        }
+        // A blocking command may wait for another client's write: holding
+        // a lock while blocked would deadlock with that write.
+        let spec = spec?;
+        if spec.is_blocking() || !senders.wants(command, Some(spec)) {
+            return None;
+        }
+        let need = self.need_of(command, spec);
+        match self.queued.as_mut() {
+            Some(queued) => {
+                queued.push(need);
+                None
+            }
+            None => Some(need),
+        }
+    }
+
+    fn need_of(&self, command: &Command, spec: &CommandSpec) -> Need {
+        // Commands that touch another database or all keys.
+        let across = [
+            "MOVE", "COPY", "SWAPDB", "FLUSHALL", "FLUSHDB", "FUNCTION", "SCRIPT",
+        ];
+        if across.iter().any(|n| command.is(n)) {
+            return Need::Barrier;
+        }
+        let keys = spec.keys(command.args());
+        if keys.is_empty() {
+            return Need::Barrier;
+        }
+        let mut pairs: Vec<(u32, Bytes)> = keys.into_iter().map(|k| (self.db, k.clone())).collect();
+        pairs.sort();
+        pairs.dedup();
+        Need::Keys(pairs)
+    }
+}
+
+/// The locks of a whole transaction: the barrier if any command needs it,
+/// otherwise every key, sorted.
+fn merge(needs: Vec<Need>) -> Option<Need> {
+    if needs.is_empty() {
+        return None;
+    }
+    let mut all = Vec::new();
+    for need in needs {
+        match need {
+            Need::Barrier => return Some(Need::Barrier),
+            Need::Keys(keys) => all.extend(keys),
+        }
+    }
+    all.sort();
+    all.dedup();
+    Some(Need::Keys(all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remoteback_protocol::{commands, Format};
+
+    fn senders() -> Senders {
+        let log = crate::sender::log::LogSender::new(&crate::settings::LogSenderSettings {
+            logger: "test".into(),
+            level: log::Level::Trace,
+        });
+        Senders::from_parts(
+            Format::Protocol,
+            "t",
+            vec![(crate::settings::Filter::Writes, Box::new(log))],
+        )
+    }
+
+    fn need(order: &mut Order, s: &Senders, parts: &[&str]) -> Option<Need> {
+        let c = Command::from_parts(parts.iter());
+        order.need(&c, commands::lookup(c.args()), s)
+    }
+
+    fn keys(db: u32, ks: &[&str]) -> Option<Need> {
+        Some(Need::Keys(
+            ks.iter()
+                .map(|k| (db, Bytes::copy_from_slice(k.as_bytes())))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn writes_lock_their_keys_in_the_selected_db() {
+        let s = senders();
+        let mut o = Order::default();
+        assert_eq!(need(&mut o, &s, &["GET", "a"]), None);
+        assert_eq!(
+            need(&mut o, &s, &["MSET", "b", "1", "a", "2", "b", "3"]),
+            keys(0, &["a", "b"])
+        );
+        assert_eq!(need(&mut o, &s, &["SELECT", "4"]), None);
+        assert_eq!(need(&mut o, &s, &["SET", "a", "1"]), keys(4, &["a"]));
+        assert_eq!(need(&mut o, &s, &["FLUSHDB"]), Some(Need::Barrier));
+        assert_eq!(
+            need(&mut o, &s, &["EVAL", "return 1", "0"]),
+            Some(Need::Barrier)
+        );
+        assert_eq!(need(&mut o, &s, &["BLPOP", "q", "0"]), None);
+    }
+
+    #[test]
+    fn transactions_lock_at_exec() {
+        let s = senders();
+        let mut o = Order::default();
+        assert_eq!(need(&mut o, &s, &["MULTI"]), None);
+        assert_eq!(need(&mut o, &s, &["SET", "b", "1"]), None);
+        assert_eq!(need(&mut o, &s, &["GET", "z"]), None);
+        assert_eq!(need(&mut o, &s, &["INCR", "a"]), None);
+        assert_eq!(need(&mut o, &s, &["EXEC"]), keys(0, &["a", "b"]));
+        assert_eq!(need(&mut o, &s, &["MULTI"]), None);
+        assert_eq!(need(&mut o, &s, &["SET", "b", "1"]), None);
+        assert_eq!(need(&mut o, &s, &["DISCARD"]), None);
+        assert_eq!(need(&mut o, &s, &["EXEC"]), None);
+    }
+}
