@@ -17,7 +17,8 @@ pub const HEADER_DB: &str = "rb-db";
 pub const HEADER_SOURCE: &str = "rb-source";
 /// Header: the record's number in its sender's stream, from 1 per proxy run.
 pub const HEADER_SEQ: &str = "rb-seq";
-/// Header: when the primary answered, milliseconds since the Unix epoch.
+/// Header: when the primary answered, milliseconds since the Unix epoch
+/// (`ROW`: when the proxy read the client's bytes).
 pub const HEADER_TIME: &str = "rb-time";
 /// Header: the client connection the bytes came from (`ROW` only).
 pub const HEADER_CONN: &str = "rb-conn";

@@ -12,7 +12,7 @@ use remoteback_proxy::{Proxy, SenderSettings};
 /// Redis disaster recovery: a RESP proxy that clones the primary's writes
 /// into Kafka, and a replay that applies them to a backup Redis.
 #[derive(Parser)]
-#[command(name = "remoteback", version, about)]
+#[command(name = "remoteback", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,15 +51,39 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: PathBuf) -> ExitCode {
-    match config::load_any(&file) {
-        Ok(loaded) => {
-            println!("{loaded}");
-            ExitCode::SUCCESS
-        }
+    let loaded = match config::load_any(&file) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
+    };
+    if let Err(e) = validate_kafka(&loaded) {
+        eprintln!("error: {}: {e}", file.display());
+        return ExitCode::from(2);
+    }
+    println!("{loaded}");
+    ExitCode::SUCCESS
+}
+
+/// Lets librdkafka check the Kafka properties, as it will at start (no
+/// connection is made).
+fn validate_kafka(loaded: &config::Loaded) -> Result<(), String> {
+    use rdkafka::consumer::BaseConsumer;
+    match loaded {
+        config::Loaded::Proxy(p) => {
+            for (i, s) in p.senders.iter().enumerate() {
+                if let SenderSettings::Kafka(k) = s {
+                    remoteback_proxy::sender::kafka::KafkaSender::new(k)
+                        .map_err(|e| format!("sender[{i}] (KafkaSender): {e}"))?;
+                }
+            }
+            Ok(())
+        }
+        config::Loaded::Replay(r) => remoteback_replay::receiver::client_config(&r.receiver)
+            .create::<BaseConsumer>()
+            .map(drop)
+            .map_err(|e| format!("receiver (KafkaReceiver): {e}")),
     }
 }
 
@@ -101,18 +125,33 @@ fn run_replay(file: PathBuf) -> ExitCode {
         }
     };
     let stats = remoteback_replay::stats::Stats::default();
-    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
-        rt.block_on(async {
-            remoteback_replay::run(settings, shutdown_signal(), stats.clone()).await?;
-            Ok(())
-        })
-    });
+    let result = match runtime() {
+        Ok(rt) => rt.block_on(remoteback_replay::run(
+            settings,
+            shutdown_signal(),
+            stats.clone(),
+        )),
+        Err(e) => {
+            log::error!("replay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     log::info!(
-        "replay: {} records applied, {} commands refused by the backup",
+        "replay: {} records applied, {} commands refused by the backup, {} retries while the \
+         backup was unreachable or unavailable",
         stats.applied(),
-        stats.refused()
+        stats.refused(),
+        stats.reconnects()
     );
-    finish("replay", result)
+    // 0: stopped by SIGTERM/SIGINT; 2: the configuration asks for what is
+    // not there (a listed partition); 1: any other failure.
+    match result {
+        Err(e) if e.is_config() => {
+            log::error!("replay: {e}");
+            ExitCode::from(2)
+        }
+        other => finish("replay", other.map_err(anyhow::Error::from)),
+    }
 }
 
 fn finish(what: &str, result: anyhow::Result<()>) -> ExitCode {

@@ -136,3 +136,18 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+#[test]
+fn check_config_lets_librdkafka_judge_kafka_properties() {
+    let path = write(
+        "proxy.toml",
+        "[[sender]]\nclass = \"KafkaSender\"\ntopic = \"t\"\nbootstrap-servers = \"127.0.0.1:1\"\nacks = 1\n",
+    );
+    let out = run(&["check-config", path.to_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sender[0] (KafkaSender)") && err.contains("acks"),
+        "{err}"
+    );
+}
