@@ -4,21 +4,28 @@
 //! so it sees exactly what took effect: it drops refused commands, follows
 //! `SELECT` so every capture knows its database, and holds a transaction's
 //! commands until `EXEC` says which of them ran (a `DISCARD`, an
-//! `EXECABORT` or a `WATCH`-failed `EXEC` capture nothing).
+//! `EXECABORT` or a `WATCH`-failed `EXEC` capture nothing). Each command
+//! that took effect goes through [`rewrite`](crate::rewrite) with its reply
+//! (inside a transaction, its element of the `EXEC` result), so that what is
+//! recorded gives the primary's result whenever the backup applies it.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use remoteback_protocol::commands::{self, CommandSpec};
 use remoteback_protocol::frame::{self, Frame};
-use remoteback_protocol::Command;
+use remoteback_protocol::{Command, Format};
 
 use crate::pending::InFlight;
+use crate::rewrite::{self, Reply, Rewritten, ScriptCache};
 use crate::sender::{Captured, Senders};
 
 /// The capture state of one client session.
 pub struct Capture {
     senders: Arc<Senders>,
+    /// Script bodies by SHA-1, shared by all sessions (`EVALSHA` → `EVAL`).
+    scripts: Arc<ScriptCache>,
     /// The database the client has selected on the primary.
     db: u32,
     /// Commands queued inside `MULTI` that the primary accepted (`+QUEUED`),
@@ -27,9 +34,18 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// A capture using the process-wide script cache
+    /// ([`ScriptCache::shared`]).
     pub fn new(senders: Arc<Senders>) -> Self {
+        Capture::with_scripts(senders, ScriptCache::shared())
+    }
+
+    /// A capture using `scripts`, which should be shared by every session
+    /// of the proxy (a script loaded on one connection is run by others).
+    pub fn with_scripts(senders: Arc<Senders>, scripts: Arc<ScriptCache>) -> Self {
         Capture {
             senders,
+            scripts,
             db: 0,
             transaction: None,
         }
@@ -37,12 +53,28 @@ impl Capture {
 
     /// Records the outcome of one command; `reply` is its complete reply.
     pub fn on_reply(&mut self, done: InFlight, reply: &Bytes) {
+        self.on_outcome(done, reply, Reply::Raw(reply));
+    }
+
+    /// A command sent with `CLIENT REPLY OFF|SKIP` in force: the primary
+    /// said nothing, so it is captured as if it succeeded (a refused write
+    /// is refused by the backup too, from the same state). Rewrites that
+    /// need the reply fall back to what the backup can decide alone.
+    pub fn on_silent(&mut self, done: InFlight) {
+        let ok = Bytes::from_static(b"+OK\r\n");
+        self.on_outcome(done, &ok, Reply::Unknown);
+    }
+
+    fn on_outcome(&mut self, done: InFlight, reply: &Bytes, outcome: Reply<'_>) {
         let command = done.command;
         if self.transaction.is_some() {
             self.in_transaction(command, reply);
             return;
         }
         if frame::is_error(reply) {
+            if self.senders.format() != Format::Row {
+                rewrite::refused(&command, reply.get(1..).unwrap_or_default(), &self.scripts);
+            }
             return;
         }
         if command.is("MULTI") {
@@ -51,22 +83,53 @@ impl Capture {
             self.db = selected_db(&command).unwrap_or(self.db);
         } else if command.is("RESET") {
             self.db = 0;
-        } else if self.senders.wants(&command, done.spec) {
-            self.senders.capture(&Captured {
-                db: self.db,
-                commands: std::slice::from_ref(&command),
-                transaction: false,
-                time_ms: now_ms(),
-            });
+        } else {
+            self.capture_one(&command, done.spec, outcome);
         }
     }
 
-    /// A command sent with `CLIENT REPLY OFF|SKIP` in force: the primary
-    /// said nothing, so it is captured as if it succeeded (a refused write
-    /// is refused by the backup too, from the same state).
-    pub fn on_silent(&mut self, done: InFlight) {
-        let ok = Bytes::from_static(b"+OK\r\n");
-        self.on_reply(done, &ok);
+    /// Captures one command outside a transaction, rewritten if need be.
+    fn capture_one(&self, command: &Command, spec: Option<&CommandSpec>, reply: Reply<'_>) {
+        if self.senders.format() == Format::Row {
+            return;
+        }
+        if !rewrite::applies(command) {
+            // The hot path: no rewrite, no reply decoding.
+            if self.senders.wants(command, spec) {
+                self.send(std::slice::from_ref(command), false, now_ms());
+            }
+            return;
+        }
+        let now = now_ms();
+        match rewrite::rewrite(command, reply, now, &self.scripts) {
+            Rewritten::Verbatim => {
+                if self.senders.wants(command, spec) {
+                    self.send(std::slice::from_ref(command), false, now);
+                }
+            }
+            Rewritten::Nothing => {}
+            Rewritten::Commands(replaced) => {
+                if replaced.iter().any(|c| self.wants(c)) {
+                    // Several commands for one: applied together, as Redis
+                    // wraps what one command propagates in MULTI/EXEC.
+                    self.send(&replaced, replaced.len() > 1, now);
+                }
+            }
+        }
+    }
+
+    fn wants(&self, command: &Command) -> bool {
+        self.senders
+            .wants(command, commands::lookup(command.args()))
+    }
+
+    fn send(&self, commands: &[Command], transaction: bool, time_ms: u64) {
+        self.senders.capture(&Captured {
+            db: self.db,
+            commands,
+            transaction,
+            time_ms,
+        });
     }
 
     fn in_transaction(&mut self, command: Command, reply: &Bytes) {
@@ -92,19 +155,34 @@ impl Capture {
         let Ok(Some((Frame::Array(results), _))) = frame::decode(reply) else {
             return;
         };
+        let row = self.senders.format() == Format::Row;
+        let now = now_ms();
         let mut kept = Vec::new();
         for (command, result) in queued.into_iter().zip(results.iter()) {
-            if result.is_error() {
+            if let Frame::Error(error) = result {
+                if !row {
+                    rewrite::refused(&command, error, &self.scripts);
+                }
                 continue;
             }
             if command.is("SELECT") {
                 self.db = selected_db(&command).unwrap_or(self.db);
                 kept.push(command);
-            } else if self.senders.wants(
-                &command,
-                remoteback_protocol::commands::lookup(command.args()),
-            ) {
-                kept.push(command);
+                continue;
+            }
+            if row {
+                continue;
+            }
+            match rewrite::rewrite(&command, Reply::Frame(result), now, &self.scripts) {
+                Rewritten::Verbatim => {
+                    if self.wants(&command) {
+                        kept.push(command);
+                    }
+                }
+                Rewritten::Nothing => {}
+                Rewritten::Commands(replaced) => {
+                    kept.extend(replaced.into_iter().filter(|c| self.wants(c)));
+                }
             }
         }
         if kept.iter().any(|c| !c.is("SELECT")) {
@@ -112,7 +190,7 @@ impl Capture {
                 db: start_db,
                 commands: &kept,
                 transaction: true,
-                time_ms: now_ms(),
+                time_ms: now,
             });
         }
     }
@@ -128,4 +206,199 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use remoteback_protocol::codec::protocol;
+    use remoteback_protocol::Record;
+
+    use super::*;
+    use crate::pending::{self, ReplyMode};
+    use crate::sender::Sender;
+    use crate::settings::Filter;
+
+    /// Keeps every record it is given.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Record>>>);
+
+    impl Sender for Recorder {
+        fn send(&self, record: Record) {
+            self.0.lock().unwrap().push(record);
+        }
+        fn flush(&self, _: Duration) -> Result<(), String> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "Recorder".into()
+        }
+    }
+
+    impl Recorder {
+        /// Each record's commands, one space-separated line per command.
+        fn take(&self) -> Vec<Vec<String>> {
+            self.0
+                .lock()
+                .unwrap()
+                .drain(..)
+                .map(|r| {
+                    protocol::decode(&r.payload)
+                        .unwrap()
+                        .iter()
+                        .map(|c| {
+                            let words: Vec<String> = c
+                                .args()
+                                .iter()
+                                .map(|a| String::from_utf8_lossy(a).into_owned())
+                                .collect();
+                            words.join(" ")
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+    }
+
+    fn capture(scripts: &Arc<ScriptCache>) -> (Capture, Recorder) {
+        let recorder = Recorder::default();
+        let senders = Senders::from_parts(
+            Format::Protocol,
+            "test",
+            vec![(Filter::Writes, Box::new(recorder.clone()))],
+        );
+        (
+            Capture::with_scripts(Arc::new(senders), scripts.clone()),
+            recorder,
+        )
+    }
+
+    fn reply(c: &mut Capture, parts: &[&str], reply: &str) {
+        let command = Command::from_parts(parts.iter());
+        let done = pending::in_flight(command, &mut ReplyMode::default());
+        c.on_reply(done, &Bytes::copy_from_slice(reply.as_bytes()));
+    }
+
+    fn silent(c: &mut Capture, parts: &[&str]) {
+        let command = Command::from_parts(parts.iter());
+        c.on_silent(pending::in_flight(command, &mut ReplyMode::default()));
+    }
+
+    /// The absolute time a record carries, as `rewrite` computed it.
+    fn deadline(line: &str) -> i64 {
+        line.split(' ').nth(2).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn single_commands_are_rewritten_or_kept() {
+        let (mut c, rec) = capture(&Arc::new(ScriptCache::new()));
+        reply(&mut c, &["SET", "k", "v"], "+OK\r\n");
+        reply(&mut c, &["GET", "k"], "$1\r\nv\r\n");
+        reply(&mut c, &["SPOP", "s"], "$1\r\nm\r\n");
+        reply(&mut c, &["SPOP", "s"], "$-1\r\n");
+        reply(&mut c, &["EXPIRE", "nokey", "10"], ":0\r\n");
+        let before = now_ms() as i64;
+        reply(&mut c, &["EXPIRE", "k", "10"], ":1\r\n");
+        let after = now_ms() as i64;
+        let records = rec.take();
+        assert_eq!(records.len(), 3, "{records:?}");
+        assert_eq!(records[0], ["SET k v"]);
+        assert_eq!(records[1], ["SREM s m"]);
+        assert!(records[2][0].starts_with("PEXPIREAT k "));
+        let at = deadline(&records[2][0]);
+        assert!((before + 10_000..=after + 10_000).contains(&at));
+    }
+
+    #[test]
+    fn a_read_group_is_one_atomic_record() {
+        let (mut c, rec) = capture(&Arc::new(ScriptCache::new()));
+        reply(
+            &mut c,
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"],
+            "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\na\r\n$1\r\n1\r\n",
+        );
+        let records = rec.take();
+        assert_eq!(records.len(), 1);
+        let r = &records[0];
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert_eq!(r[0], "MULTI");
+        assert_eq!(r[1], "XREADGROUP GROUP g c COUNT 1 STREAMS s >");
+        assert!(r[2].starts_with("XCLAIM s g c 0 1-0 TIME "));
+        assert_eq!(r[3], "EXEC");
+    }
+
+    #[test]
+    fn transactions_rewrite_each_command_with_its_result() {
+        let (mut c, rec) = capture(&Arc::new(ScriptCache::new()));
+        reply(&mut c, &["MULTI"], "+OK\r\n");
+        for cmd in [
+            &["SPOP", "s"][..],
+            &["EXPIRE", "k", "5"],
+            &["BLPOP", "l", "0"],
+            &["INCRBYFLOAT", "f", "0.5"],
+            &["SET", "x", "1"],
+        ] {
+            reply(&mut c, cmd, "+QUEUED\r\n");
+        }
+        reply(
+            &mut c,
+            &["EXEC"],
+            "*5\r\n$1\r\nm\r\n:0\r\n*-1\r\n$3\r\n1.5\r\n+OK\r\n",
+        );
+        assert_eq!(
+            rec.take(),
+            vec![vec![
+                "MULTI",
+                "SREM s m",
+                "SET f 1.5 KEEPTTL",
+                "SET x 1",
+                "EXEC"
+            ]]
+        );
+    }
+
+    #[test]
+    fn scripts_are_shared_between_sessions() {
+        let scripts = Arc::new(ScriptCache::new());
+        let (mut loader, _) = capture(&scripts);
+        let (mut runner, rec) = capture(&scripts);
+        let sha = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db";
+        reply(&mut runner, &["EVALSHA", sha, "0"], ":1\r\n");
+        assert_eq!(scripts.unknown_evalsha(), 1);
+        reply(
+            &mut loader,
+            &["SCRIPT", "LOAD", "return 1"],
+            &format!("$40\r\n{sha}\r\n"),
+        );
+        reply(&mut runner, &["EVALSHA", sha, "0"], ":1\r\n");
+        assert_eq!(
+            rec.take(),
+            vec![
+                vec![format!("EVALSHA {sha} 0")],
+                vec!["EVAL return 1 0".into()]
+            ]
+        );
+        // A script that failed at run time is cached by Redis all the same.
+        scripts.flush();
+        reply(
+            &mut loader,
+            &["EVAL", "return 1", "0"],
+            "-ERR user_script:1: boom\r\n",
+        );
+        reply(&mut runner, &["EVALSHA", sha, "0"], ":1\r\n");
+        assert_eq!(rec.take(), vec![vec!["EVAL return 1 0".to_string()]]);
+    }
+
+    #[test]
+    fn silent_commands_let_the_backup_decide() {
+        let (mut c, rec) = capture(&Arc::new(ScriptCache::new()));
+        silent(&mut c, &["EXPIRE", "k", "5", "NX"]);
+        silent(&mut c, &["SPOP", "s"]);
+        let records = rec.take();
+        assert_eq!(records.len(), 2);
+        assert!(records[0][0].starts_with("PEXPIREAT k ") && records[0][0].ends_with(" NX"));
+        assert_eq!(records[1], ["SPOP s"]);
+    }
 }

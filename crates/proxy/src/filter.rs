@@ -12,7 +12,7 @@ impl Filter {
     /// Whether `command` (with its table entry, if Redis knows it) passes.
     pub fn accepts(&self, command: &Command, spec: Option<&CommandSpec>) -> bool {
         match self {
-            Filter::Writes => spec.is_some_and(|s| s.replicates()),
+            Filter::Writes => spec.is_some_and(|s| s.replicates() || loads_scripts(s)),
             Filter::Names(names) => {
                 let name = command.name();
                 if name.len() > MAX_NAME {
@@ -26,6 +26,13 @@ impl Filter {
             }
         }
     }
+}
+
+/// `SCRIPT LOAD` and `SCRIPT FLUSH`. Redis 7 does not propagate them (its
+/// replicas receive scripts as their effects), but a backup that clients
+/// fail over to must hold the scripts they call with `EVALSHA`.
+fn loads_scripts(spec: &CommandSpec) -> bool {
+    matches!(spec.name(), "script|load" | "script|flush")
 }
 
 #[cfg(test)]
@@ -47,6 +54,10 @@ mod tests {
         assert!(!accepts(&f, &["get", "a"]));
         assert!(!accepts(&f, &["PING"]));
         assert!(!accepts(&f, &["NOSUCHCOMMAND", "x"]));
+        assert!(accepts(&f, &["SCRIPT", "LOAD", "return 1"]));
+        assert!(accepts(&f, &["script", "flush", "async"]));
+        assert!(!accepts(&f, &["SCRIPT", "EXISTS", "abc"]));
+        assert!(!accepts(&f, &["SCRIPT"]));
     }
 
     #[test]
