@@ -126,11 +126,17 @@ fn run_replay(file: PathBuf) -> ExitCode {
     };
     let stats = remoteback_replay::stats::Stats::default();
     let result = match runtime() {
-        Ok(rt) => rt.block_on(remoteback_replay::run(
-            settings,
-            shutdown_signal(),
-            stats.clone(),
-        )),
+        Ok(rt) => {
+            let result = rt.block_on(remoteback_replay::run(
+                settings,
+                shutdown_signal(),
+                stats.clone(),
+            ));
+            // Do not wait for a blocking Kafka call still in progress (a
+            // metadata request to an unreachable broker).
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            result
+        }
         Err(e) => {
             log::error!("replay: cannot start the runtime: {e}");
             return ExitCode::FAILURE;

@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use crate::settings::BackupSettings;
 
 /// A failure talking to the backup. `Io` and `Closed` mean the connection is
-/// gone and must be re-established; the others are answers the backup gave.
+/// gone and must be re-established, `Unavailable` that the backup cannot take
+/// writes for now (it is loading its data after a restart, out of memory, ...);
+/// the others are answers the backup gave.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("backup {addr}: {source}")]
@@ -25,6 +27,8 @@ pub enum BackupError {
     },
     #[error("backup {0} closed the connection")]
     Closed(String),
+    #[error("backup {addr} is not available: {reason}")]
+    Unavailable { addr: String, reason: String },
     #[error("backup {addr} sent an invalid reply: {reason}")]
     BadReply { addr: String, reason: String },
     #[error("backup {addr} refused authentication: {reply}")]
@@ -32,10 +36,48 @@ pub enum BackupError {
 }
 
 impl BackupError {
-    /// Whether reconnecting may help.
-    pub fn is_connection(&self) -> bool {
-        matches!(self, BackupError::Io { .. } | BackupError::Closed(_))
+    /// Whether waiting and reconnecting may help: the connection is gone, or
+    /// the backup said it cannot serve right now. Such errors are retried
+    /// with backoff, never returned as a failure of the replay.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            BackupError::Io { .. } | BackupError::Closed(_) | BackupError::Unavailable { .. }
+        )
     }
+}
+
+/// Error codes with which Redis refuses a command because of its own state,
+/// not because of the command: it is loading its data set (`LOADING`, after
+/// a restart), running a script (`BUSY`), cannot persist (`MISCONF`), is full
+/// (`OOM`), is a replica (`READONLY`, `MASTERDOWN`, `NOREPLICAS`), lost the
+/// connection's authentication (`NOAUTH`), or is a cluster in trouble
+/// (`TRYAGAIN`, `CLUSTERDOWN`). A record refused that way is applied later,
+/// never skipped.
+const UNAVAILABLE: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "MISCONF",
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "NOAUTH",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+];
+
+/// Whether an error reply (its text, without the `-`) means the backup
+/// cannot serve for now rather than refusing this command. An `EXECABORT`
+/// counts when the reason it gives does (`EXECABORT Transaction discarded
+/// because of: OOM ...`).
+pub fn is_unavailable(error: &str) -> bool {
+    let reason = error
+        .strip_prefix("EXECABORT Transaction discarded because of: ")
+        .unwrap_or(error)
+        .trim_start_matches('-');
+    let code = reason.split_whitespace().next().unwrap_or("");
+    UNAVAILABLE.contains(&code) || reason.starts_with("ERR max number of clients reached")
 }
 
 /// One authenticated connection to the backup.
@@ -48,6 +90,10 @@ pub struct Backup {
 
 /// How long a connection attempt may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the backup may take to answer before the connection counts as
+/// lost. Losing it is harmless (the stored offset says what took effect), so
+/// this only bounds how long a hung backup holds the replay up.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Backup {
     /// Connects and authenticates (`AUTH [username] password` when set).
@@ -80,6 +126,12 @@ impl Backup {
             }
             auth.push(password.as_bytes());
             let reply = backup.call(&Command::from_parts(auth)).await?;
+            if reply.is_error() && is_unavailable(&describe(&reply)) {
+                return Err(BackupError::Unavailable {
+                    addr,
+                    reason: describe(&reply),
+                });
+            }
             if reply.is_error() {
                 return Err(BackupError::Auth {
                     addr,
@@ -128,14 +180,18 @@ impl Backup {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(16 * 1024);
             }
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| BackupError::Io {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
+            let read = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_buf(&mut self.buf));
+            let n = match read.await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no reply within {REPLY_TIMEOUT:?}"),
+                )),
+            }
+            .map_err(|source| BackupError::Io {
+                addr: self.addr.clone(),
+                source,
+            })?;
             if n == 0 {
                 return Err(BackupError::Closed(self.addr.clone()));
             }
@@ -154,6 +210,23 @@ impl Backup {
     }
 }
 
+/// An error for a reply that should not have been an error: `Unavailable`
+/// when the backup said it cannot serve now, else `BadReply` saying `what`.
+pub fn refused(addr: &str, what: &str, reply: &Frame) -> BackupError {
+    let text = describe(reply);
+    if is_unavailable(&text) {
+        BackupError::Unavailable {
+            addr: addr.to_string(),
+            reason: format!("{what}: {text}"),
+        }
+    } else {
+        BackupError::BadReply {
+            addr: addr.to_string(),
+            reason: format!("{what}: {text}"),
+        }
+    }
+}
+
 /// A reply as text, for logs and errors.
 pub fn describe(reply: &Frame) -> String {
     match reply {
@@ -161,5 +234,38 @@ pub fn describe(reply: &Frame) -> String {
             String::from_utf8_lossy(e).into_owned()
         }
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_replies() {
+        for e in [
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "READONLY You can't write against a read only replica.",
+            "NOAUTH Authentication required.",
+            "EXECABORT Transaction discarded because of: OOM command not allowed when used memory > 'maxmemory'.",
+            "EXECABORT Transaction discarded because of: -LOADING Redis is loading",
+            "ERR max number of clients reached",
+        ] {
+            assert!(is_unavailable(e), "{e}");
+        }
+        for e in [
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "ERR unknown command 'FOO', with args beginning with: ",
+            "EXECABORT Transaction discarded because of previous errors.",
+            "EXECABORT Transaction discarded because of: ERR unknown command",
+            "BUSYKEY Target key name already exists.",
+            "NOSCRIPT No matching script. Please use EVAL.",
+            "ERR value is not an integer or out of range",
+        ] {
+            assert!(!is_unavailable(e), "{e}");
+        }
     }
 }

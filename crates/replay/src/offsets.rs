@@ -9,7 +9,7 @@
 use remoteback_protocol::frame::Frame;
 use remoteback_protocol::Command;
 
-use crate::backup::{describe, Backup, BackupError};
+use crate::backup::{refused, Backup, BackupError};
 
 /// Prefix of every key remoteback itself writes to the backup.
 pub const KEY_PREFIX: &str = "__remoteback:";
@@ -36,13 +36,12 @@ pub async fn read(
         ]))
         .await?;
     if selected.is_error() || reply.is_error() {
-        return Err(BackupError::BadReply {
-            addr: backup.addr().to_string(),
-            reason: format!(
-                "reading the stored offset: {}",
-                describe(if reply.is_error() { &reply } else { &selected })
-            ),
-        });
+        let error = if selected.is_error() {
+            &selected
+        } else {
+            &reply
+        };
+        return Err(refused(backup.addr(), "reading the stored offset", error));
     }
     match reply {
         Frame::Null => Ok(None),
@@ -63,6 +62,28 @@ pub async fn read(
             reason: format!("unexpected reply reading the offset: {other:?}"),
         }),
     }
+}
+
+/// Stores `next` as the partition's position, outside any transaction (for
+/// positions no data change goes with: the start of `start = "latest"`, a
+/// skipped or refused record, a `ROW` batch).
+pub async fn write(
+    backup: &mut Backup,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> Result<(), BackupError> {
+    let mut bytes = Command::from_parts(["SELECT", "0"]).to_resp().to_vec();
+    bytes.extend_from_slice(&store(topic, partition, next).to_resp());
+    backup.send(&bytes).await?;
+    let selected = backup.reply().await?;
+    let set = backup.reply().await?;
+    for (what, reply) in [("SELECT 0", &selected), ("storing the offset", &set)] {
+        if reply.is_error() {
+            return Err(refused(backup.addr(), what, reply));
+        }
+    }
+    Ok(())
 }
 
 /// The command that stores `next` as the partition's position.

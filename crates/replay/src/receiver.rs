@@ -17,9 +17,12 @@ use remoteback_protocol::record::Meta;
 use crate::settings::ReceiverSettings;
 
 /// Consumer properties remoteback sets unless the configuration overrides
-/// them: no commits to Kafka, and an out-of-range stored offset is an error
-/// rather than a silent jump.
+/// them: no commits to Kafka; an out-of-range stored offset is an error
+/// rather than a silent jump; and a fetch returns after at most 20 ms when
+/// fewer bytes than asked for are there (librdkafka's 500 ms default would
+/// add half a second to the replication lag on brokers that wait it out).
 const DEFAULTS: &[(&str, &str)] = &[
+    ("fetch.wait.max.ms", "20"),
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "error"),
@@ -45,18 +48,64 @@ impl Received {
     }
 }
 
-/// A Kafka problem: a bad record, or a consumer error.
+/// A Kafka problem: a bad record, a partition that is not there, or a
+/// consumer error.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
-    #[error("record at {topic}[{partition}]@{offset}: {reason}")]
+    #[error("record at {topic}[{partition}]@{offset}: {reason}; stopping (the records before it were applied, a restart resumes at it)")]
     BadRecord {
         topic: String,
         partition: i32,
         offset: i64,
         reason: String,
     },
+    #[error("topic {topic} has no partition {partition} (it has {}); check `partitions` in [receiver]", describe_partitions(.available))]
+    NoPartition {
+        topic: String,
+        partition: i32,
+        available: Vec<i32>,
+    },
     #[error("kafka: {0}")]
     Kafka(String),
+}
+
+impl ReceiveError {
+    /// Whether the configuration asks for something that is not there.
+    pub fn is_config(&self) -> bool {
+        matches!(self, ReceiveError::NoPartition { .. })
+    }
+}
+
+fn describe_partitions(ids: &[i32]) -> String {
+    match ids {
+        [] => "none".into(),
+        [one] => format!("only partition {one}"),
+        _ if ids.windows(2).all(|w| w[1] == w[0] + 1) => {
+            format!("partitions {}-{}", ids[0], ids[ids.len() - 1])
+        }
+        _ => {
+            let list: Vec<String> = ids.iter().map(|p| p.to_string()).collect();
+            format!("partitions {}", list.join(", "))
+        }
+    }
+}
+
+/// Where a partition's consumer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// The first record the partition holds.
+    Beginning,
+    /// This offset.
+    Offset(i64),
+}
+
+/// What one poll brought: consecutive records, and the problem that ended
+/// the batch early (a record that cannot be read, a consumer error), if any.
+/// The records come before the problem and are to be applied first.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<Received>,
+    pub error: Option<ReceiveError>,
 }
 
 /// The client configuration: remoteback's defaults, then the passthrough.
@@ -71,11 +120,14 @@ pub fn client_config(settings: &ReceiverSettings) -> ClientConfig {
     config
 }
 
-/// Every partition of the configured topics. Waits (logging once) while a
-/// topic does not exist yet, so the replay may start before the proxy.
+/// The partitions of the configured topics this replay applies: all, or
+/// those `partitions` lists (each of which must exist in every topic). Waits
+/// (logging once) while a topic does not exist yet, so the replay may start
+/// before the proxy.
 pub async fn partitions(settings: &ReceiverSettings) -> Result<Vec<(String, i32)>, ReceiveError> {
     let config = client_config(settings);
     let topics = settings.topics.clone();
+    let listed = settings.partitions.clone();
     tokio::task::spawn_blocking(move || -> Result<Vec<(String, i32)>, ReceiveError> {
         let consumer: BaseConsumer = config
             .create()
@@ -98,7 +150,22 @@ pub async fn partitions(settings: &ReceiverSettings) -> Result<Vec<(String, i32)
                     }
                 };
                 if !partitions.is_empty() {
-                    found.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
+                    let mut available = partitions;
+                    available.sort_unstable();
+                    let chosen = match &listed {
+                        None => available,
+                        Some(listed) => {
+                            if let Some(&missing) = listed.iter().find(|p| !available.contains(p)) {
+                                return Err(ReceiveError::NoPartition {
+                                    topic: topic.clone(),
+                                    partition: missing,
+                                    available,
+                                });
+                            }
+                            listed.clone()
+                        }
+                    };
+                    found.extend(chosen.into_iter().map(|p| (topic.clone(), p)));
                     break;
                 }
                 if !warned {
@@ -114,19 +181,47 @@ pub async fn partitions(settings: &ReceiverSettings) -> Result<Vec<(String, i32)
     .map_err(|e| ReceiveError::Kafka(e.to_string()))?
 }
 
-/// A consumer assigned to `topic`/`partition` at `start` (the beginning
-/// when the backup has no stored offset).
+/// The partition's high watermark: the offset the next record written to it
+/// will get (where `start = "latest"` begins).
+pub async fn high_watermark(
+    settings: &ReceiverSettings,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, ReceiveError> {
+    let config = client_config(settings);
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| ReceiveError::Kafka(e.to_string()))?;
+        consumer
+            .fetch_watermarks(&topic, partition, Duration::from_secs(30))
+            .map(|(_low, high)| high)
+            .map_err(|e| {
+                ReceiveError::Kafka(format!(
+                    "reading the end offset of {topic}[{partition}]: {e}"
+                ))
+            })
+    })
+    .await
+    .map_err(|e| ReceiveError::Kafka(e.to_string()))?
+}
+
+/// A consumer assigned to `topic`/`partition` at `start`.
 pub fn consumer(
     settings: &ReceiverSettings,
     topic: &str,
     partition: i32,
-    start: Option<i64>,
+    start: StartAt,
 ) -> Result<StreamConsumer, ReceiveError> {
     let consumer: StreamConsumer = client_config(settings)
         .create()
         .map_err(|e| ReceiveError::Kafka(e.to_string()))?;
     let mut assignment = TopicPartitionList::new();
-    let offset = start.map(Offset::Offset).unwrap_or(Offset::Beginning);
+    let offset = match start {
+        StartAt::Beginning => Offset::Beginning,
+        StartAt::Offset(o) => Offset::Offset(o),
+    };
     assignment
         .add_partition_offset(topic, partition, offset)
         .map_err(|e| ReceiveError::Kafka(e.to_string()))?;
@@ -137,26 +232,35 @@ pub fn consumer(
 }
 
 /// Waits up to `poll_timeout` for a record, then takes whatever else is
-/// already there, up to the batch limits. Empty when nothing arrived.
-pub async fn next_batch(
-    consumer: &StreamConsumer,
-    poll_timeout: Duration,
-) -> Result<Vec<Received>, ReceiveError> {
-    let mut batch = Vec::new();
+/// already there, up to the batch limits. Empty when nothing arrived. A
+/// record that cannot be read or a consumer error ends the batch; the
+/// records before it come back with it.
+pub async fn next_batch(consumer: &StreamConsumer, poll_timeout: Duration) -> Batch {
+    let mut batch = Batch::default();
     let mut bytes = 0;
     let mut wait = poll_timeout;
-    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+    while batch.records.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
         let message = match tokio::time::timeout(wait, consumer.recv()).await {
             Err(_) => break,
-            Ok(Err(e)) => return Err(ReceiveError::Kafka(e.to_string())),
+            Ok(Err(e)) => {
+                batch.error = Some(ReceiveError::Kafka(e.to_string()));
+                break;
+            }
             Ok(Ok(m)) => m,
         };
-        let received = convert(&message)?;
-        bytes += received.payload.len();
-        batch.push(received);
+        match convert(&message) {
+            Ok(received) => {
+                bytes += received.payload.len();
+                batch.records.push(received);
+            }
+            Err(e) => {
+                batch.error = Some(e);
+                break;
+            }
+        }
         wait = Duration::ZERO;
     }
-    Ok(batch)
+    batch
 }
 
 fn convert(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<Received, ReceiveError> {

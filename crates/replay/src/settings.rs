@@ -1,6 +1,7 @@
 //! The replay's effective settings, after the configuration file was read and
 //! validated (parsing lives in the binary's `config` module).
 
+use std::fmt;
 use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
@@ -12,15 +13,83 @@ pub struct ReplaySettings {
     pub message: Format,
     /// How partitions are scheduled (`worker`).
     pub worker: Worker,
+    /// What a command the backup refuses does (`on_apply_error`).
+    pub on_apply_error: OnApplyError,
     pub receiver: ReceiverSettings,
     pub backup: BackupSettings,
+}
+
+/// What happens when the backup refuses a command of a record (an error
+/// inside `EXEC`, or the record's transaction aborted with `EXECABORT`).
+///
+/// The proxy captures only commands the primary accepted, so a refusal means
+/// the backup differs from the primary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnApplyError {
+    /// Log the refusal (topic, partition, offset, reason), count it and go
+    /// on with the next record.
+    #[default]
+    Continue,
+    /// Stop the replay with an error; the stored offset is the refused
+    /// record's, so a restart after fixing the backup applies it again.
+    Stop,
+}
+
+impl OnApplyError {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnApplyError::Continue => "continue",
+            OnApplyError::Stop => "stop",
+        }
+    }
+}
+
+impl fmt::Display for OnApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a partition with no offset stored in the backup starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// At the first record the partition still holds.
+    #[default]
+    Earliest,
+    /// At the partition's end (its high watermark) when the replay starts;
+    /// that offset is stored in the backup at once, so a restart continues
+    /// from there rather than from the end of that later moment.
+    Latest,
+}
+
+impl Start {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Start::Earliest => "earliest",
+            Start::Latest => "latest",
+        }
+    }
+}
+
+impl fmt::Display for Start {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The `[receiver]` table (`class = "KafkaReceiver"`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReceiverSettings {
-    /// Topics to consume, every partition of each.
+    /// Topics to consume.
     pub topics: Vec<String>,
+    /// The partitions of each topic this replay applies (`partitions`);
+    /// `None` for all of them. Several replay processes can share a topic
+    /// by listing disjoint partitions.
+    pub partitions: Option<Vec<i32>>,
+    /// Where a partition without a stored offset starts (`start`).
+    pub start: Start,
     /// How long one poll waits for a record (`polltimeout`).
     pub poll_timeout: Duration,
     /// librdkafka properties, renamed (`group-id` → `group.id`) and rendered

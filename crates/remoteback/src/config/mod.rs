@@ -2,8 +2,8 @@
 //!
 //! A proxy file has top-level `bindip`, `bindport`, `connip`, `connport`,
 //! `message`, `worker`, `rsptimeout` and `[[sender]]` tables; a replay file
-//! has `message`, `worker`, a `[receiver]` and a `[redis]` table. Files
-//! written for the original JVM implementation load unchanged: fully
+//! has `message`, `worker`, `on_apply_error`, a `[receiver]` and a `[redis]`
+//! table. Files written for the original JVM implementation load unchanged: fully
 //! qualified class names (`com.example.sender.KafkaSender`) and
 //! `worker = "rx"` are accepted.
 //!
@@ -326,11 +326,14 @@ rsptimeout = 10000
             r#"# replay configuration, effective settings
 message = "ROW"
 worker = "coroutine"
+on_apply_error = "continue"
 
 [receiver]
 class = "KafkaReceiver"
 topic = ["redis-capture"]
 polltimeout = 200
+# partitions not set: every partition of each topic
+start = "earliest"
 "bootstrap.servers" = "kafka1.dc2:9092,kafka2.dc2:9092"
 "group.id" = "redis-backup-dc2"
 "auto.offset.reset" = "earliest"
@@ -366,6 +369,21 @@ password = "***""#
             "{text}"
         );
         assert!(!text.contains("kpass"), "{text}");
+
+        let loaded = parse_any(
+            "on_apply_error = 'stop'\n[receiver]\nclass = 'KafkaReceiver'\ntopic = 't'\n\
+             partitions = [1, 2]\nstart = 'latest'\nbootstrap-servers = 'k:9092'\n[redis]\n",
+            "r.toml",
+        )
+        .unwrap();
+        let text = loaded.to_string();
+        assert!(text.contains("on_apply_error = \"stop\"\n"), "{text}");
+        assert!(
+            text.contains("partitions = [1, 2]\nstart = \"latest\"\n"),
+            "{text}"
+        );
+        let again = parse_any(&text, "printed.toml").unwrap();
+        assert_eq!(again, loaded);
     }
 
     #[test]

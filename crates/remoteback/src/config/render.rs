@@ -78,6 +78,7 @@ fn replay(f: &mut String, s: &ReplaySettings) -> fmt::Result {
     writeln!(f, "# replay configuration, effective settings")?;
     writeln!(f, "message = {}", quote(s.message.name()))?;
     writeln!(f, "worker = {}", quote(&s.worker.to_string()))?;
+    writeln!(f, "on_apply_error = {}", quote(s.on_apply_error.name()))?;
 
     let r = &s.receiver;
     writeln!(f, "\n[receiver]")?;
@@ -85,6 +86,14 @@ fn replay(f: &mut String, s: &ReplaySettings) -> fmt::Result {
     let topics: Vec<String> = r.topics.iter().map(|t| quote(t)).collect();
     writeln!(f, "topic = [{}]", topics.join(", "))?;
     writeln!(f, "polltimeout = {}", r.poll_timeout.as_millis())?;
+    match &r.partitions {
+        Some(partitions) => {
+            let list: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+            writeln!(f, "partitions = [{}]", list.join(", "))?;
+        }
+        None => writeln!(f, "# partitions not set: every partition of each topic")?,
+    }
+    writeln!(f, "start = {}", quote(r.start.name()))?;
     properties(f, &r.kafka)?;
 
     let b = &s.backup;

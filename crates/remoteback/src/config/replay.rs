@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
-use remoteback_replay::settings::{BackupSettings, ReceiverSettings, ReplaySettings};
+use remoteback_replay::settings::{
+    BackupSettings, OnApplyError, ReceiverSettings, ReplaySettings, Start,
+};
 use toml::de::{DeTable, DeValue};
 
 use super::common::{self, DEFAULT_REDIS_IP, DEFAULT_REDIS_PORT};
@@ -17,15 +19,15 @@ const DEFAULT_POLLTIMEOUT_MS: u64 = 100;
 const DEFAULT_GROUP_ID: &str = "remoteback-replay";
 
 /// Top-level keys of a replay file.
-const KEYS: &[&str] = &["message", "worker", "receiver", "redis"];
-const KEYS_TEXT: &str = "message, worker, [receiver], [redis]";
+const KEYS: &[&str] = &["message", "worker", "on_apply_error", "receiver", "redis"];
+const KEYS_TEXT: &str = "message, worker, on_apply_error, [receiver], [redis]";
 /// Proxy keys, pointed out when they turn up in a replay file.
 const PROXY_KEYS: &[&str] = &["bindip", "bindport", "rsptimeout", "sender"];
 
 /// Keys of `[receiver]` that are not Kafka properties.
-const RECEIVER_KEYS: &[&str] = &["class", "topic", "polltimeout"];
+const RECEIVER_KEYS: &[&str] = &["class", "topic", "partitions", "start", "polltimeout"];
 const RECEIVER_TAKES: &str =
-    "[receiver] takes class, topic, polltimeout and Kafka client properties";
+    "[receiver] takes class, topic, partitions, start, polltimeout and Kafka client properties";
 const REDIS_KEYS: &[&str] = &["connip", "connport", "password", "username"];
 const REDIS_TAKES: &str = "[redis] takes connip, connport, password and username";
 
@@ -33,6 +35,7 @@ const REDIS_TAKES: &str = "[redis] takes connip, connport, password and username
 pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySettings, ConfigError> {
     let mut message = Format::default();
     let mut worker = Worker::default();
+    let mut on_apply_error = OnApplyError::default();
     let mut receiver_settings = None;
     let mut backup_settings = None;
     for (key, value) in in_file_order(doc) {
@@ -41,6 +44,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
         match name {
             "message" => message = common::message(src, &path, value)?,
             "worker" => worker = common::worker(src, &path, value)?,
+            "on_apply_error" => on_apply_error = self::on_apply_error(src, &path, value)?,
             "receiver" => receiver_settings = Some(receiver(src, value)?),
             "redis" => backup_settings = Some(redis(src, value)?),
             _ => return Err(unknown_top_level(src, key)),
@@ -63,6 +67,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
     Ok(ReplaySettings {
         message,
         worker,
+        on_apply_error,
         receiver,
         backup,
     })
@@ -70,7 +75,10 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
 
 fn unknown_top_level(src: Source<'_>, key: &Key<'_>) -> ConfigError {
     let name = key.get_ref().as_ref();
-    let hint = if REDIS_KEYS.contains(&name) {
+    let underscored = name.replace('-', "_");
+    let hint = if underscored != name && KEYS.contains(&underscored.as_str()) {
+        format!(" (did you mean `{underscored}`?)")
+    } else if REDIS_KEYS.contains(&name) {
         " (it belongs inside the [redis] table)".to_owned()
     } else if PROXY_KEYS.contains(&name) {
         " (it belongs in a proxy configuration)".to_owned()
@@ -127,6 +135,8 @@ fn receiver(src: Source<'_>, value: &Value<'_>) -> Result<ReceiverSettings, Conf
         }
     }
     let mut topics = None;
+    let mut partitions = None;
+    let mut start = Start::default();
     let mut poll_timeout = Duration::from_millis(DEFAULT_POLLTIMEOUT_MS);
     let mut properties = Properties::new(PATH);
     for (key, value) in in_file_order(table) {
@@ -135,6 +145,8 @@ fn receiver(src: Source<'_>, value: &Value<'_>) -> Result<ReceiverSettings, Conf
         match name {
             "class" => {}
             "topic" => topics = Some(self::topics(src, &key_path, value)?),
+            "partitions" => partitions = Some(self::partitions(src, &key_path, value)?),
+            "start" => start = self::start(src, &key_path, value)?,
             "polltimeout" => {
                 let ms = src.integer(
                     &key_path,
@@ -190,6 +202,8 @@ fn receiver(src: Source<'_>, value: &Value<'_>) -> Result<ReceiverSettings, Conf
     properties.default("group.id", DEFAULT_GROUP_ID);
     Ok(ReceiverSettings {
         topics,
+        partitions,
+        start,
         poll_timeout,
         kafka: properties.into_vec(),
     })
@@ -220,6 +234,70 @@ fn topics(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Vec<String>,
         topics.push(topic);
     }
     Ok(topics)
+}
+
+/// `on_apply_error = "continue" | "stop"`, in any case.
+fn on_apply_error(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+) -> Result<OnApplyError, ConfigError> {
+    const EXPECTED: &str = "one of continue, stop";
+    match src
+        .string(path, value, EXPECTED)?
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "continue" => Ok(OnApplyError::Continue),
+        "stop" => Ok(OnApplyError::Stop),
+        _ => Err(src.unexpected(path, value, EXPECTED)),
+    }
+}
+
+/// `start = "earliest" | "latest"`, in any case.
+fn start(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Start, ConfigError> {
+    const EXPECTED: &str = "one of earliest, latest";
+    match src
+        .string(path, value, EXPECTED)?
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "earliest" => Ok(Start::Earliest),
+        "latest" => Ok(Start::Latest),
+        _ => Err(src.unexpected(path, value, EXPECTED)),
+    }
+}
+
+/// `partitions = [0, 2]` (or a single number): partition numbers, each once.
+fn partitions(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Vec<i32>, ConfigError> {
+    const EXPECTED: &str = "a partition number or a non-empty array of partition numbers";
+    const NUMBER: &str = "a partition number (an integer 0 or more)";
+    let items: Vec<(String, &Value<'_>)> = match value.get_ref() {
+        DeValue::Integer(_) => vec![(path.to_owned(), value)],
+        DeValue::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (format!("{path}[{i}]"), item))
+            .collect(),
+        _ => return Err(src.unexpected(path, value, EXPECTED)),
+    };
+    let mut partitions: Vec<i32> = Vec::with_capacity(items.len());
+    for (item_path, item) in items {
+        if !matches!(item.get_ref(), DeValue::Integer(_)) {
+            return Err(src.unexpected(&item_path, item, NUMBER));
+        }
+        let n = src.integer(&item_path, item, 0..=i64::from(i32::MAX), NUMBER)?;
+        let n = i32::try_from(n).expect("checked range");
+        if partitions.contains(&n) {
+            return Err(src.error(
+                &item.span(),
+                &item_path,
+                format!("partition {n} is listed twice"),
+            ));
+        }
+        partitions.push(n);
+    }
+    Ok(partitions)
 }
 
 /// The `[redis]` table: the backup Redis.
@@ -300,8 +378,11 @@ mod tests {
             ReplaySettings {
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
+                on_apply_error: OnApplyError::Continue,
                 receiver: ReceiverSettings {
                     topics: vec!["writes".into()],
+                    partitions: None,
+                    start: Start::Earliest,
                     poll_timeout: Duration::from_millis(100),
                     kafka: pairs(&[
                         ("bootstrap.servers", "k1:9092"),
@@ -324,10 +405,13 @@ mod tests {
             r#"
 message = "protocol"
 worker = "thread"
+on_apply_error = "Stop"
 
 [receiver]
 class = "KafkaReceiver"
 topic = ["a", "b"]
+partitions = [2, 0]
+start = "LATEST"
 polltimeout = 50
 bootstrap-servers = "k1:9092,k2:9092"
 group-id = "dr"
@@ -344,7 +428,10 @@ password = "pw"
         );
         assert_eq!(s.message, Format::Protocol);
         assert_eq!(s.worker, Worker::Thread);
+        assert_eq!(s.on_apply_error, OnApplyError::Stop);
         assert_eq!(s.receiver.topics, ["a", "b"]);
+        assert_eq!(s.receiver.partitions, Some(vec![2, 0]));
+        assert_eq!(s.receiver.start, Start::Latest);
         assert_eq!(s.receiver.poll_timeout, Duration::from_millis(50));
         assert_eq!(
             s.receiver.kafka,
@@ -397,7 +484,68 @@ password = "pw"
         );
     }
 
+    #[test]
+    fn a_single_partition_may_be_a_number() {
+        let text = MINIMAL.replace("'k1:9092'", "'k1:9092'\npartitions = 3");
+        assert_eq!(parse(&text).receiver.partitions, Some(vec![3]));
+    }
+
     // Error messages.
+
+    #[test]
+    fn partitions_start_and_on_apply_error_errors() {
+        let with = |line: &str| MINIMAL.replace("'k1:9092'", &format!("'k1:9092'\n{line}"));
+        assert_eq!(
+            error(&with("partitions = []")),
+            "replay.toml:5: receiver.partitions: expected a partition number or a non-empty \
+             array of partition numbers, got an array"
+        );
+        assert_eq!(
+            error(&with("partitions = [0, 2, 0]")),
+            "replay.toml:5: receiver.partitions[2]: partition 0 is listed twice"
+        );
+        assert_eq!(
+            error(&with("partitions = [0, -1]")),
+            "replay.toml:5: receiver.partitions[1]: expected a partition number (an integer 0 \
+             or more), got -1"
+        );
+        assert_eq!(
+            error(&with("partitions = ['1']")),
+            "replay.toml:5: receiver.partitions[0]: expected a partition number (an integer 0 \
+             or more), got \"1\""
+        );
+        assert_eq!(
+            error(&with("partitions = 'all'")),
+            "replay.toml:5: receiver.partitions: expected a partition number or a non-empty \
+             array of partition numbers, got \"all\""
+        );
+        assert_eq!(
+            error(&with("start = 'beginning'")),
+            "replay.toml:5: receiver.start: expected one of earliest, latest, got \"beginning\""
+        );
+        assert_eq!(
+            error(&with("partition = [1]")),
+            "replay.toml:5: receiver: key `partition` is not allowed here (did you mean \
+             `partitions`?); [receiver] takes class, topic, partitions, start, polltimeout and \
+             Kafka client properties"
+        );
+        assert_eq!(
+            error(&format!("on_apply_error = 'skip'\n{MINIMAL}")),
+            "replay.toml:1: on_apply_error: expected one of continue, stop, got \"skip\""
+        );
+        assert_eq!(
+            error(&format!("on-apply-error = 'stop'\n{MINIMAL}")),
+            "replay.toml:1: on-apply-error: unknown key (did you mean `on_apply_error`?); a \
+             replay configuration takes message, worker, on_apply_error, [receiver], [redis]"
+        );
+        assert_eq!(
+            error(&with("on_apply_error = 'stop'")),
+            "replay.toml:5: receiver: key `on_apply_error` is not allowed here \
+             (`on_apply_error` is a top-level key: move it above [receiver], since every key \
+             after a [receiver] header belongs to it); [receiver] takes class, topic, \
+             partitions, start, polltimeout and Kafka client properties"
+        );
+    }
 
     #[test]
     fn missing_tables() {
@@ -469,7 +617,7 @@ password = "pw"
         assert_eq!(
             error(&text),
             "replay.toml:5: receiver: key `poll-timeout` is not allowed here (did you mean \
-             `polltimeout`?); [receiver] takes class, topic, polltimeout and Kafka client properties"
+             `polltimeout`?); [receiver] takes class, topic, partitions, start, polltimeout and Kafka client properties"
         );
         let text = MINIMAL.replace("bootstrap-servers = 'k1:9092'\n", "group-id = 'g'\n");
         assert_eq!(
@@ -482,7 +630,7 @@ password = "pw"
             error(&text),
             "replay.toml:5: receiver: key `connport` is not allowed here (`connport` is a [redis] \
              key: move it into the [redis] table, since every key after a [receiver] header \
-             belongs to it); [receiver] takes class, topic, polltimeout and Kafka client properties"
+             belongs to it); [receiver] takes class, topic, partitions, start, polltimeout and Kafka client properties"
         );
         let text = MINIMAL.replace("'k1:9092'", "'k1:9092'\nmax-poll-records = [1]");
         assert_eq!(
@@ -521,22 +669,22 @@ password = "pw"
         assert_eq!(
             error(&format!("mesage = 'ROW'\n{MINIMAL}")),
             "replay.toml:1: mesage: unknown key (did you mean `message`?); a replay \
-             configuration takes message, worker, [receiver], [redis]"
+             configuration takes message, worker, on_apply_error, [receiver], [redis]"
         );
         assert_eq!(
             error(&format!("connip = '10.0.0.1'\n{MINIMAL}")),
             "replay.toml:1: connip: unknown key (it belongs inside the [redis] table); a replay \
-             configuration takes message, worker, [receiver], [redis]"
+             configuration takes message, worker, on_apply_error, [receiver], [redis]"
         );
         assert_eq!(
             error(&format!("bindport = 6666\n{MINIMAL}")),
             "replay.toml:1: bindport: unknown key (it belongs in a proxy configuration); a \
-             replay configuration takes message, worker, [receiver], [redis]"
+             replay configuration takes message, worker, on_apply_error, [receiver], [redis]"
         );
         assert_eq!(
             error(&format!("group-id = 'g'\n{MINIMAL}")),
             "replay.toml:1: group-id: unknown key (it belongs inside the [receiver] table); a \
-             replay configuration takes message, worker, [receiver], [redis]"
+             replay configuration takes message, worker, on_apply_error, [receiver], [redis]"
         );
     }
 }

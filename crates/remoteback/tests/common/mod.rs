@@ -305,20 +305,32 @@ pub fn redis_ping(port: u16) -> bool {
     got.starts_with(b"+PONG")
 }
 
-/// A throw-away `redis-server` on 127.0.0.1 without persistence.
+/// A throw-away `redis-server` on 127.0.0.1, without persistence unless
+/// started with [`RedisServer::start_with`] arguments that turn it on.
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
+    /// Extra `redis-server` arguments, after the defaults (so they win).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a redis-server on a free port and waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with extra `redis-server` arguments
+    /// given after the defaults, e.g. `["--appendonly", "yes",
+    /// "--appendfsync", "always"]` for a server whose data survives
+    /// [`RedisServer::restart`] (its files stay in [`RedisServer::dir`]).
+    pub fn start_with(args: &[&str]) -> RedisServer {
         let dir = temp_dir("redis");
         let mut server = RedisServer {
             port: 0,
             dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         // Another process may grab the port between free_port() and the
@@ -365,8 +377,9 @@ impl RedisServer {
         kill_child(&mut self.child);
     }
 
-    /// Kills the server and starts a new one on the same port; its data is
-    /// gone (no persistence).
+    /// Kills the server and starts a new one on the same port and directory;
+    /// its data is gone unless it was started with persistence
+    /// ([`RedisServer::start_with`]).
     pub fn restart(&mut self) {
         self.stop();
         let deadline = Instant::now() + REDIS_START_TIMEOUT;
@@ -399,6 +412,7 @@ impl RedisServer {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.log_path())
+            .args(&self.args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log_file(&self.log_path()))
