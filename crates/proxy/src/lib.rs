@@ -3,7 +3,7 @@
 //!
 //! Data flow, one module each: [`listener`] accepts clients →
 //! [`session`] forwards requests and replies, taking [`locks`] for writes as
-//! [`order`] says → [`pending`] matches replies to commands → [`capture`] keeps what took effect → [`sender`] (with
+//! [`order`] says → [`pending`] matches replies to commands → [`capture`] keeps what took effect, as [`rewrite`] makes it replayable later → [`sender`] (with
 //! [`filter`] and [`record`]) hands records to their destinations.
 
 pub mod capture;
@@ -11,8 +11,12 @@ pub mod filter;
 pub mod listener;
 pub mod locks;
 pub mod order;
+pub mod ordering;
 pub mod pending;
+pub mod pops;
+pub mod probe;
 pub mod record;
+pub mod rewrite;
 pub mod sender;
 pub mod session;
 pub mod settings;

@@ -9,6 +9,8 @@ use remoteback_protocol::{Format, Worker};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::locks::KeyLocks;
+use crate::ordering::OrderingShared;
+use crate::pops::Pops;
 use crate::sender::{kafka, Senders};
 use crate::session::{self, Shared};
 use crate::settings::{ProxySettings, SenderSettings};
@@ -61,7 +63,12 @@ impl Proxy {
             })?;
         let shared = Arc::new(Shared {
             upstream: format!("{}:{}", settings.upstream_ip, settings.upstream_port),
-            locks: (settings.message != Format::Row).then(KeyLocks::new),
+            ordering: (settings.message != Format::Row).then(|| {
+                Arc::new(OrderingShared {
+                    locks: KeyLocks::new(),
+                    pops: Pops::new(),
+                })
+            }),
             senders: Arc::new(senders),
             reply_timeout: settings.reply_timeout,
         });

@@ -130,6 +130,16 @@ pub struct Held {
     need: Need,
 }
 
+impl Held {
+    /// The keys held (empty for the barrier).
+    pub fn keys(&self) -> &[(u32, Bytes)] {
+        match &self.need {
+            Need::Keys(keys) => keys,
+            Need::Barrier => &[],
+        }
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.locks.table().give_back(self.session, &self.need);

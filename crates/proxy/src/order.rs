@@ -50,10 +50,11 @@ impl Order {
             }
             return None;
         }
-        // A blocking command may wait for another client's write: holding
-        // a lock while blocked would deadlock with that write.
+        // A blocking pop takes its key locks like a write; the session gives
+        // them back as soon as the primary reports it blocked (see `pops`).
+        // Inside MULTI it does not block and is an ordinary queued write.
         let spec = spec?;
-        if spec.is_blocking() || !senders.wants(command, Some(spec)) {
+        if !senders.wants(command, Some(spec)) {
             return None;
         }
         let need = self.need_of(command, spec);
@@ -149,7 +150,10 @@ mod tests {
             need(&mut o, &s, &["EVAL", "return 1", "0"]),
             Some(Need::Barrier)
         );
-        assert_eq!(need(&mut o, &s, &["BLPOP", "q", "0"]), None);
+        assert_eq!(
+            need(&mut o, &s, &["BLPOP", "q", "p", "0"]),
+            keys(4, &["p", "q"])
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use remoteback_protocol::frame::{self, Frame};
 use remoteback_protocol::Command;
 
 use crate::locks::Held;
+use crate::pops::BlockingPop;
 
 /// What the request side hands the reply side, in the order it was sent.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct InFlight {
     pub shape: Shape,
     /// Key locks held until the reply was captured (dropped with the entry).
     pub held: Option<Held>,
+    /// Set for a blocking pop: its registration and locks.
+    pub blocking: Option<BlockingPop>,
 }
 
 /// How many replies a command produces, and of which kind.
@@ -350,6 +353,7 @@ pub fn in_flight(command: Command, mode: &mut ReplyMode) -> InFlight {
         sent_at: Instant::now(),
         shape,
         held: None,
+        blocking: None,
     }
 }
 

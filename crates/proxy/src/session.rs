@@ -21,9 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::capture::{now_ms, Capture};
-use crate::locks::KeyLocks;
 use crate::order::Order;
+use crate::ordering::{ClientId, Ordering, OrderingShared, Prepared};
 use crate::pending::{self, waits_by_design, InFlightQueue, Matched, Pending, ReplyMode};
+use crate::pops::PopState;
 use crate::sender::Senders;
 
 /// Read buffer growth step; large enough for a typical pipelined burst.
@@ -34,7 +35,7 @@ pub struct Shared {
     pub upstream: String,
     /// Orders conflicting writes of different clients (not for `ROW`,
     /// which replays each connection on its own).
-    pub locks: Option<Arc<KeyLocks>>,
+    pub ordering: Option<Arc<OrderingShared>>,
     pub senders: Arc<Senders>,
     pub reply_timeout: Option<Duration>,
 }
@@ -65,16 +66,36 @@ pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
     let _ = upstream.set_nodelay(true);
     log::debug!("client {conn} ({peer}) connected");
     let (client_rd, client_wr) = client.into_split();
-    let (upstream_rd, upstream_wr) = upstream.into_split();
+    let (upstream_rd, mut upstream_wr) = upstream.into_split();
+    let (ordering, client_id) = match &shared.ordering {
+        Some(o) => match Ordering::start(conn, o.clone(), &mut upstream_wr, &shared.upstream).await
+        {
+            Ok((ordering, id)) => (Some(ordering), Some(id)),
+            Err(e) => {
+                log::debug!("client {conn}: primary closed: {e}");
+                return;
+            }
+        },
+        None => (None, None),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
 
-    let requests = forward_requests(client_rd, upstream_wr, tx, shared.clone(), conn);
+    let requests = forward_requests(
+        client_rd,
+        upstream_wr,
+        tx,
+        shared.clone(),
+        conn,
+        ordering.clone(),
+    );
     let replies = forward_replies(
         upstream_rd,
         client_wr,
         rx,
         Capture::new(shared.senders.clone()),
         shared.reply_timeout,
+        ordering,
+        client_id,
     );
     tokio::pin!(requests);
     tokio::pin!(replies);
@@ -108,11 +129,13 @@ async fn forward_requests(
     tx: mpsc::UnboundedSender<Pending>,
     shared: Arc<Shared>,
     conn: u64,
+    ordering: Option<Ordering>,
 ) -> io::Result<()> {
     let row = shared.senders.format() == Format::Row;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut mode = ReplyMode::default();
     let mut order = Order::default();
+    let mut blocking: Option<Arc<PopState>> = None;
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -146,25 +169,39 @@ async fn forward_requests(
             }
             // Bytes up to `flushed` are with the primary already.
             let mut flushed = 0;
+            let mut pops = Vec::new();
             for (offset, parsed) in found {
                 if parsed.is_empty() {
                     continue;
                 }
                 let command = parsed.command(&chunk.slice(offset..));
                 let mut entry = pending::in_flight(command, &mut mode);
-                if let Some(locks) = &shared.locks {
-                    if let Some(need) = order.need(&entry.command, entry.spec, &shared.senders) {
-                        entry.held = match locks.try_acquire(conn, &need) {
-                            Some(held) => Some(held),
-                            None => {
-                                // Wait only with everything before this command
-                                // sent: the locks this session holds must be
-                                // released by replies that are on their way.
-                                upstream.write_all(&chunk[flushed..offset]).await?;
-                                flushed = offset;
-                                Some(locks.acquire(conn, need).await)
-                            }
-                        };
+                if let Some(ordering) = &ordering {
+                    // Nothing follows a blocking pop until it was answered:
+                    // Redis would not run it earlier anyway, and this way a
+                    // blocked connection always means this very pop (what
+                    // the probe relies on), and no later command holds locks
+                    // the pop's feeder needs.
+                    if let Some(pop) = blocking.take().filter(|p: &Arc<PopState>| !p.is_done()) {
+                        upstream.write_all(&chunk[flushed..offset]).await?;
+                        flushed = offset;
+                        pops.drain(..).for_each(|w| ordering.watch_pop(w));
+                        pop.done().await;
+                    }
+                    if let Prepared::Wait(need) =
+                        ordering.prepare(&mut order, &mut entry, &shared.senders)
+                    {
+                        // Wait only with everything before this command sent:
+                        // the locks this session holds must be released by
+                        // replies that are on their way.
+                        upstream.write_all(&chunk[flushed..offset]).await?;
+                        flushed = offset;
+                        pops.drain(..).for_each(|w| ordering.watch_pop(w));
+                        ordering.wait(&mut entry, need).await;
+                    }
+                    if let Some(watch) = Ordering::pop_watch(&entry) {
+                        blocking = Some(watch.state());
+                        pops.push(watch);
                     }
                 }
                 if tx.send(Pending::Command(entry)).is_err() {
@@ -172,6 +209,9 @@ async fn forward_requests(
                 }
             }
             upstream.write_all(&chunk[flushed..]).await?;
+            if let Some(ordering) = &ordering {
+                pops.drain(..).for_each(|w| ordering.watch_pop(w));
+            }
         }
         if let Some(e) = error {
             let _ = tx.send(Pending::ProtocolError(e.to_string()));
@@ -201,6 +241,8 @@ async fn forward_replies(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     mut capture: Capture,
     timeout: Option<Duration>,
+    ordering: Option<Ordering>,
+    mut client_id: Option<ClientId>,
 ) -> Result<(), SessionEnd> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = Scanner::new();
@@ -240,8 +282,15 @@ async fn forward_replies(
                 scan_replies(&buf, &mut scanner, &mut lens)?;
                 let consumed: usize = lens.iter().sum();
                 if consumed > 0 {
-                    let replies = buf.split_to(consumed).freeze();
-                    match_replies(&replies, &lens, &mut queue, &mut capture);
+                    let mut replies = buf.split_to(consumed).freeze();
+                    // The connection's first reply answers the proxy's own
+                    // CLIENT ID; the client never sees it.
+                    if let Some(id) = client_id.take() {
+                        let own = lens.remove(0);
+                        id.set(&replies.slice(..own));
+                        replies = replies.slice(own..);
+                    }
+                    match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
                     client.write_all(&replies).await?;
                 }
             }
@@ -280,19 +329,31 @@ fn scan_replies(
     Ok(())
 }
 
-/// Matches each reply in `replies` (lengths in `lens`) to its command.
-fn match_replies(
+/// Matches each reply in `replies` (lengths in `lens`) to its command, and
+/// gives back each write's locks after its capture.
+async fn match_replies(
     replies: &Bytes,
     lens: &[usize],
     queue: &mut InFlightQueue,
     capture: &mut Capture,
+    ordering: Option<&Ordering>,
 ) {
     let mut pos = 0;
     for &len in lens {
         let reply = replies.slice(pos..pos + len);
         queue.drain_silent(|c| capture.on_silent(c));
         match queue.match_reply(&reply) {
-            Matched::Reply(done) => capture.on_reply(done, &reply),
+            Matched::Reply(mut done) => {
+                let held = done.held.take();
+                if let Some(ordering) = ordering {
+                    ordering.observe(&done.command, &reply).await;
+                    ordering.before_capture(&done, &reply).await;
+                }
+                capture.on_reply(done, &reply);
+                if let (Some(ordering), Some(held)) = (ordering, held) {
+                    ordering.release(held).await;
+                }
+            }
             Matched::Event => {}
             Matched::Unexpected => log::warn!("reply with no command in flight; forwarded as is"),
         }

@@ -82,10 +82,17 @@ fn run(seed: u64, commands: u64) {
         }
         if Instant::now() > deadline {
             let listed: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
+            let warnings: Vec<String> = proxy
+                .log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .map(str::to_string)
+                .collect();
             panic!(
-                "seed {seed}: {} differences:\n{}\n--- replay log ---\n{}",
+                "seed {seed}: {} differences:\n{}\n--- proxy warnings ---\n{}\n--- replay log ---\n{}",
                 diffs.len(),
                 listed.join("\n"),
+                warnings.join("\n"),
                 replay.log()
             );
         }

@@ -93,3 +93,81 @@ fn racing_writers_end_with_the_primary_value_50_of_50() {
     eprintln!("backup equal to primary after {equal} of 50 races");
     assert_eq!(equal, 50, "--- replay log ---\n{}", replay.log());
 }
+
+#[test]
+fn blocking_pops_racing_with_pushes_keep_the_primary_order() {
+    let primary = RedisServer::start();
+    let backup = RedisServer::start();
+    let broker = Broker::start();
+    broker.create_topic("pops", 1);
+    let port = free_port();
+    let proxy = Service::proxy(&format!(
+        "bindport = {port}\nconnport = {}\n[[sender]]\nclass = \"KafkaSender\"\ntopic = \"pops\"\nbootstrap-servers = \"{}\"\nlinger-ms = 1\n",
+        primary.port(),
+        broker.bootstrap()
+    ));
+    proxy.wait_port(port);
+    let replay = Service::replay(&format!(
+        "[receiver]\nclass = \"KafkaReceiver\"\ntopic = \"pops\"\npolltimeout = 50\nbootstrap-servers = \"{}\"\n[redis]\nconnport = {}\n",
+        broker.bootstrap(),
+        backup.port()
+    ));
+    let start = Arc::new(Barrier::new(8));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let mut c = connect(port);
+                start.wait();
+                for i in 0..150 {
+                    let cmd = match (w % 2, i % 3) {
+                        (0, 0) => redis::cmd("BLPOP").arg("q").arg(0.01).clone(),
+                        (0, _) => redis::cmd("BRPOP").arg("q").arg(0.01).clone(),
+                        (_, 0) => redis::cmd("LPUSH").arg("q").arg(format!("{w}-{i}")).clone(),
+                        (_, 1) => redis::cmd("RPUSH")
+                            .arg("q")
+                            .arg(format!("{w}-{i}"))
+                            .arg("x")
+                            .clone(),
+                        (_, _) => redis::cmd("LPOP").arg("q").clone(),
+                    };
+                    let _: redis::Value = cmd.query(&mut c).expect("list command");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let _: () = redis::cmd("SET")
+        .arg("done")
+        .arg(1)
+        .query(&mut connect(port))
+        .expect("SET");
+    let mut on_backup = connect(backup.port());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&mut on_backup, "done").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "sentinel never reached the backup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list = |c: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg("q")
+            .arg(0)
+            .arg(-1)
+            .query(c)
+            .expect("LRANGE")
+    };
+    let want = list(&mut connect(primary.port()));
+    let got = list(&mut on_backup);
+    assert_eq!(
+        got,
+        want,
+        "--- proxy log ---\n{}\n--- replay log ---\n{}",
+        proxy.log(),
+        replay.log()
+    );
+}

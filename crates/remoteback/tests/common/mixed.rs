@@ -28,7 +28,7 @@ fn key(rng: &mut Rng, client: usize) -> (String, u64, bool) {
 
 /// One write or read on a key of the right type.
 fn command(rng: &mut Rng, client: usize) -> redis::Cmd {
-    let (k, n, hot) = key(rng, client);
+    let (k, n, _) = key(rng, client);
     let v = rng.value();
     let mut c;
     match (kind(n), rng.below(6)) {
@@ -65,9 +65,9 @@ fn command(rng: &mut Rng, client: usize) -> redis::Cmd {
             c = redis::cmd("LPOP");
             c.arg(&k);
         }
-        (1, 3) if !hot => {
-            // Blocking pops on the client's own lists; a short timeout keeps
-            // the workload moving when the list is empty.
+        (1, 3) => {
+            // Blocking pops race with other clients' pushes on hot lists; a
+            // short timeout keeps the workload moving when a list is empty.
             c = redis::cmd(if rng.below(2) == 0 { "BLPOP" } else { "BRPOP" });
             c.arg(&k).arg(0.01);
         }
@@ -86,6 +86,17 @@ fn command(rng: &mut Rng, client: usize) -> redis::Cmd {
         (2, 1) => {
             c = redis::cmd("HDEL");
             c.arg(&k).arg(rng.below(5));
+        }
+        (2, 2) => {
+            // Scripts replicate as the script, so they must be deterministic
+            // (docs/semantics.md).
+            c = redis::cmd("EVAL");
+            c.arg(
+                "redis.call('HINCRBY', KEYS[1], 'n', ARGV[1]) return redis.call('HLEN', KEYS[1])",
+            )
+            .arg(1)
+            .arg(&k)
+            .arg(rng.below(10));
         }
         (2, _) => {
             c = redis::cmd("HSET");
@@ -120,11 +131,8 @@ fn command(rng: &mut Rng, client: usize) -> redis::Cmd {
             c.arg(&k).arg("MAXLEN").arg(20);
         }
         (_, 1) => {
-            c = redis::cmd("EVAL");
-            c.arg("return redis.call('XADD', KEYS[1], '*', 'v', ARGV[1])")
-                .arg(1)
-                .arg(&k)
-                .arg(v);
+            c = redis::cmd("XDEL");
+            c.arg(&k).arg("0-1");
         }
         (_, _) => {
             c = redis::cmd("XADD");
