@@ -13,7 +13,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, mixed, Broker, RedisServer, Service};
+use common::mixed;
+use common::pipeline::{Pipeline, Setup};
 use remoteback::compare::{self, Client, Options};
 
 const CLIENTS: usize = 16;
@@ -26,22 +27,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn run(seed: u64, commands: u64) {
-    let primary = RedisServer::start();
-    let backup = RedisServer::start();
-    let broker = Broker::start();
-    broker.create_topic("converge", 1);
-    let port = free_port();
-    let proxy = Service::proxy(&format!(
-        "bindport = {port}\nconnport = {}\n[[sender]]\nclass = \"KafkaSender\"\ntopic = \"converge\"\nbootstrap-servers = \"{}\"\n",
-        primary.port(),
-        broker.bootstrap()
-    ));
-    proxy.wait_port(port);
-    let replay = Service::replay(&format!(
-        "[receiver]\nclass = \"KafkaReceiver\"\ntopic = \"converge\"\npolltimeout = 50\nbootstrap-servers = \"{}\"\n[redis]\nconnport = {}\n",
-        broker.bootstrap(),
-        backup.port()
-    ));
+    let p = Pipeline::start(Setup::default());
+    let port = p.proxy_port;
     let started = Instant::now();
     let per_client = (commands / CLIENTS as u64) as usize;
     let clients: Vec<_> = (0..CLIENTS)
@@ -63,8 +50,8 @@ fn run(seed: u64, commands: u64) {
     );
 
     let addr = |p: u16| format!("127.0.0.1:{p}");
-    let mut on_primary = Client::connect(&addr(primary.port()), None, None).expect("primary");
-    let mut on_backup = Client::connect(&addr(backup.port()), None, None).expect("backup");
+    let mut on_primary = Client::connect(&addr(p.primary.port()), None, None).expect("primary");
+    let mut on_backup = Client::connect(&addr(p.backup.port()), None, None).expect("backup");
     let options = Options {
         dbs: mixed::DBS.to_vec(),
         ttl_tolerance_ms: 2000,
@@ -82,7 +69,8 @@ fn run(seed: u64, commands: u64) {
         }
         if Instant::now() > deadline {
             let listed: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
-            let warnings: Vec<String> = proxy
+            let warnings: Vec<String> = p
+                .proxy
                 .log()
                 .lines()
                 .filter(|l| l.contains("WARN") || l.contains("ERROR"))
@@ -93,7 +81,7 @@ fn run(seed: u64, commands: u64) {
                 diffs.len(),
                 listed.join("\n"),
                 warnings.join("\n"),
-                replay.log()
+                p.replay.as_ref().map(|r| r.log()).unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(500));

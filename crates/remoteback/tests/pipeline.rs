@@ -3,173 +3,23 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{compare, free_port, workload, Broker, RedisServer, Service};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use common::pipeline::{connect, Pipeline, Setup, TOPIC};
+use common::{workload, Service};
 
-const TOPIC: &str = "remoteback";
-
-/// A running pipeline.
-struct Pipeline {
-    primary: RedisServer,
-    backup: RedisServer,
-    broker: Broker,
-    proxy: Service,
-    replay: Option<Service>,
-    proxy_port: u16,
-}
-
-impl Pipeline {
-    /// Starts everything; `sender_extra` goes into the KafkaSender table.
-    fn start(message: &str, worker: &str, sender_extra: &str) -> Pipeline {
-        let p = Pipeline::without_replay(message, worker, sender_extra);
-        let replay = Service::replay(&p.replay_config(message, worker));
-        Pipeline {
-            replay: Some(replay),
-            ..p
-        }
-    }
-
-    fn without_replay(message: &str, worker: &str, sender_extra: &str) -> Pipeline {
-        let primary = RedisServer::start();
-        let backup = RedisServer::start();
-        let broker = Broker::start();
-        broker.create_topic(TOPIC, 1);
-        let proxy_port = free_port();
-        let proxy = Service::proxy(&format!(
-            r#"
-bindport = {proxy_port}
-connport = {primary}
-message = "{message}"
-worker = "{worker}"
-
-[[sender]]
-class = "KafkaSender"
-topic = "{TOPIC}"
-bootstrap-servers = "{bootstrap}"
-linger-ms = 5
-{sender_extra}
-"#,
-            primary = primary.port(),
-            bootstrap = broker.bootstrap(),
-        ));
-        proxy.wait_port(proxy_port);
-        Pipeline {
-            primary,
-            backup,
-            broker,
-            proxy,
-            replay: None,
-            proxy_port,
-        }
-    }
-
-    fn replay_config(&self, message: &str, worker: &str) -> String {
-        format!(
-            r#"
-message = "{message}"
-worker = "{worker}"
-
-[receiver]
-class = "KafkaReceiver"
-topic = "{TOPIC}"
-polltimeout = 100
-bootstrap-servers = "{bootstrap}"
-
-[redis]
-connip = "127.0.0.1"
-connport = {backup}
-"#,
-            bootstrap = self.broker.bootstrap(),
-            backup = self.backup.port(),
-        )
-    }
-
-    fn client(&self) -> redis::Connection {
-        connect(self.proxy_port)
-    }
-
-    /// Waits until the backup equals the primary in `dbs`; panics with the
-    /// differences and the service logs if it does not within `timeout`.
-    fn assert_converges(&self, dbs: &[u32], timeout: Duration) {
-        let mut primary = connect(self.primary.port());
-        let mut backup = connect(self.backup.port());
-        let deadline = Instant::now() + timeout;
-        loop {
-            let diffs = compare::differences(&mut primary, &mut backup, dbs);
-            if diffs.is_empty() {
-                return;
-            }
-            if Instant::now() > deadline {
-                let shown: Vec<String> = diffs.iter().take(10).map(|d| format!("{d:?}")).collect();
-                panic!(
-                    "backup differs from primary in {} keys after {timeout:?}:\n{}\n--- proxy log ---\n{}\n--- replay log ---\n{}",
-                    diffs.len(),
-                    shown.join("\n"),
-                    tail(&self.proxy.log()),
-                    self.replay.as_ref().map(|r| tail(&r.log())).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn connect(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
-}
-
-/// A consumed record: its headers and payload.
-type TopicRecord = (Vec<(String, Vec<u8>)>, Vec<u8>);
-
-/// Every record in the topic.
-fn topic_records(broker: &Broker) -> Vec<TopicRecord> {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let mut quiet = Instant::now();
-    while quiet.elapsed() < Duration::from_secs(3) {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((headers, m.payload().unwrap_or_default().to_vec()));
-                quiet = Instant::now();
-            }
-            Some(Err(e)) => panic!("consume: {e}"),
-            None => {}
-        }
-    }
-    out
+fn start(message: &'static str, worker: &'static str, sender_extra: &str) -> Pipeline {
+    Pipeline::start(Setup {
+        message,
+        worker,
+        sender_extra: sender_extra.to_string(),
+        ..Setup::default()
+    })
 }
 
 #[test]
 fn original_example_set_reaches_backup_and_get_does_not_reach_kafka() {
-    let p = Pipeline::start("PROTOCOL", "coroutine", "");
+    let p = start("PROTOCOL", "coroutine", "");
     let mut c = p.client();
     let _: () = redis::cmd("SET")
         .arg("a")
@@ -187,7 +37,7 @@ fn original_example_set_reaches_backup_and_get_does_not_reach_kafka() {
             .as_deref()
             == Some("a")
     });
-    let records = topic_records(&p.broker);
+    let records = p.topic_records();
     assert_eq!(records.len(), 1, "only the SET is in Kafka: {records:?}");
     let (headers, payload) = &records[0];
     assert_eq!(payload, b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\na\r\n");
@@ -198,8 +48,8 @@ fn original_example_set_reaches_backup_and_get_does_not_reach_kafka() {
 }
 
 /// 10,000 mixed commands from 8 concurrent clients, each on its own keys.
-fn converges(message: &str, worker: &str) {
-    let p = Pipeline::start(message, worker, "");
+fn converges(message: &'static str, worker: &'static str) {
+    let p = start(message, worker, "");
     let threads: Vec<_> = (0..8)
         .map(|client| {
             let port = p.proxy_port;
@@ -246,8 +96,8 @@ fn row_thread_converges() {
 }
 
 /// Keys and values that break text-based tools arrive byte for byte.
-fn binary_safe(message: &str) {
-    let p = Pipeline::start(message, "coroutine", "");
+fn binary_safe(message: &'static str) {
+    let p = start(message, "coroutine", "");
     let mut c = p.client();
     let big: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
     let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
@@ -305,7 +155,7 @@ fn row_is_binary_safe() {
 
 #[test]
 fn filter_sends_only_listed_commands() {
-    let p = Pipeline::start("STRING", "coroutine", r#"filter = ["set", "Incr"]"#);
+    let p = start("STRING", "coroutine", r#"filter = ["set", "Incr"]"#);
     let mut c = p.client();
     let _: () = redis::cmd("SET")
         .arg("s")
@@ -330,10 +180,7 @@ fn filter_sends_only_listed_commands() {
             .unwrap_or(0)
             == 1
     });
-    let payloads: Vec<Vec<u8>> = topic_records(&p.broker)
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect();
+    let payloads: Vec<Vec<u8>> = p.topic_records().into_iter().map(|(_, p)| p).collect();
     assert_eq!(
         payloads,
         vec![
@@ -351,7 +198,7 @@ fn filter_sends_only_listed_commands() {
 
 #[test]
 fn transactions_replicate_only_what_ran() {
-    let p = Pipeline::start("PROTOCOL", "coroutine", "");
+    let p = start("PROTOCOL", "coroutine", "");
     let mut c = p.client();
     // Executed: both writes, one record.
     let _: redis::Value = redis::pipe()
@@ -410,10 +257,7 @@ fn transactions_replicate_only_what_ran() {
             .unwrap_or(0)
             == 1
     });
-    let payloads: Vec<Vec<u8>> = topic_records(&p.broker)
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect();
+    let payloads: Vec<Vec<u8>> = p.topic_records().into_iter().map(|(_, p)| p).collect();
     assert_eq!(
         payloads.len(),
         2,
@@ -435,7 +279,7 @@ fn transactions_replicate_only_what_ran() {
 
 #[test]
 fn databases_follow_select() {
-    let p = Pipeline::start("PROTOCOL", "coroutine", "");
+    let p = start("PROTOCOL", "coroutine", "");
     let mut c = p.client();
     for db in [3, 0, 7] {
         let _: () = redis::cmd("SELECT").arg(db).query(&mut c).expect("SELECT");
@@ -462,7 +306,10 @@ fn databases_follow_select() {
 
 #[test]
 fn replay_stops_on_a_record_of_another_format() {
-    let mut p = Pipeline::without_replay("PROTOCOL", "coroutine", "");
+    let mut p = Pipeline::start(Setup {
+        replay: false,
+        ..Setup::default()
+    });
     let _: () = redis::cmd("SET")
         .arg("k")
         .arg("v")
@@ -502,25 +349,11 @@ fn threads_named(pid: u32, prefix: &str) -> usize {
 
 #[test]
 fn thread_replay_applies_each_partition_on_its_own_thread() {
-    let primary = RedisServer::start();
-    let backup = RedisServer::start();
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, 3);
-    let proxy_port = free_port();
-    let proxy = Service::proxy(&format!(
-        "bindport = {proxy_port}\nconnport = {}\n[[sender]]\nclass = \"KafkaSender\"\ntopic = \"{TOPIC}\"\nbootstrap-servers = \"{}\"\n",
-        primary.port(),
-        broker.bootstrap()
-    ));
-    proxy.wait_port(proxy_port);
-    let mut p = Pipeline {
-        primary,
-        backup,
-        broker,
-        proxy,
-        replay: None,
-        proxy_port,
-    };
+    let mut p = Pipeline::start(Setup {
+        partitions: 3,
+        replay: false,
+        ..Setup::default()
+    });
     let replay = Service::replay(&p.replay_config("PROTOCOL", "thread"));
     let pid = replay.pid().expect("replay pid");
     p.replay = Some(replay);
@@ -555,4 +388,50 @@ fn thread_replay_applies_each_partition_on_its_own_thread() {
         total, 300,
         "the stored next offsets add up to the records applied"
     );
+}
+
+#[test]
+fn move_copy_swapdb_and_flushes_land_on_the_right_databases() {
+    let p = start("PROTOCOL", "coroutine", "");
+    let mut c = p.client();
+    let q = |c: &mut redis::Connection, args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query::<redis::Value>(c)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    q(&mut c, &["SET", "moved", "1"]);
+    q(&mut c, &["MOVE", "moved", "3"]);
+    q(&mut c, &["SET", "copied", "2"]);
+    q(&mut c, &["COPY", "copied", "copied", "DB", "4"]);
+    q(&mut c, &["SELECT", "5"]);
+    q(&mut c, &["SET", "swapped", "5"]);
+    q(&mut c, &["SWAPDB", "5", "6"]);
+    q(&mut c, &["SELECT", "7"]);
+    q(&mut c, &["SET", "flushed", "7"]);
+    q(&mut c, &["FLUSHDB"]);
+    q(&mut c, &["SELECT", "8"]);
+    q(&mut c, &["SET", "kept", "8"]);
+    p.assert_converges(&[0, 3, 4, 5, 6, 7, 8], Duration::from_secs(30));
+    let mut backup = connect(p.backup.port());
+    let mut get_in = |db: u32, key: &str| -> Option<String> {
+        let _: () = redis::cmd("SELECT")
+            .arg(db)
+            .query(&mut backup)
+            .expect("SELECT");
+        redis::cmd("GET").arg(key).query(&mut backup).expect("GET")
+    };
+    assert_eq!(get_in(3, "moved").as_deref(), Some("1"));
+    assert_eq!(get_in(0, "moved"), None);
+    assert_eq!(get_in(4, "copied").as_deref(), Some("2"));
+    assert_eq!(get_in(6, "swapped").as_deref(), Some("5"));
+    assert_eq!(get_in(5, "swapped"), None);
+    assert_eq!(get_in(7, "flushed"), None);
+    assert_eq!(get_in(8, "kept").as_deref(), Some("8"));
+    // FLUSHALL empties every database of the backup too (but its offsets).
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).expect("FLUSHALL");
+    p.assert_converges(&[0, 3, 4, 6, 8], Duration::from_secs(30));
+    assert_eq!(get_in(8, "kept"), None);
 }

@@ -101,12 +101,10 @@ linger-ms = 5
     /// `logs` otherwise.
     fn converge(&self, partitions: i32, logs: &[&Service]) -> Vec<i64> {
         let started = Instant::now();
-        let mut primary = connect(self.primary.port());
-        let mut backup = connect(self.backup.port());
         loop {
             let ends = end_offsets(&self.broker, TOPIC, partitions);
             let stored = stored_offsets(&self.backup, TOPIC, partitions);
-            let diffs = compare::differences(&mut primary, &mut backup, &DBS);
+            let diffs = compare::differences(self.primary.port(), self.backup.port(), &DBS);
             let caught_up = stored
                 .iter()
                 .zip(&ends)
@@ -847,13 +845,9 @@ fn on_apply_error_continue_logs_and_counts_the_refusal_and_goes_on() {
     assert_eq!(get(s.backup.port(), 0, "{e}:s").as_deref(), Some("x"));
     let (_, refused, _) = terminate_cleanly(&mut replay);
     assert_eq!(refused, 1);
-    let diffs = compare::differences(
-        &mut connect(s.primary.port()),
-        &mut connect(s.backup.port()),
-        &DBS,
-    );
+    let diffs = compare::differences(s.primary.port(), s.backup.port(), &DBS);
     assert_eq!(diffs.len(), 1, "{diffs:?}");
-    assert_eq!(diffs[0].key, b"{e}:l");
+    assert_eq!(&diffs[0].key[..], b"{e}:l");
     eprintln!(
         "[check] on_apply_error = continue: log says \"{said} ...\", 1 refusal counted, the later INCRs and APPEND applied (n = 5, s = \"x\"), exit 0 on SIGTERM; the only difference left is {{e}}:l: primary {} vs backup {}",
         diffs[0].primary, diffs[0].backup

@@ -10,16 +10,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_port, Broker, RedisServer, Service};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use common::pipeline::{connect, Pipeline, Setup};
+use common::RedisServer;
 use redis::Value;
 use remoteback::compare::{self, Client, Options};
 
-const TOPIC: &str = "rewrites";
 /// How far apart the primary's and the backup's absolute expiry (or
 /// delivery) times may be: the proxy stamps them when the reply arrives, a
 /// millisecond or so after the primary ran the command.
@@ -28,98 +25,25 @@ const TOLERANCE_MS: i64 = 250;
 /// relative time replayed verbatim would be off by at least this.
 const REPLAY_DELAY: Duration = Duration::from_secs(3);
 
-struct Pipeline {
-    primary: RedisServer,
-    backup: RedisServer,
-    broker: Broker,
-    proxy: Service,
-    replay: Option<Service>,
-    proxy_port: u16,
+/// The pipeline of these tests: `STRING` records, so the topic reads as text.
+fn start(replay: bool) -> Pipeline {
+    Pipeline::start(Setup {
+        message: "STRING",
+        replay,
+        ..Setup::default()
+    })
 }
 
-impl Pipeline {
-    /// Primary, backup, broker and proxy; the replay only if `replay`.
-    fn start(replay: bool) -> Pipeline {
-        let primary = RedisServer::start();
-        let backup = RedisServer::start();
-        let broker = Broker::start();
-        broker.create_topic(TOPIC, 1);
-        let proxy_port = free_port();
-        let proxy = Service::proxy(&format!(
-            "bindport = {proxy_port}\nconnport = {}\nmessage = \"STRING\"\n\
-             [[sender]]\nclass = \"KafkaSender\"\ntopic = \"{TOPIC}\"\n\
-             bootstrap-servers = \"{}\"\nlinger-ms = 1\n",
-            primary.port(),
-            broker.bootstrap()
-        ));
-        proxy.wait_port(proxy_port);
-        let mut p = Pipeline {
-            primary,
-            backup,
-            broker,
-            proxy,
-            replay: None,
-            proxy_port,
-        };
-        if replay {
-            p.start_replay();
-        }
-        p
-    }
+/// What these tests ask of a pipeline beyond the common harness.
+trait Checks {
+    fn replay_log(&self) -> String;
+    fn assert_equal(&self);
+    fn records(&self) -> Vec<String>;
+}
 
-    fn start_replay(&mut self) {
-        self.replay = Some(Service::replay(&format!(
-            "message = \"STRING\"\n[receiver]\nclass = \"KafkaReceiver\"\ntopic = \"{TOPIC}\"\n\
-             polltimeout = 50\nbootstrap-servers = \"{}\"\n[redis]\nconnport = {}\n",
-            self.broker.bootstrap(),
-            self.backup.port()
-        )));
-    }
-
-    fn client(&self) -> redis::Connection {
-        connect(self.proxy_port)
-    }
-
-    fn on_primary(&self) -> redis::Connection {
-        connect(self.primary.port())
-    }
-
-    fn on_backup(&self) -> redis::Connection {
-        connect(self.backup.port())
-    }
-
+impl Checks for Pipeline {
     fn replay_log(&self) -> String {
         self.replay.as_ref().map(|r| r.log()).unwrap_or_default()
-    }
-
-    /// Writes a sentinel through the proxy (after every other write of the
-    /// test returned) and waits until the backup has it: by then the backup
-    /// applied every earlier record of the (single-partition) topic.
-    fn wait_applied(&self) {
-        let sentinel = format!("sentinel:{}", free_port());
-        let _: () = redis::cmd("SET")
-            .arg(&sentinel)
-            .arg(1)
-            .query(&mut self.client())
-            .expect("SET sentinel");
-        let mut backup = self.on_backup();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let n: i64 = redis::cmd("EXISTS")
-                .arg(&sentinel)
-                .query(&mut backup)
-                .expect("EXISTS");
-            if n == 1 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the backup did not catch up within 60 s\n--- proxy log ---\n{}\n--- replay log ---\n{}",
-                self.proxy.log(),
-                self.replay_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Every key of database 0 equal on both sides (TTLs within the
@@ -143,49 +67,18 @@ impl Pipeline {
         );
     }
 
-    /// Every command replicated so far, one `STRING` line each: the topic
-    /// read up to its high watermark.
+    /// Every command replicated so far, one `STRING` line each.
     fn records(&self) -> Vec<String> {
-        let consumer: BaseConsumer = self
-            .broker
-            .client_config()
-            .set("group.id", "rewrites-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let (_, high) = consumer
-            .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
-            .expect("watermarks");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-            .expect("partition");
-        consumer.assign(&tpl).expect("assign");
-        let mut lines = Vec::new();
-        let mut next = 0;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while next < high {
-            assert!(
-                Instant::now() < deadline,
-                "read only up to offset {next} of {high}"
-            );
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let payload = String::from_utf8_lossy(m.payload().unwrap_or_default());
-                    lines.extend(payload.lines().map(str::to_string));
-                    next = m.offset() + 1;
-                }
-                Some(Err(e)) => panic!("consume: {e}"),
-                None => {}
-            }
-        }
-        lines
+        self.topic_records()
+            .iter()
+            .flat_map(|(_, payload)| {
+                String::from_utf8_lossy(payload)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
-}
-
-fn connect(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
 }
 
 fn query<T: redis::FromRedisValue>(con: &mut redis::Connection, parts: &[&str]) -> T {
@@ -254,7 +147,7 @@ fn list(v: Value) -> Vec<Value> {
 
 #[test]
 fn relative_ttls_keep_their_absolute_time_through_a_delayed_replay() {
-    let mut p = Pipeline::start(false);
+    let mut p = start(false);
     let mut c = p.client();
     let ttl_keys = [
         "set-ex",
@@ -363,7 +256,7 @@ fn relative_ttls_keep_their_absolute_time_through_a_delayed_replay() {
 
 #[test]
 fn spop_replicates_the_members_it_popped() {
-    let p = Pipeline::start(true);
+    let p = start(true);
     let mut c = p.client();
     let members: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
     let _: () = redis::cmd("SADD")
@@ -400,7 +293,7 @@ fn spop_replicates_the_members_it_popped() {
 
 #[test]
 fn float_increments_replicate_their_result() {
-    let p = Pipeline::start(true);
+    let p = start(true);
     let mut c = p.client();
     for x in ["0.1", "0.2", "1e3", "-3.3333333333333333", "10.5"] {
         let _: String = query(&mut c, &["INCRBYFLOAT", "f", x]);
@@ -418,7 +311,7 @@ fn float_increments_replicate_their_result() {
 
 #[test]
 fn blocking_pops_replay_as_the_pop_that_served_them() {
-    let p = Pipeline::start(true);
+    let p = start(true);
     let mut c = p.client();
     let _: i64 = query(&mut c, &["RPUSH", "queue", "first", "second"]);
     let served: Option<(String, String)> = query(&mut c, &["BLPOP", "empty-a", "queue", "10"]);
@@ -503,7 +396,7 @@ fn blocking_pops_replay_as_the_pop_that_served_them() {
 /// served key's lock before it is captured; run it with `--run-ignored`.
 #[test]
 fn a_pop_served_by_another_clients_push_replays_after_it() {
-    let p = Pipeline::start(true);
+    let p = start(true);
     let port = p.proxy_port;
     let waiter = std::thread::spawn(move || {
         let mut w = connect(port);
@@ -521,7 +414,7 @@ fn a_pop_served_by_another_clients_push_replays_after_it() {
 
 #[test]
 fn xadd_replays_with_the_ids_the_primary_generated() {
-    let mut p = Pipeline::start(false);
+    let mut p = start(false);
     let mut c = p.client();
     for i in 0..20 {
         let _: String = query(&mut c, &["XADD", "s", "*", "n", &i.to_string()]);
@@ -596,7 +489,7 @@ fn group_state(con: &mut redis::Connection) -> (String, BTreeMap<String, i64>) {
 
 #[test]
 fn consumer_groups_match_after_reads_claims_and_acks() {
-    let mut p = Pipeline::start(false);
+    let mut p = start(false);
     let mut c = p.client();
     let _: () = query(&mut c, &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
     let mut ids = Vec::new();
@@ -688,7 +581,7 @@ fn consumer_groups_match_after_reads_claims_and_acks() {
 
 #[test]
 fn evalsha_replays_as_eval_of_the_body_the_proxy_saw() {
-    let p = Pipeline::start(true);
+    let p = start(true);
     let body = "redis.call('SET', KEYS[1], ARGV[1]) return 1";
     let mut loader = p.client();
     let sha: String = query(&mut loader, &["SCRIPT", "LOAD", body]);
@@ -723,7 +616,7 @@ fn evalsha_replays_as_eval_of_the_body_the_proxy_saw() {
 
 #[test]
 fn evalsha_of_a_script_the_proxy_never_saw_is_logged_and_replicated_as_is() {
-    let p = Pipeline::start(true);
+    let p = start(true);
     // Loaded on the primary directly, before (or around) the proxy.
     let body = "redis.call('SET', KEYS[1], ARGV[1]) return 1";
     let sha: String = query(&mut p.on_primary(), &["SCRIPT", "LOAD", body]);
@@ -746,7 +639,7 @@ fn evalsha_of_a_script_the_proxy_never_saw_is_logged_and_replicated_as_is() {
 
 #[test]
 fn keys_that_left_the_primary_leave_the_backup() {
-    let p = Pipeline::start(true);
+    let p = start(true);
     let destination = RedisServer::start();
     let mut c = p.client();
     for k in ["gone", "kept", "migrated", "copied"] {

@@ -21,6 +21,7 @@
 /// Comparing the contents of two Redis servers (primary vs. backup).
 pub mod compare;
 pub mod mixed;
+pub mod pipeline;
 pub mod workload;
 
 use std::collections::HashSet;

@@ -1,0 +1,234 @@
+//! The whole pipeline for a test: primary and backup redis-server, a tansu
+//! broker with the topic, `remoteback proxy` and (usually) `remoteback
+//! replay`, all on free loopback ports.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{compare, free_port, Broker, RedisServer, Service};
+
+/// The topic every pipeline uses (each test has a broker of its own).
+pub const TOPIC: &str = "remoteback";
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub message: &'static str,
+    pub worker: &'static str,
+    pub partitions: i32,
+    /// Extra lines for the proxy's `KafkaSender` table.
+    pub sender_extra: String,
+    /// Whether to start the replay right away.
+    pub replay: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            message: "PROTOCOL",
+            worker: "coroutine",
+            partitions: 1,
+            sender_extra: String::new(),
+            replay: true,
+        }
+    }
+}
+
+/// A consumed record: its headers and payload.
+pub type TopicRecord = (Vec<(String, Vec<u8>)>, Vec<u8>);
+
+/// A running pipeline; everything stops when it is dropped.
+pub struct Pipeline {
+    pub setup: Setup,
+    pub primary: RedisServer,
+    pub backup: RedisServer,
+    pub broker: Broker,
+    pub proxy: Service,
+    pub replay: Option<Service>,
+    pub proxy_port: u16,
+}
+
+/// A connection to 127.0.0.1:`port`.
+pub fn connect(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
+}
+
+impl Pipeline {
+    pub fn start(setup: Setup) -> Pipeline {
+        let primary = RedisServer::start();
+        let backup = RedisServer::start();
+        let broker = Broker::start();
+        broker.create_topic(TOPIC, setup.partitions);
+        let proxy_port = free_port();
+        let proxy = Service::proxy(&format!(
+            "bindport = {proxy_port}\nconnport = {primary}\nmessage = \"{message}\"\nworker = \"{worker}\"\n\n\
+             [[sender]]\nclass = \"KafkaSender\"\ntopic = \"{TOPIC}\"\nbootstrap-servers = \"{bootstrap}\"\n\
+             linger-ms = 1\n{extra}\n",
+            primary = primary.port(),
+            message = setup.message,
+            worker = setup.worker,
+            bootstrap = broker.bootstrap(),
+            extra = setup.sender_extra,
+        ));
+        proxy.wait_port(proxy_port);
+        let mut p = Pipeline {
+            setup,
+            primary,
+            backup,
+            broker,
+            proxy,
+            replay: None,
+            proxy_port,
+        };
+        if p.setup.replay {
+            p.start_replay();
+        }
+        p
+    }
+
+    /// Starts the replay with the pipeline's format and worker.
+    pub fn start_replay(&mut self) {
+        let config = self.replay_config(self.setup.message, self.setup.worker);
+        self.replay = Some(Service::replay(&config));
+    }
+
+    /// A replay configuration for this pipeline's broker and backup.
+    pub fn replay_config(&self, message: &str, worker: &str) -> String {
+        format!(
+            "message = \"{message}\"\nworker = \"{worker}\"\n\n[receiver]\nclass = \"KafkaReceiver\"\n\
+             topic = \"{TOPIC}\"\npolltimeout = 50\nbootstrap-servers = \"{}\"\n\n[redis]\nconnport = {}\n",
+            self.broker.bootstrap(),
+            self.backup.port(),
+        )
+    }
+
+    /// A client connection through the proxy.
+    pub fn client(&self) -> redis::Connection {
+        connect(self.proxy_port)
+    }
+
+    pub fn on_primary(&self) -> redis::Connection {
+        connect(self.primary.port())
+    }
+
+    pub fn on_backup(&self) -> redis::Connection {
+        connect(self.backup.port())
+    }
+
+    /// The proxy's and the replay's logs, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- proxy log ---\n{}\n--- replay log ---\n{}",
+            tail(&self.proxy.log()),
+            self.replay
+                .as_ref()
+                .map(|r| tail(&r.log()))
+                .unwrap_or_default()
+        )
+    }
+
+    /// Writes a sentinel through the proxy (after every other write of the
+    /// test returned) and waits until the backup has it: by then the backup
+    /// applied every earlier record of a single-partition topic.
+    pub fn wait_applied(&self) {
+        let sentinel = format!("sentinel:{}", free_port());
+        let _: () = redis::cmd("SET")
+            .arg(&sentinel)
+            .arg(1)
+            .query(&mut self.client())
+            .expect("SET sentinel");
+        let mut backup = self.on_backup();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg(&sentinel)
+                .query(&mut backup)
+                .expect("EXISTS");
+            if n == 1 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the backup did not catch up within 60 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the backup equals the primary in `dbs`; panics with the
+    /// differences and the logs if it does not within `timeout`.
+    pub fn assert_converges(&self, dbs: &[u32], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let diffs = compare::differences(self.primary.port(), self.backup.port(), dbs);
+            if diffs.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let shown: Vec<String> = diffs.iter().take(20).map(|d| d.to_string()).collect();
+                panic!(
+                    "backup differs from primary in {} keys after {timeout:?}:\n{}\n{}",
+                    diffs.len(),
+                    shown.join("\n"),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every record of partition 0, up to its end at the time of the call.
+    pub fn topic_records(&self) -> Vec<TopicRecord> {
+        let consumer: BaseConsumer = self
+            .broker
+            .client_config()
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let (_, high) = consumer
+            .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
+            .expect("watermarks");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let mut next = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while next < high {
+            assert!(
+                Instant::now() < deadline,
+                "read only up to offset {next} of {high}"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push((headers, m.payload().unwrap_or_default().to_vec()));
+                    next = m.offset() + 1;
+                }
+                Some(Err(e)) => panic!("consume: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
