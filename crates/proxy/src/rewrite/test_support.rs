@@ -1,0 +1,40 @@
+//! Helpers shared by the rewrite unit tests: build a command, rewrite it
+//! against a raw RESP reply (or none), and spell the expected commands.
+
+use bytes::Bytes;
+use remoteback_protocol::Command;
+
+use super::{rewrite, Reply, Rewritten, ScriptCache};
+
+pub(super) const NOW: u64 = 1_700_000_000_000;
+
+pub(super) fn cmd(parts: &[&str]) -> Command {
+    Command::from_parts(parts.iter())
+}
+
+/// Rewrites `parts` given the raw RESP `reply`.
+pub(super) fn rw_with(parts: &[&str], reply: &str, scripts: &ScriptCache) -> Rewritten {
+    let bytes = Bytes::copy_from_slice(reply.as_bytes());
+    rewrite(&cmd(parts), Reply::Raw(&bytes), NOW, scripts)
+}
+
+pub(super) fn rw(parts: &[&str], reply: &str) -> Rewritten {
+    rw_with(parts, reply, &ScriptCache::new())
+}
+
+pub(super) fn rw_unknown(parts: &[&str]) -> Rewritten {
+    rewrite(&cmd(parts), Reply::Unknown, NOW, &ScriptCache::new())
+}
+
+/// The expected commands, each written as space-separated words.
+pub(super) fn to(lines: &[&str]) -> Rewritten {
+    Rewritten::Commands(lines.iter().map(|l| cmd(&words(l))).collect())
+}
+
+pub(super) fn words(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
+
+pub(super) fn at(offset_ms: i64) -> String {
+    (NOW as i64 + offset_ms).to_string()
+}
