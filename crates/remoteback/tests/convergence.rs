@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mixed;
-use common::pipeline::{Pipeline, Setup};
+use common::pipeline::{Pipeline, Setup, SMALL_FETCHES};
 use remoteback::compare::{self, Client, Options};
 
 const CLIENTS: usize = 16;
@@ -27,7 +27,10 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn run(seed: u64, commands: u64) {
-    let p = Pipeline::start(Setup::default());
+    let p = Pipeline::start(Setup {
+        receiver_extra: SMALL_FETCHES,
+        ..Setup::default()
+    });
     let port = p.proxy_port;
     let started = Instant::now();
     let per_client = (commands / CLIENTS as u64) as usize;
@@ -56,7 +59,9 @@ fn run(seed: u64, commands: u64) {
         dbs: mixed::DBS.to_vec(),
         ttl_tolerance_ms: 2000,
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Catching up takes longer the more was written (the local broker
+    // serves some thousands of records a second).
+    let deadline = Instant::now() + Duration::from_secs(120 + commands / 1000);
     loop {
         let diffs =
             compare::differences(&mut on_primary, &mut on_backup, &options).expect("compare");

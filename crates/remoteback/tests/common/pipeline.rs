@@ -13,6 +13,12 @@ use super::{compare, free_port, Broker, RedisServer, Service};
 /// The topic every pipeline uses (each test has a broker of its own).
 pub const TOPIC: &str = "remoteback";
 
+/// Receiver lines for a replay that reads a long backlog of small records:
+/// tansu answers a fetch with one query per record up to the fetch size, and
+/// librdkafka's defaults make it stall for seconds. (Records larger than
+/// 64 KiB need the defaults.)
+pub const SMALL_FETCHES: &str = "fetch-max-bytes = 1048576\nmax-partition-fetch-bytes = 65536\n";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -21,6 +27,8 @@ pub struct Setup {
     pub partitions: i32,
     /// Extra lines for the proxy's `KafkaSender` table.
     pub sender_extra: String,
+    /// Extra lines for the replay's `[receiver]` table.
+    pub receiver_extra: &'static str,
     /// Whether to start the replay right away.
     pub replay: bool,
 }
@@ -32,6 +40,7 @@ impl Default for Setup {
             worker: "coroutine",
             partitions: 1,
             sender_extra: String::new(),
+            receiver_extra: "",
             replay: true,
         }
     }
@@ -101,8 +110,9 @@ impl Pipeline {
     pub fn replay_config(&self, message: &str, worker: &str) -> String {
         format!(
             "message = \"{message}\"\nworker = \"{worker}\"\n\n[receiver]\nclass = \"KafkaReceiver\"\n\
-             topic = \"{TOPIC}\"\npolltimeout = 50\nbootstrap-servers = \"{}\"\n\n[redis]\nconnport = {}\n",
+             topic = \"{TOPIC}\"\npolltimeout = 50\nbootstrap-servers = \"{}\"\n{}\n[redis]\nconnport = {}\n",
             self.broker.bootstrap(),
+            self.setup.receiver_extra,
             self.backup.port(),
         )
     }
