@@ -45,9 +45,27 @@ pub struct Counters {
     pub dropped: AtomicU64,
 }
 
+/// Says whether a loss should be logged now: at most once a second, so a
+/// broker outage gives a line a second with the running total, not a line a
+/// record.
+#[derive(Default)]
+struct LossLog(Mutex<Option<Instant>>);
+
+impl LossLog {
+    fn due(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+}
+
 struct Context {
     topic: String,
     counters: Arc<Counters>,
+    failures: LossLog,
 }
 
 impl ClientContext for Context {}
@@ -62,10 +80,12 @@ impl ProducerContext for Context {
             }
             Err((e, _)) => {
                 let n = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
-                log::error!(
-                    "KafkaSender(topic={}): a record was not delivered: {e} ({n} lost so far); the backup needs a resync",
-                    self.topic
-                );
+                if self.failures.due() {
+                    log::error!(
+                        "KafkaSender(topic={}): a record was not delivered: {e} ({n} lost so far); the backup needs a resync",
+                        self.topic
+                    );
+                }
             }
         }
     }
@@ -79,7 +99,7 @@ pub struct KafkaSender {
     /// The sequence number of the last record; held while producing so that
     /// `rb-seq` follows the order records enter the partition queues.
     seq: Mutex<u64>,
-    last_drop_log: Mutex<Option<Instant>>,
+    drops: LossLog,
 }
 
 /// The client configuration for `settings`: remoteback's defaults, then the
@@ -103,6 +123,7 @@ impl KafkaSender {
         let context = Context {
             topic: settings.topic.clone(),
             counters: counters.clone(),
+            failures: LossLog::default(),
         };
         let producer = client_config(settings)
             .create_with_context(context)
@@ -112,7 +133,7 @@ impl KafkaSender {
             producer,
             counters,
             seq: Mutex::new(0),
-            last_drop_log: Mutex::new(None),
+            drops: LossLog::default(),
         })
     }
 
@@ -122,9 +143,7 @@ impl KafkaSender {
 
     fn on_dropped(&self, error: &KafkaError) {
         let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last_drop_log.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            *last = Some(Instant::now());
+        if self.drops.due() {
             log::error!(
                 "KafkaSender(topic={}): record dropped, {error}: {n} records lost so far; the backup needs a resync",
                 self.topic
