@@ -4,7 +4,7 @@
 
 use redis::Connection;
 
-use super::workload::Rng;
+use super::workload::{drive, Rng};
 
 /// Keys every client writes (half of all writes go here).
 pub const HOT_KEYS: u64 = 32;
@@ -142,46 +142,18 @@ fn command(rng: &mut Rng, client: usize) -> redis::Cmd {
     c
 }
 
-/// Runs about `count` commands as `client`: single commands, pipelines,
-/// transactions and database switches.
+/// Runs about `count` commands as `client` (see [`drive`]), one in twelve a
+/// plain read.
 pub fn run_client(con: &mut Connection, client: usize, count: usize, seed: u64) {
     let mut rng = Rng::new(seed.wrapping_mul(31) ^ (client as u64 + 7));
-    let mut done = 0;
-    while done < count {
-        match rng.below(12) {
-            0 => {
-                let db = DBS[rng.below(DBS.len() as u64) as usize];
-                let _: () = redis::cmd("SELECT").arg(db).query(con).expect("SELECT");
-                done += 1;
-            }
-            1 => {
-                let mut p = redis::pipe();
-                p.atomic();
-                let n = 2 + rng.below(3) as usize;
-                for _ in 0..n {
-                    p.add_command(command(&mut rng, client));
-                }
-                let _: redis::RedisResult<redis::Value> = p.query(con);
-                done += n + 2;
-            }
-            2 | 3 => {
-                let mut p = redis::pipe();
-                let n = 2 + rng.below(6) as usize;
-                for _ in 0..n {
-                    p.add_command(command(&mut rng, client));
-                }
-                let _: redis::RedisResult<redis::Value> = p.query(con);
-                done += n;
-            }
-            4 => {
-                let (k, _, _) = key(&mut rng, client);
-                let _: redis::RedisResult<redis::Value> = redis::cmd("GET").arg(k).query(con);
-                done += 1;
-            }
-            _ => {
-                let _: redis::RedisResult<redis::Value> = command(&mut rng, client).query(con);
-                done += 1;
-            }
+    drive(con, &mut rng, count, &DBS, |rng| {
+        if rng.below(12) == 0 {
+            let (k, _, _) = key(rng, client);
+            let mut get = redis::cmd("GET");
+            get.arg(k);
+            get
+        } else {
+            command(rng, client)
         }
-    }
+    });
 }

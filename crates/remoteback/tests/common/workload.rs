@@ -142,41 +142,53 @@ fn command(rng: &mut Rng, client: usize) -> redis::Cmd {
     c
 }
 
-/// Runs `count` commands for `client` on `con`: single commands, pipelines
-/// and MULTI/EXEC blocks, switching between databases 0 and 1.
+/// Runs `count` commands for `client` on `con`, switching between
+/// databases 0 and 1 (see [`drive`]).
 pub fn run_client(con: &mut Connection, client: usize, count: usize, seed: u64) {
     let mut rng = Rng::new(seed ^ (client as u64 + 1));
+    drive(con, &mut rng, count, &[0, 1], |rng| command(rng, client));
+}
+
+/// Sends about `count` commands made by `next`: single commands, pipelines
+/// and MULTI/EXEC blocks, with `SELECT`s among `dbs` in between. Refused
+/// commands are part of the workload (a refused command inside a
+/// transaction does not stop the others, exactly as on the primary).
+pub fn drive(
+    con: &mut Connection,
+    rng: &mut Rng,
+    count: usize,
+    dbs: &[u32],
+    mut next: impl FnMut(&mut Rng) -> redis::Cmd,
+) {
     let mut done = 0;
     while done < count {
         match rng.below(10) {
             0 => {
-                let db = rng.below(2);
+                let db = dbs[rng.below(dbs.len() as u64) as usize];
                 let _: () = redis::cmd("SELECT").arg(db).query(con).expect("SELECT");
                 done += 1;
             }
             1 => {
-                // A transaction; a refused command inside does not stop the
-                // others (runtime errors), exactly as on the primary.
                 let mut p = redis::pipe();
                 p.atomic();
                 let n = 2 + rng.below(3) as usize;
                 for _ in 0..n {
-                    p.add_command(command(&mut rng, client));
+                    p.add_command(next(rng));
                 }
                 let _: redis::RedisResult<redis::Value> = p.query(con);
                 done += n + 2;
             }
             2 | 3 => {
                 let mut p = redis::pipe();
-                let n = 2 + rng.below(8) as usize;
+                let n = 2 + rng.below(7) as usize;
                 for _ in 0..n {
-                    p.add_command(command(&mut rng, client)).ignore();
+                    p.add_command(next(rng));
                 }
-                let _: redis::RedisResult<()> = p.query(con);
+                let _: redis::RedisResult<redis::Value> = p.query(con);
                 done += n;
             }
             _ => {
-                let _: redis::RedisResult<redis::Value> = command(&mut rng, client).query(con);
+                let _: redis::RedisResult<redis::Value> = next(rng).query(con);
                 done += 1;
             }
         }
