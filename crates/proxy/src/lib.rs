@@ -7,6 +7,7 @@
 //! [`filter`] and [`record`]) hands records to their destinations.
 
 pub mod capture;
+pub mod drain;
 pub mod filter;
 pub mod listener;
 pub mod locks;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use remoteback_protocol::{Format, Worker};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::drain::Drain;
 use crate::locks::KeyLocks;
 use crate::ordering::OrderingShared;
 use crate::pops::Pops;
@@ -17,6 +18,8 @@ use crate::settings::{ProxySettings, SenderSettings};
 
 /// How long shutdown waits for senders to deliver what they buffered.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for sessions to get the replies owed to them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the proxy could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,7 @@ impl Proxy {
             }),
             senders: Arc::new(senders),
             reply_timeout: settings.reply_timeout,
+            drain: Drain::new(),
         });
         Ok(Proxy {
             listener,
@@ -109,6 +113,11 @@ impl Proxy {
                     }
                 },
             }
+        }
+        log::info!("proxy shutting down: finishing the commands in flight");
+        let cut = self.shared.drain.close(DRAIN_TIMEOUT).await;
+        if cut > 0 {
+            log::warn!("{cut} sessions still waiting after {DRAIN_TIMEOUT:?} (blocked clients); closing them");
         }
         log::info!("proxy shutting down: flushing senders");
         let senders = self.shared.senders.clone();

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::capture::{now_ms, Capture};
+use crate::drain::Drain;
 use crate::order::Order;
 use crate::ordering::{ClientId, Ordering, OrderingShared, Prepared};
 use crate::pending::{self, waits_by_design, InFlightQueue, Matched, Pending, ReplyMode};
@@ -38,10 +39,13 @@ pub struct Shared {
     pub ordering: Option<Arc<OrderingShared>>,
     pub senders: Arc<Senders>,
     pub reply_timeout: Option<Duration>,
+    /// Shutdown: sessions stop reading requests and finish what is in flight.
+    pub drain: Arc<Drain>,
 }
 
 /// Serves one client until it disconnects or the primary does.
 pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
+    let _live = shared.drain.enter();
     let peer = client
         .peer_addr()
         .map(|a| a.to_string())
@@ -80,9 +84,12 @@ pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
     };
     let (tx, rx) = mpsc::unbounded_channel();
 
+    // The request loop borrows the upstream's write half, so the half stays
+    // open after the loop ends: dropping it would send FIN, and Redis drops
+    // a connection at EOF without sending the replies it still owes.
     let requests = forward_requests(
         client_rd,
-        upstream_wr,
+        &mut upstream_wr,
         tx,
         shared.clone(),
         conn,
@@ -125,7 +132,7 @@ pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
 /// to the reply side so the client gets it after its earlier replies).
 async fn forward_requests(
     mut client: OwnedReadHalf,
-    mut upstream: OwnedWriteHalf,
+    upstream: &mut OwnedWriteHalf,
     tx: mpsc::UnboundedSender<Pending>,
     shared: Arc<Shared>,
     conn: u64,
@@ -140,7 +147,13 @@ async fn forward_requests(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        if client.read_buf(&mut buf).await? == 0 {
+        // At shutdown, stop reading as if the client had hung up: what was
+        // forwarded still gets its reply and its capture.
+        let read = tokio::select! {
+            read = client.read_buf(&mut buf) => read?,
+            _ = shared.drain.closing() => 0,
+        };
+        if read == 0 {
             return Ok(());
         }
         let mut found = Vec::new();

@@ -435,3 +435,49 @@ fn move_copy_swapdb_and_flushes_land_on_the_right_databases() {
     p.assert_converges(&[0, 3, 4, 6, 8], Duration::from_secs(30));
     assert_eq!(get_in(8, "kept"), None);
 }
+
+#[test]
+fn sigterm_lets_commands_in_flight_finish_and_delivers_their_records() {
+    let mut p = start("PROTOCOL", "coroutine", "");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut p.on_primary())
+        .expect("CLIENT PAUSE");
+    let port = p.proxy_port;
+    let writer = std::thread::spawn(move || {
+        redis::cmd("SET")
+            .arg("in-flight")
+            .arg("1")
+            .query::<String>(&mut connect(port))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    eprintln!("[inject] SIGTERM to the proxy while a SET waits on the paused primary");
+    let status = p
+        .proxy
+        .terminate(Duration::from_secs(30))
+        .expect("proxy exits by itself");
+    assert!(
+        status.success(),
+        "every record delivered: {status:?}\n{}",
+        p.logs()
+    );
+    assert_eq!(
+        writer
+            .join()
+            .expect("writer")
+            .expect("the SET was answered"),
+        "OK"
+    );
+    common::wait_until(Duration::from_secs(30), "the SET on the backup", || {
+        redis::cmd("GET")
+            .arg("in-flight")
+            .query::<Option<String>>(&mut p.on_backup())
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("1")
+    });
+    eprintln!("[check] the client got +OK after SIGTERM, the proxy exited 0, the record reached the backup");
+}

@@ -373,3 +373,16 @@ fn thread_worker_runs_each_client_on_its_own_thread() {
     let _clients: Vec<redis::Connection> = (0..5).map(|_| connect(p.port)).collect();
     assert_eq!(session_threads(pid), 0, "coroutine sessions share the pool");
 }
+
+#[test]
+fn a_client_that_half_closes_still_gets_every_reply() {
+    let p = start("coroutine", 10_000);
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.write_all(b"SET half 1\r\nGET half\r\nPING\r\n")
+        .expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut s)),
+        "+OK\r\n$1\r\n1\r\n+PONG\r\n"
+    );
+}
