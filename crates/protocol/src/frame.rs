@@ -6,7 +6,7 @@
 //! content matters (an `EXEC` result, a pub/sub event) are then decoded into a
 //! [`Frame`] with [`decode`].
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// A reply that is not valid RESP: the peer is not a Redis server, or the
 /// stream is corrupt. The connection cannot be trusted after it.
@@ -87,6 +87,21 @@ impl Scanner {
             self.pending = self.pending - 1 + added;
         }
         Ok(Some(self.pos))
+    }
+}
+
+impl Scanner {
+    /// Takes the next complete value off the front of `buf`, decoded, or
+    /// `None` if more bytes are needed: the read loop of every small client.
+    pub fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(len) = self.next(buf)? else {
+            return Ok(None);
+        };
+        let raw = buf.split_to(len).freeze();
+        match decode(&raw)? {
+            Some((frame, _)) => Ok(Some(frame)),
+            None => Err(FrameError("a complete value did not decode".into())),
+        }
     }
 }
 

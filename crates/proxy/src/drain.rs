@@ -45,10 +45,10 @@ impl Drain {
         Live(self.clone())
     }
 
-    /// Resolves when shutdown began.
-    pub async fn closing(&self) {
-        let mut rx = self.closing.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
+    /// A receiver that turns `true` when shutdown begins (a session keeps
+    /// one and waits on it beside every read).
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Starts the shutdown and waits up to `limit` for every session to end;
@@ -81,7 +81,7 @@ mod tests {
         let live = drain.enter();
         let d = drain.clone();
         let session = tokio::spawn(async move {
-            d.closing().await;
+            let _ = d.closing().wait_for(|c| *c).await;
             drop(live);
         });
         assert_eq!(drain.close(Duration::from_secs(5)).await, 0);

@@ -9,7 +9,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use remoteback_protocol::frame::{self, Frame, Scanner};
+use remoteback_protocol::frame::{Frame, Scanner};
 use remoteback_protocol::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -105,12 +105,8 @@ impl Prober {
         stream.write_all(&command.to_resp()).await?;
         let mut scanner = Scanner::new();
         loop {
-            if let Some(len) = scanner.next(buf).map_err(io::Error::other)? {
-                let raw = buf.split_to(len).freeze();
-                return match frame::decode(&raw) {
-                    Ok(Some((f, _))) => Ok(f),
-                    _ => Err(io::Error::other("undecodable reply")),
-                };
+            if let Some(frame) = scanner.take(buf).map_err(io::Error::other)? {
+                return Ok(frame);
             }
             if stream.read_buf(buf).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());

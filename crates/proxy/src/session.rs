@@ -143,6 +143,7 @@ async fn forward_requests(
     let mut mode = ReplyMode::default();
     let mut order = Order::default();
     let mut blocking: Option<Arc<PopState>> = None;
+    let mut closing = shared.drain.closing();
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -151,7 +152,7 @@ async fn forward_requests(
         // forwarded still gets its reply and its capture.
         let read = tokio::select! {
             read = client.read_buf(&mut buf) => read?,
-            _ = shared.drain.closing() => 0,
+            _ = closing.wait_for(|c| *c) => 0,
         };
         if read == 0 {
             return Ok(());

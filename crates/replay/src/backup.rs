@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use remoteback_protocol::frame::{self, Frame, Scanner};
+use bytes::BytesMut;
+use remoteback_protocol::frame::{Frame, Scanner};
 use remoteback_protocol::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -162,20 +162,13 @@ impl Backup {
         loop {
             let found = self
                 .scanner
-                .next(&self.buf)
+                .take(&mut self.buf)
                 .map_err(|e| BackupError::BadReply {
                     addr: self.addr.clone(),
                     reason: e.to_string(),
                 })?;
-            if let Some(len) = found {
-                let raw: Bytes = self.buf.split_to(len).freeze();
-                return match frame::decode(&raw) {
-                    Ok(Some((f, _))) => Ok(f),
-                    Ok(None) | Err(_) => Err(BackupError::BadReply {
-                        addr: self.addr.clone(),
-                        reason: "undecodable reply".into(),
-                    }),
-                };
+            if let Some(frame) = found {
+                return Ok(frame);
             }
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(16 * 1024);

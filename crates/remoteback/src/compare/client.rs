@@ -4,8 +4,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use remoteback_protocol::frame::{self, Frame, Scanner};
+use bytes::BytesMut;
+use remoteback_protocol::frame::{Frame, Scanner};
 use remoteback_protocol::Command;
 
 /// A connection to a Redis server.
@@ -50,15 +50,11 @@ impl Client {
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.addr))?;
         let mut scanner = Scanner::new();
         loop {
-            if let Some(len) = scanner
-                .next(&self.buf)
+            if let Some(frame) = scanner
+                .take(&mut self.buf)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", self.addr))?
             {
-                let raw: Bytes = self.buf.split_to(len).freeze();
-                return match frame::decode(&raw) {
-                    Ok(Some((f, _))) => Ok(f),
-                    _ => Err(anyhow::anyhow!("{}: undecodable reply", self.addr)),
-                };
+                return Ok(frame);
             }
             let mut chunk = [0u8; 64 * 1024];
             let n = self
