@@ -209,18 +209,36 @@ fn receiver(src: Source<'_>, value: &Value<'_>) -> Result<ReceiverSettings, Conf
     })
 }
 
-/// `topic = "a"` or `topic = ["a", "b"]`.
-fn topics(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Vec<String>, ConfigError> {
-    const EXPECTED: &str = "a topic name or a non-empty array of topic names";
-    let items: Vec<(String, &Value<'_>)> = match value.get_ref() {
-        DeValue::String(_) => vec![(path.to_owned(), value)],
-        DeValue::Array(items) if !items.is_empty() => items
+/// A key that takes one value or a non-empty array of them: each item with
+/// its key path (`topic[1]`). `single` tells a lone value from a wrong type.
+fn one_or_many<'a, 'v>(
+    src: Source<'_>,
+    path: &str,
+    value: &'a Value<'v>,
+    single: fn(&DeValue<'v>) -> bool,
+    expected: &str,
+) -> Result<Vec<(String, &'a Value<'v>)>, ConfigError> {
+    match value.get_ref() {
+        v if single(v) => Ok(vec![(path.to_owned(), value)]),
+        DeValue::Array(items) if !items.is_empty() => Ok(items
             .iter()
             .enumerate()
             .map(|(i, item)| (format!("{path}[{i}]"), item))
-            .collect(),
-        _ => return Err(src.unexpected(path, value, EXPECTED)),
-    };
+            .collect()),
+        _ => Err(src.unexpected(path, value, expected)),
+    }
+}
+
+/// `topic = "a"` or `topic = ["a", "b"]`.
+fn topics(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Vec<String>, ConfigError> {
+    const EXPECTED: &str = "a topic name or a non-empty array of topic names";
+    let items = one_or_many(
+        src,
+        path,
+        value,
+        |v| matches!(v, DeValue::String(_)),
+        EXPECTED,
+    )?;
     let mut topics: Vec<String> = Vec::with_capacity(items.len());
     for (item_path, item) in items {
         let topic = src.word(&item_path, item, "a topic name")?;
@@ -272,15 +290,13 @@ fn start(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Start, Config
 fn partitions(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Vec<i32>, ConfigError> {
     const EXPECTED: &str = "a partition number or a non-empty array of partition numbers";
     const NUMBER: &str = "a partition number (an integer 0 or more)";
-    let items: Vec<(String, &Value<'_>)> = match value.get_ref() {
-        DeValue::Integer(_) => vec![(path.to_owned(), value)],
-        DeValue::Array(items) if !items.is_empty() => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| (format!("{path}[{i}]"), item))
-            .collect(),
-        _ => return Err(src.unexpected(path, value, EXPECTED)),
-    };
+    let items = one_or_many(
+        src,
+        path,
+        value,
+        |v| matches!(v, DeValue::Integer(_)),
+        EXPECTED,
+    )?;
     let mut partitions: Vec<i32> = Vec::with_capacity(items.len());
     for (item_path, item) in items {
         if !matches!(item.get_ref(), DeValue::Integer(_)) {
