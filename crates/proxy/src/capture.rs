@@ -19,6 +19,7 @@ use remoteback_protocol::{Command, Format};
 
 use crate::pending::InFlight;
 use crate::rewrite::{self, Reply, Rewritten, ScriptCache};
+use crate::sender::ack::Delivery;
 use crate::sender::{Captured, Senders};
 
 /// The capture state of one client session.
@@ -31,6 +32,9 @@ pub struct Capture {
     /// Commands queued inside `MULTI` that the primary accepted (`+QUEUED`),
     /// with the database the transaction started in.
     transaction: Option<(u32, Vec<Command>)>,
+    /// Deliveries of the records captured since the last
+    /// [`take_deliveries`](Capture::take_deliveries) (`ack = "kafka"`).
+    deliveries: Vec<Delivery>,
 }
 
 impl Capture {
@@ -48,7 +52,13 @@ impl Capture {
             scripts,
             db: 0,
             transaction: None,
+            deliveries: Vec::new(),
         }
+    }
+
+    /// The deliveries the reply just captured must wait for, if any.
+    pub fn take_deliveries(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.deliveries)
     }
 
     /// Records the outcome of one command; `reply` is its complete reply.
@@ -89,7 +99,7 @@ impl Capture {
     }
 
     /// Captures one command outside a transaction, rewritten if need be.
-    fn capture_one(&self, command: &Command, spec: Option<&CommandSpec>, reply: Reply<'_>) {
+    fn capture_one(&mut self, command: &Command, spec: Option<&CommandSpec>, reply: Reply<'_>) {
         if self.senders.format() == Format::Row {
             return;
         }
@@ -123,13 +133,16 @@ impl Capture {
             .wants(command, commands::lookup(command.args()))
     }
 
-    fn send(&self, commands: &[Command], transaction: bool, time_ms: u64) {
-        self.senders.capture(&Captured {
-            db: self.db,
-            commands,
-            transaction,
-            time_ms,
-        });
+    fn send(&mut self, commands: &[Command], transaction: bool, time_ms: u64) {
+        self.senders.capture(
+            &Captured {
+                db: self.db,
+                commands,
+                transaction,
+                time_ms,
+            },
+            &mut self.deliveries,
+        );
     }
 
     fn in_transaction(&mut self, command: Command, reply: &Bytes) {
@@ -186,12 +199,15 @@ impl Capture {
             }
         }
         if kept.iter().any(|c| !c.is("SELECT")) {
-            self.senders.capture(&Captured {
-                db: start_db,
-                commands: &kept,
-                transaction: true,
-                time_ms: now,
-            });
+            self.senders.capture(
+                &Captured {
+                    db: start_db,
+                    commands: &kept,
+                    transaction: true,
+                    time_ms: now,
+                },
+                &mut self.deliveries,
+            );
         }
     }
 }
@@ -226,8 +242,9 @@ mod tests {
     struct Recorder(Arc<Mutex<Vec<Record>>>);
 
     impl Sender for Recorder {
-        fn send(&self, record: Record) {
+        fn send(&self, record: Record) -> Option<Delivery> {
             self.0.lock().unwrap().push(record);
+            None
         }
         fn flush(&self, _: Duration) -> Result<(), String> {
             Ok(())

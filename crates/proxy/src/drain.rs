@@ -45,6 +45,11 @@ impl Drain {
         Live(self.clone())
     }
 
+    /// Sessions running now: the connected clients.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
     /// A receiver that turns `true` when shutdown begins (a session keeps
     /// one and waits on it beside every read).
     pub fn closing(&self) -> watch::Receiver<bool> {

@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod drain;
 pub mod filter;
+pub mod held;
 pub mod listener;
 pub mod locks;
 pub mod order;

@@ -83,6 +83,16 @@ impl Proxy {
         })
     }
 
+    /// The senders, with their backlog and delivery counters (for metrics).
+    pub fn senders(&self) -> Arc<Senders> {
+        self.shared.senders.clone()
+    }
+
+    /// The running sessions (for metrics).
+    pub fn sessions(&self) -> Arc<Drain> {
+        self.shared.drain.clone()
+    }
+
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
     }

@@ -22,10 +22,13 @@ use tokio::sync::mpsc;
 
 use crate::capture::{now_ms, Capture};
 use crate::drain::Drain;
+use crate::held::{self, Replies, Wait};
 use crate::order::Order;
 use crate::ordering::{ClientId, Ordering, OrderingShared, Prepared};
 use crate::pending::{self, waits_by_design, InFlightQueue, Matched, Pending, ReplyMode};
 use crate::pops::PopState;
+use crate::sender::ack::AckMode;
+use crate::sender::backlog::OnFull;
 use crate::sender::Senders;
 
 /// Read buffer growth step; large enough for a typical pipelined burst.
@@ -83,6 +86,16 @@ pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
         None => (None, None),
     };
     let (tx, rx) = mpsc::unbounded_channel();
+    let (replies_out, release) = match shared.senders.ack() {
+        AckMode::Redis => (Replies::Direct(client_wr), None),
+        AckMode::Kafka => {
+            let (held_tx, held_rx) = mpsc::unbounded_channel();
+            (
+                Replies::Held(held_tx),
+                Some(held::release(client_wr, held_rx)),
+            )
+        }
+    };
 
     // The request loop borrows the upstream's write half, so the half stays
     // open after the loop ends: dropping it would send FIN, and Redis drops
@@ -97,13 +110,27 @@ pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
     );
     let replies = forward_replies(
         upstream_rd,
-        client_wr,
+        replies_out,
         rx,
         Capture::new(shared.senders.clone()),
         shared.reply_timeout,
         ordering,
         client_id,
     );
+    // With held replies, the reply loop is done when the writer wrote the
+    // last of them.
+    let replies = async {
+        match release {
+            None => replies.await,
+            Some(release) => {
+                let (outcome, written) = tokio::join!(replies, release);
+                if let Err(e) = written {
+                    log::debug!("client {conn}: writing held replies: {e}");
+                }
+                outcome
+            }
+        }
+    };
     tokio::pin!(requests);
     tokio::pin!(replies);
     // The reply loop decides when the session ends: after the client hung up
@@ -139,6 +166,8 @@ async fn forward_requests(
     ordering: Option<Ordering>,
 ) -> io::Result<()> {
     let row = shared.senders.format() == Format::Row;
+    let backlog = shared.senders.backlog().clone();
+    let hold_writes = backlog.on_full() == OnFull::Block;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut mode = ReplyMode::default();
     let mut order = Order::default();
@@ -176,6 +205,10 @@ async fn forward_requests(
         }
         if pos > 0 {
             let chunk = buf.split_to(pos).freeze();
+            if row && hold_writes {
+                // Every request is a record in ROW format.
+                backlog.wait_for_room().await;
+            }
             if row {
                 shared
                     .senders
@@ -190,6 +223,19 @@ async fn forward_requests(
                 }
                 let command = parsed.command(&chunk.slice(offset..));
                 let mut entry = pending::in_flight(command, &mut mode);
+                if hold_writes
+                    && backlog.is_full()
+                    && shared.senders.wants(&entry.command, entry.spec)
+                {
+                    // Kafka is behind: this write waits, with everything
+                    // before it sent (reads and other clients' reads go on).
+                    upstream.write_all(&chunk[flushed..offset]).await?;
+                    flushed = offset;
+                    if let Some(ordering) = &ordering {
+                        pops.drain(..).for_each(|w| ordering.watch_pop(w));
+                    }
+                    backlog.wait_for_room().await;
+                }
                 if let Some(ordering) = &ordering {
                     // Nothing follows a blocking pop until it was answered:
                     // Redis would not run it earlier anyway, and this way a
@@ -251,7 +297,7 @@ pub enum SessionEnd {
 /// client is gone and nothing is owed to it anymore.
 async fn forward_replies(
     mut upstream: OwnedReadHalf,
-    mut client: OwnedWriteHalf,
+    mut client: Replies,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     mut capture: Capture,
     timeout: Option<Duration>,
@@ -268,7 +314,7 @@ async fn forward_replies(
         queue.drain_silent(|c| capture.on_silent(c));
         if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
             client
-                .write_all(format!("-ERR {msg}\r\n").as_bytes())
+                .send(format!("-ERR {msg}\r\n").into(), Vec::new())
                 .await?;
             return Ok(());
         }
@@ -304,14 +350,14 @@ async fn forward_replies(
                         id.set(&replies.slice(..own));
                         replies = replies.slice(own..);
                     }
-                    match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
-                    client.write_all(&replies).await?;
+                    let waits = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
+                    client.send(replies, waits).await?;
                 }
             }
             _ = sleep_until(deadline) => {
                 let limit = timeout.unwrap_or_default();
                 let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
-                let _ = client.write_all(msg.as_bytes()).await;
+                let _ = client.send(msg.into(), Vec::new()).await;
                 return Err(SessionEnd::Timeout(limit));
             }
         }
@@ -344,14 +390,16 @@ fn scan_replies(
 }
 
 /// Matches each reply in `replies` (lengths in `lens`) to its command, and
-/// gives back each write's locks after its capture.
+/// gives back each write's locks after its capture. Returns the replies
+/// that must wait for Kafka (`ack = "kafka"`).
 async fn match_replies(
     replies: &Bytes,
     lens: &[usize],
     queue: &mut InFlightQueue,
     capture: &mut Capture,
     ordering: Option<&Ordering>,
-) {
+) -> Vec<Wait> {
+    let mut waits = Vec::new();
     let mut pos = 0;
     for &len in lens {
         let reply = replies.slice(pos..pos + len);
@@ -364,6 +412,14 @@ async fn match_replies(
                     ordering.before_capture(&done, &reply).await;
                 }
                 capture.on_reply(done, &reply);
+                let deliveries = capture.take_deliveries();
+                if !deliveries.is_empty() {
+                    waits.push(Wait {
+                        start: pos,
+                        end: pos + len,
+                        deliveries,
+                    });
+                }
                 if let (Some(ordering), Some(held)) = (ordering, held) {
                     ordering.release(held).await;
                 }
@@ -373,6 +429,7 @@ async fn match_replies(
         }
         pos += len;
     }
+    waits
 }
 
 /// When the oldest in-flight command times out, if it can.

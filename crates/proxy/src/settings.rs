@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
 
+use crate::sender::ack::AckMode;
+use crate::sender::backlog::OnFull;
+
+/// The default bound of the backlog between capture and Kafka: 256 MiB.
+pub const DEFAULT_BACKLOG_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Everything the proxy needs to run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxySettings {
@@ -24,6 +30,15 @@ pub struct ProxySettings {
     /// How long to wait for the primary's reply to a command (`rsptimeout`);
     /// `None` waits forever. Blocking commands and pub/sub are exempt.
     pub reply_timeout: Option<Duration>,
+    /// Bytes of records not yet acknowledged by Kafka the proxy keeps at
+    /// most (`backlog_bytes`).
+    pub backlog_bytes: u64,
+    /// What a full backlog does (`on_backlog_full`).
+    pub on_backlog_full: OnFull,
+    /// Whether replies to writes wait for Kafka (`ack`).
+    pub ack: AckMode,
+    /// Where `/metrics` and `/health` are served (`metrics`), if anywhere.
+    pub metrics: Option<String>,
     /// Where captured records go (`[[sender]]`), in configuration order.
     pub senders: Vec<SenderSettings>,
 }

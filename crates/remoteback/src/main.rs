@@ -2,9 +2,13 @@
 
 mod config;
 mod logging;
+mod reports;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
 
 use clap::{Parser, Subcommand};
 use remoteback_proxy::{Proxy, SenderSettings};
@@ -71,15 +75,9 @@ fn check_config(file: PathBuf) -> ExitCode {
 fn validate_kafka(loaded: &config::Loaded) -> Result<(), String> {
     use rdkafka::consumer::BaseConsumer;
     match loaded {
-        config::Loaded::Proxy(p) => {
-            for (i, s) in p.senders.iter().enumerate() {
-                if let SenderSettings::Kafka(k) = s {
-                    remoteback_proxy::sender::kafka::KafkaSender::new(k)
-                        .map_err(|e| format!("sender[{i}] (KafkaSender): {e}"))?;
-                }
-            }
-            Ok(())
-        }
+        config::Loaded::Proxy(p) => remoteback_proxy::sender::Senders::build(p, "check-config")
+            .map(drop)
+            .map_err(|e| e.to_string()),
         config::Loaded::Replay(r) => remoteback_replay::receiver::client_config(&r.receiver)
             .create::<BaseConsumer>()
             .map(drop)
@@ -106,9 +104,19 @@ fn run_proxy(file: PathBuf) -> ExitCode {
             logging::add_target(&l.logger, l.level);
         }
     }
+    let metrics = settings.metrics.clone();
     let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(async {
             let proxy = Proxy::bind(settings).await?;
+            if let Some(address) = metrics {
+                let report = reports::ProxyReport {
+                    senders: proxy.senders(),
+                    sessions: proxy.sessions(),
+                };
+                reports::start(&address, Arc::new(report))
+                    .await
+                    .with_context(|| format!("metrics: cannot listen on {address}"))?;
+            }
             proxy.run(shutdown_signal()).await?;
             Ok(())
         })
@@ -127,6 +135,15 @@ fn run_replay(file: PathBuf) -> ExitCode {
     let stats = remoteback_replay::stats::Stats::default();
     let result = match runtime() {
         Ok(rt) => {
+            if let Some(address) = settings.metrics.clone() {
+                let report = reports::ReplayReport {
+                    stats: stats.clone(),
+                };
+                if let Err(e) = rt.block_on(reports::start(&address, Arc::new(report))) {
+                    log::error!("replay: metrics: cannot listen on {address}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             let result = rt.block_on(remoteback_replay::run(
                 settings,
                 shutdown_signal(),

@@ -29,6 +29,8 @@ pub struct Backoff {
     delay: Duration,
     stop: watch::Receiver<bool>,
     stats: Stats,
+    /// Whether this partition counts in [`Stats::waiting`] now.
+    waiting: bool,
 }
 
 impl Backoff {
@@ -38,6 +40,7 @@ impl Backoff {
             delay: FIRST_BACKOFF,
             stop,
             stats,
+            waiting: false,
         }
     }
 
@@ -55,6 +58,10 @@ impl Backoff {
     /// shutdown is requested meanwhile.
     pub async fn pause(&mut self) -> Result<(), Stopped> {
         self.stats.add_reconnect();
+        if !self.waiting {
+            self.waiting = true;
+            self.stats.add_waiting(1);
+        }
         if self.stopping() {
             return Err(Stopped);
         }
@@ -69,6 +76,16 @@ impl Backoff {
     /// Progress was made: the next failure waits the shortest pause again.
     pub fn reset(&mut self) {
         self.delay = FIRST_BACKOFF;
+        if self.waiting {
+            self.waiting = false;
+            self.stats.add_waiting(-1);
+        }
+    }
+}
+
+impl Drop for Backoff {
+    fn drop(&mut self) {
+        self.reset();
     }
 }
 
@@ -91,7 +108,13 @@ mod tests {
             [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000].map(Duration::from_millis)
         );
         assert_eq!(stats.reconnects(), 9);
+        assert_eq!(
+            stats.waiting(),
+            1,
+            "a partition in backoff counts as waiting"
+        );
         b.reset();
+        assert_eq!(stats.waiting(), 0);
         assert_eq!(b.delay(), FIRST_BACKOFF);
     }
 

@@ -15,6 +15,8 @@ pub struct ReplaySettings {
     pub worker: Worker,
     /// What a command the backup refuses does (`on_apply_error`).
     pub on_apply_error: OnApplyError,
+    /// Where `/metrics` and `/health` are served (`metrics`), if anywhere.
+    pub metrics: Option<String>,
     pub receiver: ReceiverSettings,
     pub backup: BackupSettings,
 }

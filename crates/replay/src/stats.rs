@@ -1,6 +1,6 @@
 //! Counters the replay keeps about its work, shared by all partitions.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Cheap to clone; every clone counts into the same totals.
@@ -13,6 +13,8 @@ struct Inner {
     refused: AtomicU64,
     reconnects: AtomicU64,
     last_primary_ms: AtomicU64,
+    /// Partitions waiting for the backup right now.
+    waiting: AtomicI64,
 }
 
 impl Stats {
@@ -33,6 +35,23 @@ impl Stats {
     /// Failed attempts to reach the backup.
     pub fn add_reconnect(&self) {
         self.0.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partition started (`1`) or stopped (`-1`) waiting for the backup.
+    pub fn add_waiting(&self, n: i64) {
+        self.0.waiting.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Partitions waiting for the backup (unreachable, loading, refusing
+    /// writes) right now.
+    pub fn waiting(&self) -> i64 {
+        self.0.waiting.load(Ordering::Relaxed)
+    }
+
+    /// When the primary answered the newest write applied so far (ms since
+    /// the epoch; 0 before the first).
+    pub fn last_primary_ms(&self) -> u64 {
+        self.0.last_primary_ms.load(Ordering::Relaxed)
     }
 
     pub fn applied(&self) -> u64 {

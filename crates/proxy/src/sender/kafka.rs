@@ -2,10 +2,11 @@
 //!
 //! The producer is idempotent with `acks=all` unless the configuration says
 //! otherwise, so broker reconnects and retries neither duplicate nor reorder
-//! records. librdkafka's own queue (`queue.buffering.max.messages` /
-//! `queue.buffering.max.kbytes`) is the bounded buffer between client traffic
-//! and Kafka: `send` never waits; when the queue is full the record is lost,
-//! counted and logged at error level.
+//! records. Every record counts in the proxy's [`Backlog`] until its delivery
+//! report; `send` itself never waits (a full backlog holds writes before they
+//! reach the primary, in the session). A record the backlog or librdkafka's
+//! queue does not take, or that the producer gives up on, is lost: counted,
+//! logged at error level, and the backup is reported as needing a resync.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,24 +15,28 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use remoteback_protocol::Record;
 
+use super::ack::{Delivery, Report};
+use super::backlog::Backlog;
 use super::Sender;
 use crate::settings::KafkaSenderSettings;
 
 /// Producer properties remoteback sets unless the configuration overrides them:
 /// idempotence against duplicates and reordering; records up to 64 MiB, as a
 /// Redis value may be far larger than Kafka's usual 1 MB (the broker's
-/// `message.max.bytes` must allow what the proxy sends); a queue of a million
-/// records between client traffic and the broker.
+/// `message.max.bytes` must allow what the proxy sends); librdkafka's own
+/// queue as large as it goes, so that the proxy's backlog is the bound that
+/// applies.
 const DEFAULTS: &[(&str, &str)] = &[
     ("enable.idempotence", "true"),
     ("acks", "all"),
     ("message.max.bytes", "67108864"),
-    ("queue.buffering.max.messages", "1000000"),
+    ("queue.buffering.max.messages", "2147483647"),
+    ("queue.buffering.max.kbytes", "2147483647"),
 ];
 
 /// Delivery counters, shared with librdkafka's delivery callback.
@@ -41,8 +46,15 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Records the producer gave up on after its retries.
     pub failed: AtomicU64,
-    /// Records never queued because the buffer was full.
+    /// Records never queued because the backlog or the queue was full.
     pub dropped: AtomicU64,
+}
+
+impl Counters {
+    /// Records lost since start: the backup misses them.
+    pub fn lost(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed) + self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 /// Says whether a loss should be logged now: at most once a second, so a
@@ -62,21 +74,32 @@ impl LossLog {
     }
 }
 
+/// What travels with a record through librdkafka to its delivery report.
+struct Queued {
+    /// Its share of the backlog.
+    size: u64,
+    /// The held reply waiting for it (`ack = "kafka"`).
+    report: Option<Report>,
+}
+
 struct Context {
     topic: String,
     counters: Arc<Counters>,
+    backlog: Arc<Backlog>,
     failures: LossLog,
 }
 
 impl ClientContext for Context {}
 
 impl ProducerContext for Context {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = Box<Queued>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
-        match result {
+    fn delivery(&self, result: &DeliveryResult<'_>, queued: Box<Queued>) {
+        self.backlog.settle(queued.size);
+        let outcome = match result {
             Ok(_) => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
             Err((e, _)) => {
                 let n = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -86,7 +109,12 @@ impl ProducerContext for Context {
                         self.topic
                     );
                 }
+                Err(format!("Kafka did not acknowledge the record: {e}"))
             }
+        };
+        if let Some(report) = queued.report {
+            // The session may be gone; its client no longer waits.
+            let _ = report.send(outcome);
         }
     }
 }
@@ -96,6 +124,9 @@ pub struct KafkaSender {
     topic: String,
     producer: ThreadedProducer<Context>,
     counters: Arc<Counters>,
+    backlog: Arc<Backlog>,
+    /// Whether each record comes with a [`Delivery`] (`ack = "kafka"`).
+    acks: bool,
     /// The sequence number of the last record; held while producing so that
     /// `rb-seq` follows the order records enter the partition queues.
     seq: Mutex<u64>,
@@ -116,13 +147,19 @@ pub fn client_config(settings: &KafkaSenderSettings) -> ClientConfig {
 }
 
 impl KafkaSender {
-    /// Creates the producer; librdkafka's error for a bad property is the
-    /// error text.
-    pub fn new(settings: &KafkaSenderSettings) -> Result<Self, String> {
+    /// Creates the producer, counting its records in `backlog`; with `acks`
+    /// each send returns a [`Delivery`]. librdkafka's error for a bad
+    /// property is the error text.
+    pub fn new(
+        settings: &KafkaSenderSettings,
+        backlog: Arc<Backlog>,
+        acks: bool,
+    ) -> Result<Self, String> {
         let counters = Arc::new(Counters::default());
         let context = Context {
             topic: settings.topic.clone(),
             counters: counters.clone(),
+            backlog: backlog.clone(),
             failures: LossLog::default(),
         };
         let producer = client_config(settings)
@@ -132,6 +169,8 @@ impl KafkaSender {
             topic: settings.topic.clone(),
             producer,
             counters,
+            backlog,
+            acks,
             seq: Mutex::new(0),
             drops: LossLog::default(),
         })
@@ -141,20 +180,36 @@ impl KafkaSender {
         self.counters.clone()
     }
 
-    fn on_dropped(&self, error: &KafkaError) {
+    fn on_dropped(&self, reason: &str) -> Option<Delivery> {
         let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if self.drops.due() {
             log::error!(
-                "KafkaSender(topic={}): record dropped, {error}: {n} records lost so far; the backup needs a resync",
+                "KafkaSender(topic={}): record dropped, {reason}: {n} records lost so far; the backup needs a resync",
                 self.topic
             );
         }
+        self.acks
+            .then(|| Delivery::Lost(format!("the record was dropped: {reason}")))
     }
 }
 
+/// What a record weighs in the backlog: what librdkafka keeps of it.
+fn size_of(record: &Record, headers: &[(&str, String)]) -> u64 {
+    let headers: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (record.payload.len() + record.key.as_ref().map_or(0, |k| k.len()) + headers) as u64
+}
+
 impl Sender for KafkaSender {
-    fn send(&self, mut record: Record) {
+    fn send(&self, mut record: Record) -> Option<Delivery> {
         let headers = record.headers();
+        let size = size_of(&record, &headers);
+        if !self.backlog.admit(size) {
+            return self.on_dropped(&format!(
+                "the backlog is full ({} of {} bytes, on_backlog_full = \"drop\")",
+                self.backlog.bytes(),
+                self.backlog.limit()
+            ));
+        }
         let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         record.seq = *seq + 1;
@@ -169,17 +224,29 @@ impl Sender for KafkaSender {
                 value: Some(&value),
             });
         }
-        let mut message = BaseRecord::<str, [u8]>::to(&self.topic)
+        let (report, delivery) = match self.acks {
+            true => {
+                let (report, delivery) = Delivery::pending();
+                (Some(report), Some(delivery))
+            }
+            false => (None, None),
+        };
+        let queued = Box::new(Queued { size, report });
+        let mut message = BaseRecord::<str, [u8], Box<Queued>>::with_opaque_to(&self.topic, queued)
             .payload(&record.payload[..])
             .headers(kafka_headers);
         if let Some(key) = record.key.as_deref() {
             message = message.key(key);
         }
         match self.producer.send(message) {
-            Ok(()) => *seq += 1,
+            Ok(()) => {
+                *seq += 1;
+                delivery
+            }
             Err((e, _)) => {
                 drop(seq);
-                self.on_dropped(&e);
+                self.backlog.settle(size);
+                self.on_dropped(&e.to_string())
             }
         }
     }

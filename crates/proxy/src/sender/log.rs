@@ -7,6 +7,7 @@ use std::time::Duration;
 use remoteback_protocol::codec::{protocol, string};
 use remoteback_protocol::{Format, Record};
 
+use super::ack::Delivery;
 use super::Sender;
 use crate::settings::LogSenderSettings;
 
@@ -30,10 +31,10 @@ impl LogSender {
 }
 
 impl Sender for LogSender {
-    fn send(&self, record: Record) {
+    fn send(&self, record: Record) -> Option<Delivery> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         if !log::log_enabled!(target: &self.target, self.level) {
-            return;
+            return None;
         }
         let text = render(&record);
         match record.conn {
@@ -47,6 +48,7 @@ impl Sender for LogSender {
                 record.db.unwrap_or(0)
             ),
         }
+        None
     }
 
     fn flush(&self, _timeout: Duration) -> Result<(), String> {

@@ -2,11 +2,17 @@
 //!
 //! Each configured sender is one [`Sender`] behind its own [`Filter`]. A send
 //! never waits: client traffic must not slow down because a destination is
-//! slow, so senders buffer and count what they cannot take.
+//! slow, so senders buffer, within the [`Backlog`], and count what they
+//! cannot take. Where waiting is wanted, it happens in the session: before a
+//! write is forwarded while the backlog is full (`on_backlog_full =
+//! "block"`), and before a reply is released (`ack = "kafka"`).
 
+pub mod ack;
+pub mod backlog;
 pub mod kafka;
 pub mod log;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,11 +21,16 @@ use remoteback_protocol::{Command, Format, Record};
 
 use crate::record;
 use crate::settings::{Filter, ProxySettings, SenderSettings};
+use ack::{AckMode, Delivery};
+use backlog::Backlog;
+use kafka::Counters;
 
 /// A destination for records.
 pub trait Sender: Send + Sync {
-    /// Takes a record without blocking. The sender numbers it (`seq`).
-    fn send(&self, record: Record);
+    /// Takes a record without blocking. The sender numbers it (`seq`). The
+    /// delivery, when the sender reports one (`ack = "kafka"`), is what the
+    /// client's reply waits for.
+    fn send(&self, record: Record) -> Option<Delivery>;
     /// Waits up to `timeout` for buffered records to be delivered; the error
     /// says how many were not.
     fn flush(&self, timeout: Duration) -> Result<(), String>;
@@ -46,6 +57,11 @@ pub struct Senders {
     format: Format,
     source: String,
     sinks: Vec<Sink>,
+    /// Records not yet acknowledged by Kafka, shared by every Kafka sender.
+    backlog: Arc<Backlog>,
+    /// The Kafka senders' delivery counters, by description.
+    kafka: Vec<(String, Arc<Counters>)>,
+    ack: AckMode,
 }
 
 /// A sender could not be built from its settings.
@@ -61,21 +77,34 @@ impl Senders {
     /// Builds every sender of `settings`. `source` identifies this proxy in
     /// record headers.
     pub fn build(settings: &ProxySettings, source: &str) -> Result<Senders, SenderError> {
+        let backlog = Arc::new(Backlog::new(
+            settings.backlog_bytes,
+            settings.on_backlog_full,
+        ));
+        let acks = settings.ack == AckMode::Kafka;
         let mut sinks = Vec::new();
+        let mut kafka = Vec::new();
         for (index, s) in settings.senders.iter().enumerate() {
             let sink = match s {
                 SenderSettings::Log(l) => Sink {
                     filter: Filter::Writes,
                     sender: Box::new(log::LogSender::new(l)),
                 },
-                SenderSettings::Kafka(k) => Sink {
-                    filter: k.filter.clone(),
-                    sender: Box::new(kafka::KafkaSender::new(k).map_err(|reason| SenderError {
-                        index,
-                        class: "KafkaSender",
-                        reason,
-                    })?),
-                },
+                SenderSettings::Kafka(k) => {
+                    let sender =
+                        kafka::KafkaSender::new(k, backlog.clone(), acks).map_err(|reason| {
+                            SenderError {
+                                index,
+                                class: "KafkaSender",
+                                reason,
+                            }
+                        })?;
+                    kafka.push((sender.describe(), sender.counters()));
+                    Sink {
+                        filter: k.filter.clone(),
+                        sender: Box::new(sender),
+                    }
+                }
             };
             sinks.push(sink);
         }
@@ -83,10 +112,14 @@ impl Senders {
             format: settings.message,
             source: source.to_string(),
             sinks,
+            backlog,
+            kafka,
+            ack: settings.ack,
         })
     }
 
-    /// Senders built directly, for tests and embedding.
+    /// Senders built directly, for tests and embedding (no Kafka senders:
+    /// an unbounded backlog, replies never held).
     pub fn from_parts(
         format: Format,
         source: &str,
@@ -99,11 +132,35 @@ impl Senders {
                 .into_iter()
                 .map(|(filter, sender)| Sink { filter, sender })
                 .collect(),
+            backlog: Arc::new(Backlog::new(u64::MAX, backlog::OnFull::Drop)),
+            kafka: Vec::new(),
+            ack: AckMode::Redis,
         }
     }
 
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// The backlog every Kafka sender counts its undelivered records in.
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
+    }
+
+    /// Whether replies to writes wait for Kafka.
+    pub fn ack(&self) -> AckMode {
+        self.ack
+    }
+
+    /// Each Kafka sender's description and delivery counters.
+    pub fn kafka_counters(&self) -> &[(String, Arc<Counters>)] {
+        &self.kafka
+    }
+
+    /// Records lost by every Kafka sender since start; more than zero means
+    /// the backup needs a resync.
+    pub fn lost(&self) -> u64 {
+        self.kafka.iter().map(|(_, c)| c.lost()).sum()
     }
 
     /// Whether any sender takes `command` (so capture can skip reads
@@ -113,8 +170,9 @@ impl Senders {
         self.format != Format::Row && self.sinks.iter().any(|s| s.filter.accepts(command, spec))
     }
 
-    /// Hands a capture to every sender whose filter passes some of it.
-    pub fn capture(&self, captured: &Captured<'_>) {
+    /// Hands a capture to every sender whose filter passes some of it; the
+    /// deliveries a held reply must wait for go to `deliveries`.
+    pub fn capture(&self, captured: &Captured<'_>, deliveries: &mut Vec<Delivery>) {
         if self.format == Format::Row {
             return;
         }
@@ -146,21 +204,23 @@ impl Senders {
                 }
                 captured.commands
             };
-            sink.sender.send(record::for_commands(
+            deliveries.extend(sink.sender.send(record::for_commands(
                 self.format,
                 &self.source,
                 captured.db,
                 commands,
                 captured.transaction,
                 captured.time_ms,
-            ));
+            )));
         }
     }
 
-    /// Hands raw client bytes (`ROW`) to every sender, unfiltered.
+    /// Hands raw client bytes (`ROW`) to every sender, unfiltered. Replies
+    /// are not held in `ROW` format: its records are the requests, not
+    /// writes that took effect.
     pub fn capture_row(&self, conn: u64, bytes: Bytes, close: bool, time_ms: u64) {
         for sink in &self.sinks {
-            sink.sender.send(record::for_row(
+            let _ = sink.sender.send(record::for_row(
                 &self.source,
                 conn,
                 bytes.clone(),

@@ -64,6 +64,63 @@ pub(super) fn port(
     Ok(u16::try_from(n).expect("checked range"))
 }
 
+/// A size in bytes: an integer, or a string with one of Redis's units
+/// (`k` = 1000, `kb` = 1024, `m`, `mb`, `g`, `gb`, any case), as in
+/// `redis.conf`. At least 1.
+pub(super) fn bytes(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+) -> Result<u64, super::ConfigError> {
+    const EXPECTED: &str =
+        "a size in bytes >= 1: an integer, or a string such as \"64mb\" (units k, kb, m, mb, g, gb)";
+    let size = match value.get_ref() {
+        toml::de::DeValue::String(s) => parse_size(s),
+        _ => src
+            .integer(path, value, 1..=i64::MAX, EXPECTED)
+            .ok()
+            .map(|n| n.unsigned_abs()),
+    };
+    size.filter(|n| *n >= 1)
+        .ok_or_else(|| src.unexpected(path, value, EXPECTED))
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let unit: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(unit)
+}
+
+/// `HOST:PORT` to listen on, such as `"127.0.0.1:9121"` or `"[::1]:9121"`.
+pub(super) fn listen_address(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+) -> Result<String, super::ConfigError> {
+    const EXPECTED: &str = "an address to listen on, HOST:PORT (e.g. \"127.0.0.1:9121\")";
+    let text = src.word(path, value, EXPECTED)?;
+    let ok = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !ok {
+        return Err(src.unexpected(path, value, EXPECTED));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +172,44 @@ mod tests {
                 e.starts_with("c.toml:1: k: expected an integer 1-65535, got "),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn sizes_in_redis_units() {
+        assert_eq!(check("k = 1024", bytes), Ok(1024));
+        assert_eq!(check("k = '64mb'", bytes), Ok(64 * 1024 * 1024));
+        assert_eq!(check("k = '1K'", bytes), Ok(1000));
+        assert_eq!(check("k = '2 GB'", bytes), Ok(2 * 1024 * 1024 * 1024));
+        assert_eq!(check("k = '512'", bytes), Ok(512));
+        for bad in [
+            "k = 0",
+            "k = -1",
+            "k = '10 parsecs'",
+            "k = 'mb'",
+            "k = 1.5",
+            "k = '0kb'",
+        ] {
+            let e = check(bad, bytes).unwrap_err();
+            assert!(e.contains("expected a size in bytes >= 1"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            check("k = '127.0.0.1:9121'", listen_address),
+            Ok("127.0.0.1:9121".to_owned())
+        );
+        assert!(check("k = '[::1]:9121'", listen_address).is_ok());
+        for bad in [
+            "k = '127.0.0.1'",
+            "k = ':9121'",
+            "k = 'h:0'",
+            "k = 'h:99999'",
+            "k = 9121",
+        ] {
+            assert!(check(bad, listen_address).is_err(), "{bad}");
         }
     }
 

@@ -274,6 +274,10 @@ connport = 6379
 message = "ROW"
 worker = "coroutine"
 rsptimeout = 5000
+backlog_bytes = 268435456
+on_backlog_full = "block"
+ack = "redis"
+# metrics not set: no /metrics or /health endpoint
 
 [[sender]]
 class = "LogSender"
@@ -306,6 +310,10 @@ connport = 6379
 message = "PROTOCOL"
 worker = "coroutine"
 rsptimeout = 10000
+backlog_bytes = 268435456
+on_backlog_full = "block"
+ack = "redis"
+# metrics not set: no /metrics or /health endpoint
 
 # no [[sender]]: commands are proxied, nothing is captured"#
         );
@@ -327,6 +335,7 @@ rsptimeout = 10000
 message = "ROW"
 worker = "coroutine"
 on_apply_error = "continue"
+# metrics not set: no /metrics or /health endpoint
 
 [receiver]
 class = "KafkaReceiver"

@@ -6,8 +6,11 @@ use std::ops::Range;
 use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
+use remoteback_proxy::sender::ack::AckMode;
+use remoteback_proxy::sender::backlog::OnFull;
 use remoteback_proxy::settings::{
     Filter, KafkaSenderSettings, LogSenderSettings, ProxySettings, SenderSettings,
+    DEFAULT_BACKLOG_BYTES,
 };
 use toml::de::{DeTable, DeValue};
 
@@ -32,10 +35,14 @@ const KEYS: &[&str] = &[
     "message",
     "worker",
     "rsptimeout",
+    "backlog_bytes",
+    "on_backlog_full",
+    "ack",
+    "metrics",
     "sender",
 ];
-const KEYS_TEXT: &str =
-    "bindip, bindport, connip, connport, message, worker, rsptimeout, [[sender]]";
+const KEYS_TEXT: &str = "bindip, bindport, connip, connport, message, worker, rsptimeout, \
+                         backlog_bytes, on_backlog_full, ack, metrics, [[sender]]";
 
 /// Keys of a `[[sender]]` table that are not Kafka properties.
 const LOG_KEYS: &[&str] = &["class", "logger", "level"];
@@ -54,8 +61,13 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         message: Format::default(),
         worker: Worker::default(),
         reply_timeout: Some(Duration::from_millis(DEFAULT_RSPTIMEOUT_MS)),
+        backlog_bytes: DEFAULT_BACKLOG_BYTES,
+        on_backlog_full: OnFull::default(),
+        ack: AckMode::default(),
+        metrics: None,
         senders: Vec::new(),
     };
+    let mut ack_at = None;
     for (key, value) in in_file_order(doc) {
         let name = key.get_ref().as_ref();
         let path = join("", name);
@@ -75,8 +87,36 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
                 )?;
                 settings.reply_timeout = (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
             }
+            "backlog_bytes" => settings.backlog_bytes = common::bytes(src, &path, value)?,
+            "on_backlog_full" => settings.on_backlog_full = on_backlog_full(src, &path, value)?,
+            "ack" => {
+                settings.ack = ack(src, &path, value)?;
+                ack_at = Some(value.span());
+            }
+            "metrics" => settings.metrics = Some(common::listen_address(src, &path, value)?),
             "sender" => settings.senders = senders(src, value)?,
             _ => return Err(unknown_top_level(src, key)),
+        }
+    }
+    if let (AckMode::Kafka, Some(span)) = (settings.ack, ack_at) {
+        if settings.message == Format::Row {
+            return Err(src.error(
+                &span,
+                "ack",
+                "ack = \"kafka\" needs message = \"PROTOCOL\" or \"STRING\": ROW records are \
+                 the client's requests, not writes the primary answered",
+            ));
+        }
+        if !settings
+            .senders
+            .iter()
+            .any(|s| matches!(s, SenderSettings::Kafka(_)))
+        {
+            return Err(src.error(
+                &span,
+                "ack",
+                "ack = \"kafka\" needs a [[sender]] with class = \"KafkaSender\"",
+            ));
         }
     }
     if settings.senders.is_empty() {
@@ -86,6 +126,34 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         );
     }
     Ok(settings)
+}
+
+/// `on_backlog_full = "block" | "drop"`, in any case.
+fn on_backlog_full(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<OnFull, ConfigError> {
+    const EXPECTED: &str = "one of block, drop";
+    match src
+        .string(path, value, EXPECTED)?
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "block" => Ok(OnFull::Block),
+        "drop" => Ok(OnFull::Drop),
+        _ => Err(src.unexpected(path, value, EXPECTED)),
+    }
+}
+
+/// `ack = "redis" | "kafka"`, in any case.
+fn ack(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<AckMode, ConfigError> {
+    const EXPECTED: &str = "one of redis, kafka";
+    match src
+        .string(path, value, EXPECTED)?
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "redis" => Ok(AckMode::Redis),
+        "kafka" => Ok(AckMode::Kafka),
+        _ => Err(src.unexpected(path, value, EXPECTED)),
+    }
 }
 
 fn unknown_top_level(src: Source<'_>, key: &Key<'_>) -> ConfigError {
@@ -386,6 +454,10 @@ mod tests {
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
                 reply_timeout: Some(Duration::from_secs(10)),
+                backlog_bytes: 256 * 1024 * 1024,
+                on_backlog_full: OnFull::Block,
+                ack: AckMode::Redis,
+                metrics: None,
                 senders: vec![],
             }
         );
@@ -407,6 +479,10 @@ connport = 6380
 message = "string"
 worker = "Thread"
 rsptimeout = 250
+backlog_bytes = "16mb"
+on_backlog_full = "Drop"
+ack = "KAFKA"
+metrics = "0.0.0.0:9121"
 
 [[sender]]
 class = "LogSender"
@@ -427,6 +503,10 @@ bootstrap-servers = "k1:9092"
         assert_eq!(s.message, Format::String);
         assert_eq!(s.worker, Worker::Thread);
         assert_eq!(s.reply_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(s.backlog_bytes, 16 * 1024 * 1024);
+        assert_eq!(s.on_backlog_full, OnFull::Drop);
+        assert_eq!(s.ack, AckMode::Kafka);
+        assert_eq!(s.metrics.as_deref(), Some("0.0.0.0:9121"));
         assert_eq!(
             log(&s, 0),
             &LogSenderSettings {
@@ -442,6 +522,26 @@ bootstrap-servers = "k1:9092"
             .collect();
         assert_eq!(k.filter, Filter::Names(names));
         assert_eq!(k.kafka, pairs(&[("bootstrap.servers", "k1:9092")]));
+    }
+
+    #[test]
+    fn ack_kafka_needs_a_kafka_sender_and_a_command_format() {
+        let e = error("ack = 'kafka'\n[[sender]]\nclass = 'LogSender'\n");
+        assert_eq!(
+            e,
+            "proxy.toml:1: ack: ack = \"kafka\" needs a [[sender]] with class = \"KafkaSender\""
+        );
+        let e = error(
+            "message = 'ROW'\nack = 'kafka'\n[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\n",
+        );
+        assert!(
+            e.starts_with("proxy.toml:2: ack: ack = \"kafka\" needs message"),
+            "{e}"
+        );
+        assert_eq!(
+            error("on_backlog_full = 'wait'"),
+            "proxy.toml:1: on_backlog_full: expected one of block, drop, got \"wait\""
+        );
     }
 
     #[test]
@@ -593,7 +693,8 @@ security-protocol = "SASL_SSL"
         assert_eq!(
             error("bindport = 1\nbindprot = 2\n"),
             "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
-             takes bindip, bindport, connip, connport, message, worker, rsptimeout, [[sender]]"
+             takes bindip, bindport, connip, connport, message, worker, rsptimeout, \
+             backlog_bytes, on_backlog_full, ack, metrics, [[sender]]"
         );
         let e = error("listen = 1");
         assert!(

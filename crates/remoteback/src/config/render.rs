@@ -36,6 +36,10 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
         Some(timeout) => writeln!(f, "rsptimeout = {}", timeout.as_millis())?,
         None => writeln!(f, "rsptimeout = 0 # wait forever")?,
     }
+    writeln!(f, "backlog_bytes = {}", s.backlog_bytes)?;
+    writeln!(f, "on_backlog_full = {}", quote(s.on_backlog_full.name()))?;
+    writeln!(f, "ack = {}", quote(s.ack.name()))?;
+    metrics(f, s.metrics.as_deref())?;
     if s.senders.is_empty() {
         writeln!(
             f,
@@ -74,11 +78,19 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
     Ok(())
 }
 
+fn metrics(f: &mut String, address: Option<&str>) -> fmt::Result {
+    match address {
+        Some(a) => writeln!(f, "metrics = {}", quote(a)),
+        None => writeln!(f, "# metrics not set: no /metrics or /health endpoint"),
+    }
+}
+
 fn replay(f: &mut String, s: &ReplaySettings) -> fmt::Result {
     writeln!(f, "# replay configuration, effective settings")?;
     writeln!(f, "message = {}", quote(s.message.name()))?;
     writeln!(f, "worker = {}", quote(&s.worker.to_string()))?;
     writeln!(f, "on_apply_error = {}", quote(s.on_apply_error.name()))?;
+    metrics(f, s.metrics.as_deref())?;
 
     let r = &s.receiver;
     writeln!(f, "\n[receiver]")?;

@@ -19,8 +19,15 @@ const DEFAULT_POLLTIMEOUT_MS: u64 = 100;
 const DEFAULT_GROUP_ID: &str = "remoteback-replay";
 
 /// Top-level keys of a replay file.
-const KEYS: &[&str] = &["message", "worker", "on_apply_error", "receiver", "redis"];
-const KEYS_TEXT: &str = "message, worker, on_apply_error, [receiver], [redis]";
+const KEYS: &[&str] = &[
+    "message",
+    "worker",
+    "on_apply_error",
+    "metrics",
+    "receiver",
+    "redis",
+];
+const KEYS_TEXT: &str = "message, worker, on_apply_error, metrics, [receiver], [redis]";
 /// Proxy keys, pointed out when they turn up in a replay file.
 const PROXY_KEYS: &[&str] = &["bindip", "bindport", "rsptimeout", "sender"];
 
@@ -36,6 +43,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
     let mut message = Format::default();
     let mut worker = Worker::default();
     let mut on_apply_error = OnApplyError::default();
+    let mut metrics = None;
     let mut receiver_settings = None;
     let mut backup_settings = None;
     for (key, value) in in_file_order(doc) {
@@ -45,6 +53,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
             "message" => message = common::message(src, &path, value)?,
             "worker" => worker = common::worker(src, &path, value)?,
             "on_apply_error" => on_apply_error = self::on_apply_error(src, &path, value)?,
+            "metrics" => metrics = Some(common::listen_address(src, &path, value)?),
             "receiver" => receiver_settings = Some(receiver(src, value)?),
             "redis" => backup_settings = Some(redis(src, value)?),
             _ => return Err(unknown_top_level(src, key)),
@@ -68,6 +77,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
         message,
         worker,
         on_apply_error,
+        metrics,
         receiver,
         backup,
     })
@@ -395,6 +405,7 @@ mod tests {
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
                 on_apply_error: OnApplyError::Continue,
+                metrics: None,
                 receiver: ReceiverSettings {
                     topics: vec!["writes".into()],
                     partitions: None,
@@ -552,7 +563,7 @@ password = "pw"
         assert_eq!(
             error(&format!("on-apply-error = 'stop'\n{MINIMAL}")),
             "replay.toml:1: on-apply-error: unknown key (did you mean `on_apply_error`?); a \
-             replay configuration takes message, worker, on_apply_error, [receiver], [redis]"
+             replay configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
         );
         assert_eq!(
             error(&with("on_apply_error = 'stop'")),
@@ -685,22 +696,22 @@ password = "pw"
         assert_eq!(
             error(&format!("mesage = 'ROW'\n{MINIMAL}")),
             "replay.toml:1: mesage: unknown key (did you mean `message`?); a replay \
-             configuration takes message, worker, on_apply_error, [receiver], [redis]"
+             configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
         );
         assert_eq!(
             error(&format!("connip = '10.0.0.1'\n{MINIMAL}")),
             "replay.toml:1: connip: unknown key (it belongs inside the [redis] table); a replay \
-             configuration takes message, worker, on_apply_error, [receiver], [redis]"
+             configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
         );
         assert_eq!(
             error(&format!("bindport = 6666\n{MINIMAL}")),
             "replay.toml:1: bindport: unknown key (it belongs in a proxy configuration); a \
-             replay configuration takes message, worker, on_apply_error, [receiver], [redis]"
+             replay configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
         );
         assert_eq!(
             error(&format!("group-id = 'g'\n{MINIMAL}")),
             "replay.toml:1: group-id: unknown key (it belongs inside the [receiver] table); a \
-             replay configuration takes message, worker, on_apply_error, [receiver], [redis]"
+             replay configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
         );
     }
 }

@@ -1,0 +1,199 @@
+//! Where a session's replies go: straight to the client, or held until Kafka
+//! acknowledged the records of the writes they answer (`ack = "kafka"`).
+//!
+//! Holding happens in a writer of its own, so the reply loop keeps reading
+//! the primary, matching and capturing while earlier replies wait: a
+//! pipelining client's writes are all in flight to Kafka together, and its
+//! throughput is the broker's, not one round trip per write. Replies leave
+//! in the order the primary sent them; a read behind a held write waits for
+//! it, as it would behind a slow write on Redis itself.
+//!
+//! A write whose record was lost (dropped at a full backlog, or given up on
+//! by the producer) took effect on the primary but may never reach the
+//! backup: its client gets an error in place of the reply, never a success
+//! it cannot rely on.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+use crate::sender::ack::Delivery;
+
+/// One reply that waits for deliveries: its span in a chunk of replies.
+pub struct Wait {
+    pub start: usize,
+    pub end: usize,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// A chunk of replies and the ones among them that wait.
+pub struct Chunk {
+    bytes: Bytes,
+    waits: Vec<Wait>,
+}
+
+/// The client side of the reply loop.
+pub enum Replies {
+    /// `ack = "redis"`: written as soon as they are matched.
+    Direct(OwnedWriteHalf),
+    /// `ack = "kafka"`: handed to [`release`], which writes them when their
+    /// deliveries are in.
+    Held(mpsc::UnboundedSender<Chunk>),
+}
+
+impl Replies {
+    /// Sends `bytes` to the client, after their `waits` (which lie within
+    /// `bytes`, in order) resolved. Direct replies never wait.
+    pub async fn send(&mut self, bytes: Bytes, waits: Vec<Wait>) -> io::Result<()> {
+        match self {
+            Replies::Direct(client) => client.write_all(&bytes).await,
+            Replies::Held(tx) => tx
+                .send(Chunk { bytes, waits })
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client writer gone")),
+        }
+    }
+}
+
+/// Writes held replies to `client` in order, each once its deliveries are
+/// in. Ends when the reply loop is done and everything was written.
+pub async fn release(
+    mut client: OwnedWriteHalf,
+    mut chunks: mpsc::UnboundedReceiver<Chunk>,
+) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    while let Some(chunk) = chunks.recv().await {
+        let mut pos = 0;
+        for wait in chunk.waits {
+            out.extend_from_slice(&chunk.bytes[pos..wait.start]);
+            let mut outcome = Ok(());
+            for mut delivery in wait.deliveries {
+                let result = match delivery.ready() {
+                    Some(result) => result,
+                    None => {
+                        // Everything before this reply can go now.
+                        client.write_all(&out).await?;
+                        out.clear();
+                        delivery.outcome().await
+                    }
+                };
+                outcome = outcome.and(result);
+            }
+            match outcome {
+                Ok(()) => out.extend_from_slice(&chunk.bytes[wait.start..wait.end]),
+                Err(reason) => out.extend_from_slice(lost_reply(&reason).as_bytes()),
+            }
+            pos = wait.end;
+        }
+        out.extend_from_slice(&chunk.bytes[pos..]);
+        if chunks.is_empty() {
+            client.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    client.write_all(&out).await
+}
+
+/// The error a client gets instead of the reply to a write whose record did
+/// not reach Kafka.
+fn lost_reply(reason: &str) -> String {
+    let reason = reason.replace(['\r', '\n'], " ");
+    format!(
+        "-ERR remoteback: the write took effect on the primary but its record did not reach \
+         Kafka ({reason}); the backup needs a resync\r\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    async fn pair() -> (OwnedWriteHalf, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server.into_split().1, client)
+    }
+
+    async fn read_some(client: &mut TcpStream) -> String {
+        let mut buf = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn replies_wait_for_their_delivery_and_keep_their_order() {
+        let (server, mut client) = pair().await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(release(server, rx));
+        let mut replies = Replies::Held(tx);
+        let (report, delivery) = Delivery::pending();
+        // "+OK" answers a write; "$1 x" a read pipelined behind it.
+        let bytes = Bytes::from_static(b"+OK\r\n$1\r\nx\r\n");
+        let waits = vec![Wait {
+            start: 0,
+            end: 5,
+            deliveries: vec![delivery],
+        }];
+        replies.send(bytes, waits).await.unwrap();
+        let mut buf = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
+        assert!(
+            early.is_err(),
+            "nothing may reach the client before the ack"
+        );
+        report.send(Ok(())).unwrap();
+        assert_eq!(read_some(&mut client).await, "+OK\r\n$1\r\nx\r\n");
+        drop(replies);
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lost_record_turns_its_reply_into_an_error() {
+        let (server, mut client) = pair().await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(release(server, rx));
+        let mut replies = Replies::Held(tx);
+        let (report, delivery) = Delivery::pending();
+        let bytes = Bytes::from_static(b":1\r\n:2\r\n:3\r\n");
+        let waits = vec![
+            Wait {
+                start: 4,
+                end: 8,
+                deliveries: vec![delivery],
+            },
+            Wait {
+                start: 8,
+                end: 12,
+                deliveries: vec![Delivery::Lost("dropped".into())],
+            },
+        ];
+        replies.send(bytes, waits).await.unwrap();
+        report.send(Err("timed out".into())).unwrap();
+        drop(replies);
+        writer.await.unwrap().unwrap();
+        let mut all = String::new();
+        while all.matches("\r\n").count() < 3 {
+            all.push_str(&read_some(&mut client).await);
+        }
+        let lines: Vec<&str> = all.split("\r\n").collect();
+        assert_eq!(lines[0], ":1");
+        assert!(
+            lines[1].starts_with("-ERR remoteback: the write took effect")
+                && lines[1].contains("timed out")
+        );
+        assert!(lines[2].contains("(dropped)"), "{}", lines[2]);
+    }
+}
