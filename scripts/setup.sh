@@ -11,7 +11,7 @@ TANSU_VERSION="0.6.0"
 # these features refuses to start.
 TANSU_FEATURES="dynostore,libsql"
 
-APT_PACKAGES=(redis-server redis-tools libssl-dev pkg-config build-essential perl python3)
+APT_PACKAGES=(redis-server redis-tools libssl-dev pkg-config build-essential perl python3 curl)
 MIN_RUST="1.85"
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -18,6 +18,8 @@ PRIMARY_PORT=6380
 BACKUP_PORT=6381
 KAFKA_PORT=9092
 PROXY_PORT=6666
+PROXY_METRICS=127.0.0.1:9121
+REPLAY_METRICS=127.0.0.1:9122
 TOPIC=remoteback
 GROUP_ID=remoteback-replay
 
@@ -70,7 +72,7 @@ fi
 # Also clears stale pid files.
 bash "$ROOT/scripts/down.sh"
 
-for port in "$PRIMARY_PORT" "$BACKUP_PORT" "$KAFKA_PORT" "$PROXY_PORT"; do
+for port in "$PRIMARY_PORT" "$BACKUP_PORT" "$KAFKA_PORT" "$PROXY_PORT" "${PROXY_METRICS##*:}" "${REPLAY_METRICS##*:}"; do
     if port_open "$port"; then
         die "port $port is already in use by another program (see: ss -ltnp 'sport = :$port')"
     fi
@@ -155,6 +157,7 @@ connport = $PRIMARY_PORT
 message = "PROTOCOL"
 worker = "coroutine"
 rsptimeout = 10000
+metrics = "$PROXY_METRICS"
 
 [[sender]]
 class = "LogSender"
@@ -170,6 +173,7 @@ EOF
 cat >"$LOCAL/replay.toml" <<EOF
 message = "PROTOCOL"
 worker = "coroutine"
+metrics = "$REPLAY_METRICS"
 
 [receiver]
 class = "KafkaReceiver"
@@ -232,6 +236,8 @@ remoteback is running:
 Try it:
   redis-cli -p $PROXY_PORT set a a     # write through the proxy
   redis-cli -p $BACKUP_PORT get a       # read it from the backup
+  curl -s $PROXY_METRICS/health           # "ok", or why the backup needs a resync
+  curl -s $REPLAY_METRICS/metrics         # records applied, lag, retries
 
 Logs:    $LOGS/{primary,backup,tansu,proxy,replay}.log
 Configs: $LOCAL/proxy.toml, $LOCAL/replay.toml
