@@ -10,9 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use remoteback::status::{self, Metrics, Report};
 use remoteback_proxy::drain::Drain;
+use remoteback_proxy::sender::kafka::Counters;
 use remoteback_proxy::sender::Senders;
 use remoteback_replay::stats::Stats;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The proxy's backlog, deliveries and losses.
 pub struct ProxyReport {
@@ -44,27 +45,30 @@ impl Report for ProxyReport {
             backlog.waits(),
         );
         let counters = self.senders.kafka_counters();
-        let mut family = out.counter_family(
+        let per_sender = |out: &mut Metrics, name, help, count: fn(&Counters) -> &AtomicU64| {
+            let mut family = out.counter_family(name, help);
+            for (sender, c) in counters {
+                family.sample(&[("sender", sender)], count(c).load(Ordering::Relaxed));
+            }
+        };
+        per_sender(
+            out,
             "remoteback_proxy_records_delivered_total",
             "Records Kafka acknowledged.",
+            |c| &c.delivered,
         );
-        for (sender, c) in counters {
-            family.sample(&[("sender", sender)], c.delivered.load(Ordering::Relaxed));
-        }
-        let mut family = out.counter_family(
+        per_sender(
+            out,
             "remoteback_proxy_records_failed_total",
             "Records the producer gave up on after its retries (lost).",
+            |c| &c.failed,
         );
-        for (sender, c) in counters {
-            family.sample(&[("sender", sender)], c.failed.load(Ordering::Relaxed));
-        }
-        let mut family = out.counter_family(
+        per_sender(
+            out,
             "remoteback_proxy_records_dropped_total",
             "Records dropped because the backlog or librdkafka's queue was full (lost).",
+            |c| &c.dropped,
         );
-        for (sender, c) in counters {
-            family.sample(&[("sender", sender)], c.dropped.load(Ordering::Relaxed));
-        }
         out.gauge(
             "remoteback_proxy_resync_needed",
             "1 once a record was lost: the backup misses writes until it is resynced.",

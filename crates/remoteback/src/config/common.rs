@@ -64,6 +64,23 @@ pub(super) fn port(
     Ok(u16::try_from(n).expect("checked range"))
 }
 
+/// One of a few names, in any case (`on_backlog_full = "block"`).
+pub(super) fn choice<T: Copy>(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+    options: &[(&str, T)],
+) -> Result<T, super::ConfigError> {
+    let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+    let expected = format!("one of {}", names.join(", "));
+    let given = src.string(path, value, &expected)?;
+    options
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(given))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| src.unexpected(path, value, &expected))
+}
+
 /// A size in bytes: an integer, or a string with one of Redis's units
 /// (`k` = 1000, `kb` = 1024, `m`, `mb`, `g`, `gb`, any case), as in
 /// `redis.conf`. At least 1.

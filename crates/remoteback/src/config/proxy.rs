@@ -130,30 +130,22 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
 
 /// `on_backlog_full = "block" | "drop"`, in any case.
 fn on_backlog_full(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<OnFull, ConfigError> {
-    const EXPECTED: &str = "one of block, drop";
-    match src
-        .string(path, value, EXPECTED)?
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "block" => Ok(OnFull::Block),
-        "drop" => Ok(OnFull::Drop),
-        _ => Err(src.unexpected(path, value, EXPECTED)),
-    }
+    common::choice(
+        src,
+        path,
+        value,
+        &[("block", OnFull::Block), ("drop", OnFull::Drop)],
+    )
 }
 
 /// `ack = "redis" | "kafka"`, in any case.
 fn ack(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<AckMode, ConfigError> {
-    const EXPECTED: &str = "one of redis, kafka";
-    match src
-        .string(path, value, EXPECTED)?
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "redis" => Ok(AckMode::Redis),
-        "kafka" => Ok(AckMode::Kafka),
-        _ => Err(src.unexpected(path, value, EXPECTED)),
-    }
+    common::choice(
+        src,
+        path,
+        value,
+        &[("redis", AckMode::Redis), ("kafka", AckMode::Kafka)],
+    )
 }
 
 fn unknown_top_level(src: Source<'_>, key: &Key<'_>) -> ConfigError {

@@ -270,30 +270,25 @@ fn on_apply_error(
     path: &str,
     value: &Value<'_>,
 ) -> Result<OnApplyError, ConfigError> {
-    const EXPECTED: &str = "one of continue, stop";
-    match src
-        .string(path, value, EXPECTED)?
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "continue" => Ok(OnApplyError::Continue),
-        "stop" => Ok(OnApplyError::Stop),
-        _ => Err(src.unexpected(path, value, EXPECTED)),
-    }
+    common::choice(
+        src,
+        path,
+        value,
+        &[
+            ("continue", OnApplyError::Continue),
+            ("stop", OnApplyError::Stop),
+        ],
+    )
 }
 
 /// `start = "earliest" | "latest"`, in any case.
 fn start(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<Start, ConfigError> {
-    const EXPECTED: &str = "one of earliest, latest";
-    match src
-        .string(path, value, EXPECTED)?
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "earliest" => Ok(Start::Earliest),
-        "latest" => Ok(Start::Latest),
-        _ => Err(src.unexpected(path, value, EXPECTED)),
-    }
+    common::choice(
+        src,
+        path,
+        value,
+        &[("earliest", Start::Earliest), ("latest", Start::Latest)],
+    )
 }
 
 /// `partitions = [0, 2]` (or a single number): partition numbers, each once.
