@@ -75,6 +75,22 @@ impl Capture {
         self.on_outcome(done, &ok, Reply::Unknown);
     }
 
+    /// The session ends with `unanswered` still in flight (the reply timeout
+    /// expired, the primary closed the connection): the writes among them
+    /// may have taken effect on the primary without being captured, so they
+    /// count as lost for the backup.
+    pub fn abandon<'a>(&mut self, unanswered: impl Iterator<Item = &'a InFlight>) {
+        if self.senders.format() == Format::Row {
+            return; // ROW captured the requests before forwarding them.
+        }
+        let writes = unanswered
+            .filter(|c| c.command.is("EXEC") || self.senders.wants(&c.command, c.spec))
+            .count();
+        if writes > 0 {
+            self.senders.count_uncaptured(writes as u64);
+        }
+    }
+
     fn on_outcome(&mut self, done: InFlight, reply: &Bytes, outcome: Reply<'_>) {
         let command = done.command;
         if self.transaction.is_some() {

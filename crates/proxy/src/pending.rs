@@ -204,6 +204,11 @@ impl InFlightQueue {
         self.queue.front()
     }
 
+    /// Every command still in flight, oldest first.
+    pub fn commands(&self) -> impl Iterator<Item = &InFlight> {
+        self.queue.iter()
+    }
+
     /// Whether anything is still owed a reply (subscription commands whose
     /// confirmations are pending count; a monitor feed does not).
     pub fn awaiting(&self) -> bool {

@@ -264,6 +264,10 @@ async fn forward_requests(
                         pops.push(watch);
                     }
                 }
+                // The reply timeout counts from here: the waits above (a full
+                // backlog, another session's locks, a blocking pop before it)
+                // are the proxy's, not the primary's.
+                entry.sent_at = std::time::Instant::now();
                 if tx.send(Pending::Command(entry)).is_err() {
                     return Ok(());
                 }
@@ -332,6 +336,7 @@ async fn forward_replies(
             },
             read = upstream.read_buf(&mut buf) => {
                 if read? == 0 {
+                    capture.abandon(queue.commands());
                     return Err(SessionEnd::UpstreamClosed);
                 }
                 // Everything forwarded before these replies is in the channel.
@@ -358,6 +363,7 @@ async fn forward_replies(
                 let limit = timeout.unwrap_or_default();
                 let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
                 let _ = client.send(msg.into(), Vec::new()).await;
+                capture.abandon(queue.commands());
                 return Err(SessionEnd::Timeout(limit));
             }
         }

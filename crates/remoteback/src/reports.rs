@@ -69,18 +69,25 @@ impl Report for ProxyReport {
             "Records dropped because the backlog or librdkafka's queue was full (lost).",
             |c| &c.dropped,
         );
+        out.counter(
+            "remoteback_proxy_writes_uncaptured_total",
+            "Writes forwarded but never answered before their connection ended (reply timeout, primary gone): they may have taken effect without a record.",
+            self.senders.uncaptured(),
+        );
         out.gauge(
             "remoteback_proxy_resync_needed",
-            "1 once a record was lost: the backup misses writes until it is resynced.",
-            (self.senders.lost() > 0) as i64,
+            "1 once a record was lost or a write's outcome is unknown: the backup misses writes until it is resynced.",
+            self.senders.resync_needed() as i64,
         );
     }
 
     fn health(&self) -> Result<String, String> {
-        let lost = self.senders.lost();
-        if lost > 0 {
+        if self.senders.resync_needed() {
             return Err(format!(
-                "resync needed: {lost} records did not reach Kafka, the backup misses those writes"
+                "resync needed: {} records did not reach Kafka and {} writes were never answered \
+                 by the primary, the backup misses those writes",
+                self.senders.lost(),
+                self.senders.uncaptured()
             ));
         }
         let backlog = self.senders.backlog();

@@ -287,6 +287,17 @@ fn reply_timeout_answers_an_error_and_closes() {
         started.elapsed() < Duration::from_millis(1900),
         "answered before the pause ended"
     );
+    // The SET runs once the pause ends, but its reply is never read: the
+    // proxy cannot capture it and must say the backup misses a write.
+    wait_until(
+        Duration::from_secs(5),
+        "the uncaptured write logged",
+        || {
+            p.proxy.log().contains(
+            "1 writes were forwarded to the primary but never answered before their connection ended",
+        )
+        },
+    );
 }
 
 #[test]

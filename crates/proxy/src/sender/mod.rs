@@ -12,6 +12,7 @@ pub mod backlog;
 pub mod kafka;
 pub mod log;
 
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +63,9 @@ pub struct Senders {
     /// The Kafka senders' delivery counters, by description.
     kafka: Vec<(String, Arc<Counters>)>,
     ack: AckMode,
+    /// Writes whose outcome the proxy never saw (see
+    /// [`count_uncaptured`](Senders::count_uncaptured)).
+    uncaptured: AtomicU64,
 }
 
 /// A sender could not be built from its settings.
@@ -115,6 +119,7 @@ impl Senders {
             backlog,
             kafka,
             ack: settings.ack,
+            uncaptured: AtomicU64::new(0),
         })
     }
 
@@ -135,6 +140,7 @@ impl Senders {
             backlog: Arc::new(Backlog::new(u64::MAX, backlog::OnFull::Drop)),
             kafka: Vec::new(),
             ack: AckMode::Redis,
+            uncaptured: AtomicU64::new(0),
         }
     }
 
@@ -157,10 +163,32 @@ impl Senders {
         &self.kafka
     }
 
-    /// Records lost by every Kafka sender since start; more than zero means
-    /// the backup needs a resync.
+    /// Records lost by every Kafka sender since start.
     pub fn lost(&self) -> u64 {
         self.kafka.iter().map(|(_, c)| c.lost()).sum()
+    }
+
+    /// `n` writes were forwarded but their sessions ended before the primary
+    /// answered (reply timeout, primary gone): they may have taken effect
+    /// without a record. Counted and logged; the backup needs a resync.
+    pub fn count_uncaptured(&self, n: u64) {
+        let total = self.uncaptured.fetch_add(n, AtomicOrdering::Relaxed) + n;
+        ::log::error!(
+            "{n} writes were forwarded to the primary but never answered before their \
+             connection ended; they may have taken effect without being captured \
+             ({total} so far); the backup needs a resync"
+        );
+    }
+
+    /// Writes whose outcome the proxy never saw, since start.
+    pub fn uncaptured(&self) -> u64 {
+        self.uncaptured.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Whether the backup misses writes: a record was lost or a write's
+    /// outcome is unknown.
+    pub fn resync_needed(&self) -> bool {
+        self.lost() > 0 || self.uncaptured() > 0
     }
 
     /// Whether any sender takes `command` (so capture can skip reads
