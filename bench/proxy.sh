@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Proxy throughput, side by side in one run: redis-benchmark against the
 # primary directly, through the proxy with no sender, and through the proxy
-# capturing into Kafka (tansu), with writes spread over many keys and with all
-# clients writing one key (key-lock contention).
+# capturing into Kafka (tansu), asynchronously and with ack = "kafka" (each
+# write's reply held until Kafka acknowledged its record), with writes spread
+# over many keys and with all clients writing one key (key-lock contention).
 #
 #   bench/proxy.sh [REQUESTS] [PIPELINE]      (defaults: 200000, 16)
 #
@@ -43,6 +44,7 @@ PIDS+=($!)
 PIDS+=($!)
 wait_port 17380
 wait_port 17092
+python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
 
 cat >"$WORK/plain.toml" <<TOML
 bindport = 17666
@@ -56,12 +58,24 @@ class = "KafkaSender"
 topic = "bench"
 bootstrap-servers = "127.0.0.1:17092"
 TOML
+cat >"$WORK/ack.toml" <<TOML
+bindport = 17668
+connport = 17380
+ack = "kafka"
+[[sender]]
+class = "KafkaSender"
+topic = "bench-ack"
+bootstrap-servers = "127.0.0.1:17092"
+TOML
 "$BIN" proxy --config "$WORK/plain.toml" 2>"$WORK/plain.log" &
 PIDS+=($!)
 "$BIN" proxy --config "$WORK/kafka.toml" 2>"$WORK/kafka.log" &
 PIDS+=($!)
+"$BIN" proxy --config "$WORK/ack.toml" 2>"$WORK/ack.log" &
+PIDS+=($!)
 wait_port 17666
 wait_port 17667
+wait_port 17668
 
 rps() { # PORT TESTS KEYSPACE
     redis-benchmark -p "$1" -t "$2" -n "$REQUESTS" -P "$PIPELINE" -c "$CLIENTS" -r "$3" --csv 2>/dev/null \
@@ -73,6 +87,7 @@ for keys in 1000000 1; do
     printf '%-28s %-14s %s\n' "primary directly" "$keys" "$(rps 17380 set,get,incr "$keys")"
     printf '%-28s %-14s %s\n' "proxy, no sender" "$keys" "$(rps 17666 set,get,incr "$keys")"
     printf '%-28s %-14s %s\n' "proxy, KafkaSender" "$keys" "$(rps 17667 set,get,incr "$keys")"
+    printf '%-28s %-14s %s\n' "proxy, ack = kafka" "$keys" "$(rps 17668 set,get,incr "$keys")"
 done
-dropped="$(grep -c 'record dropped' "$WORK/kafka.log" || true)"
+dropped="$(cat "$WORK/kafka.log" "$WORK/ack.log" | grep -c 'record dropped' || true)"
 echo "KafkaSender drop warnings: $dropped (see docs/guarantees.md: the local broker takes ~50k records/s)"

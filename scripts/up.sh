@@ -146,6 +146,8 @@ start tansu "$LOCAL/tansu" tansu broker \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --storage-engine "sqlite://tansu.db"
 wait_for tansu "127.0.0.1:$KAFKA_PORT" 30 port_open "$KAFKA_PORT"
+python3 "$ROOT/scripts/tansu-index.py" "$LOCAL/tansu/tansu.db" \
+    || fail_with_log tansu "cannot add the header index to $LOCAL/tansu/tansu.db"
 
 # --- remoteback ----------------------------------------------------------------------
 

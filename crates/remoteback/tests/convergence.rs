@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::mixed;
-use common::pipeline::{Pipeline, Setup, SMALL_FETCHES};
+use common::pipeline::{Pipeline, Setup};
 use remoteback::compare::{self, Client, Options};
 
 const CLIENTS: usize = 16;
@@ -27,10 +27,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn run(seed: u64, commands: u64) {
-    let p = Pipeline::start(Setup {
-        receiver_extra: SMALL_FETCHES,
-        ..Setup::default()
-    });
+    let p = Pipeline::start(Setup::default());
     let port = p.proxy_port;
     let started = Instant::now();
     let per_client = (commands / CLIENTS as u64) as usize;

@@ -189,12 +189,6 @@ class = "KafkaReceiver"
 topic = "{topic}"
 polltimeout = 100
 bootstrap-servers = "{bootstrap}"
-# tansu answers a fetch with one query per record, up to fetch.max.bytes:
-# keep fetches small so that reading a backlog of small records does not
-# hold the broker for seconds.
-fetch-max-bytes = 65536
-max-partition-fetch-bytes = 65536
-message-max-bytes = 65536
 {receiver}
 
 [redis]

@@ -483,6 +483,29 @@ pub fn tansu_program() -> PathBuf {
     PathBuf::from("tansu")
 }
 
+/// Adds the index tansu 0.6.0's sqlite schema lacks to a running broker's
+/// database (`scripts/tansu-index.py` says why: without it a consumer reading
+/// a backlog of more than about 10,000 records stalls the broker).
+fn index_tansu_headers(db: &Path) -> Result<(), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tansu-index.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(db)
+        .output()
+        .map_err(|e| format!("cannot run python3 {}: {e}", script.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {} failed ({}): {}",
+            script.display(),
+            db.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
 /// A throw-away single-node tansu broker on 127.0.0.1 with sqlite storage.
 /// Topics are not created automatically: use [`Broker::create_topic`].
 pub struct Broker {
@@ -584,7 +607,8 @@ impl Broker {
         let deadline = Instant::now() + BROKER_START_TIMEOUT;
         loop {
             if port_open(self.port) {
-                return Ok(());
+                return index_tansu_headers(&self.dir.join("tansu.db"))
+                    .inspect_err(|_| kill_child(&mut self.child));
             }
             let child = self.child.as_mut().expect("child");
             if let Ok(Some(status)) = child.try_wait() {

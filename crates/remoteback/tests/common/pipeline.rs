@@ -13,12 +13,6 @@ use super::{compare, free_port, Broker, RedisServer, Service};
 /// The topic every pipeline uses (each test has a broker of its own).
 pub const TOPIC: &str = "remoteback";
 
-/// Receiver lines for a replay that reads a long backlog of small records:
-/// tansu answers a fetch with one query per record up to the fetch size, and
-/// librdkafka's defaults make it stall for seconds. (Records larger than
-/// 64 KiB need the defaults.)
-pub const SMALL_FETCHES: &str = "fetch-max-bytes = 1048576\nmax-partition-fetch-bytes = 65536\n";
-
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct Setup {
