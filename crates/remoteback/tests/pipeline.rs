@@ -49,7 +49,15 @@ fn original_example_set_reaches_backup_and_get_does_not_reach_kafka() {
 
 /// 10,000 mixed commands from 8 concurrent clients, each on its own keys.
 fn converges(message: &'static str, worker: &'static str) {
-    let p = start(message, worker, "");
+    converges_with(Setup {
+        message,
+        worker,
+        ..Setup::default()
+    });
+}
+
+fn converges_with(setup: Setup) {
+    let p = Pipeline::start(setup);
     let threads: Vec<_> = (0..8)
         .map(|client| {
             let port = p.proxy_port;
@@ -83,6 +91,42 @@ fn string_coroutine_converges() {
 #[test]
 fn string_thread_converges() {
     converges("STRING", "thread");
+}
+
+/// With `ack = "kafka"` every reply waits for Kafka; the mixed workload
+/// (pipelines, transactions, blocking pops) still gets every reply in order
+/// and the backup converges.
+#[test]
+fn ack_kafka_thread_converges() {
+    converges_with(Setup {
+        worker: "thread",
+        proxy_extra: "ack = \"kafka\"",
+        ..Setup::default()
+    });
+}
+
+/// A deep pipeline with `ack = "kafka"`: every reply arrives, in order, each
+/// after its write is in Kafka (the replay has no part in it: not started).
+#[test]
+fn ack_kafka_answers_a_deep_pipeline_in_order() {
+    let p = Pipeline::start(Setup {
+        proxy_extra: "ack = \"kafka\"",
+        replay: false,
+        ..Setup::default()
+    });
+    let mut c = p.client();
+    let mut pipe = redis::pipe();
+    for _ in 0..2000 {
+        pipe.cmd("INCR").arg("n").cmd("GET").arg("n");
+    }
+    let replies: Vec<i64> = pipe.query(&mut c).expect("pipeline through the proxy");
+    let expected: Vec<i64> = (1..=2000).flat_map(|i| [i, i]).collect();
+    assert_eq!(
+        replies, expected,
+        "replies in order, each GET after its INCR"
+    );
+    let records = p.topic_records();
+    assert_eq!(records.len(), 2000, "every acknowledged INCR is in Kafka");
 }
 
 #[test]

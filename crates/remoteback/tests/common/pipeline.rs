@@ -19,6 +19,8 @@ pub struct Setup {
     pub message: &'static str,
     pub worker: &'static str,
     pub partitions: i32,
+    /// Extra top-level lines for the proxy (`ack = "kafka"`, ...).
+    pub proxy_extra: &'static str,
     /// Extra lines for the proxy's `KafkaSender` table.
     pub sender_extra: String,
     /// Extra lines for the replay's `[receiver]` table.
@@ -33,6 +35,7 @@ impl Default for Setup {
             message: "PROTOCOL",
             worker: "coroutine",
             partitions: 1,
+            proxy_extra: "",
             sender_extra: String::new(),
             receiver_extra: "",
             replay: true,
@@ -69,12 +72,13 @@ impl Pipeline {
         broker.create_topic(TOPIC, setup.partitions);
         let proxy_port = free_port();
         let proxy = Service::proxy(&format!(
-            "bindport = {proxy_port}\nconnport = {primary}\nmessage = \"{message}\"\nworker = \"{worker}\"\n\n\
+            "bindport = {proxy_port}\nconnport = {primary}\nmessage = \"{message}\"\nworker = \"{worker}\"\n{top}\n\
              [[sender]]\nclass = \"KafkaSender\"\ntopic = \"{TOPIC}\"\nbootstrap-servers = \"{bootstrap}\"\n\
              linger-ms = 1\n{extra}\n",
             primary = primary.port(),
             message = setup.message,
             worker = setup.worker,
+            top = setup.proxy_extra,
             bootstrap = broker.bootstrap(),
             extra = setup.sender_extra,
         ));
