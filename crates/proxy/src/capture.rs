@@ -72,22 +72,49 @@ impl Capture {
     /// need the reply fall back to what the backup can decide alone.
     pub fn on_silent(&mut self, done: InFlight) {
         let ok = Bytes::from_static(b"+OK\r\n");
+        let held = self.deliveries.len();
         self.on_outcome(done, &ok, Reply::Unknown);
+        // No reply waits for a silent write (`ack = "kafka"`): the client
+        // asked for none. A loss is still counted by its sender.
+        self.deliveries.truncate(held);
     }
 
     /// The session ends with `unanswered` still in flight (the reply timeout
     /// expired, the primary closed the connection): the writes among them
     /// may have taken effect on the primary without being captured, so they
-    /// count as lost for the backup.
+    /// count as lost for the backup. A transaction counts once, at its
+    /// `EXEC`, if it queued a write; commands queued without an `EXEC` sent
+    /// never run.
     pub fn abandon<'a>(&mut self, unanswered: impl Iterator<Item = &'a InFlight>) {
         if self.senders.format() == Format::Row {
             return; // ROW captured the requests before forwarding them.
         }
-        let writes = unanswered
-            .filter(|c| c.command.is("EXEC") || self.senders.wants(&c.command, c.spec))
-            .count();
+        let mut in_transaction = self.transaction.is_some();
+        let mut queued_write = self
+            .transaction
+            .as_ref()
+            .is_some_and(|(_, queued)| queued.iter().any(|c| self.wants(c)));
+        let mut writes = 0;
+        for c in unanswered {
+            let command = &c.command;
+            if command.is("MULTI") {
+                in_transaction = true;
+                queued_write = false;
+            } else if command.is("EXEC") {
+                writes += u64::from(in_transaction && queued_write);
+                in_transaction = false;
+            } else if command.is("DISCARD") || command.is("RESET") {
+                in_transaction = false;
+            } else if self.senders.wants(command, c.spec) {
+                if in_transaction {
+                    queued_write = true;
+                } else {
+                    writes += 1;
+                }
+            }
+        }
         if writes > 0 {
-            self.senders.count_uncaptured(writes as u64);
+            self.senders.count_uncaptured(writes);
         }
     }
 
@@ -433,5 +460,36 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert!(records[0][0].starts_with("PEXPIREAT k ") && records[0][0].ends_with(" NX"));
         assert_eq!(records[1], ["SPOP s"]);
+    }
+
+    #[test]
+    fn abandoned_writes_count_once_each_and_once_per_transaction() {
+        let (mut c, _) = capture(&ScriptCache::shared());
+        // A transaction already open, with a queued write, then its EXEC.
+        reply(&mut c, &["MULTI"], "+OK\r\n");
+        reply(&mut c, &["SET", "a", "1"], "+QUEUED\r\n");
+        let unanswered: Vec<InFlight> = [
+            &["EXEC"][..],
+            &["GET", "a"],
+            &["SET", "b", "1"],
+            &["MULTI"],
+            &["GET", "a"],
+            &["EXEC"],
+            &["MULTI"],
+            &["INCR", "n"],
+            &["DEL", "n"],
+            &["EXEC"],
+            &["MULTI"],
+            &["SET", "never", "run"],
+        ]
+        .iter()
+        .map(|parts| {
+            pending::in_flight(Command::from_parts(parts.iter()), &mut ReplyMode::default())
+        })
+        .collect();
+        c.abandon(unanswered.iter());
+        // The open transaction's EXEC, SET b, the INCR/DEL transaction; not
+        // the GETs, not the read-only transaction, not the one without EXEC.
+        assert_eq!(c.senders.uncaptured(), 3);
     }
 }

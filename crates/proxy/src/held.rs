@@ -35,24 +35,42 @@ pub struct Chunk {
     waits: Vec<Wait>,
 }
 
+/// How many chunks of replies may wait for the writer: when they are all
+/// taken, the reply loop stops reading the primary until the writer catches
+/// up, so a client whose replies wait for Kafka (or that reads slowly) holds
+/// a bounded amount of the proxy's memory, and Redis's own output buffer
+/// limits apply beyond it.
+pub const HELD_CHUNKS: usize = 256;
+
 /// The client side of the reply loop.
 pub enum Replies {
     /// `ack = "redis"`: written as soon as they are matched.
     Direct(OwnedWriteHalf),
     /// `ack = "kafka"`: handed to [`release`], which writes them when their
     /// deliveries are in.
-    Held(mpsc::UnboundedSender<Chunk>),
+    Held(mpsc::Sender<Chunk>),
+    /// The client is gone: replies are read and captured, then dropped.
+    Gone,
 }
 
 impl Replies {
     /// Sends `bytes` to the client, after their `waits` (which lie within
-    /// `bytes`, in order) resolved. Direct replies never wait.
-    pub async fn send(&mut self, bytes: Bytes, waits: Vec<Wait>) -> io::Result<()> {
-        match self {
+    /// `bytes`, in order) resolved. Direct replies never wait. When the
+    /// client cannot take them any more, this and every later send drops
+    /// the replies: the reply loop must go on capturing what the client's
+    /// commands did.
+    pub async fn send(&mut self, bytes: Bytes, waits: Vec<Wait>) {
+        let result = match self {
             Replies::Direct(client) => client.write_all(&bytes).await,
             Replies::Held(tx) => tx
                 .send(Chunk { bytes, waits })
+                .await
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client writer gone")),
+            Replies::Gone => Ok(()),
+        };
+        if let Err(e) = result {
+            log::debug!("client gone ({e}); its replies are still captured, then dropped");
+            *self = Replies::Gone;
         }
     }
 }
@@ -61,7 +79,7 @@ impl Replies {
 /// in. Ends when the reply loop is done and everything was written.
 pub async fn release(
     mut client: OwnedWriteHalf,
-    mut chunks: mpsc::UnboundedReceiver<Chunk>,
+    mut chunks: mpsc::Receiver<Chunk>,
 ) -> io::Result<()> {
     let mut out = BytesMut::new();
     while let Some(chunk) = chunks.recv().await {
@@ -136,7 +154,7 @@ mod tests {
     #[tokio::test]
     async fn replies_wait_for_their_delivery_and_keep_their_order() {
         let (server, mut client) = pair().await;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(HELD_CHUNKS);
         let writer = tokio::spawn(release(server, rx));
         let mut replies = Replies::Held(tx);
         let (report, delivery) = Delivery::pending();
@@ -147,7 +165,7 @@ mod tests {
             end: 5,
             deliveries: vec![delivery],
         }];
-        replies.send(bytes, waits).await.unwrap();
+        replies.send(bytes, waits).await;
         let mut buf = [0u8; 64];
         let early = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
         assert!(
@@ -163,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_record_turns_its_reply_into_an_error() {
         let (server, mut client) = pair().await;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(HELD_CHUNKS);
         let writer = tokio::spawn(release(server, rx));
         let mut replies = Replies::Held(tx);
         let (report, delivery) = Delivery::pending();
@@ -180,7 +198,7 @@ mod tests {
                 deliveries: vec![Delivery::Lost("dropped".into())],
             },
         ];
-        replies.send(bytes, waits).await.unwrap();
+        replies.send(bytes, waits).await;
         report.send(Err("timed out".into())).unwrap();
         drop(replies);
         writer.await.unwrap().unwrap();

@@ -18,7 +18,7 @@ use remoteback_protocol::Format;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::capture::{now_ms, Capture};
 use crate::drain::Drain;
@@ -28,7 +28,7 @@ use crate::ordering::{ClientId, Ordering, OrderingShared, Prepared};
 use crate::pending::{self, waits_by_design, InFlightQueue, Matched, Pending, ReplyMode};
 use crate::pops::PopState;
 use crate::sender::ack::AckMode;
-use crate::sender::backlog::OnFull;
+use crate::sender::backlog::{Backlog, OnFull};
 use crate::sender::Senders;
 
 /// Read buffer growth step; large enough for a typical pipelined burst.
@@ -89,7 +89,7 @@ pub async fn run(client: TcpStream, conn: u64, shared: Arc<Shared>) {
     let (replies_out, release) = match shared.senders.ack() {
         AckMode::Redis => (Replies::Direct(client_wr), None),
         AckMode::Kafka => {
-            let (held_tx, held_rx) = mpsc::unbounded_channel();
+            let (held_tx, held_rx) = mpsc::channel(held::HELD_CHUNKS);
             (
                 Replies::Held(held_tx),
                 Some(held::release(client_wr, held_rx)),
@@ -205,9 +205,10 @@ async fn forward_requests(
         }
         if pos > 0 {
             let chunk = buf.split_to(pos).freeze();
-            if row && hold_writes {
-                // Every request is a record in ROW format.
-                backlog.wait_for_room().await;
+            // Every request is a record in ROW format. At shutdown a held
+            // write is not sent at all.
+            if row && hold_writes && !room_or_closing(&backlog, &mut closing).await {
+                return Ok(());
             }
             if row {
                 shared
@@ -234,7 +235,9 @@ async fn forward_requests(
                     if let Some(ordering) = &ordering {
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
                     }
-                    backlog.wait_for_room().await;
+                    if !room_or_closing(&backlog, &mut closing).await {
+                        return Ok(());
+                    }
                 }
                 if let Some(ordering) = &ordering {
                     // Nothing follows a blocking pop until it was answered:
@@ -284,6 +287,15 @@ async fn forward_requests(
     }
 }
 
+/// Waits for room in the backlog; `false` when shutdown began first.
+async fn room_or_closing(backlog: &Backlog, closing: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        biased;
+        _ = backlog.wait_for_room() => true,
+        _ = closing.wait_for(|c| *c) => false,
+    }
+}
+
 /// Why the reply loop stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionEnd {
@@ -299,6 +311,13 @@ pub enum SessionEnd {
 
 /// Primary → client, with capture. Ends when the primary closes, or when the
 /// client is gone and nothing is owed to it anymore.
+///
+/// A client that stops reading (it hung up with replies owed) does not end
+/// the loop: the commands it sent run on the primary all the same, so their
+/// replies are still read, matched and captured, and thrown away. When the
+/// loop ends early for another reason (reply timeout, the primary gone, a
+/// reply that cannot be parsed), the writes still in flight are counted as
+/// uncaptured.
 async fn forward_replies(
     mut upstream: OwnedReadHalf,
     mut client: Replies,
@@ -314,60 +333,66 @@ async fn forward_replies(
     let mut queue = InFlightQueue::default();
     let mut protocol_error: Option<String> = None;
     let mut requests_open = true;
-    loop {
-        queue.drain_silent(|c| capture.on_silent(c));
-        if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
-            client
-                .send(format!("-ERR {msg}\r\n").into(), Vec::new())
-                .await?;
-            return Ok(());
-        }
-        if !requests_open && !queue.awaiting() {
-            return Ok(());
-        }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        let deadline = deadline(&queue, timeout);
-        tokio::select! {
-            entry = rx.recv(), if requests_open && protocol_error.is_none() => match entry {
-                Some(p) => accept(p, &mut queue, &mut protocol_error),
-                None => requests_open = false,
-            },
-            read = upstream.read_buf(&mut buf) => {
-                if read? == 0 {
-                    capture.abandon(queue.commands());
-                    return Err(SessionEnd::UpstreamClosed);
-                }
-                // Everything forwarded before these replies is in the channel.
-                while let Ok(p) = rx.try_recv() {
-                    accept(p, &mut queue, &mut protocol_error);
-                }
-                lens.clear();
-                scan_replies(&buf, &mut scanner, &mut lens)?;
-                let consumed: usize = lens.iter().sum();
-                if consumed > 0 {
-                    let mut replies = buf.split_to(consumed).freeze();
-                    // The connection's first reply answers the proxy's own
-                    // CLIENT ID; the client never sees it.
-                    if let Some(id) = client_id.take() {
-                        let own = lens.remove(0);
-                        id.set(&replies.slice(..own));
-                        replies = replies.slice(own..);
-                    }
-                    let waits = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
-                    client.send(replies, waits).await?;
-                }
+    let result = async {
+        loop {
+            queue.drain_silent(|c| capture.on_silent(c));
+            if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
+                client.send(format!("-ERR {msg}\r\n").into(), Vec::new()).await;
+                return Ok(());
             }
-            _ = sleep_until(deadline) => {
-                let limit = timeout.unwrap_or_default();
-                let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
-                let _ = client.send(msg.into(), Vec::new()).await;
-                capture.abandon(queue.commands());
-                return Err(SessionEnd::Timeout(limit));
+            if !requests_open && !queue.awaiting() {
+                return Ok(());
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let deadline = deadline(&queue, timeout);
+            tokio::select! {
+                entry = rx.recv(), if requests_open && protocol_error.is_none() => match entry {
+                    Some(p) => accept(p, &mut queue, &mut protocol_error),
+                    None => requests_open = false,
+                },
+                read = upstream.read_buf(&mut buf) => {
+                    if read? == 0 {
+                        return Err(SessionEnd::UpstreamClosed);
+                    }
+                    // Everything forwarded before these replies is in the channel.
+                    while let Ok(p) = rx.try_recv() {
+                        accept(p, &mut queue, &mut protocol_error);
+                    }
+                    lens.clear();
+                    scan_replies(&buf, &mut scanner, &mut lens)?;
+                    let consumed: usize = lens.iter().sum();
+                    if consumed > 0 {
+                        let mut replies = buf.split_to(consumed).freeze();
+                        // The connection's first reply answers the proxy's own
+                        // CLIENT ID; the client never sees it.
+                        if let Some(id) = client_id.take() {
+                            let own = lens.remove(0);
+                            id.set(&replies.slice(..own));
+                            replies = replies.slice(own..);
+                        }
+                        let waits = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
+                        client.send(replies, waits).await;
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    let limit = timeout.unwrap_or_default();
+                    let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
+                    client.send(msg.into(), Vec::new()).await;
+                    return Err(SessionEnd::Timeout(limit));
+                }
             }
         }
     }
+    .await;
+    if result.is_err() {
+        while let Ok(p) = rx.try_recv() {
+            accept(p, &mut queue, &mut protocol_error);
+        }
+        capture.abandon(queue.commands());
+    }
+    result
 }
 
 fn accept(p: Pending, queue: &mut InFlightQueue, protocol_error: &mut Option<String>) {

@@ -47,8 +47,12 @@ impl Report for ProxyReport {
         let counters = self.senders.kafka_counters();
         let per_sender = |out: &mut Metrics, name, help, count: fn(&Counters) -> &AtomicU64| {
             let mut family = out.counter_family(name, help);
-            for (sender, c) in counters {
-                family.sample(&[("sender", sender)], count(c).load(Ordering::Relaxed));
+            for k in counters {
+                let index = k.index.to_string();
+                family.sample(
+                    &[("sender", &index), ("topic", &k.topic)],
+                    count(&k.counters).load(Ordering::Relaxed),
+                );
             }
         };
         per_sender(

@@ -1,8 +1,11 @@
 //! The status endpoints both services expose: `/metrics` and `/health`.
 //!
 //! Operators scrape `/metrics` with Prometheus (text exposition format
-//! 0.0.4) and point load balancers and alerting at `/health`, which answers
-//! 200 while the service is healthy and 503 when it is not.
+//! 0.0.4) and point alerting at `/health`, which answers 200 while the
+//! service does its job fully and 503 when it does not. For the proxy that
+//! includes "the backup misses writes": a proxy answering 503 still serves
+//! clients, so a load balancer should not take it out of service for that
+//! (check the client port instead).
 //!
 //! The server is written by hand: two GET routes do not justify pulling a
 //! whole HTTP stack into the binary. It speaks just enough HTTP/1.1 for

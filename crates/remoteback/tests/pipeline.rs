@@ -129,6 +129,41 @@ fn ack_kafka_answers_a_deep_pipeline_in_order() {
     assert_eq!(records.len(), 2000, "every acknowledged INCR is in Kafka");
 }
 
+/// A client that pipelines writes and hangs up without reading a reply: the
+/// writes still run on the primary, so the proxy must read, match and
+/// capture their replies even though nobody takes them.
+#[test]
+fn writes_of_a_client_that_hangs_up_unread_are_captured() {
+    use std::io::Write;
+    let p = start("PROTOCOL", "coroutine", "");
+    let mut requests = Vec::new();
+    for i in 0..20_000 {
+        let key = format!("gone:{i}");
+        requests.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len()).as_bytes(),
+        );
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", p.proxy_port)).expect("connect");
+    s.write_all(&requests).expect("send the pipeline");
+    drop(s);
+    // How many SETs reach the primary depends on how much of them the proxy
+    // read before the hang-up; wait until that settles.
+    let mut primary = connect(p.primary.port());
+    let mut last = usize::MAX;
+    common::wait_until(
+        Duration::from_secs(30),
+        "the primary's key count to settle",
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            let now: usize = redis::cmd("DBSIZE").query(&mut primary).expect("DBSIZE");
+            std::mem::replace(&mut last, now) == now
+        },
+    );
+    assert!(last > 1000, "only {last} SETs reached the primary");
+    eprintln!("{last} of 20000 SETs reached the primary before the hang-up");
+    p.assert_converges(&[0], Duration::from_secs(60));
+}
+
 #[test]
 fn row_coroutine_converges() {
     converges("ROW", "coroutine");

@@ -291,7 +291,7 @@ impl Applier {
                     self.backup = Some(backup);
                     self.db = Some(0);
                     self.connected_once = true;
-                    self.backoff.reset();
+                    self.backoff.answered();
                     return Ok(stored);
                 }
                 Err(e @ BackupError::Auth { .. }) if !self.connected_once => return Err(e.into()),

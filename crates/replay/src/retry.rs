@@ -76,6 +76,14 @@ impl Backoff {
     /// Progress was made: the next failure waits the shortest pause again.
     pub fn reset(&mut self) {
         self.delay = FIRST_BACKOFF;
+        self.answered();
+    }
+
+    /// The backup answered (a connection and a read), so the partition no
+    /// longer counts as waiting. The pause is not shortened: a backup that
+    /// answers reads but refuses writes (`OOM`, `READONLY`) must still be
+    /// retried at a growing interval.
+    pub fn answered(&mut self) {
         if self.waiting {
             self.waiting = false;
             self.stats.add_waiting(-1);
@@ -85,7 +93,7 @@ impl Backoff {
 
 impl Drop for Backoff {
     fn drop(&mut self) {
-        self.reset();
+        self.answered();
     }
 }
 

@@ -60,12 +60,21 @@ pub struct Senders {
     sinks: Vec<Sink>,
     /// Records not yet acknowledged by Kafka, shared by every Kafka sender.
     backlog: Arc<Backlog>,
-    /// The Kafka senders' delivery counters, by description.
-    kafka: Vec<(String, Arc<Counters>)>,
+    /// The Kafka senders' delivery counters.
+    kafka: Vec<KafkaCounters>,
     ack: AckMode,
     /// Writes whose outcome the proxy never saw (see
     /// [`count_uncaptured`](Senders::count_uncaptured)).
     uncaptured: AtomicU64,
+}
+
+/// One Kafka sender's counters, and what tells it from the others (two
+/// senders may produce to topics of the same name on different clusters).
+pub struct KafkaCounters {
+    /// Its position among the `[[sender]]` tables.
+    pub index: usize,
+    pub topic: String,
+    pub counters: Arc<Counters>,
 }
 
 /// A sender could not be built from its settings.
@@ -103,7 +112,11 @@ impl Senders {
                                 reason,
                             }
                         })?;
-                    kafka.push((sender.describe(), sender.counters()));
+                    kafka.push(KafkaCounters {
+                        index,
+                        topic: k.topic.clone(),
+                        counters: sender.counters(),
+                    });
                     Sink {
                         filter: k.filter.clone(),
                         sender: Box::new(sender),
@@ -158,14 +171,14 @@ impl Senders {
         self.ack
     }
 
-    /// Each Kafka sender's description and delivery counters.
-    pub fn kafka_counters(&self) -> &[(String, Arc<Counters>)] {
+    /// Each Kafka sender's delivery counters.
+    pub fn kafka_counters(&self) -> &[KafkaCounters] {
         &self.kafka
     }
 
     /// Records lost by every Kafka sender since start.
     pub fn lost(&self) -> u64 {
-        self.kafka.iter().map(|(_, c)| c.lost()).sum()
+        self.kafka.iter().map(|k| k.counters.lost()).sum()
     }
 
     /// `n` writes were forwarded but their sessions ended before the primary
