@@ -164,6 +164,52 @@ fn writes_of_a_client_that_hangs_up_unread_are_captured() {
     p.assert_converges(&[0], Duration::from_secs(60));
 }
 
+/// A proxy killed mid-connection sends no `rb-close`; its next run numbers
+/// connections afresh. The replay must not continue the old connection (in
+/// database 3 after its `SELECT`) with the new one's bytes.
+#[test]
+fn row_connections_of_a_restarted_proxy_are_not_continued() {
+    let mut p = start("ROW", "coroutine", "");
+    let mut first = p.client();
+    let _: () = redis::cmd("SELECT")
+        .arg(3)
+        .query(&mut first)
+        .expect("SELECT");
+    let _: () = redis::cmd("SET")
+        .arg("old")
+        .arg(1)
+        .query(&mut first)
+        .expect("SET");
+    let on_backup = |db: u32, key: &str| {
+        let mut b = connect(p.backup.port());
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut b).expect("SELECT");
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query::<i64>(&mut b)
+            .expect("EXISTS")
+            == 1
+    };
+    common::wait_until(Duration::from_secs(30), "old in db 3 on the backup", || {
+        on_backup(3, "old")
+    });
+    p.proxy.restart();
+    p.proxy.wait_port(p.proxy_port);
+    drop(first);
+    let mut second = p.client();
+    let _: () = redis::cmd("SET")
+        .arg("new")
+        .arg(1)
+        .query(&mut second)
+        .expect("SET");
+    common::wait_until(Duration::from_secs(30), "new on the backup", || {
+        on_backup(0, "new") || on_backup(3, "new")
+    });
+    assert!(
+        on_backup(0, "new"),
+        "the new connection's SET landed in the old connection's database 3"
+    );
+}
+
 #[test]
 fn row_coroutine_converges() {
     converges("ROW", "coroutine");

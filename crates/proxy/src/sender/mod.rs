@@ -66,6 +66,16 @@ pub struct Senders {
     /// Writes whose outcome the proxy never saw (see
     /// [`count_uncaptured`](Senders::count_uncaptured)).
     uncaptured: AtomicU64,
+    /// Added to connection numbers in `ROW` records (`rb-conn`), so that a
+    /// connection id is never reused by a later run of the proxy.
+    row_base: u64,
+}
+
+/// The `rb-conn` base of a proxy run started at `start_ms`: the start time
+/// followed by six digits of connection number (`1795632173803000042` is
+/// connection 42 of the run started at 1795632173803 ms).
+pub fn row_base(start_ms: u64) -> u64 {
+    start_ms.saturating_mul(1_000_000)
 }
 
 /// One Kafka sender's counters, and what tells it from the others (two
@@ -133,6 +143,7 @@ impl Senders {
             kafka,
             ack: settings.ack,
             uncaptured: AtomicU64::new(0),
+            row_base: row_base(crate::capture::now_ms()),
         })
     }
 
@@ -154,6 +165,7 @@ impl Senders {
             kafka: Vec::new(),
             ack: AckMode::Redis,
             uncaptured: AtomicU64::new(0),
+            row_base: 0,
         }
     }
 
@@ -263,7 +275,7 @@ impl Senders {
         for sink in &self.sinks {
             let _ = sink.sender.send(record::for_row(
                 &self.source,
-                conn,
+                self.row_base + conn,
                 bytes.clone(),
                 close,
                 time_ms,
