@@ -205,6 +205,23 @@ impl Ordering {
         }
     }
 
+    /// The client hung up while its command blocks on the primary: ends the
+    /// block as Redis would have at the disconnect, so the command takes
+    /// nothing (a pop served meanwhile still answers, and is captured).
+    /// Without it the connection would stay blocked and could take an
+    /// element no client receives.
+    pub async fn unblock_abandoned(&self) {
+        let Some(id) = self.resolved_client_id().await else {
+            return;
+        };
+        if let Err(e) = self.prober.lock().await.unblock(id).await {
+            log::warn!(
+                "client {}: cannot end the block of its abandoned command ({e}); the primary keeps it blocked until it is served",
+                self.conn
+            );
+        }
+    }
+
     /// Remembers credentials the client used successfully, for the probe
     /// connection.
     pub async fn observe(&self, command: &Command, reply: &[u8]) {

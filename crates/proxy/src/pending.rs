@@ -78,6 +78,11 @@ pub fn waits_by_design(command: &Command, spec: Option<&CommandSpec>) -> bool {
         || subscription(command).is_some()
 }
 
+/// Whether `command` is one of the (un)subscribe commands.
+pub fn is_subscription(command: &Command) -> bool {
+    subscription(command).is_some()
+}
+
 fn subscription(command: &Command) -> Option<(SubKind, bool)> {
     let name = command.name();
     let table: [(&str, SubKind, bool); 6] = [

@@ -1,4 +1,5 @@
-//! Asking the primary whether a client is blocked (`CLIENT LIST ID`).
+//! Asking the primary whether a client is blocked (`CLIENT LIST ID`), and
+//! ending a block whose client is gone (`CLIENT UNBLOCK`).
 //!
 //! The question goes over a connection of the session's own, authenticated
 //! with the credentials its client used successfully (`AUTH`, or `HELLO`
@@ -70,6 +71,34 @@ impl Prober {
             Ok(other) => {
                 self.conn = None;
                 Err(io::Error::other(format!("CLIENT LIST answered {other:?}")))
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the block of Redis client `client_id` as if its timeout had
+    /// expired (`CLIENT UNBLOCK id`): its blocked command answers with its
+    /// timeout reply. `Ok(false)` when it was not blocked.
+    pub async fn unblock(&mut self, client_id: i64) -> io::Result<bool> {
+        let ask = Command::from_parts([
+            "CLIENT".as_bytes(),
+            b"UNBLOCK",
+            client_id.to_string().as_bytes(),
+        ]);
+        let reply = tokio::time::timeout(PROBE_TIMEOUT, self.call(&ask))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "CLIENT UNBLOCK timed out"))
+            .and_then(|r| r);
+        match reply {
+            Ok(Frame::Integer(n)) => Ok(n == 1),
+            Ok(other) => {
+                self.conn = None;
+                Err(io::Error::other(format!(
+                    "CLIENT UNBLOCK answered {other:?}"
+                )))
             }
             Err(e) => {
                 self.conn = None;

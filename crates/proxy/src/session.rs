@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use remoteback_protocol::commands::CommandSpec;
 use remoteback_protocol::frame::Scanner;
 use remoteback_protocol::request;
+use remoteback_protocol::Command;
 use remoteback_protocol::Format;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -333,9 +335,20 @@ async fn forward_replies(
     let mut queue = InFlightQueue::default();
     let mut protocol_error: Option<String> = None;
     let mut requests_open = true;
+    let mut unblocked = false;
     let result = async {
         loop {
             queue.drain_silent(|c| capture.on_silent(c));
+            // The client is gone (or the proxy shuts down) while its command
+            // blocks: Redis would end the block at the disconnect.
+            if let (false, false, None, Some(ordering), Some(head)) =
+                (requests_open, unblocked, &protocol_error, &ordering, queue.head())
+            {
+                if blocks(&head.command, head.spec) {
+                    unblocked = true;
+                    ordering.unblock_abandoned().await;
+                }
+            }
             if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
                 client.send(format!("-ERR {msg}\r\n").into(), Vec::new()).await;
                 return Ok(());
@@ -461,6 +474,12 @@ async fn match_replies(
         pos += len;
     }
     waits
+}
+
+/// Whether `command` blocks until data arrives or its timeout expires (what
+/// `CLIENT UNBLOCK` ends), unlike subscriptions and `MONITOR`.
+fn blocks(command: &Command, spec: Option<&CommandSpec>) -> bool {
+    waits_by_design(command, spec) && !command.is("MONITOR") && !pending::is_subscription(command)
 }
 
 /// When the oldest in-flight command times out, if it can.

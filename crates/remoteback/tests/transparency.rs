@@ -300,6 +300,51 @@ fn reply_timeout_answers_an_error_and_closes() {
     );
 }
 
+/// A client that hangs up while blocked in `BLPOP`: as with Redis itself,
+/// the block ends, and a later push stays in the list for other consumers
+/// instead of being popped for nobody.
+#[test]
+fn a_blocked_client_that_hangs_up_takes_nothing() {
+    let p = start("coroutine", 10_000);
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.write_all(b"BLPOP jobs 0\r\n").expect("write");
+    let mut primary = connect(p.primary.port());
+    let blocked = |primary: &mut redis::Connection| -> i64 {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(primary)
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("blocked_clients in INFO")
+    };
+    wait_until(
+        Duration::from_secs(5),
+        "the BLPOP blocked on the primary",
+        || blocked(&mut primary) == 1,
+    );
+    drop(s);
+    wait_until(
+        Duration::from_secs(5),
+        "the block ended after the hang-up",
+        || blocked(&mut primary) == 0,
+    );
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("jobs")
+        .arg("job-1")
+        .query(&mut primary)
+        .expect("RPUSH");
+    std::thread::sleep(Duration::from_millis(200));
+    let left: Vec<String> = redis::cmd("LRANGE")
+        .arg("jobs")
+        .arg(0)
+        .arg(-1)
+        .query(&mut primary)
+        .expect("LRANGE");
+    assert_eq!(left, ["job-1"], "the job stays for the next consumer");
+}
+
 #[test]
 fn unreachable_primary_is_reported_to_the_client() {
     let mut p = start("coroutine", 10_000);
