@@ -56,55 +56,50 @@ impl Prober {
 
     /// Whether Redis client `client_id` is blocked right now.
     pub async fn is_blocked(&mut self, client_id: i64) -> io::Result<bool> {
-        let ask = Command::from_parts([
-            "CLIENT".as_bytes(),
-            b"LIST",
-            b"ID",
-            client_id.to_string().as_bytes(),
-        ]);
-        let reply = tokio::time::timeout(PROBE_TIMEOUT, self.call(&ask))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "probe timed out"))
-            .and_then(|r| r);
-        match reply {
-            Ok(Frame::Bulk(line)) | Ok(Frame::Simple(line)) => Ok(blocked_flag(&line)),
-            Ok(other) => {
-                self.conn = None;
-                Err(io::Error::other(format!("CLIENT LIST answered {other:?}")))
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(e)
-            }
-        }
+        let id = client_id.to_string();
+        self.ask(&["CLIENT", "LIST", "ID", &id], |reply| match reply {
+            Frame::Bulk(line) | Frame::Simple(line) => Some(blocked_flag(line)),
+            _ => None,
+        })
+        .await
     }
 
     /// Ends the block of Redis client `client_id` as if its timeout had
     /// expired (`CLIENT UNBLOCK id`): its blocked command answers with its
     /// timeout reply. `Ok(false)` when it was not blocked.
     pub async fn unblock(&mut self, client_id: i64) -> io::Result<bool> {
-        let ask = Command::from_parts([
-            "CLIENT".as_bytes(),
-            b"UNBLOCK",
-            client_id.to_string().as_bytes(),
-        ]);
-        let reply = tokio::time::timeout(PROBE_TIMEOUT, self.call(&ask))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "CLIENT UNBLOCK timed out"))
-            .and_then(|r| r);
-        match reply {
-            Ok(Frame::Integer(n)) => Ok(n == 1),
-            Ok(other) => {
-                self.conn = None;
-                Err(io::Error::other(format!(
-                    "CLIENT UNBLOCK answered {other:?}"
-                )))
+        let id = client_id.to_string();
+        self.ask(&["CLIENT", "UNBLOCK", &id], |reply| match reply {
+            Frame::Integer(n) => Some(*n == 1),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends `parts` (within [`PROBE_TIMEOUT`]) and reads the answer with
+    /// `read`; any failure, or an answer `read` does not take, drops the
+    /// connection so the next question opens a fresh one.
+    async fn ask<T>(
+        &mut self,
+        parts: &[&str],
+        read: impl Fn(&Frame) -> Option<T>,
+    ) -> io::Result<T> {
+        let command = Command::from_parts(parts.iter());
+        let what = parts[..2].join(" ");
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, self.call(&command)).await {
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{what} timed out"),
+            )),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(reply)) => {
+                read(&reply).ok_or_else(|| io::Error::other(format!("{what} answered {reply:?}")))
             }
-            Err(e) => {
-                self.conn = None;
-                Err(e)
-            }
+        };
+        if result.is_err() {
+            self.conn = None;
         }
+        result
     }
 
     async fn call(&mut self, command: &Command) -> io::Result<Frame> {
