@@ -216,20 +216,15 @@ pub(super) fn xreadgroup(args: &[Bytes], reply: Reply<'_>, now: i64) -> Option<R
         }
         // Entries deleted since delivery come back as [id, nil]: they stay
         // pending as they are; an XCLAIM would drop them.
-        let mut claim = vec![
-            word("XCLAIM"),
-            key.clone(),
-            p.group.clone(),
-            p.consumer.clone(),
-            word("0"),
-        ];
+        let mut ids = Vec::new();
         for entry in entries {
             let parts = entry.as_array()?;
             if !matches!(parts.get(1), Some(Frame::Null) | None) {
-                claim.push(parts.first()?.as_bytes()?.clone());
+                ids.push(parts.first()?.as_bytes()?.clone());
             }
         }
-        if claim.len() > 5 {
+        if !ids.is_empty() {
+            let mut claim = xclaim_of(key, &p.group, &p.consumer, word("0"), ids);
             claim.extend([word("TIME"), number(now), word("JUSTID")]);
             out.push(Command::new(claim));
         }
@@ -293,24 +288,23 @@ pub(super) fn xclaim(args: &[Bytes], reply: Reply<'_>, now: i64) -> Option<Rewri
         .filter(|id| stream_id(id).is_some_and(|p| !claimed_ids.contains(&p)))
         .cloned()
         .collect();
-    let head = [key.clone(), group.clone(), consumer.clone()];
     let mut out = Vec::new();
     let mut lastid = lastid.map(|id| [word("LASTID"), id.clone()]);
     if !claimed.is_empty() {
-        let mut parts = vec![word("XCLAIM")];
-        parts.extend(head.iter().cloned());
-        parts.push(word("0"));
-        parts.extend(claimed.into_iter().cloned());
+        let mut parts = xclaim_of(
+            key,
+            group,
+            consumer,
+            word("0"),
+            claimed.into_iter().cloned(),
+        );
         parts.extend([word("TIME"), number(time.unwrap_or(now))]);
         parts.extend(options);
         parts.extend(lastid.take().into_iter().flatten());
         out.push(Command::new(parts));
     }
     if !rest.is_empty() {
-        let mut parts = vec![word("XCLAIM")];
-        parts.extend(head);
-        parts.push(number(i64::MAX));
-        parts.extend(rest);
+        let mut parts = xclaim_of(key, group, consumer, number(i64::MAX), rest);
         parts.push(word("JUSTID"));
         parts.extend(lastid.take().into_iter().flatten());
         out.push(Command::new(parts));
@@ -343,14 +337,13 @@ pub(super) fn xautoclaim(args: &[Bytes], reply: Reply<'_>, now: i64) -> Option<R
     };
     let mut out = Vec::new();
     if !claimed.is_empty() {
-        let mut c = vec![
-            word("XCLAIM"),
-            key.clone(),
-            group.clone(),
-            consumer.clone(),
+        let mut c = xclaim_of(
+            key,
+            group,
+            consumer,
             word("0"),
-        ];
-        c.extend(claimed.into_iter().cloned());
+            claimed.into_iter().cloned(),
+        );
         c.extend([word("TIME"), number(now)]);
         if justid {
             c.push(word("JUSTID"));
@@ -363,6 +356,25 @@ pub(super) fn xautoclaim(args: &[Bytes], reply: Reply<'_>, now: i64) -> Option<R
         out.push(Command::new(c));
     }
     commands(out)
+}
+
+/// `XCLAIM key group consumer min_idle ids...`; the caller adds the options.
+fn xclaim_of(
+    key: &Bytes,
+    group: &Bytes,
+    consumer: &Bytes,
+    min_idle: Bytes,
+    ids: impl IntoIterator<Item = Bytes>,
+) -> Vec<Bytes> {
+    let mut parts = vec![
+        word("XCLAIM"),
+        key.clone(),
+        group.clone(),
+        consumer.clone(),
+        min_idle,
+    ];
+    parts.extend(ids);
+    parts
 }
 
 #[cfg(test)]
