@@ -15,24 +15,12 @@ use super::{int, is, nil_reply, number, one, word, Reply, Rewritten};
 /// on timeout (t_list.c). Without a reply: `LMPOP` of the same keys, the
 /// non-blocking equivalent.
 pub(super) fn bpop(args: &[Bytes], reply: Reply<'_>, left: bool) -> Option<Rewritten> {
-    if args.len() < 3 {
-        return None;
-    }
-    let Some(f) = reply.decode() else {
-        let keys = &args[1..args.len() - 1];
-        let mut parts = vec![word("LMPOP"), number(keys.len() as i64)];
-        parts.extend(keys.iter().cloned());
-        parts.push(word(if left { "LEFT" } else { "RIGHT" }));
-        return one(parts);
+    let (pop, side) = if left {
+        ("LPOP", "LEFT")
+    } else {
+        ("RPOP", "RIGHT")
     };
-    match &*f {
-        Frame::Null => Some(Rewritten::Nothing),
-        Frame::Array(items) => one(vec![
-            word(if left { "LPOP" } else { "RPOP" }),
-            items.first()?.as_bytes()?.clone(),
-        ]),
-        _ => None,
-    }
+    served_pop(args, reply, "LMPOP", pop, side)
 }
 
 /// `BLMOVE src dst LEFT|RIGHT LEFT|RIGHT timeout` → `LMOVE`.
@@ -107,22 +95,37 @@ pub(super) fn mpop(
 /// `BZPOPMIN|BZPOPMAX key [key ...] timeout` → `ZPOPMIN|ZPOPMAX <key
 /// served>` (t_zset.c); the reply is `[key, member, score]` or nil.
 pub(super) fn bzpop(args: &[Bytes], reply: Reply<'_>, min: bool) -> Option<Rewritten> {
+    let (pop, side) = if min {
+        ("ZPOPMIN", "MIN")
+    } else {
+        ("ZPOPMAX", "MAX")
+    };
+    served_pop(args, reply, "ZMPOP", pop, side)
+}
+
+/// A single-key blocking pop (`args`: name, keys, timeout) as `pop` of the
+/// key the reply names, nothing on timeout; without a reply, `multi` (the
+/// non-blocking multi-key pop) of all keys from `side`.
+fn served_pop(
+    args: &[Bytes],
+    reply: Reply<'_>,
+    multi: &'static str,
+    pop: &'static str,
+    side: &'static str,
+) -> Option<Rewritten> {
     if args.len() < 3 {
         return None;
     }
     let Some(f) = reply.decode() else {
         let keys = &args[1..args.len() - 1];
-        let mut parts = vec![word("ZMPOP"), number(keys.len() as i64)];
+        let mut parts = vec![word(multi), number(keys.len() as i64)];
         parts.extend(keys.iter().cloned());
-        parts.push(word(if min { "MIN" } else { "MAX" }));
+        parts.push(word(side));
         return one(parts);
     };
     match &*f {
         Frame::Null => Some(Rewritten::Nothing),
-        Frame::Array(items) => one(vec![
-            word(if min { "ZPOPMIN" } else { "ZPOPMAX" }),
-            items.first()?.as_bytes()?.clone(),
-        ]),
+        Frame::Array(items) => one(vec![word(pop), items.first()?.as_bytes()?.clone()]),
         _ => None,
     }
 }

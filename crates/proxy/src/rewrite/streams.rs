@@ -224,7 +224,7 @@ pub(super) fn xreadgroup(args: &[Bytes], reply: Reply<'_>, now: i64) -> Option<R
             }
         }
         if !ids.is_empty() {
-            let mut claim = xclaim_of(key, &p.group, &p.consumer, word("0"), ids);
+            let mut claim = xclaim_of(key, p.group, p.consumer, word("0"), ids);
             claim.extend([word("TIME"), number(now), word("JUSTID")]);
             out.push(Command::new(claim));
         }
