@@ -384,16 +384,9 @@ impl RedisServer {
     /// ([`RedisServer::start_with`]).
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = Instant::now() + REDIS_START_TIMEOUT;
-        loop {
-            match self.launch() {
-                Ok(()) => return,
-                Err(e) if Instant::now() >= deadline => {
-                    panic!("redis-server did not restart on port {}: {e}", self.port)
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
+        relaunch("redis-server", self.port, REDIS_START_TIMEOUT, || {
+            self.launch()
+        });
     }
 
     fn launch(&mut self) -> Result<(), String> {
@@ -422,30 +415,15 @@ impl RedisServer {
         let child = spawn(cmd)
             .map_err(|e| format!("cannot run {}: {e}", redis_server_program().display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + REDIS_START_TIMEOUT;
-        loop {
-            if redis_ping(self.port) {
-                return Ok(());
-            }
-            let child = self.child.as_mut().expect("child");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Err(format!(
-                    "redis-server on port {} exited with {status}; log:\n{}",
-                    self.port,
-                    self.log()
-                ));
-            }
-            if Instant::now() >= deadline {
-                kill_child(&mut self.child);
-                return Err(format!(
-                    "redis-server on port {} did not answer PING within {REDIS_START_TIMEOUT:?}; log:\n{}",
-                    self.port,
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (port, log) = (self.port, self.log_path());
+        wait_ready(
+            &mut self.child,
+            &format!("redis-server on port {port}"),
+            "answer PING",
+            REDIS_START_TIMEOUT,
+            &log,
+            || redis_ping(port),
+        )
     }
 }
 
@@ -481,6 +459,60 @@ pub fn tansu_program() -> PathBuf {
         }
     }
     PathBuf::from("tansu")
+}
+
+/// Waits until `ready()` says the freshly started `child` serves; an error
+/// (with the end of its log) when it exits first or `timeout` passes, then
+/// it is killed.
+fn wait_ready(
+    child: &mut Option<Child>,
+    what: &str,
+    ready_means: &str,
+    timeout: Duration,
+    log: &Path,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+            *child = None;
+            return Err(format!(
+                "{what} exited with {status}; log:\n{}",
+                file_tail(log, LOG_TAIL_BYTES)
+            ));
+        }
+        if Instant::now() >= deadline {
+            kill_child(child);
+            return Err(format!(
+                "{what} did not {ready_means} within {timeout:?}; log:\n{}",
+                file_tail(log, LOG_TAIL_BYTES)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Calls `launch` until it succeeds: the port a killed server held may take
+/// a moment to be free again. Panics after `timeout`.
+fn relaunch(
+    what: &str,
+    port: u16,
+    timeout: Duration,
+    mut launch: impl FnMut() -> Result<(), String>,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match launch() {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{what} did not restart on port {port}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
 }
 
 /// Adds the index tansu 0.6.0's sqlite schema lacks to a running broker's
@@ -568,16 +600,7 @@ impl Broker {
     /// sqlite file, so topics and records survive.
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = Instant::now() + BROKER_START_TIMEOUT;
-        loop {
-            match self.launch() {
-                Ok(()) => return,
-                Err(e) if Instant::now() >= deadline => {
-                    panic!("tansu did not restart on port {}: {e}", self.port)
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
+        relaunch("tansu", self.port, BROKER_START_TIMEOUT, || self.launch());
     }
 
     fn launch(&mut self) -> Result<(), String> {
@@ -604,31 +627,16 @@ impl Broker {
             )
         })?;
         self.child = Some(child);
-        let deadline = Instant::now() + BROKER_START_TIMEOUT;
-        loop {
-            if port_open(self.port) {
-                return index_tansu_headers(&self.dir.join("tansu.db"))
-                    .inspect_err(|_| kill_child(&mut self.child));
-            }
-            let child = self.child.as_mut().expect("child");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Err(format!(
-                    "tansu on port {} exited with {status}; log:\n{}",
-                    self.port,
-                    self.log()
-                ));
-            }
-            if Instant::now() >= deadline {
-                kill_child(&mut self.child);
-                return Err(format!(
-                    "tansu on port {} did not accept connections within {BROKER_START_TIMEOUT:?}; log:\n{}",
-                    self.port,
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (port, log) = (self.port, self.log_path());
+        wait_ready(
+            &mut self.child,
+            &format!("tansu on port {port}"),
+            "accept connections",
+            BROKER_START_TIMEOUT,
+            &log,
+            || port_open(port),
+        )?;
+        index_tansu_headers(&self.dir.join("tansu.db")).inspect_err(|_| kill_child(&mut self.child))
     }
 
     /// A client config pointing at this broker.
