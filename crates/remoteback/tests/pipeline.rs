@@ -28,15 +28,7 @@ fn original_example_set_reaches_backup_and_get_does_not_reach_kafka() {
         .expect("SET");
     let got: String = redis::cmd("GET").arg("a").query(&mut c).expect("GET");
     assert_eq!(got, "a");
-    common::wait_until(Duration::from_secs(30), "a = a on the backup", || {
-        redis::cmd("GET")
-            .arg("a")
-            .query::<Option<String>>(&mut connect(p.backup.port()))
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("a")
-    });
+    p.wait_backup_value(0, "a", "a");
     let records = p.topic_records();
     assert_eq!(records.len(), 1, "only the SET is in Kafka: {records:?}");
     let (headers, payload) = &records[0];
@@ -180,18 +172,7 @@ fn row_connections_of_a_restarted_proxy_are_not_continued() {
         .arg(1)
         .query(&mut first)
         .expect("SET");
-    let on_backup = |db: u32, key: &str| {
-        let mut b = connect(p.backup.port());
-        let _: () = redis::cmd("SELECT").arg(db).query(&mut b).expect("SELECT");
-        redis::cmd("EXISTS")
-            .arg(key)
-            .query::<i64>(&mut b)
-            .expect("EXISTS")
-            == 1
-    };
-    common::wait_until(Duration::from_secs(30), "old in db 3 on the backup", || {
-        on_backup(3, "old")
-    });
+    p.wait_backup_value(3, "old", "1");
     p.proxy.restart();
     p.proxy.wait_port(p.proxy_port);
     drop(first);
@@ -202,10 +183,10 @@ fn row_connections_of_a_restarted_proxy_are_not_continued() {
         .query(&mut second)
         .expect("SET");
     common::wait_until(Duration::from_secs(30), "new on the backup", || {
-        on_backup(0, "new") || on_backup(3, "new")
+        p.backup_get(0, "new").is_some() || p.backup_get(3, "new").is_some()
     });
     assert!(
-        on_backup(0, "new"),
+        p.backup_get(0, "new").is_some(),
         "the new connection's SET landed in the old connection's database 3"
     );
 }
@@ -298,13 +279,7 @@ fn filter_sends_only_listed_commands() {
         .arg("2")
         .query(&mut c)
         .expect("SET");
-    common::wait_until(Duration::from_secs(30), "s2 on the backup", || {
-        redis::cmd("EXISTS")
-            .arg("s2")
-            .query::<i64>(&mut connect(p.backup.port()))
-            .unwrap_or(0)
-            == 1
-    });
+    p.wait_backup_value(0, "s2", "2");
     let payloads: Vec<Vec<u8>> = p.topic_records().into_iter().map(|(_, p)| p).collect();
     assert_eq!(
         payloads,
@@ -375,13 +350,7 @@ fn transactions_replicate_only_what_ran() {
         .arg("1")
         .query(&mut c)
         .expect("SET");
-    common::wait_until(Duration::from_secs(30), "last on the backup", || {
-        redis::cmd("EXISTS")
-            .arg("last")
-            .query::<i64>(&mut connect(p.backup.port()))
-            .unwrap_or(0)
-            == 1
-    });
+    p.wait_backup_value(0, "last", "1");
     let payloads: Vec<Vec<u8>> = p.topic_records().into_iter().map(|(_, p)| p).collect();
     assert_eq!(
         payloads.len(),
@@ -595,14 +564,6 @@ fn sigterm_lets_commands_in_flight_finish_and_delivers_their_records() {
             .expect("the SET was answered"),
         "OK"
     );
-    common::wait_until(Duration::from_secs(30), "the SET on the backup", || {
-        redis::cmd("GET")
-            .arg("in-flight")
-            .query::<Option<String>>(&mut p.on_backup())
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("1")
-    });
+    p.wait_backup_value(0, "in-flight", "1");
     eprintln!("[check] the client got +OK after SIGTERM, the proxy exited 0, the record reached the backup");
 }

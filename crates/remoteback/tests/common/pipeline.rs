@@ -128,6 +128,22 @@ impl Pipeline {
         connect(self.backup.port())
     }
 
+    /// The string at `key` in database `db` of the backup, if any.
+    pub fn backup_get(&self, db: u32, key: &str) -> Option<String> {
+        let mut b = self.on_backup();
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut b).expect("SELECT");
+        redis::cmd("GET").arg(key).query(&mut b).expect("GET")
+    }
+
+    /// Waits until database `db` of the backup holds `key` = `value`.
+    pub fn wait_backup_value(&self, db: u32, key: &str, value: &str) {
+        super::wait_until(
+            Duration::from_secs(30),
+            &format!("{key} = {value} on the backup"),
+            || self.backup_get(db, key).as_deref() == Some(value),
+        );
+    }
+
     /// The proxy's and the replay's logs, for failure messages.
     pub fn logs(&self) -> String {
         format!(
