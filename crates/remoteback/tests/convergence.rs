@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::mixed;
 use common::pipeline::{Pipeline, Setup};
-use remoteback::compare::{self, Client, Options};
+use remoteback::compare::{self, Options};
 
 const CLIENTS: usize = 16;
 
@@ -49,9 +49,9 @@ fn run(seed: u64, commands: u64) {
         started.elapsed()
     );
 
-    let addr = |p: u16| format!("127.0.0.1:{p}");
-    let mut on_primary = Client::connect(&addr(p.primary.port()), None, None).expect("primary");
-    let mut on_backup = Client::connect(&addr(p.backup.port()), None, None).expect("backup");
+    let url = |p: u16| format!("redis://127.0.0.1:{p}");
+    let mut on_primary = compare::connect(&url(p.primary.port())).expect("primary");
+    let mut on_backup = compare::connect(&url(p.backup.port())).expect("backup");
     let options = Options {
         dbs: mixed::DBS.to_vec(),
         ttl_tolerance_ms: 2000,

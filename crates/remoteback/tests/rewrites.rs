@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::pipeline::{connect, Pipeline, Setup};
 use common::RedisServer;
 use redis::Value;
-use remoteback::compare::{self, Client, Options};
+use remoteback::compare::{self, Options};
 
 /// How far apart the primary's and the backup's absolute expiry (or
 /// delivery) times may be: the proxy stamps them when the reply arrives, a
@@ -49,9 +49,9 @@ impl Checks for Pipeline {
     /// Every key of database 0 equal on both sides (TTLs within the
     /// tolerance); panics with the differences otherwise.
     fn assert_equal(&self) {
-        let addr = |p: u16| format!("127.0.0.1:{p}");
-        let mut primary = Client::connect(&addr(self.primary.port()), None, None).expect("primary");
-        let mut backup = Client::connect(&addr(self.backup.port()), None, None).expect("backup");
+        let url = |p: u16| format!("redis://127.0.0.1:{p}");
+        let mut primary = compare::connect(&url(self.primary.port())).expect("primary");
+        let mut backup = compare::connect(&url(self.backup.port())).expect("backup");
         let options = Options {
             dbs: vec![0],
             ttl_tolerance_ms: TOLERANCE_MS,

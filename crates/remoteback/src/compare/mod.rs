@@ -7,16 +7,37 @@
 //! unordered. TTLs compare within a tolerance, since the backup applies an
 //! absolute expiry some time after the primary did. Keys remoteback writes
 //! for itself (`__remoteback:*`) are skipped.
-
-pub mod client;
+//!
+//! Connections are the `redis` crate's ([`connect`]), so a URL brings its
+//! ACL user, password and database.
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
-use remoteback_protocol::frame::Frame;
+use redis::{Connection, Value};
 
-pub use client::Client;
+/// How long one reply may take before the comparison fails.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection for comparing, from a `redis://` URL
+/// (`redis://[user:password@]host:port[/db]`). It sends nothing of its own
+/// to the server (no `CLIENT SETINFO`) besides what the URL asks for.
+pub fn connect(url: &str) -> anyhow::Result<Connection> {
+    let connection = redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|info| {
+            let quiet = info.redis_settings().clone().set_skip_set_lib_name();
+            info.set_redis_settings(quiet)
+        })
+        .and_then(redis::Client::open)
+        .and_then(|c| c.get_connection_with_timeout(REPLY_TIMEOUT))
+        .with_context(|| format!("connect to {url}"))?;
+    connection.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    connection.set_write_timeout(Some(REPLY_TIMEOUT))?;
+    Ok(connection)
+}
 
 /// Prefix of the keys remoteback keeps in the backup for itself.
 pub const INTERNAL_PREFIX: &[u8] = b"__remoteback:";
@@ -85,15 +106,15 @@ impl Snapshot {
 
 /// Every difference between `primary` and `backup` in `options.dbs`.
 pub fn differences(
-    primary: &mut Client,
-    backup: &mut Client,
+    primary: &mut Connection,
+    backup: &mut Connection,
     options: &Options,
 ) -> anyhow::Result<Vec<Difference>> {
     let mut diffs = Vec::new();
     for &db in &options.dbs {
         let db_arg = db.to_string();
-        primary.ok(&["SELECT", &db_arg])?;
-        backup.ok(&["SELECT", &db_arg])?;
+        call(primary, &[b"SELECT", db_arg.as_bytes()])?;
+        call(backup, &[b"SELECT", db_arg.as_bytes()])?;
         let mut keys = scan(primary)?;
         keys.extend(scan(backup)?);
         for key in keys {
@@ -114,36 +135,66 @@ pub fn differences(
     Ok(diffs)
 }
 
-fn scan(client: &mut Client) -> anyhow::Result<BTreeSet<Bytes>> {
+/// Sends one command (arguments as bytes) and returns its reply; a Redis
+/// error is an `Err`.
+fn call(connection: &mut Connection, args: &[&[u8]]) -> anyhow::Result<Value> {
+    let mut command = redis::Cmd::new();
+    for arg in args {
+        command.arg(*arg);
+    }
+    command.query(connection).with_context(|| {
+        let name = args.first().map(|a| a.escape_ascii().to_string());
+        format!("{} failed", name.unwrap_or_default())
+    })
+}
+
+/// The bytes of a string reply.
+fn bytes_of(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+fn scan(connection: &mut Connection) -> anyhow::Result<BTreeSet<Bytes>> {
     let mut keys = BTreeSet::new();
-    let mut cursor = Bytes::from_static(b"0");
+    let mut cursor = b"0".to_vec();
     loop {
-        let reply = client.ok(&[&b"SCAN"[..], &cursor, b"COUNT", b"1000"])?;
-        let parts = reply.as_array().unwrap_or_default();
+        let reply = call(connection, &[b"SCAN", &cursor, b"COUNT", b"1000"])?;
         let (Some(next), Some(batch)) = (
-            parts.first().and_then(Frame::as_bytes),
-            parts.get(1).and_then(Frame::as_array),
+            as_array(&reply).and_then(|p| p.first()).and_then(bytes_of),
+            as_array(&reply).and_then(|p| p.get(1)).and_then(as_array),
         ) else {
             anyhow::bail!("unexpected SCAN reply: {reply:?}");
         };
         keys.extend(
             batch
                 .iter()
-                .filter_map(Frame::as_bytes)
+                .filter_map(bytes_of)
                 .filter(|k| !k.starts_with(INTERNAL_PREFIX))
-                .cloned(),
+                .map(Bytes::copy_from_slice),
         );
-        if &next[..] == b"0" {
+        if next == b"0" {
             return Ok(keys);
         }
-        cursor = next.clone();
+        cursor = next.to_vec();
     }
 }
 
-fn snapshot(client: &mut Client, key: &Bytes) -> anyhow::Result<Snapshot> {
-    let kind = match client.ok(&[&b"TYPE"[..], key])? {
-        Frame::Simple(k) | Frame::Bulk(k) => String::from_utf8_lossy(&k).into_owned(),
-        other => anyhow::bail!("unexpected TYPE reply: {other:?}"),
+fn as_array(value: &Value) -> Option<&[Value]> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn snapshot(connection: &mut Connection, key: &Bytes) -> anyhow::Result<Snapshot> {
+    let reply = call(connection, &[b"TYPE", key])?;
+    let kind = match bytes_of(&reply) {
+        Some(k) => String::from_utf8_lossy(k).into_owned(),
+        None => anyhow::bail!("unexpected TYPE reply: {reply:?}"),
     };
     let read: &[&[u8]] = match kind.as_str() {
         "string" => &[b"GET"],
@@ -159,10 +210,10 @@ fn snapshot(client: &mut Client, key: &Bytes) -> anyhow::Result<Snapshot> {
     } else {
         let mut args: Vec<&[u8]> = vec![read[0], key];
         args.extend_from_slice(&read[1..]);
-        canonical(&kind, &client.ok(&args)?)
+        canonical(&kind, &call(connection, &args)?)
     };
-    let ttl_ms = match client.ok(&[&b"PTTL"[..], key])? {
-        Frame::Integer(t) => t.max(-1),
+    let ttl_ms = match call(connection, &[b"PTTL", key])? {
+        Value::Int(t) => t.max(-1),
         _ => -1,
     };
     Ok(Snapshot {
@@ -173,17 +224,17 @@ fn snapshot(client: &mut Client, key: &Bytes) -> anyhow::Result<Snapshot> {
 }
 
 /// A value as text; sets and hashes sorted so order does not matter.
-fn canonical(kind: &str, value: &Frame) -> String {
+fn canonical(kind: &str, value: &Value) -> String {
     let items: Vec<String> = match value {
-        Frame::Array(items) => items.iter().map(text).collect(),
-        Frame::Map(items) => items
-            .chunks(2)
-            .map(|p| p.iter().map(text).collect::<Vec<_>>().join("="))
+        Value::Array(items) | Value::Set(items) => items.iter().map(text).collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", text(k), text(v)))
             .collect(),
         other => vec![text(other)],
     };
     let mut items = match (kind, value) {
-        ("hash", Frame::Array(_)) => items.chunks(2).map(|p| p.join("=")).collect(),
+        ("hash", Value::Array(_)) => items.chunks(2).map(|p| p.join("=")).collect(),
         _ => items,
     };
     if kind == "set" || kind == "hash" {
@@ -192,16 +243,18 @@ fn canonical(kind: &str, value: &Frame) -> String {
     format!("[{}]", items.join(", "))
 }
 
-fn text(value: &Frame) -> String {
-    match value {
-        Frame::Bulk(b) | Frame::Simple(b) if b.len() > 128 => {
+fn text(value: &Value) -> String {
+    if let Some(b) = bytes_of(value) {
+        if b.len() > 128 {
             let hash = b.iter().fold(0xcbf29ce484222325u64, |h, x| {
                 (h ^ u64::from(*x)).wrapping_mul(0x100000001b3)
             });
-            format!("<{} bytes, fnv {hash:016x}>", b.len())
+            return format!("<{} bytes, fnv {hash:016x}>", b.len());
         }
-        Frame::Bulk(b) | Frame::Simple(b) => format!("\"{}\"", b.escape_ascii()),
-        Frame::Array(items) => format!(
+        return format!("\"{}\"", b.escape_ascii());
+    }
+    match value {
+        Value::Array(items) => format!(
             "[{}]",
             items.iter().map(text).collect::<Vec<_>>().join(", ")
         ),
@@ -213,26 +266,26 @@ fn text(value: &Frame) -> String {
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> Frame {
-        Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
     }
 
     #[test]
     fn sets_and_hashes_ignore_order_lists_do_not() {
-        let a = Frame::Array(vec![bulk("x"), bulk("1"), bulk("y"), bulk("2")]);
-        let b = Frame::Array(vec![bulk("y"), bulk("2"), bulk("x"), bulk("1")]);
+        let a = Value::Array(vec![bulk("x"), bulk("1"), bulk("y"), bulk("2")]);
+        let b = Value::Array(vec![bulk("y"), bulk("2"), bulk("x"), bulk("1")]);
         assert_eq!(canonical("hash", &a), canonical("hash", &b));
         assert_eq!(canonical("set", &a), canonical("set", &b));
         assert_ne!(canonical("list", &a), canonical("list", &b));
         // Field/value pairs stay paired: {x:2, y:1} is not {x:1, y:2}.
-        let c = Frame::Array(vec![bulk("x"), bulk("2"), bulk("y"), bulk("1")]);
+        let c = Value::Array(vec![bulk("x"), bulk("2"), bulk("y"), bulk("1")]);
         assert_ne!(canonical("hash", &a), canonical("hash", &c));
     }
 
     #[test]
     fn binary_values_are_visible() {
         assert_eq!(
-            text(&Frame::Bulk(Bytes::from_static(b"\0\xff\r\n"))),
+            text(&Value::BulkString(b"\0\xff\r\n".to_vec())),
             "\"\\x00\\xff\\r\\n\""
         );
     }

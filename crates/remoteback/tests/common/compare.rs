@@ -1,14 +1,14 @@
 //! The library comparator (`remoteback::compare`) between two test servers.
 
 pub use remoteback::compare::Difference;
-use remoteback::compare::{Client, Options};
+use remoteback::compare::Options;
 
 /// Every difference between the servers on `primary` and `backup` in `dbs`
 /// (TTLs within 2 s).
 pub fn differences(primary: u16, backup: u16, dbs: &[u32]) -> Vec<Difference> {
     let connect = |port: u16| {
-        Client::connect(&format!("127.0.0.1:{port}"), None, None)
-            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
+        remoteback::compare::connect(&format!("redis://127.0.0.1:{port}"))
+            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e:#}"))
     };
     let options = Options {
         dbs: dbs.to_vec(),
