@@ -73,15 +73,13 @@ fn check_config(file: PathBuf) -> ExitCode {
 /// Lets librdkafka check the Kafka properties, as it will at start (no
 /// connection is made).
 fn validate_kafka(loaded: &config::Loaded) -> Result<(), String> {
-    use rdkafka::consumer::BaseConsumer;
     match loaded {
         config::Loaded::Proxy(p) => remoteback_proxy::sender::Senders::build(p, "check-config")
             .map(drop)
             .map_err(|e| e.to_string()),
-        config::Loaded::Replay(r) => remoteback_replay::receiver::client_config(&r.receiver)
-            .create::<BaseConsumer>()
-            .map(drop)
-            .map_err(|e| format!("receiver (KafkaReceiver): {e}")),
+        config::Loaded::Replay(r) => {
+            remoteback_replay::validate(r).map_err(|e| format!("receiver (KafkaReceiver): {e}"))
+        }
     }
 }
 
@@ -132,7 +130,7 @@ fn run_replay(file: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let stats = remoteback_replay::stats::Stats::default();
+    let stats = remoteback_replay::Stats::default();
     let result = match runtime() {
         Ok(rt) => {
             if let Some(address) = settings.metrics.clone() {
@@ -184,10 +182,25 @@ fn finish(what: &str, result: anyhow::Result<()>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            log::error!("{what}: {e:#}");
+            log::error!("{what}: {}", explain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error with its causes, each once: the project's errors already name
+/// their cause in their message, a context added on the way (`anyhow`)
+/// does not.
+fn explain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Resolves on SIGINT or SIGTERM.

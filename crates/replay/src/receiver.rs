@@ -10,9 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use remoteback_protocol::record::Meta;
+use remoteback_protocol::record::{Meta, RecordError};
 
 use crate::settings::ReceiverSettings;
 
@@ -57,7 +58,8 @@ pub enum ReceiveError {
         topic: String,
         partition: i32,
         offset: i64,
-        reason: String,
+        #[source]
+        reason: RecordError,
     },
     #[error("topic {topic} has no partition {partition} (it has {}); check `partitions` in [receiver]", describe_partitions(.available))]
     NoPartition {
@@ -66,7 +68,15 @@ pub enum ReceiveError {
         available: Vec<i32>,
     },
     #[error("kafka: {0}")]
-    Kafka(String),
+    Kafka(#[from] KafkaError),
+    #[error("kafka: reading the end offset of {topic}[{partition}]: {source}")]
+    EndOffset {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error("kafka: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl ReceiveError {
@@ -129,9 +139,7 @@ pub async fn partitions(settings: &ReceiverSettings) -> Result<Vec<(String, i32)
     let topics = settings.topics.clone();
     let listed = settings.partitions.clone();
     tokio::task::spawn_blocking(move || -> Result<Vec<(String, i32)>, ReceiveError> {
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| ReceiveError::Kafka(e.to_string()))?;
+        let consumer: BaseConsumer = config.create()?;
         let mut found = Vec::new();
         for topic in &topics {
             let mut warned = false;
@@ -177,8 +185,7 @@ pub async fn partitions(settings: &ReceiverSettings) -> Result<Vec<(String, i32)
         }
         Ok(found)
     })
-    .await
-    .map_err(|e| ReceiveError::Kafka(e.to_string()))?
+    .await?
 }
 
 /// The partition's high watermark: the offset the next record written to it
@@ -191,20 +198,17 @@ pub async fn high_watermark(
     let config = client_config(settings);
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| ReceiveError::Kafka(e.to_string()))?;
+        let consumer: BaseConsumer = config.create()?;
         consumer
             .fetch_watermarks(&topic, partition, Duration::from_secs(30))
             .map(|(_low, high)| high)
-            .map_err(|e| {
-                ReceiveError::Kafka(format!(
-                    "reading the end offset of {topic}[{partition}]: {e}"
-                ))
+            .map_err(|source| ReceiveError::EndOffset {
+                topic,
+                partition,
+                source,
             })
     })
-    .await
-    .map_err(|e| ReceiveError::Kafka(e.to_string()))?
+    .await?
 }
 
 /// A consumer assigned to `topic`/`partition` at `start`.
@@ -214,20 +218,14 @@ pub fn consumer(
     partition: i32,
     start: StartAt,
 ) -> Result<StreamConsumer, ReceiveError> {
-    let consumer: StreamConsumer = client_config(settings)
-        .create()
-        .map_err(|e| ReceiveError::Kafka(e.to_string()))?;
+    let consumer: StreamConsumer = client_config(settings).create()?;
     let mut assignment = TopicPartitionList::new();
     let offset = match start {
         StartAt::Beginning => Offset::Beginning,
         StartAt::Offset(o) => Offset::Offset(o),
     };
-    assignment
-        .add_partition_offset(topic, partition, offset)
-        .map_err(|e| ReceiveError::Kafka(e.to_string()))?;
-    consumer
-        .assign(&assignment)
-        .map_err(|e| ReceiveError::Kafka(e.to_string()))?;
+    assignment.add_partition_offset(topic, partition, offset)?;
+    consumer.assign(&assignment)?;
     Ok(consumer)
 }
 
@@ -243,7 +241,7 @@ pub async fn next_batch(consumer: &StreamConsumer, poll_timeout: Duration) -> Ba
         let message = match tokio::time::timeout(wait, consumer.recv()).await {
             Err(_) => break,
             Ok(Err(e)) => {
-                batch.error = Some(ReceiveError::Kafka(e.to_string()));
+                batch.error = Some(ReceiveError::Kafka(e));
                 break;
             }
             Ok(Ok(m)) => m,
@@ -269,11 +267,11 @@ fn convert(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<Received, 
         .iter()
         .flat_map(|h| h.iter())
         .map(|h| (h.key, h.value.unwrap_or_default()));
-    let meta = Meta::from_headers(pairs).map_err(|e| ReceiveError::BadRecord {
+    let meta = Meta::from_headers(pairs).map_err(|reason| ReceiveError::BadRecord {
         topic: message.topic().to_string(),
         partition: message.partition(),
         offset: message.offset(),
-        reason: e.to_string(),
+        reason,
     })?;
     Ok(Received {
         offset: message.offset(),

@@ -19,19 +19,19 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::backup::{Backup, BackupError};
+use crate::error::ApplyError;
+use crate::link::BackupLink;
+use crate::receiver::Received;
+use crate::stats::Stats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::applier::{Applier, ApplyError};
-use crate::backup::{Backup, BackupError};
-use crate::receiver::Received;
-use crate::settings::BackupSettings;
-
 /// Mirrors source connections of one partition onto the backup.
 pub struct RowApplier {
-    settings: BackupSettings,
     /// Stores offsets, checks the backup and owns the backoff.
-    control: Applier,
+    control: BackupLink,
+    stats: Stats,
     topic: String,
     partition: i32,
     connections: HashMap<(String, u64), Mirror>,
@@ -45,12 +45,13 @@ struct Mirror {
 }
 
 impl RowApplier {
-    pub fn new(settings: BackupSettings, control: Applier, topic: &str, partition: i32) -> Self {
+    /// Mirrors the partition `control` is the link of.
+    pub fn new(control: BackupLink, stats: Stats) -> Self {
         RowApplier {
-            settings,
+            topic: control.topic().to_string(),
+            partition: control.partition(),
             control,
-            topic: topic.to_string(),
-            partition,
+            stats,
             connections: HashMap::new(),
         }
     }
@@ -90,8 +91,10 @@ impl RowApplier {
                 Err(e) => return Err(e),
             }
         }
-        self.control
-            .count_applied(batch.len(), batch.iter().rev().find_map(|r| r.time_ms()));
+        self.stats.add_applied(
+            batch.len() as u64,
+            batch.iter().rev().find_map(|r| r.time_ms()),
+        );
         Ok(())
     }
 
@@ -157,7 +160,7 @@ impl RowApplier {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     self.connections.remove(&key);
-                    let addr = format!("{}:{}", self.settings.host, self.settings.port);
+                    let addr = self.control.addr();
                     self.check_backup().await?;
                     attempts += 1;
                     if attempts >= 2 {
@@ -184,12 +187,12 @@ impl RowApplier {
         if self.control.backup_answers().await {
             return Ok(());
         }
-        Err(BackupError::Closed(format!("{}:{}", self.settings.host, self.settings.port)).into())
+        Err(BackupError::Closed(self.control.addr()).into())
     }
 
     /// A new backup connection whose replies a task drains.
     async fn open(&mut self) -> Result<Mirror, ApplyError> {
-        let backup = Backup::connect(&self.settings).await?;
+        let backup = Backup::connect(self.control.settings()).await?;
         let (mut read, write) = backup.into_stream().into_split();
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();

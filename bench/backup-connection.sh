@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The applier's raw pipelined connection to the backup against the `redis`
+# crate's atomic pipeline, side by side in one run: the same transactions
+# of 1000 SETs (what the applier sends per batch), alternating rounds,
+# medians (crates/replay/examples/backup_pipeline.rs).
+#
+#   bench/backup-connection.sh [TRANSACTIONS]      (default: 200)
+#
+# Needs redis-server (scripts/setup.sh installs it). Uses port 17390 and a
+# temporary directory; stops what it started.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TRANSACTIONS="${1:-200}"
+PORT=17390
+WORK="$(mktemp -d /tmp/remoteback-bench.XXXXXX)"
+PID=""
+
+cleanup() {
+    [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release -p remoteback-replay --example backup_pipeline \
+    --manifest-path "$ROOT/Cargo.toml" >&2
+redis-server --port "$PORT" --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 200); do
+    redis-cli -p "$PORT" ping >/dev/null 2>&1 && break
+    sleep 0.05
+done
+"$ROOT/target/release/examples/backup_pipeline" "$PORT" "$TRANSACTIONS"

@@ -1,0 +1,75 @@
+//! Records as the applier queues them: decoded from their payload, their
+//! own `MULTI`/`EXEC` wrapper dropped.
+
+use remoteback_protocol::codec::{protocol, string};
+use remoteback_protocol::{Command, Format};
+
+use super::Applier;
+use crate::error::{ApplyError, BadPayload};
+use crate::receiver::Received;
+
+/// A record ready to be queued.
+#[derive(Debug)]
+pub(super) struct Decoded {
+    pub offset: i64,
+    pub db: u32,
+    pub time_ms: Option<u64>,
+    /// Its commands, without a `MULTI`/`EXEC` wrapper.
+    pub commands: Vec<Command>,
+}
+
+impl Decoded {
+    /// Commands that change data (all but `SELECT`).
+    pub fn writes(&self) -> usize {
+        self.commands.iter().filter(|c| !c.is("SELECT")).count()
+    }
+}
+
+impl Applier {
+    /// Decodes records up to the first that cannot be, which comes back as
+    /// the error.
+    pub(super) fn decode_all(&self, batch: Vec<Received>) -> (Vec<Decoded>, Option<ApplyError>) {
+        let mut out = Vec::with_capacity(batch.len());
+        for record in batch {
+            match self.decode(&record) {
+                Ok(d) => out.push(d),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    fn decode(&self, record: &Received) -> Result<Decoded, ApplyError> {
+        let bad = |reason: BadPayload| ApplyError::BadRecord {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: record.offset,
+            reason,
+        };
+        let commands = match record.meta.format {
+            Format::Protocol => {
+                protocol::decode(&record.payload).map_err(|e| bad(BadPayload::Protocol(e)))?
+            }
+            Format::String => {
+                string::decode(&record.payload).map_err(|e| bad(BadPayload::String(e)))?
+            }
+            Format::Row => return Err(bad(BadPayload::Row)),
+        };
+        if commands.is_empty() {
+            return Err(bad(BadPayload::Empty));
+        }
+        let db = record
+            .meta
+            .db
+            .ok_or_else(|| bad(BadPayload::NoDatabase(record.meta.format)))?;
+        Ok(Decoded {
+            offset: record.offset,
+            db,
+            time_ms: record.time_ms(),
+            commands: commands
+                .into_iter()
+                .filter(|c| !c.is("MULTI") && !c.is("EXEC"))
+                .collect(),
+        })
+    }
+}

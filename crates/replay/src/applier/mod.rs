@@ -1,0 +1,498 @@
+//! Applying `STRING` and `PROTOCOL` records to the backup, exactly once.
+//!
+//! Records become `MULTI` ... `EXEC` transactions on the backup that also
+//! store the partition's next offset (see [`offsets`](crate::offsets)). Redis
+//! runs each atomically, so after any crash the stored offset says exactly
+//! which records took effect.
+//!
+//! With `on_apply_error = "continue"` a whole batch of consecutive records is
+//! one transaction. With `"stop"` every record is a transaction of its own:
+//! Redis has no rollback, so this is the only way to stop before anything
+//! after a refused record took effect.
+//!
+//! Inside a transaction each record's commands are preceded by a `SELECT` of
+//! the record's database when it differs from the current one. A record's
+//! own `MULTI`/`EXEC` wrapper is dropped: the transaction already makes it
+//! atomic, and Redis does not nest transactions.
+//!
+//! The backup being unreachable, restarting or refusing writes for its own
+//! reasons (`LOADING`, `OOM`, `READONLY`, ...) is never an error: the applier
+//! waits with backoff ([`retry`](crate::retry)), reconnects, reads the stored
+//! offset again and applies only what did not take effect.
+
+mod decode;
+mod transaction;
+
+use remoteback_protocol::frame::Frame;
+use tokio::sync::watch;
+
+use crate::backup::BackupError;
+use crate::error::ApplyError;
+use crate::link::BackupLink;
+use crate::offsets;
+use crate::receiver::Received;
+use crate::settings::{BackupSettings, OnApplyError};
+use crate::stats::Stats;
+use decode::Decoded;
+use transaction::Exec;
+
+/// How an [`Applier`] reacts to refusals and to a backup that lost data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `on_apply_error`.
+    pub on_error: OnApplyError,
+    /// When the backup comes back without any stored offset after one had
+    /// been stored (it was emptied), read the partition again from its
+    /// beginning (`start = "earliest"`) rather than go on with the records
+    /// at hand (`start = "latest"`).
+    pub rewind_when_emptied: bool,
+}
+
+/// Applies the records of one partition.
+pub struct Applier {
+    link: BackupLink,
+    topic: String,
+    partition: i32,
+    stats: Stats,
+    policy: Policy,
+}
+
+/// A command of a record that the backup refused inside `EXEC`.
+struct Refusal {
+    offset: i64,
+    reason: String,
+}
+
+impl Applier {
+    pub fn new(
+        settings: BackupSettings,
+        topic: &str,
+        partition: i32,
+        stats: Stats,
+        policy: Policy,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Applier {
+            link: BackupLink::new(
+                settings,
+                topic,
+                partition,
+                stats.clone(),
+                policy.rewind_when_emptied,
+                stop,
+            ),
+            topic: topic.to_string(),
+            partition,
+            stats,
+            policy,
+        }
+    }
+
+    /// The offset to start from, as stored in the backup. Waits for the
+    /// backup as long as it takes.
+    pub async fn stored_offset(&mut self) -> Result<Option<i64>, ApplyError> {
+        self.link.stored_offset().await
+    }
+
+    /// Stores `next` as the partition's position (outside any transaction),
+    /// waiting for the backup as long as it takes.
+    pub async fn store_offset(&mut self, next: i64) -> Result<(), ApplyError> {
+        self.link.store_offset(next).await
+    }
+
+    /// Applies `batch` (consecutive records of this partition) exactly once:
+    /// after a lost connection it reads the stored offset again and applies
+    /// only what did not take effect.
+    ///
+    /// A record that cannot be decoded ends the batch: the records before it
+    /// are applied, then [`ApplyError::BadRecord`] is returned.
+    pub async fn apply(&mut self, batch: Vec<Received>) -> Result<(), ApplyError> {
+        let (mut pending, bad) = self.decode_all(batch);
+        while !pending.is_empty() {
+            if self.link.backup().is_none() {
+                let stored = self.link.connect().await?;
+                self.resume(&mut pending, stored)?;
+                continue;
+            }
+            let result = match self.policy.on_error {
+                OnApplyError::Continue => self.apply_batch(&pending).await,
+                OnApplyError::Stop => self.apply_each(&pending).await,
+            };
+            match result {
+                Ok(()) => {
+                    pending.clear();
+                    self.link.progressed();
+                }
+                Err(ApplyError::Backup(e)) if e.is_retryable() => {
+                    let doing = format!(
+                        "applying records {}..={}",
+                        pending[0].offset,
+                        pending[pending.len() - 1].offset
+                    );
+                    self.link.pause(&e, &doing).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// After reconnecting: drops the pending records the backup already
+    /// has, or asks for a rewind when it lost some.
+    fn resume(
+        &mut self,
+        pending: &mut Vec<Decoded>,
+        stored: Option<i64>,
+    ) -> Result<(), ApplyError> {
+        let first = pending.first().map(|r| r.offset).unwrap_or_default();
+        self.link.check_lost(stored, first)?;
+        if let Some(next) = stored {
+            let before = pending.len();
+            pending.retain(|r| r.offset >= next);
+            if pending.len() < before {
+                log::info!(
+                    "partition {}[{}]: {} records had taken effect before the connection was lost",
+                    self.topic,
+                    self.partition,
+                    before - pending.len()
+                );
+            }
+            self.link.position = Some(next);
+        }
+        Ok(())
+    }
+
+    /// The whole batch as one transaction; when the backup aborts it, record
+    /// by record.
+    async fn apply_batch(&mut self, records: &[Decoded]) -> Result<(), ApplyError> {
+        match self.transaction(records).await? {
+            (owners, Exec::Ran(results)) => {
+                let refusals = self.ran(records, &owners, &results)?;
+                for r in &refusals {
+                    self.log_refusal(r);
+                }
+                Ok(())
+            }
+            (_, Exec::Aborted(reason)) if records.len() == 1 => {
+                self.aborted(&records[0], &reason).await
+            }
+            (_, Exec::Aborted(reason)) => {
+                log::warn!(
+                    "partition {}[{}]: backup aborted the transaction of records {}..={} ({reason}); \
+                     applying them one at a time",
+                    self.topic,
+                    self.partition,
+                    records[0].offset,
+                    records[records.len() - 1].offset
+                );
+                self.apply_each(records).await
+            }
+        }
+    }
+
+    /// Each record as a transaction of its own.
+    async fn apply_each(&mut self, records: &[Decoded]) -> Result<(), ApplyError> {
+        for record in records {
+            // After a reconnect the backup may already have some of them.
+            if self.link.position.is_some_and(|p| record.offset < p) {
+                continue;
+            }
+            self.apply_one(record).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_one(&mut self, record: &Decoded) -> Result<(), ApplyError> {
+        let records = std::slice::from_ref(record);
+        let (owners, exec) = self.transaction(records).await?;
+        let results = match exec {
+            Exec::Ran(results) => results,
+            Exec::Aborted(reason) => return self.aborted(record, &reason).await,
+        };
+        let refusals = self.ran(records, &owners, &results)?;
+        if refusals.is_empty() {
+            return Ok(());
+        }
+        for r in &refusals {
+            self.log_refusal(r);
+        }
+        if self.policy.on_error == OnApplyError::Continue {
+            return Ok(());
+        }
+        let reasons: Vec<&str> = refusals.iter().map(|r| r.reason.as_str()).collect();
+        let reason = reasons.join("; ");
+        let refused_writes = refusals.len();
+        if refused_writes < record.writes() {
+            // Part of the record took effect; applying it again would apply
+            // that part twice, so the stored offset stays past it.
+            return Err(self.refused_error(
+                record,
+                reason,
+                format!(
+                    "{} of its {} commands took effect and were not undone (Redis has no rollback), \
+                     the refused ones were not applied; the stored offset is {} (after the record), \
+                     so a restart goes on after it",
+                    record.writes() - refused_writes,
+                    record.writes(),
+                    record.offset + 1
+                ),
+            ));
+        }
+        // Nothing of the record took effect: move the stored offset back to
+        // it, so a restart after fixing the backup applies it.
+        self.link.position = Some(record.offset);
+        match self.link.store_offset(record.offset).await {
+            Ok(()) => Err(self.refused_error(
+                record,
+                reason,
+                format!(
+                    "nothing of it took effect; the stored offset is {}, so a restart resumes at it",
+                    record.offset
+                ),
+            )),
+            Err(e) => Err(self.refused_error(
+                record,
+                reason,
+                format!(
+                    "nothing of it took effect, but the stored offset could not be moved back to it \
+                     ({e}): it says {}; set {} to {} in database 0 of the backup to apply the \
+                     record after fixing the backup",
+                    record.offset + 1,
+                    offsets::key(&self.topic, self.partition),
+                    record.offset
+                ),
+            )),
+        }
+    }
+
+    /// The backup refused a whole record while queueing it (`EXECABORT`),
+    /// so nothing of it ran: skip it (`continue`) or stop at it (`stop`).
+    async fn aborted(&mut self, record: &Decoded, reason: &str) -> Result<(), ApplyError> {
+        self.stats.add_refused(1);
+        match self.policy.on_error {
+            OnApplyError::Continue => {
+                log::error!(
+                    "backup refused the record at {}[{}]@{}: {reason}; skipped (on_apply_error = \"continue\")",
+                    self.topic,
+                    self.partition,
+                    record.offset
+                );
+                self.link.store_offset(record.offset + 1).await
+            }
+            OnApplyError::Stop => {
+                let stored = match self.link.position {
+                    Some(p) => format!("the stored offset is {p}"),
+                    None => "no offset is stored yet".to_string(),
+                };
+                Err(self.refused_error(
+                    record,
+                    reason.to_string(),
+                    format!("nothing of it took effect; {stored}, so a restart resumes at it"),
+                ))
+            }
+        }
+    }
+
+    fn refused_error(&self, record: &Decoded, reason: String, resume: String) -> ApplyError {
+        ApplyError::Refused {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: record.offset,
+            reason,
+            resume,
+        }
+    }
+
+    /// Bookkeeping after `EXEC` ran `records`: the new position, counters,
+    /// and the commands the backup refused.
+    fn ran(
+        &mut self,
+        records: &[Decoded],
+        owners: &[Option<i64>],
+        results: &[Frame],
+    ) -> Result<Vec<Refusal>, ApplyError> {
+        let last = &records[records.len() - 1];
+        let mut refusals = Vec::new();
+        for (owner, result) in owners.iter().zip(results) {
+            let Frame::Error(e) = result else { continue };
+            match owner {
+                Some(offset) => refusals.push(Refusal {
+                    offset: *offset,
+                    reason: String::from_utf8_lossy(e).into_owned(),
+                }),
+                // A SELECT or the offset update of remoteback's own failed:
+                // the position no longer matches the data.
+                None => {
+                    self.link.disconnect();
+                    return Err(BackupError::BadReply {
+                        addr: self.link.addr(),
+                        reason: format!(
+                            "a SELECT or the offset update remoteback added to the transaction of \
+                             records {}..={} failed: {}; the records took effect but the stored \
+                             offset may not say so (check the backup: `databases` as many as the \
+                             primary's, {} a string)",
+                            records[0].offset,
+                            last.offset,
+                            String::from_utf8_lossy(e),
+                            offsets::key(&self.topic, self.partition)
+                        ),
+                    }
+                    .into());
+                }
+            }
+        }
+        self.link.position = Some(last.offset + 1);
+        self.stats.add_refused(refusals.len() as u64);
+        let refused_records = {
+            let mut offsets: Vec<i64> = refusals.iter().map(|r| r.offset).collect();
+            offsets.dedup();
+            offsets
+        };
+        let fully_refused = records
+            .iter()
+            .filter(|r| {
+                refused_records.contains(&r.offset)
+                    && refusals.iter().filter(|x| x.offset == r.offset).count() >= r.writes()
+            })
+            .count();
+        self.stats.add_applied(
+            (records.len() - fully_refused) as u64,
+            records.iter().rev().find_map(|r| r.time_ms),
+        );
+        Ok(refusals)
+    }
+
+    fn log_refusal(&self, refusal: &Refusal) {
+        log::error!(
+            "backup refused a command of the record at {}[{}]@{}: {}",
+            self.topic,
+            self.partition,
+            refusal.offset,
+            refusal.reason
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use remoteback_protocol::record::Meta;
+    use remoteback_protocol::Format;
+
+    use super::*;
+
+    fn applier(on_error: OnApplyError) -> Applier {
+        applier_with(on_error, true)
+    }
+
+    fn applier_with(on_error: OnApplyError, rewind_when_emptied: bool) -> Applier {
+        let (_tx, rx) = watch::channel(false);
+        Applier::new(
+            BackupSettings {
+                host: "127.0.0.1".into(),
+                port: 1,
+                username: None,
+                password: None,
+            },
+            "t",
+            3,
+            Stats::default(),
+            Policy {
+                on_error,
+                rewind_when_emptied,
+            },
+            rx,
+        )
+    }
+
+    fn received(offset: i64, db: Option<u32>, payload: &'static [u8]) -> Received {
+        Received {
+            offset,
+            meta: Meta {
+                format: Format::Protocol,
+                db,
+                source: None,
+                seq: None,
+                time_ms: None,
+                conn: None,
+                close: false,
+            },
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    #[test]
+    fn decoding_stops_at_the_first_bad_record() {
+        let a = applier(OnApplyError::Continue);
+        let batch = vec![
+            received(5, Some(0), b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"),
+            received(
+                6,
+                Some(1),
+                b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n*1\r\n$4\r\nEXEC\r\n",
+            ),
+            received(7, Some(0), b"*2\r\n$4\r\nINCR"),
+            received(8, Some(0), b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"),
+        ];
+        let (good, bad) = a.decode_all(batch);
+        assert_eq!(good.iter().map(|d| d.offset).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(good[1].commands.len(), 1, "MULTI/EXEC dropped");
+        let e = bad.expect("bad record").to_string();
+        assert!(e.starts_with("record at t[3]@7: payload: "), "{e}");
+    }
+
+    #[test]
+    fn a_record_without_its_database_is_bad() {
+        let a = applier(OnApplyError::Continue);
+        let (good, bad) = a.decode_all(vec![received(9, None, b"*1\r\n$4\r\nPING\r\n")]);
+        assert!(good.is_empty());
+        let e = bad.expect("bad record").to_string();
+        assert!(e.contains("t[3]@9: header rb-db is missing"), "{e}");
+    }
+
+    #[test]
+    fn a_plan_selects_databases_and_stores_the_next_offset() {
+        let a = applier(OnApplyError::Continue);
+        let (records, _) = a.decode_all(vec![
+            received(5, Some(2), b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"),
+            received(6, Some(2), b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"),
+        ]);
+        let plan = a.plan(&records);
+        let text = String::from_utf8_lossy(&plan.bytes).replace("\r\n", " ");
+        assert_eq!(
+            text,
+            "*1 $5 MULTI *2 $6 SELECT $1 2 *2 $4 INCR $1 k *2 $4 INCR $1 k *2 $6 SELECT $1 0 \
+             *3 $3 SET $23 __remoteback:offset:t:3 $1 7 *1 $4 EXEC "
+        );
+        assert_eq!(plan.owners, [None, Some(5), Some(6), None, None]);
+    }
+
+    #[test]
+    fn resume_drops_what_took_effect_and_rewinds_on_loss() {
+        let mut a = applier(OnApplyError::Continue);
+        let (mut pending, _) = a.decode_all(vec![
+            received(10, Some(0), b"*1\r\n$4\r\nPING\r\n"),
+            received(11, Some(0), b"*1\r\n$4\r\nPING\r\n"),
+        ]);
+        a.link.position = Some(10);
+        a.resume(&mut pending, Some(11)).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(a.link.position, Some(11));
+        match a.resume(&mut pending, Some(4)) {
+            Err(ApplyError::Rewind { from, to, .. }) => assert_eq!((from, to), (11, Some(4))),
+            other => panic!("{other:?}"),
+        }
+        a.link.position = Some(11);
+        match a.resume(&mut pending, None) {
+            Err(ApplyError::Rewind { to: None, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut a = applier_with(OnApplyError::Continue, false);
+        a.link.position = Some(11);
+        a.resume(&mut pending, None).unwrap();
+        assert_eq!(pending.len(), 1, "latest: goes on with what it has");
+    }
+}

@@ -1,0 +1,65 @@
+//! Why applying a partition's records stopped.
+
+use remoteback_protocol::codec::protocol::ProtocolPayloadError;
+use remoteback_protocol::codec::string::StringError;
+use remoteback_protocol::record::HEADER_DB;
+use remoteback_protocol::Format;
+
+use crate::backup::BackupError;
+
+/// Why applying stopped. Connection problems and an unavailable backup are
+/// retried, never returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The record cannot be read (undecodable payload, missing header). The
+    /// records before it were applied and their offset stored.
+    #[error("record at {topic}[{partition}]@{offset}: {reason}; stopping (the records before it were applied, a restart resumes at it)")]
+    BadRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[source]
+        reason: BadPayload,
+    },
+    /// The backup refused a record and `on_apply_error = "stop"`.
+    #[error("backup refused the record at {topic}[{partition}]@{offset}: {reason}; stopping (on_apply_error = \"stop\"); {resume}")]
+    Refused {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+        /// Where a restart resumes, in words.
+        resume: String,
+    },
+    /// The backup's stored offset went back (it restarted from an older
+    /// snapshot) or vanished (it lost its data): the partition must be read
+    /// again from `to` (`None`: from its beginning). Handled by the caller.
+    #[error("backup {addr} holds offset {} for {topic}[{partition}], but offset {from} had been stored: it lost writes (restarted from an older snapshot?)", to.map(|o| o.to_string()).unwrap_or_else(|| "none".into()))]
+    Rewind {
+        addr: String,
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: Option<i64>,
+    },
+    /// A shutdown was requested while waiting for the backup.
+    #[error("stopped while waiting for the backup")]
+    Stopped,
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+/// What is wrong with a record the applier cannot apply.
+#[derive(Debug, thiserror::Error)]
+pub enum BadPayload {
+    #[error("payload: {0}")]
+    Protocol(#[source] ProtocolPayloadError),
+    #[error("payload: {0}")]
+    String(#[source] StringError),
+    #[error("payload holds no command")]
+    Empty,
+    #[error("header {HEADER_DB} is missing (every {0} record names its database)")]
+    NoDatabase(Format),
+    #[error("ROW records are applied per connection, not in transactions")]
+    Row,
+}

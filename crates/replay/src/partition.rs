@@ -1,0 +1,205 @@
+//! One partition's worker: reads the partition from the offset stored in
+//! the backup and applies its records, until a shutdown or a failure.
+
+use std::sync::Arc;
+
+use remoteback_protocol::{Format, Worker};
+use tokio::sync::{mpsc, watch};
+
+use crate::applier::{Applier, Policy};
+use crate::error::ApplyError;
+use crate::link::BackupLink;
+use crate::receiver::{self, Batch, StartAt};
+use crate::row::RowApplier;
+use crate::settings::{ReplaySettings, Start};
+use crate::stats::Stats;
+use crate::ReplayError;
+
+/// Everything one partition's worker needs.
+pub(crate) struct PartitionJob {
+    pub settings: Arc<ReplaySettings>,
+    pub topic: String,
+    pub partition: i32,
+    pub stop: watch::Receiver<bool>,
+    pub stats: Stats,
+}
+
+/// Where a worker reports how its partition ended.
+pub(crate) type Done = mpsc::UnboundedSender<Result<(), ReplayError>>;
+
+/// Runs a partition as a task on the shared pool (`coroutine`) or on an OS
+/// thread of its own with a single-threaded runtime (`thread`).
+pub(crate) fn spawn(worker: Worker, job: PartitionJob, done: Done) {
+    match worker {
+        Worker::Coroutine => {
+            tokio::spawn(async move {
+                let _ = done.send(job.run().await);
+            });
+        }
+        Worker::Thread => {
+            let name = format!("partition-{}-{}", job.topic, job.partition);
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                let result = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(job.run()),
+                    Err(e) => Err(ReplayError::Worker(e)),
+                };
+                let _ = done.send(result);
+            });
+            if let Err(e) = spawned {
+                log::error!("cannot start a partition thread: {e}");
+            }
+        }
+    }
+}
+
+/// The applier a partition uses, by record format.
+enum PartitionApplier {
+    Batched(Applier),
+    Row(RowApplier),
+}
+
+impl PartitionApplier {
+    async fn stored_offset(&mut self) -> Result<Option<i64>, ApplyError> {
+        match self {
+            PartitionApplier::Batched(a) => a.stored_offset().await,
+            PartitionApplier::Row(r) => r.stored_offset().await,
+        }
+    }
+
+    async fn store_offset(&mut self, next: i64) -> Result<(), ApplyError> {
+        match self {
+            PartitionApplier::Batched(a) => a.store_offset(next).await,
+            PartitionApplier::Row(r) => r.store_offset(next).await,
+        }
+    }
+
+    async fn apply(&mut self, batch: Vec<receiver::Received>) -> Result<(), ApplyError> {
+        match self {
+            PartitionApplier::Batched(a) => a.apply(batch).await,
+            PartitionApplier::Row(r) => r.apply(batch).await,
+        }
+    }
+}
+
+impl PartitionJob {
+    async fn run(mut self) -> Result<(), ReplayError> {
+        let backup = self.settings.backup.clone();
+        let policy = Policy {
+            on_error: self.settings.on_apply_error,
+            rewind_when_emptied: self.settings.receiver.start == Start::Earliest,
+        };
+        let mut sink = match self.settings.message {
+            Format::Row => PartitionApplier::Row(RowApplier::new(
+                BackupLink::new(
+                    backup,
+                    &self.topic,
+                    self.partition,
+                    self.stats.clone(),
+                    policy.rewind_when_emptied,
+                    self.stop.clone(),
+                ),
+                self.stats.clone(),
+            )),
+            _ => PartitionApplier::Batched(Applier::new(
+                backup,
+                &self.topic,
+                self.partition,
+                self.stats.clone(),
+                policy,
+                self.stop.clone(),
+            )),
+        };
+        let start = match self.start(&mut sink).await {
+            Ok(start) => start,
+            Err(ReplayError::Apply(ApplyError::Stopped)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut consumer =
+            receiver::consumer(&self.settings.receiver, &self.topic, self.partition, start)?;
+        loop {
+            if *self.stop.borrow() {
+                return Ok(());
+            }
+            let Batch { mut records, error } = tokio::select! {
+                _ = self.stop.changed() => return Ok(()),
+                b = receiver::next_batch(&consumer, self.settings.receiver.poll_timeout) => b,
+            };
+            let mut error = error.map(ReplayError::from);
+            if let Some(i) = records
+                .iter()
+                .position(|r| r.meta.format != self.settings.message)
+            {
+                let r = &records[i];
+                error = Some(ReplayError::FormatMismatch {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    offset: r.offset,
+                    found: r.meta.format,
+                    expected: self.settings.message,
+                });
+                records.truncate(i);
+            }
+            if !records.is_empty() {
+                match sink.apply(records).await {
+                    Ok(()) => {}
+                    Err(ApplyError::Stopped) => return Ok(()),
+                    Err(e @ ApplyError::Rewind { .. }) => {
+                        let ApplyError::Rewind { to, .. } = &e else {
+                            unreachable!()
+                        };
+                        let at = to.map(StartAt::Offset).unwrap_or(StartAt::Beginning);
+                        log::warn!("{e}; reading the partition again from {}", describe(at));
+                        consumer = receiver::consumer(
+                            &self.settings.receiver,
+                            &self.topic,
+                            self.partition,
+                            at,
+                        )?;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let Some(e) = error {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Where the partition starts: the offset stored in the backup, else
+    /// the `start` setting (`latest` is stored at once).
+    async fn start(&self, sink: &mut PartitionApplier) -> Result<StartAt, ReplayError> {
+        let (topic, partition) = (&self.topic, self.partition);
+        if let Some(stored) = sink.stored_offset().await? {
+            log::info!("partition {topic}[{partition}]: starting at offset {stored} (stored in the backup)");
+            return Ok(StartAt::Offset(stored));
+        }
+        match self.settings.receiver.start {
+            Start::Earliest => {
+                log::info!(
+                    "partition {topic}[{partition}]: no offset stored in the backup; starting at the beginning (start = \"earliest\")"
+                );
+                Ok(StartAt::Beginning)
+            }
+            Start::Latest => {
+                let end =
+                    receiver::high_watermark(&self.settings.receiver, topic, partition).await?;
+                sink.store_offset(end).await?;
+                log::info!(
+                    "partition {topic}[{partition}]: no offset stored in the backup; starting at the end, offset {end} (start = \"latest\"), stored in the backup"
+                );
+                Ok(StartAt::Offset(end))
+            }
+        }
+    }
+}
+
+fn describe(at: StartAt) -> String {
+    match at {
+        StartAt::Beginning => "its beginning".into(),
+        StartAt::Offset(o) => format!("offset {o}"),
+    }
+}
