@@ -5,6 +5,8 @@
 //! else rides in Kafka headers; docs/record-format.md is the public
 //! description of this module.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
 
 use crate::Format;
@@ -25,6 +27,15 @@ pub const HEADER_CONN: &str = "rb-conn";
 /// Header: present with value `1` when a `ROW` client connection closed; the
 /// payload is then empty.
 pub const HEADER_CLOSE: &str = "rb-close";
+
+/// Milliseconds since the Unix epoch on this machine's clock: what
+/// `rb-time` carries, and what the replay's lag is measured against.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// One unit of replication: what the replay applies, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,27 +1,34 @@
 //! The remoteback proxy: clients talk to it as to Redis; it forwards every
 //! command to the primary and captures the writes that took effect.
 //!
-//! Data flow, one module each: [`listener`] accepts clients →
-//! [`session`] forwards requests and replies, taking [`locks`] for writes as
-//! [`order`] says → [`pending`] matches replies to commands → [`capture`] keeps what took effect, as [`rewrite`] makes it replayable later → [`sender`] (with
-//! [`filter`] and [`record`]) hands records to their destinations.
+//! The modules follow a command through the proxy (docs/architecture.md
+//! draws the whole flow):
+//!
+//! - [`listener`] accepts clients and starts a session for each;
+//! - `session`: the client side reads requests and forwards them, the
+//!   upstream side reads the primary's replies, matches them to the
+//!   commands in flight and writes them to the client;
+//! - `ordering`: the key locks and blocked-pop tracking that keep the
+//!   primary's order of conflicting writes from different clients;
+//! - `capture`: what took effect, rewritten to replay the same later
+//!   (`capture::rewrite`), filtered per sender and encoded as records;
+//! - `sender`: the log and Kafka senders, the bounded backlog and
+//!   `ack = "kafka"`;
+//! - `shutdown`: finishing what is in flight on SIGTERM;
+//! - [`settings`]: what the binary hands in; [`Status`]: what it reads back
+//!   for `/metrics` and `/health`.
 
-pub mod capture;
-pub mod drain;
-pub mod filter;
-pub mod held;
+mod capture;
 pub mod listener;
-pub mod locks;
-pub mod order;
-pub mod ordering;
-pub mod pending;
-pub mod pops;
-pub mod probe;
-pub mod record;
-pub mod rewrite;
-pub mod sender;
-pub mod session;
+mod ordering;
+mod sender;
+mod session;
 pub mod settings;
+mod shutdown;
+mod status;
 
 pub use listener::{Proxy, ProxyError};
-pub use settings::{Filter, KafkaSenderSettings, LogSenderSettings, ProxySettings, SenderSettings};
+pub use settings::{
+    AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, ProxySettings, SenderSettings,
+};
+pub use status::{SenderStatus, Status};

@@ -8,13 +8,14 @@ use std::time::Duration;
 use remoteback_protocol::{Format, Worker};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::drain::Drain;
-use crate::locks::KeyLocks;
-use crate::ordering::OrderingShared;
-use crate::pops::Pops;
-use crate::sender::{kafka, Senders};
-use crate::session::{self, Shared};
+use crate::capture::{Routes, ScriptCache};
+use crate::ordering::OrderTables;
+use crate::sender::topic::{self, TopicError};
+use crate::sender::{SenderError, Senders, Undelivered};
+use crate::session::{self, Context};
 use crate::settings::{ProxySettings, SenderSettings};
+use crate::shutdown::Drain;
+use crate::status::Status;
 
 /// How long shutdown waits for senders to deliver what they buffered.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,31 +31,45 @@ pub enum ProxyError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Sender(#[from] crate::sender::SenderError),
-    #[error("sender[{index}] (KafkaSender): {reason}")]
-    Topic { index: usize, reason: String },
-    #[error("records not delivered at shutdown: {0}")]
-    Undelivered(String),
+    Sender(#[from] SenderError),
+    #[error("sender[{index}] (KafkaSender): {source}")]
+    Topic { index: usize, source: TopicError },
+    #[error("records not delivered at shutdown: {}", join(.0))]
+    Undelivered(Vec<Undelivered>),
+    #[error("flushing the senders failed: {0}")]
+    Flush(#[from] tokio::task::JoinError),
+}
+
+fn join(undelivered: &[Undelivered]) -> String {
+    let lines: Vec<String> = undelivered.iter().map(|u| u.to_string()).collect();
+    lines.join("; ")
 }
 
 /// A bound, ready proxy.
 pub struct Proxy {
     listener: TcpListener,
     settings: ProxySettings,
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
 }
 
 impl Proxy {
+    /// Builds the senders as [`bind`](Proxy::bind) would, so that librdkafka
+    /// checks their properties, without connecting anywhere.
+    pub fn validate(settings: &ProxySettings) -> Result<(), ProxyError> {
+        Senders::build(settings)?;
+        Ok(())
+    }
+
     /// Builds the senders, makes sure their topics exist and binds the
     /// listening socket.
     pub async fn bind(settings: ProxySettings) -> Result<Proxy, ProxyError> {
         let source = format!("{}:{}", hostname(), settings.bind_port);
-        let senders = Senders::build(&settings, &source)?;
+        let senders = Senders::build(&settings)?;
         for (index, s) in settings.senders.iter().enumerate() {
             if let SenderSettings::Kafka(k) = s {
-                kafka::ensure_topic(k)
+                topic::ensure_topic(k)
                     .await
-                    .map_err(|reason| ProxyError::Topic { index, reason })?;
+                    .map_err(|source| ProxyError::Topic { index, source })?;
             }
         }
         let addr = format!("{}:{}", settings.bind_ip, settings.bind_port);
@@ -64,33 +79,25 @@ impl Proxy {
                 addr: addr.clone(),
                 source,
             })?;
-        let shared = Arc::new(Shared {
+        let ctx = Arc::new(Context {
             upstream: format!("{}:{}", settings.upstream_ip, settings.upstream_port),
-            ordering: (settings.message != Format::Row).then(|| {
-                Arc::new(OrderingShared {
-                    locks: KeyLocks::new(),
-                    pops: Pops::new(),
-                })
-            }),
+            ordering: (settings.message != Format::Row).then(OrderTables::new),
+            routes: Arc::new(Routes::new(&settings, &source)),
             senders: Arc::new(senders),
+            scripts: Arc::new(ScriptCache::new()),
             reply_timeout: settings.reply_timeout,
             drain: Drain::new(),
         });
         Ok(Proxy {
             listener,
             settings,
-            shared,
+            ctx,
         })
     }
 
-    /// The senders, with their backlog and delivery counters (for metrics).
-    pub fn senders(&self) -> Arc<Senders> {
-        self.shared.senders.clone()
-    }
-
-    /// The running sessions (for metrics).
-    pub fn sessions(&self) -> Arc<Drain> {
-        self.shared.drain.clone()
+    /// The proxy's counters (for `/metrics` and `/health`).
+    pub fn status(&self) -> Status {
+        Status::new(self.ctx.senders.clone(), self.ctx.drain.clone())
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -102,10 +109,10 @@ impl Proxy {
         log::info!(
             "proxy listening on {} for primary {}, message={}, worker={}, senders: {}",
             self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            self.shared.upstream,
+            self.ctx.upstream,
             self.settings.message,
             self.settings.worker,
-            self.shared.senders.describe().join(", ")
+            self.ctx.senders.describe().join(", ")
         );
         let next_conn = AtomicU64::new(1);
         tokio::pin!(shutdown);
@@ -115,7 +122,7 @@ impl Proxy {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let conn = next_conn.fetch_add(1, Ordering::Relaxed);
-                        spawn_session(self.settings.worker, stream, conn, self.shared.clone());
+                        spawn_session(self.settings.worker, stream, conn, self.ctx.clone());
                     }
                     Err(e) => {
                         log::warn!("accept failed: {e}");
@@ -125,29 +132,27 @@ impl Proxy {
             }
         }
         log::info!("proxy shutting down: finishing the commands in flight");
-        let cut = self.shared.drain.close(DRAIN_TIMEOUT).await;
+        let cut = self.ctx.drain.close(DRAIN_TIMEOUT).await;
         if cut > 0 {
             log::warn!("{cut} sessions still waiting after {DRAIN_TIMEOUT:?} (blocked clients); closing them");
         }
         log::info!("proxy shutting down: flushing senders");
-        let senders = self.shared.senders.clone();
-        let failures = tokio::task::spawn_blocking(move || senders.flush(FLUSH_TIMEOUT))
-            .await
-            .unwrap_or_else(|e| vec![e.to_string()]);
-        if failures.is_empty() {
+        let senders = self.ctx.senders.clone();
+        let undelivered = tokio::task::spawn_blocking(move || senders.flush(FLUSH_TIMEOUT)).await?;
+        if undelivered.is_empty() {
             Ok(())
         } else {
-            Err(ProxyError::Undelivered(failures.join("; ")))
+            Err(ProxyError::Undelivered(undelivered))
         }
     }
 }
 
 /// Runs a session as a task on the shared pool (`coroutine`) or on an OS
 /// thread of its own with a single-threaded runtime (`thread`).
-fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, shared: Arc<Shared>) {
+fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, ctx: Arc<Context>) {
     match worker {
         Worker::Coroutine => {
-            tokio::spawn(session::run(stream, conn, shared));
+            tokio::spawn(session::run(stream, conn, ctx));
         }
         Worker::Thread => {
             let std_stream = match stream.into_std() {
@@ -159,7 +164,7 @@ fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, shared: Arc<Share
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("session-{conn}"))
-                .spawn(move || run_on_own_thread(std_stream, conn, shared));
+                .spawn(move || run_on_own_thread(std_stream, conn, ctx));
             if let Err(e) = spawned {
                 log::warn!("client {conn}: cannot start a session thread: {e}");
             }
@@ -167,7 +172,7 @@ fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, shared: Arc<Share
     }
 }
 
-fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, shared: Arc<Shared>) {
+fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, ctx: Arc<Context>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -180,7 +185,7 @@ fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, shared: Arc<Shared>
     };
     runtime.block_on(async move {
         match TcpStream::from_std(stream) {
-            Ok(s) => session::run(s, conn, shared).await,
+            Ok(s) => session::run(s, conn, ctx).await,
             Err(e) => log::warn!("client {conn}: {e}"),
         }
     });

@@ -1,13 +1,14 @@
 //! The proxy's effective settings, after the configuration file was read and
 //! validated (parsing lives in the binary's `config` module).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
 
-use crate::sender::ack::AckMode;
-use crate::sender::backlog::OnFull;
+pub use crate::capture::Filter;
+pub use crate::sender::ack::AckMode;
+pub use crate::sender::backlog::OnFull;
+pub use crate::sender::MAX_SENDERS;
 
 /// The default bound of the backlog between capture and Kafka: 256 MiB.
 pub const DEFAULT_BACKLOG_BYTES: u64 = 256 * 1024 * 1024;
@@ -67,15 +68,4 @@ pub struct KafkaSenderSettings {
     /// librdkafka properties, already renamed (`bootstrap-servers` →
     /// `bootstrap.servers`) and rendered as strings, in file order.
     pub kafka: Vec<(String, String)>,
-}
-
-/// Which commands a sender receives.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum Filter {
-    /// Every command Redis itself would replicate (its `write` flag, scripts,
-    /// functions), decided per subcommand.
-    #[default]
-    Writes,
-    /// Exactly these command names, upper case.
-    Names(HashSet<Vec<u8>>),
 }

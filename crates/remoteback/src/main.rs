@@ -74,9 +74,7 @@ fn check_config(file: PathBuf) -> ExitCode {
 /// connection is made).
 fn validate_kafka(loaded: &config::Loaded) -> Result<(), String> {
     match loaded {
-        config::Loaded::Proxy(p) => remoteback_proxy::sender::Senders::build(p, "check-config")
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        config::Loaded::Proxy(p) => Proxy::validate(p).map_err(|e| e.to_string()),
         config::Loaded::Replay(r) => {
             remoteback_replay::validate(r).map_err(|e| format!("receiver (KafkaReceiver): {e}"))
         }
@@ -108,8 +106,7 @@ fn run_proxy(file: PathBuf) -> ExitCode {
             let proxy = Proxy::bind(settings).await?;
             if let Some(address) = metrics {
                 let report = reports::ProxyReport {
-                    senders: proxy.senders(),
-                    sessions: proxy.sessions(),
+                    status: proxy.status(),
                 };
                 reports::start(&address, Arc::new(report))
                     .await

@@ -6,99 +6,93 @@
 //! is unhealthy while a partition waits for the backup.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use remoteback_protocol::record::now_ms;
 
 use remoteback::status::{self, Metrics, Report};
-use remoteback_proxy::drain::Drain;
-use remoteback_proxy::sender::kafka::Counters;
-use remoteback_proxy::sender::Senders;
+use remoteback_proxy::{SenderStatus, Status};
 use remoteback_replay::Stats;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The proxy's backlog, deliveries and losses.
 pub struct ProxyReport {
-    pub senders: Arc<Senders>,
-    pub sessions: Arc<Drain>,
+    pub status: Status,
 }
 
 impl Report for ProxyReport {
     fn metrics(&self, out: &mut Metrics) {
-        let backlog = self.senders.backlog();
+        let status = &self.status;
         out.gauge(
             "remoteback_proxy_clients",
             "Client connections open now.",
-            self.sessions.live() as i64,
+            status.clients() as i64,
         );
         out.gauge(
             "remoteback_proxy_backlog_bytes",
             "Bytes of records handed to Kafka and not yet acknowledged.",
-            backlog.bytes() as i64,
+            status.backlog_bytes() as i64,
         );
         out.gauge(
             "remoteback_proxy_backlog_limit_bytes",
             "The bound of the backlog (backlog_bytes).",
-            backlog.limit().min(i64::MAX as u64) as i64,
+            status.backlog_limit().min(i64::MAX as u64) as i64,
         );
         out.counter(
             "remoteback_proxy_backlog_waits_total",
             "Writes held because the backlog was full (on_backlog_full = \"block\").",
-            backlog.waits(),
+            status.backlog_waits(),
         );
-        let counters = self.senders.kafka_counters();
-        let per_sender = |out: &mut Metrics, name, help, count: fn(&Counters) -> &AtomicU64| {
+        let senders = status.kafka_senders();
+        let per_sender = |out: &mut Metrics, name, help, count: fn(&SenderStatus) -> u64| {
             let mut family = out.counter_family(name, help);
-            for k in counters {
-                let index = k.index.to_string();
-                family.sample(
-                    &[("sender", &index), ("topic", &k.topic)],
-                    count(&k.counters).load(Ordering::Relaxed),
-                );
+            for s in &senders {
+                let index = s.index.to_string();
+                family.sample(&[("sender", &index), ("topic", &s.topic)], count(s));
             }
         };
         per_sender(
             out,
             "remoteback_proxy_records_delivered_total",
             "Records Kafka acknowledged.",
-            |c| &c.delivered,
+            |s| s.delivered,
         );
         per_sender(
             out,
             "remoteback_proxy_records_failed_total",
             "Records the producer gave up on after its retries (lost).",
-            |c| &c.failed,
+            |s| s.failed,
         );
         per_sender(
             out,
             "remoteback_proxy_records_dropped_total",
             "Records dropped because the backlog or librdkafka's queue was full (lost).",
-            |c| &c.dropped,
+            |s| s.dropped,
         );
         out.counter(
             "remoteback_proxy_writes_uncaptured_total",
             "Writes forwarded but never answered before their connection ended (reply timeout, primary gone): they may have taken effect without a record.",
-            self.senders.uncaptured(),
+            status.writes_uncaptured(),
         );
         out.gauge(
             "remoteback_proxy_resync_needed",
             "1 once a record was lost or a write's outcome is unknown: the backup misses writes until it is resynced.",
-            self.senders.resync_needed() as i64,
+            status.resync_needed() as i64,
         );
     }
 
     fn health(&self) -> Result<String, String> {
-        if self.senders.resync_needed() {
+        let status = &self.status;
+        if status.resync_needed() {
             return Err(format!(
                 "resync needed: {} records did not reach Kafka and {} writes were never answered \
                  by the primary, the backup misses those writes",
-                self.senders.lost(),
-                self.senders.uncaptured()
+                status.records_lost(),
+                status.writes_uncaptured()
             ));
         }
-        let backlog = self.senders.backlog();
         Ok(format!(
             "ok: backlog {} of {} bytes",
-            backlog.bytes(),
-            backlog.limit()
+            status.backlog_bytes(),
+            status.backlog_limit()
         ))
     }
 }
@@ -155,13 +149,6 @@ impl Report for ReplayReport {
             )),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Binds `address` and serves `report` there for as long as the runtime

@@ -7,6 +7,7 @@
 //! broker acknowledged it (`acks=all`) or the producer gave up; the session
 //! holds the reply, and every reply after it, until then.
 
+use rdkafka::error::KafkaError;
 use tokio::sync::oneshot;
 
 /// Whether replies wait for Kafka (`ack`).
@@ -28,17 +29,43 @@ impl AckMode {
     }
 }
 
+/// Why a record did not reach Kafka: the backup misses its write. A held
+/// reply reports it to the client instead of the primary's success.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Lost {
+    /// The record never entered the producer's queue.
+    #[error("the record was dropped: {0}")]
+    Dropped(#[source] Dropped),
+    /// The producer gave up on it after its retries.
+    #[error("Kafka did not acknowledge the record: {0}")]
+    NotAcknowledged(#[source] KafkaError),
+    /// The delivery report never came (the producer went away).
+    #[error("the producer discarded the record without a delivery report")]
+    Discarded,
+}
+
+/// Why a record was dropped before it was queued.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Dropped {
+    /// The backlog was full and `on_backlog_full = "drop"`.
+    #[error("the backlog is full ({bytes} of {limit} bytes, on_backlog_full = \"drop\")")]
+    BacklogFull { bytes: u64, limit: u64 },
+    /// librdkafka's queue did not take it.
+    #[error("{0}")]
+    NotQueued(#[source] KafkaError),
+}
+
 /// The outcome of one record's delivery, as a held reply waits for it.
 #[derive(Debug)]
 pub enum Delivery {
     /// Resolved by the producer's delivery report.
-    Pending(oneshot::Receiver<Result<(), String>>),
+    Pending(oneshot::Receiver<Result<(), Lost>>),
     /// Known lost already (dropped at a full backlog or queue).
-    Lost(String),
+    Lost(Lost),
 }
 
 /// The sending half, kept with the record until its delivery report.
-pub type Report = oneshot::Sender<Result<(), String>>;
+pub type Report = oneshot::Sender<Result<(), Lost>>;
 
 impl Delivery {
     /// A pending delivery and the sender that resolves it.
@@ -48,26 +75,22 @@ impl Delivery {
     }
 
     /// The outcome if already known, without waiting.
-    pub fn ready(&mut self) -> Option<Result<(), String>> {
+    pub fn ready(&mut self) -> Option<Result<(), Lost>> {
         match self {
-            Delivery::Lost(reason) => Some(Err(reason.clone())),
+            Delivery::Lost(lost) => Some(Err(lost.clone())),
             Delivery::Pending(rx) => match rx.try_recv() {
                 Ok(outcome) => Some(outcome),
                 Err(oneshot::error::TryRecvError::Empty) => None,
-                Err(oneshot::error::TryRecvError::Closed) => Some(Err(gone())),
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(Lost::Discarded)),
             },
         }
     }
 
     /// Waits for the outcome.
-    pub async fn outcome(self) -> Result<(), String> {
+    pub async fn outcome(self) -> Result<(), Lost> {
         match self {
-            Delivery::Lost(reason) => Err(reason),
-            Delivery::Pending(rx) => rx.await.unwrap_or_else(|_| Err(gone())),
+            Delivery::Lost(lost) => Err(lost),
+            Delivery::Pending(rx) => rx.await.unwrap_or(Err(Lost::Discarded)),
         }
     }
-}
-
-fn gone() -> String {
-    "the producer discarded the record without a delivery report".to_owned()
 }

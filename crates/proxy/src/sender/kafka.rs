@@ -12,17 +12,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use remoteback_protocol::record::HEADER_SEQ;
 use remoteback_protocol::Record;
 
-use super::ack::{Delivery, Report};
+use super::ack::{Delivery, Dropped, Lost, Report};
 use super::backlog::Backlog;
-use super::Sender;
+use super::{FlushError, Sender};
 use crate::settings::KafkaSenderSettings;
 
 /// Producer properties remoteback sets unless the configuration overrides them:
@@ -109,7 +109,7 @@ impl ProducerContext for Context {
                         self.topic
                     );
                 }
-                Err(format!("Kafka did not acknowledge the record: {e}"))
+                Err(Lost::NotAcknowledged(e.clone()))
             }
         };
         if let Some(report) = queued.report {
@@ -148,13 +148,13 @@ pub fn client_config(settings: &KafkaSenderSettings) -> ClientConfig {
 
 impl KafkaSender {
     /// Creates the producer, counting its records in `backlog`; with `acks`
-    /// each send returns a [`Delivery`]. librdkafka's error for a bad
-    /// property is the error text.
+    /// each send returns a [`Delivery`]. Fails with librdkafka's error for a
+    /// bad property.
     pub fn new(
         settings: &KafkaSenderSettings,
         backlog: Arc<Backlog>,
         acks: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, KafkaError> {
         let counters = Arc::new(Counters::default());
         let context = Context {
             topic: settings.topic.clone(),
@@ -162,9 +162,7 @@ impl KafkaSender {
             backlog: backlog.clone(),
             failures: LossLog::default(),
         };
-        let producer = client_config(settings)
-            .create_with_context(context)
-            .map_err(|e| e.to_string())?;
+        let producer = client_config(settings).create_with_context(context)?;
         Ok(KafkaSender {
             topic: settings.topic.clone(),
             producer,
@@ -180,7 +178,7 @@ impl KafkaSender {
         self.counters.clone()
     }
 
-    fn on_dropped(&self, reason: &str) -> Option<Delivery> {
+    fn on_dropped(&self, reason: Dropped) -> Option<Delivery> {
         let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if self.drops.due() {
             log::error!(
@@ -188,8 +186,7 @@ impl KafkaSender {
                 self.topic
             );
         }
-        self.acks
-            .then(|| Delivery::Lost(format!("the record was dropped: {reason}")))
+        self.acks.then_some(Delivery::Lost(Lost::Dropped(reason)))
     }
 }
 
@@ -204,17 +201,16 @@ impl Sender for KafkaSender {
         let headers = record.headers();
         let size = size_of(&record, &headers);
         if !self.backlog.admit(size) {
-            return self.on_dropped(&format!(
-                "the backlog is full ({} of {} bytes, on_backlog_full = \"drop\")",
-                self.backlog.bytes(),
-                self.backlog.limit()
-            ));
+            return self.on_dropped(Dropped::BacklogFull {
+                bytes: self.backlog.bytes(),
+                limit: self.backlog.limit(),
+            });
         }
         let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         record.seq = *seq + 1;
         for (key, value) in &headers {
-            let value = if *key == remoteback_protocol::record::HEADER_SEQ {
+            let value = if *key == HEADER_SEQ {
                 record.seq.to_string()
             } else {
                 value.clone()
@@ -246,59 +242,28 @@ impl Sender for KafkaSender {
             Err((e, _)) => {
                 drop(seq);
                 self.backlog.settle(size);
-                self.on_dropped(&e.to_string())
+                self.on_dropped(Dropped::NotQueued(e))
             }
         }
     }
 
-    fn flush(&self, timeout: Duration) -> Result<(), String> {
+    fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let result = self.producer.flush(timeout);
         let queued = self.producer.in_flight_count();
         let failed = self.counters.failed.load(Ordering::Relaxed);
         let dropped = self.counters.dropped.load(Ordering::Relaxed);
         match (result, queued, failed + dropped) {
             (Ok(()), 0, 0) => Ok(()),
-            (r, q, lost) => Err(format!(
-                "{q} records still queued{}, {lost} lost (dropped {dropped}, failed {failed})",
-                r.err().map(|e| format!(" ({e})")).unwrap_or_default()
-            )),
+            (result, queued, _) => Err(FlushError {
+                queued: queued.max(0) as u64,
+                dropped,
+                failed,
+                cause: result.err(),
+            }),
         }
     }
 
     fn describe(&self) -> String {
         format!("KafkaSender(topic={})", self.topic)
     }
-}
-
-/// Creates the sender's topic when the broker does not have it (one
-/// partition, replication factor 1: fine for a local pipeline; production
-/// topics should be created by the operator with the replication they need).
-pub async fn ensure_topic(settings: &KafkaSenderSettings) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = client_config(settings)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(&settings.topic), Duration::from_secs(10))
-        .map_err(|e| format!("cannot read metadata of topic {}: {e}", settings.topic))?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == settings.topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
-        return Ok(());
-    }
-    let topic = NewTopic::new(&settings.topic, 1, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .map_err(|e| format!("cannot create topic {}: {e}", settings.topic))?;
-    for r in results {
-        match r {
-            Ok(_) => log::info!("created topic {} (1 partition)", settings.topic),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => return Err(format!("cannot create topic {name}: {code}")),
-        }
-    }
-    Ok(())
 }

@@ -8,7 +8,7 @@ use remoteback_protocol::codec::{protocol, string};
 use remoteback_protocol::{Format, Record};
 
 use super::ack::Delivery;
-use super::Sender;
+use super::{FlushError, Sender};
 use crate::settings::LogSenderSettings;
 
 /// Logs each record under the configured target and level. The payload is
@@ -51,7 +51,7 @@ impl Sender for LogSender {
         None
     }
 
-    fn flush(&self, _timeout: Duration) -> Result<(), String> {
+    fn flush(&self, _timeout: Duration) -> Result<(), FlushError> {
         log::logger().flush();
         Ok(())
     }

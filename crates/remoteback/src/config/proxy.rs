@@ -6,11 +6,9 @@ use std::ops::Range;
 use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
-use remoteback_proxy::sender::ack::AckMode;
-use remoteback_proxy::sender::backlog::OnFull;
 use remoteback_proxy::settings::{
-    Filter, KafkaSenderSettings, LogSenderSettings, ProxySettings, SenderSettings,
-    DEFAULT_BACKLOG_BYTES,
+    AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, ProxySettings, SenderSettings,
+    DEFAULT_BACKLOG_BYTES, MAX_SENDERS,
 };
 use toml::de::{DeTable, DeValue};
 
@@ -176,6 +174,16 @@ fn senders(src: Source<'_>, value: &Value<'_>) -> Result<Vec<SenderSettings>, Co
     let DeValue::Array(items) = value.get_ref() else {
         return Err(src.unexpected("sender", value, EXPECTED));
     };
+    if items.len() > MAX_SENDERS {
+        return Err(src.error(
+            &value.span(),
+            "sender",
+            format!(
+                "{} [[sender]] tables; a proxy takes at most {MAX_SENDERS}",
+                items.len()
+            ),
+        ));
+    }
     let mut senders = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = format!("sender[{i}]");
@@ -425,6 +433,17 @@ mod tests {
             SenderSettings::Log(l) => l,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn at_most_64_senders() {
+        let one = "[[sender]]\nclass = \"LogSender\"\n";
+        assert_eq!(parse(&one.repeat(64)).senders.len(), 64);
+        let e = error(&one.repeat(65));
+        assert!(
+            e.contains("sender: 65 [[sender]] tables; a proxy takes at most 64"),
+            "{e}"
+        );
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -5,49 +5,62 @@
 //! `SELECT` so every capture knows its database, and holds a transaction's
 //! commands until `EXEC` says which of them ran (a `DISCARD`, an
 //! `EXECABORT` or a `WATCH`-failed `EXEC` capture nothing). Each command
-//! that took effect goes through [`rewrite`](crate::rewrite) with its reply
-//! (inside a transaction, its element of the `EXEC` result), so that what is
-//! recorded gives the primary's result whenever the backup applies it.
+//! that took effect goes through [`rewrite`] with its reply (inside a
+//! transaction, its element of the `EXEC` result), so that what is recorded
+//! gives the primary's result whenever the backup applies it.
+//!
+//! One pass per answered command: what it is and who takes it was decided
+//! when it was read ([`Verdict`]); here it is rewritten at most once, and
+//! [`Routes::dispatch`] encodes each record once.
+
+mod encode;
+mod filter;
+pub(crate) mod rewrite;
+mod routes;
+
+pub use filter::Filter;
+pub(crate) use rewrite::ScriptCache;
+pub(crate) use routes::{Routes, Verdict, Write};
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use remoteback_protocol::commands::{self, CommandSpec};
 use remoteback_protocol::frame::{self, Frame};
-use remoteback_protocol::{Command, Format};
+use remoteback_protocol::record::now_ms;
+use remoteback_protocol::Command;
 
-use crate::pending::InFlight;
-use crate::rewrite::{self, Reply, Rewritten, ScriptCache};
 use crate::sender::ack::Delivery;
-use crate::sender::{Captured, Senders};
+use crate::sender::Senders;
+use rewrite::{Reply, Rewritten};
 
 /// The capture state of one client session.
-pub struct Capture {
+pub(crate) struct Capture {
+    routes: Arc<Routes>,
     senders: Arc<Senders>,
     /// Script bodies by SHA-1, shared by all sessions (`EVALSHA` → `EVAL`).
     scripts: Arc<ScriptCache>,
     /// The database the client has selected on the primary.
     db: u32,
-    /// Commands queued inside `MULTI` that the primary accepted (`+QUEUED`),
-    /// with the database the transaction started in.
-    transaction: Option<(u32, Vec<Command>)>,
+    /// The transaction the client opened with `MULTI`, if any.
+    transaction: Option<Transaction>,
     /// Deliveries of the records captured since the last
     /// [`take_deliveries`](Capture::take_deliveries) (`ack = "kafka"`).
     deliveries: Vec<Delivery>,
 }
 
-impl Capture {
-    /// A capture using the process-wide script cache
-    /// ([`ScriptCache::shared`]).
-    pub fn new(senders: Arc<Senders>) -> Self {
-        Capture::with_scripts(senders, ScriptCache::shared())
-    }
+/// Commands queued inside `MULTI` that the primary accepted (`+QUEUED`),
+/// with the database the transaction started in.
+struct Transaction {
+    db: u32,
+    queued: Vec<(Command, Verdict)>,
+}
 
-    /// A capture using `scripts`, which should be shared by every session
-    /// of the proxy (a script loaded on one connection is run by others).
-    pub fn with_scripts(senders: Arc<Senders>, scripts: Arc<ScriptCache>) -> Self {
+impl Capture {
+    /// A session's capture; `scripts` is shared by every session of the
+    /// proxy (a script loaded on one connection is run by others).
+    pub fn new(routes: Arc<Routes>, senders: Arc<Senders>, scripts: Arc<ScriptCache>) -> Self {
         Capture {
+            routes,
             senders,
             scripts,
             db: 0,
@@ -62,18 +75,18 @@ impl Capture {
     }
 
     /// Records the outcome of one command; `reply` is its complete reply.
-    pub fn on_reply(&mut self, done: InFlight, reply: &Bytes) {
-        self.on_outcome(done, reply, Reply::Raw(reply));
+    pub fn on_reply(&mut self, command: Command, verdict: &Verdict, reply: &Bytes) {
+        self.on_outcome(command, verdict, reply, Reply::Raw(reply));
     }
 
     /// A command sent with `CLIENT REPLY OFF|SKIP` in force: the primary
     /// said nothing, so it is captured as if it succeeded (a refused write
     /// is refused by the backup too, from the same state). Rewrites that
     /// need the reply fall back to what the backup can decide alone.
-    pub fn on_silent(&mut self, done: InFlight) {
+    pub fn on_silent(&mut self, command: Command, verdict: &Verdict) {
         let ok = Bytes::from_static(b"+OK\r\n");
         let held = self.deliveries.len();
-        self.on_outcome(done, &ok, Reply::Unknown);
+        self.on_outcome(command, verdict, &ok, Reply::Unknown);
         // No reply waits for a silent write (`ack = "kafka"`): the client
         // asked for none. A loss is still counted by its sender.
         self.deliveries.truncate(held);
@@ -85,18 +98,17 @@ impl Capture {
     /// count as lost for the backup. A transaction counts once, at its
     /// `EXEC`, if it queued a write; commands queued without an `EXEC` sent
     /// never run.
-    pub fn abandon<'a>(&mut self, unanswered: impl Iterator<Item = &'a InFlight>) {
-        if self.senders.format() == Format::Row {
+    pub fn abandon<'a>(&mut self, unanswered: impl Iterator<Item = (&'a Command, &'a Verdict)>) {
+        if self.routes.format() == remoteback_protocol::Format::Row {
             return; // ROW captured the requests before forwarding them.
         }
         let mut in_transaction = self.transaction.is_some();
         let mut queued_write = self
             .transaction
             .as_ref()
-            .is_some_and(|(_, queued)| queued.iter().any(|c| self.wants(c)));
+            .is_some_and(|t| t.queued.iter().any(|(_, v)| v.is_captured()));
         let mut writes = 0;
-        for c in unanswered {
-            let command = &c.command;
+        for (command, verdict) in unanswered {
             if command.is("MULTI") {
                 in_transaction = true;
                 queued_write = false;
@@ -105,7 +117,7 @@ impl Capture {
                 in_transaction = false;
             } else if command.is("DISCARD") || command.is("RESET") {
                 in_transaction = false;
-            } else if self.senders.wants(command, c.spec) {
+            } else if verdict.is_captured() {
                 if in_transaction {
                     queued_write = true;
                 } else {
@@ -118,80 +130,86 @@ impl Capture {
         }
     }
 
-    fn on_outcome(&mut self, done: InFlight, reply: &Bytes, outcome: Reply<'_>) {
-        let command = done.command;
+    fn on_outcome(
+        &mut self,
+        command: Command,
+        verdict: &Verdict,
+        reply: &Bytes,
+        outcome: Reply<'_>,
+    ) {
         if self.transaction.is_some() {
-            self.in_transaction(command, reply);
+            self.in_transaction(command, verdict, reply);
             return;
         }
         if frame::is_error(reply) {
-            if self.senders.format() != Format::Row {
-                rewrite::refused(&command, reply.get(1..).unwrap_or_default(), &self.scripts);
+            if let Some(family) = verdict.rewrite {
+                rewrite::refused(
+                    family,
+                    &command,
+                    reply.get(1..).unwrap_or_default(),
+                    &self.scripts,
+                );
             }
             return;
         }
         if command.is("MULTI") {
-            self.transaction = Some((self.db, Vec::new()));
+            self.transaction = Some(Transaction {
+                db: self.db,
+                queued: Vec::new(),
+            });
         } else if command.is("SELECT") {
             self.db = selected_db(&command).unwrap_or(self.db);
         } else if command.is("RESET") {
             self.db = 0;
         } else {
-            self.capture_one(&command, done.spec, outcome);
+            self.capture_one(command, verdict, outcome);
         }
     }
 
     /// Captures one command outside a transaction, rewritten if need be.
-    fn capture_one(&mut self, command: &Command, spec: Option<&CommandSpec>, reply: Reply<'_>) {
-        if self.senders.format() == Format::Row {
-            return;
-        }
-        if !rewrite::applies(command) {
+    fn capture_one(&mut self, command: Command, verdict: &Verdict, reply: Reply<'_>) {
+        let Some(family) = verdict.rewrite else {
             // The hot path: no rewrite, no reply decoding.
-            if self.senders.wants(command, spec) {
-                self.send(std::slice::from_ref(command), false, now_ms());
+            if verdict.is_captured() {
+                self.send(&[verbatim(command, verdict)], false, now_ms());
             }
             return;
-        }
+        };
         let now = now_ms();
-        match rewrite::rewrite(command, reply, now, &self.scripts) {
+        match rewrite::apply(family, &command, reply, now, &self.scripts) {
             Rewritten::Verbatim => {
-                if self.senders.wants(command, spec) {
-                    self.send(std::slice::from_ref(command), false, now);
+                if verdict.is_captured() {
+                    self.send(&[verbatim(command, verdict)], false, now);
                 }
             }
             Rewritten::Nothing => {}
             Rewritten::Commands(replaced) => {
-                if replaced.iter().any(|c| self.wants(c)) {
+                let writes: Vec<Write> =
+                    replaced.into_iter().map(|c| self.routes.write(c)).collect();
+                if writes.iter().any(|w| !w.senders.is_empty()) {
                     // Several commands for one: applied together, as Redis
                     // wraps what one command propagates in MULTI/EXEC.
-                    self.send(&replaced, replaced.len() > 1, now);
+                    self.send(&writes, writes.len() > 1, now);
                 }
             }
         }
     }
 
-    fn wants(&self, command: &Command) -> bool {
-        self.senders
-            .wants(command, commands::lookup(command.args()))
-    }
-
-    fn send(&mut self, commands: &[Command], transaction: bool, time_ms: u64) {
-        self.senders.capture(
-            &Captured {
-                db: self.db,
-                commands,
-                transaction,
-                time_ms,
-            },
+    fn send(&mut self, writes: &[Write], transaction: bool, time_ms: u64) {
+        self.routes.dispatch(
+            &self.senders,
+            self.db,
+            writes,
+            transaction,
+            time_ms,
             &mut self.deliveries,
         );
     }
 
-    fn in_transaction(&mut self, command: Command, reply: &Bytes) {
+    fn in_transaction(&mut self, command: Command, verdict: &Verdict, reply: &Bytes) {
         if command.is("EXEC") {
-            if let Some((db, queued)) = self.transaction.take() {
-                self.exec(db, queued, reply);
+            if let Some(transaction) = self.transaction.take() {
+                self.exec(transaction, reply);
             }
         } else if command.is("DISCARD") || command.is("RESET") {
             self.transaction = None;
@@ -199,72 +217,77 @@ impl Capture {
                 self.db = 0;
             }
         } else if &reply[..] == b"+QUEUED\r\n" {
-            if let Some((_, queued)) = self.transaction.as_mut() {
-                queued.push(command);
+            if let Some(t) = self.transaction.as_mut() {
+                t.queued.push((command, *verdict));
             }
         }
     }
 
     /// Captures the commands of an executed transaction that succeeded.
-    fn exec(&mut self, start_db: u32, queued: Vec<Command>, reply: &Bytes) {
+    fn exec(&mut self, transaction: Transaction, reply: &Bytes) {
         // A nil (WATCH failed) or an error (EXECABORT) ran nothing.
         let Ok(Some((Frame::Array(results), _))) = frame::decode(reply) else {
             return;
         };
-        let row = self.senders.format() == Format::Row;
         let now = now_ms();
         let mut kept = Vec::new();
-        for (command, result) in queued.into_iter().zip(results.iter()) {
+        for ((command, verdict), result) in transaction.queued.into_iter().zip(results.iter()) {
             if let Frame::Error(error) = result {
-                if !row {
-                    rewrite::refused(&command, error, &self.scripts);
+                if let Some(family) = verdict.rewrite {
+                    rewrite::refused(family, &command, error, &self.scripts);
                 }
                 continue;
             }
             if command.is("SELECT") {
                 self.db = selected_db(&command).unwrap_or(self.db);
-                kept.push(command);
+                kept.push(verbatim(command, &verdict));
                 continue;
             }
-            if row {
+            let Some(family) = verdict.rewrite else {
+                if verdict.is_captured() {
+                    kept.push(verbatim(command, &verdict));
+                }
                 continue;
-            }
-            match rewrite::rewrite(&command, Reply::Frame(result), now, &self.scripts) {
+            };
+            match rewrite::apply(family, &command, Reply::Frame(result), now, &self.scripts) {
                 Rewritten::Verbatim => {
-                    if self.wants(&command) {
-                        kept.push(command);
+                    if verdict.is_captured() {
+                        kept.push(verbatim(command, &verdict));
                     }
                 }
                 Rewritten::Nothing => {}
-                Rewritten::Commands(replaced) => {
-                    kept.extend(replaced.into_iter().filter(|c| self.wants(c)));
-                }
+                Rewritten::Commands(replaced) => kept.extend(
+                    replaced
+                        .into_iter()
+                        .map(|c| self.routes.write(c))
+                        .filter(|w| !w.senders.is_empty()),
+                ),
             }
         }
-        if kept.iter().any(|c| !c.is("SELECT")) {
-            self.senders.capture(
-                &Captured {
-                    db: start_db,
-                    commands: &kept,
-                    transaction: true,
-                    time_ms: now,
-                },
+        if kept.iter().any(|w| !w.command.is("SELECT")) {
+            self.routes.dispatch(
+                &self.senders,
+                transaction.db,
+                &kept,
+                true,
+                now,
                 &mut self.deliveries,
             );
         }
     }
 }
 
-fn selected_db(command: &Command) -> Option<u32> {
-    std::str::from_utf8(command.arg(1)?).ok()?.parse().ok()
+/// A command replicated as the client sent it.
+fn verbatim(command: Command, verdict: &Verdict) -> Write {
+    Write {
+        command,
+        spec: verdict.spec,
+        senders: verdict.senders,
+    }
 }
 
-/// Milliseconds since the Unix epoch: when the primary's reply was seen.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+fn selected_db(command: &Command) -> Option<u32> {
+    std::str::from_utf8(command.arg(1)?).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -273,12 +296,10 @@ mod tests {
     use std::time::Duration;
 
     use remoteback_protocol::codec::protocol;
-    use remoteback_protocol::Record;
+    use remoteback_protocol::{Format, Record};
 
     use super::*;
-    use crate::pending::{self, ReplyMode};
-    use crate::sender::Sender;
-    use crate::settings::Filter;
+    use crate::sender::{FlushError, Sender};
 
     /// Keeps every record it is given.
     #[derive(Clone, Default)]
@@ -289,7 +310,7 @@ mod tests {
             self.0.lock().unwrap().push(record);
             None
         }
-        fn flush(&self, _: Duration) -> Result<(), String> {
+        fn flush(&self, _: Duration) -> Result<(), FlushError> {
             Ok(())
         }
         fn describe(&self) -> String {
@@ -324,26 +345,27 @@ mod tests {
 
     fn capture(scripts: &Arc<ScriptCache>) -> (Capture, Recorder) {
         let recorder = Recorder::default();
-        let senders = Senders::from_parts(
-            Format::Protocol,
-            "test",
-            vec![(Filter::Writes, Box::new(recorder.clone()))],
-        );
-        (
-            Capture::with_scripts(Arc::new(senders), scripts.clone()),
-            recorder,
-        )
+        let routes = Routes::from_parts(Format::Protocol, "test", vec![Filter::Writes]);
+        let senders = Senders::from_parts(vec![Box::new(recorder.clone())]);
+        let capture = Capture::new(Arc::new(routes), Arc::new(senders), scripts.clone());
+        (capture, recorder)
+    }
+
+    /// A command as the request side reads it: with its verdict.
+    fn read(c: &Capture, parts: &[&str]) -> (Command, Verdict) {
+        let command = Command::from_parts(parts.iter());
+        let verdict = c.routes.verdict(&command);
+        (command, verdict)
     }
 
     fn reply(c: &mut Capture, parts: &[&str], reply: &str) {
-        let command = Command::from_parts(parts.iter());
-        let done = pending::in_flight(command, &mut ReplyMode::default());
-        c.on_reply(done, &Bytes::copy_from_slice(reply.as_bytes()));
+        let (command, verdict) = read(c, parts);
+        c.on_reply(command, &verdict, &Bytes::copy_from_slice(reply.as_bytes()));
     }
 
     fn silent(c: &mut Capture, parts: &[&str]) {
-        let command = Command::from_parts(parts.iter());
-        c.on_silent(pending::in_flight(command, &mut ReplyMode::default()));
+        let (command, verdict) = read(c, parts);
+        c.on_silent(command, &verdict);
     }
 
     /// The absolute time a record carries, as `rewrite` computed it.
@@ -464,11 +486,11 @@ mod tests {
 
     #[test]
     fn abandoned_writes_count_once_each_and_once_per_transaction() {
-        let (mut c, _) = capture(&ScriptCache::shared());
+        let (mut c, _) = capture(&Arc::new(ScriptCache::new()));
         // A transaction already open, with a queued write, then its EXEC.
         reply(&mut c, &["MULTI"], "+OK\r\n");
         reply(&mut c, &["SET", "a", "1"], "+QUEUED\r\n");
-        let unanswered: Vec<InFlight> = [
+        let unanswered: Vec<(Command, Verdict)> = [
             &["EXEC"][..],
             &["GET", "a"],
             &["SET", "b", "1"],
@@ -483,11 +505,13 @@ mod tests {
             &["SET", "never", "run"],
         ]
         .iter()
-        .map(|parts| {
-            pending::in_flight(Command::from_parts(parts.iter()), &mut ReplyMode::default())
-        })
+        .map(|parts| read(&c, parts))
         .collect();
-        c.abandon(unanswered.iter());
+        c.abandon(
+            unanswered
+                .iter()
+                .map(|(command, verdict)| (command, verdict)),
+        );
         // The open transaction's EXEC, SET b, the INCR/DEL transaction; not
         // the GETs, not the read-only transaction, not the one without EXEC.
         assert_eq!(c.senders.uncaptured(), 3);

@@ -16,7 +16,7 @@ use super::{int, is, is_nil, nil_reply, number, one, word, Reply, Rewritten};
 
 /// How a TTL argument counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Ttl {
+pub(crate) enum Ttl {
     /// `EX`, `EXPIRE`, `SETEX`: seconds from now.
     Seconds,
     /// `PX`, `PEXPIRE`, `PSETEX`: milliseconds from now.
@@ -195,8 +195,8 @@ pub(super) fn restore(args: &[Bytes], now: i64) -> Option<Rewritten> {
 
 #[cfg(test)]
 mod tests {
-    use crate::rewrite::test_support::*;
-    use crate::rewrite::Rewritten;
+    use crate::capture::rewrite::test_support::*;
+    use crate::capture::rewrite::Rewritten;
 
     #[test]
     fn plain_set_is_verbatim() {

@@ -11,16 +11,16 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
-use remoteback_protocol::commands::{self, CommandSpec};
+use remoteback_protocol::commands::CommandSpec;
 use remoteback_protocol::frame::{self, Frame};
 use remoteback_protocol::Command;
 
-use crate::locks::Held;
-use crate::pops::BlockingPop;
+use crate::capture::Verdict;
+use crate::ordering::Hold;
 
 /// What the request side hands the reply side, in the order it was sent.
 #[derive(Debug)]
-pub enum Pending {
+pub(crate) enum Pending {
     /// A command forwarded to the primary.
     Command(InFlight),
     /// The client sent a malformed request: after the replies to everything
@@ -30,21 +30,36 @@ pub enum Pending {
 
 /// A forwarded command waiting for its reply.
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     pub command: Command,
-    pub spec: Option<&'static CommandSpec>,
+    /// What the proxy decided about it when it was read.
+    pub verdict: Verdict,
     pub sent_at: Instant,
     /// How the reply side recognises this command's answer.
     pub shape: Shape,
-    /// Key locks held until the reply was captured (dropped with the entry).
-    pub held: Option<Held>,
-    /// Set for a blocking pop: its registration and locks.
-    pub blocking: Option<BlockingPop>,
+    /// Key locks (or a blocking pop's registration) held until the reply
+    /// was captured.
+    pub hold: Option<Hold>,
+}
+
+impl InFlight {
+    /// The entry for a command read from the client, with its verdict;
+    /// `mode` follows `CLIENT REPLY`.
+    pub fn new(command: Command, verdict: Verdict, mode: &mut ReplyMode) -> InFlight {
+        let shape = mode.shape_of(&command);
+        InFlight {
+            command,
+            verdict,
+            sent_at: Instant::now(),
+            shape,
+            hold: None,
+        }
+    }
 }
 
 /// How many replies a command produces, and of which kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// One ordinary reply.
     One,
     /// No reply at all (`CLIENT REPLY OFF` or `SKIP` in force).
@@ -62,7 +77,7 @@ pub enum Shape {
 
 /// The three pub/sub namespaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubKind {
+pub(crate) enum SubKind {
     Channel,
     Pattern,
     Shard,
@@ -70,7 +85,7 @@ pub enum SubKind {
 
 /// Whether a client command may stay unanswered for a long time by design,
 /// so the reply timeout must not apply to it.
-pub fn waits_by_design(command: &Command, spec: Option<&CommandSpec>) -> bool {
+pub(crate) fn waits_by_design(command: &Command, spec: Option<&CommandSpec>) -> bool {
     spec.is_some_and(|s| s.is_blocking())
         || command.is("WAIT")
         || command.is("WAITAOF")
@@ -79,7 +94,7 @@ pub fn waits_by_design(command: &Command, spec: Option<&CommandSpec>) -> bool {
 }
 
 /// Whether `command` is one of the (un)subscribe commands.
-pub fn is_subscription(command: &Command) -> bool {
+pub(crate) fn is_subscription(command: &Command) -> bool {
     subscription(command).is_some()
 }
 
@@ -102,7 +117,7 @@ fn subscription(command: &Command) -> Option<(SubKind, bool)> {
 /// Whether replies are on, off, or off for the next command only, as set by
 /// `CLIENT REPLY`. Tracked on the request side, where command order is known.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyMode {
+pub(crate) enum ReplyMode {
     #[default]
     On,
     Off,
@@ -172,7 +187,7 @@ fn natural_shape(command: &Command) -> Shape {
 
 /// The result of matching one reply.
 #[derive(Debug)]
-pub enum Matched {
+pub(crate) enum Matched {
     /// The reply answers this command.
     Reply(InFlight),
     /// Out-of-band data (pub/sub message, confirmation, monitor feed): pass
@@ -185,7 +200,7 @@ pub enum Matched {
 /// The reply side's view of the connection: in-flight commands and the
 /// pub/sub state needed to tell events from replies.
 #[derive(Debug, Default)]
-pub struct InFlightQueue {
+pub(crate) struct InFlightQueue {
     queue: VecDeque<InFlight>,
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
@@ -200,6 +215,7 @@ impl InFlightQueue {
         self.queue.push_back(command);
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -353,29 +369,21 @@ impl InFlightQueue {
     }
 }
 
-/// Builds the in-flight entry for a parsed client command.
-pub fn in_flight(command: Command, mode: &mut ReplyMode) -> InFlight {
-    let spec = commands::lookup(command.args());
-    let shape = mode.shape_of(&command);
-    InFlight {
-        command,
-        spec,
-        sent_at: Instant::now(),
-        shape,
-        held: None,
-        blocking: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use remoteback_protocol::Format;
+
     use super::*;
+    use crate::capture::{Filter, Routes};
 
     fn queue_of(cmds: &[&[&str]]) -> InFlightQueue {
+        let routes = Routes::from_parts(Format::Protocol, "t", vec![Filter::Writes]);
         let mut q = InFlightQueue::default();
         let mut mode = ReplyMode::default();
         for c in cmds {
-            q.push(in_flight(Command::from_parts(c.iter()), &mut mode));
+            let command = Command::from_parts(c.iter());
+            let verdict = routes.verdict(&command);
+            q.push(InFlight::new(command, verdict, &mut mode));
         }
         q
     }

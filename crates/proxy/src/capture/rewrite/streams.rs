@@ -379,8 +379,8 @@ fn xclaim_of(
 
 #[cfg(test)]
 mod tests {
-    use crate::rewrite::test_support::*;
-    use crate::rewrite::Rewritten;
+    use crate::capture::rewrite::test_support::*;
+    use crate::capture::rewrite::Rewritten;
 
     #[test]
     fn xadd_takes_the_generated_id() {

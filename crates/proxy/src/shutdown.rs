@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify};
 
 /// Tells sessions to stop reading and counts the ones still running.
 #[derive(Debug)]
-pub struct Drain {
+pub(crate) struct Drain {
     closing: watch::Sender<bool>,
     live: AtomicUsize,
     ended: Notify,
@@ -21,7 +21,7 @@ pub struct Drain {
 
 /// Held by a running session; dropping it counts the session as ended.
 #[derive(Debug)]
-pub struct Live(Arc<Drain>);
+pub(crate) struct Live(Arc<Drain>);
 
 impl Drop for Live {
     fn drop(&mut self) {

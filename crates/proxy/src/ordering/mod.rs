@@ -1,9 +1,22 @@
-//! A session's part in keeping the primary's order: it takes key locks
-//! before forwarding writes, tracks its blocking pops, and before giving back
-//! a write's locks waits for any pop that write served.
+//! Keeping the primary's order of conflicting writes from different
+//! clients (docs/architecture.md, "ordering").
 //!
-//! The mechanisms live in [`locks`](crate::locks), [`pops`](crate::pops) and
-//! [`probe`](crate::probe); this module applies them to one connection.
+//! The mechanisms have a file each: [`plan`] says which key locks a command
+//! needs, [`locks`] is the lock table all sessions share, [`blocked`] keeps
+//! the blocking pops in flight, and [`probe`] asks the primary whether a
+//! client is blocked. [`WriteOrder`], in this file, is one session's part:
+//! it takes key locks before forwarding writes, tracks its blocking pops,
+//! and before giving back a write's locks waits for any pop that write
+//! served.
+
+mod blocked;
+mod locks;
+mod plan;
+mod probe;
+
+pub(crate) use blocked::{BlockingPop, PopState};
+pub(crate) use locks::LockGuard;
+pub(crate) use plan::LockPlan;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,12 +28,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
-use crate::locks::{Held, KeyLocks, Need};
-use crate::order::Order;
-use crate::pending::InFlight;
-use crate::pops::{BlockingPop, PopState, Pops};
-use crate::probe::Prober;
-use crate::sender::Senders;
+use crate::capture::Verdict;
+use blocked::BlockedPops;
+use locks::{KeyLocks, Need};
+use probe::Prober;
 
 /// Longest a write keeps its locks waiting for a pop it served to be
 /// captured; past it the write goes on and the order is logged as at risk.
@@ -29,17 +40,27 @@ const SERVED_POP_WAIT: Duration = Duration::from_secs(2);
 /// answered yet.
 const MAX_PROBE_PAUSE: Duration = Duration::from_millis(50);
 
-/// What the proxy's sessions share for ordering.
-pub struct OrderingShared {
-    pub locks: Arc<KeyLocks>,
-    pub pops: Arc<Pops>,
+/// What the proxy's sessions share for ordering: the key locks and the
+/// blocking pops in flight.
+pub(crate) struct OrderTables {
+    locks: Arc<KeyLocks>,
+    pops: Arc<BlockedPops>,
+}
+
+impl OrderTables {
+    pub fn new() -> Arc<OrderTables> {
+        Arc::new(OrderTables {
+            locks: KeyLocks::new(),
+            pops: BlockedPops::new(),
+        })
+    }
 }
 
 /// One session's ordering state (cheap to clone for the reply side).
 #[derive(Clone)]
-pub struct Ordering {
+pub(crate) struct WriteOrder {
     conn: u64,
-    shared: Arc<OrderingShared>,
+    shared: Arc<OrderTables>,
     /// The primary's id for this session's connection: `None` until the
     /// reply to `CLIENT ID` arrived, then `Some(None)` if it was refused (no
     /// probing possible: blocking pops take no locks).
@@ -48,7 +69,7 @@ pub struct Ordering {
 }
 
 /// A sent blocking pop's locks and state, for its watcher.
-pub struct PopWatch(Arc<Mutex<Option<Held>>>, Arc<PopState>);
+pub(crate) struct PopWatch(Arc<Mutex<Option<LockGuard>>>, Arc<PopState>);
 
 impl PopWatch {
     pub fn state(&self) -> Arc<PopState> {
@@ -56,27 +77,39 @@ impl PopWatch {
     }
 }
 
+/// What a forwarded command holds until its reply was captured.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// A write's key locks: given back by [`WriteOrder::release`] after its
+    /// capture.
+    Locks(LockGuard),
+    /// A blocking pop's registration and locks: given back when the primary
+    /// reports it blocked, or when it is dropped after its capture.
+    Pop(BlockingPop),
+}
+
 /// Whether a command can be forwarded now.
-pub enum Prepared {
-    Ready,
+pub(crate) enum Prepared {
+    /// Yes, holding this (or nothing: it takes no locks).
+    Ready(Option<Hold>),
     /// Another session holds some of these locks.
     Wait(Need),
 }
 
-impl Ordering {
+impl WriteOrder {
     /// Asks the connection's client id (`CLIENT ID`) ahead of the client's
     /// first command; the reply side hands the answer to `ClientId::set`.
     pub async fn start(
         conn: u64,
-        shared: Arc<OrderingShared>,
+        shared: Arc<OrderTables>,
         upstream: &mut OwnedWriteHalf,
         addr: &str,
-    ) -> std::io::Result<(Ordering, ClientId)> {
+    ) -> std::io::Result<(WriteOrder, ClientId)> {
         upstream
             .write_all(&Command::from_parts(["CLIENT", "ID"]).to_resp())
             .await?;
         let (tx, rx) = watch::channel(None);
-        let ordering = Ordering {
+        let ordering = WriteOrder {
             conn,
             shared,
             client_id: rx,
@@ -95,79 +128,72 @@ impl Ordering {
         resolved
     }
 
-    /// Takes the locks `entry` needs if they are free.
-    pub fn prepare(&self, order: &mut Order, entry: &mut InFlight, senders: &Senders) -> Prepared {
-        let Some(need) = order.need(&entry.command, entry.spec, senders) else {
-            return Prepared::Ready;
+    /// Takes the locks `command` needs if they are free.
+    pub fn prepare(&self, plan: &mut LockPlan, command: &Command, verdict: &Verdict) -> Prepared {
+        let Some(need) = plan.need(command, verdict) else {
+            return Prepared::Ready(None);
         };
         let client_id = *self.client_id.borrow();
-        if self.is_pop(entry, &need) {
+        if is_pop(verdict, &need) {
             match client_id {
                 None => return Prepared::Wait(need),
-                Some(None) => return Prepared::Ready,
+                Some(None) => return Prepared::Ready(None),
                 Some(Some(_)) => {}
             }
         }
         match self.shared.locks.try_acquire(self.conn, &need) {
-            Some(held) => {
-                self.attach(entry, held, client_id.flatten());
-                Prepared::Ready
-            }
+            Some(locks) => Prepared::Ready(Some(self.hold(verdict, locks, client_id.flatten()))),
             None => Prepared::Wait(need),
         }
     }
 
     /// Waits for the locks `prepare` could not take.
-    pub async fn wait(&self, entry: &mut InFlight, need: Need) {
-        let client_id = if self.is_pop(entry, &need) {
-            match self.resolved_client_id().await {
-                Some(id) => Some(id),
-                None => return,
-            }
+    pub async fn wait(&self, verdict: &Verdict, need: Need) -> Option<Hold> {
+        let client_id = if is_pop(verdict, &need) {
+            Some(self.resolved_client_id().await?)
         } else {
             None
         };
-        let held = self.shared.locks.acquire(self.conn, need).await;
-        self.attach(entry, held, client_id);
+        let locks = self.shared.locks.acquire(self.conn, need).await;
+        Some(self.hold(verdict, locks, client_id))
     }
 
-    fn is_pop(&self, entry: &InFlight, need: &Need) -> bool {
-        matches!(need, Need::Keys(_)) && entry.spec.is_some_and(|s| s.is_blocking())
-    }
-
-    fn attach(&self, entry: &mut InFlight, held: Held, client_id: Option<i64>) {
+    fn hold(&self, verdict: &Verdict, locks: LockGuard, client_id: Option<i64>) -> Hold {
         match client_id {
             Some(client_id)
-                if entry.spec.is_some_and(|s| s.is_blocking()) && !held.keys().is_empty() =>
+                if verdict.spec.is_some_and(|s| s.is_blocking()) && !locks.keys().is_empty() =>
             {
-                let ticket = self.shared.pops.register(held.keys(), self.conn, client_id);
-                entry.blocking = Some(BlockingPop {
+                let ticket = self
+                    .shared
+                    .pops
+                    .register(locks.keys(), self.conn, client_id);
+                Hold::Pop(BlockingPop {
                     ticket,
-                    held: Arc::new(Mutex::new(Some(held))),
-                });
+                    locks: Arc::new(Mutex::new(Some(locks))),
+                })
             }
-            _ => entry.held = Some(held),
+            _ => Hold::Locks(locks),
         }
     }
 
     /// What [`watch_pop`](Self::watch_pop) needs of a blocking pop, taken
-    /// before the entry goes to the reply side.
-    pub fn pop_watch(entry: &InFlight) -> Option<PopWatch> {
-        entry
-            .blocking
-            .as_ref()
-            .map(|p| PopWatch(p.held.clone(), p.ticket.state().clone()))
+    /// before the command goes to the reply side.
+    pub fn pop_watch(hold: Option<&Hold>) -> Option<PopWatch> {
+        match hold? {
+            Hold::Pop(p) => Some(PopWatch(p.locks.clone(), p.ticket.state().clone())),
+            Hold::Locks(_) => None,
+        }
     }
 
     /// After a blocking pop was sent: gives its locks back once the primary
     /// reports it blocked (if it is answered first, capture gives them back).
     pub fn watch_pop(&self, watch: PopWatch) {
-        let PopWatch(held, state) = watch;
+        let PopWatch(locks, state) = watch;
         let prober = self.prober.clone();
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(1);
             loop {
-                let holding = held.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+                let holding = locks.lock().unwrap_or_else(|e| e.into_inner()).is_some();
                 if !holding || state.is_done() {
                     return;
                 }
@@ -186,16 +212,17 @@ impl Ordering {
                     }
                 }
             }
-            held.lock().unwrap_or_else(|e| e.into_inner()).take();
+            locks.lock().unwrap_or_else(|e| e.into_inner()).take();
         });
     }
 
     /// Before a blocking pop's reply is captured: a pop that was parked and
     /// then served waits until the write that served it was captured.
-    pub async fn before_capture(&self, entry: &InFlight, reply: &[u8]) {
-        let Some(pop) = entry.blocking.as_ref().map(|b| b.ticket.state()) else {
+    pub async fn before_capture(&self, hold: Option<&Hold>, reply: &[u8]) {
+        let Some(Hold::Pop(pop)) = hold else {
             return;
         };
+        let pop = pop.ticket.state();
         let timed_out = matches!(reply, b"*-1\r\n" | b"_\r\n" | b"$-1\r\n");
         if pop.is_parked() && !timed_out && !pop.fed(SERVED_POP_WAIT).await {
             log::warn!(
@@ -233,8 +260,8 @@ impl Ordering {
     /// Gives back a write's locks, after waiting for pops of other sessions
     /// that the write served (so their records follow the write's and come
     /// before any later write to the key).
-    pub async fn release(&self, held: Held) {
-        for pop in self.shared.pops.pending_on(held.keys(), self.conn) {
+    pub async fn release(&self, locks: LockGuard) {
+        for pop in self.shared.pops.pending_on(locks.keys(), self.conn) {
             if pop.is_done() {
                 continue;
             }
@@ -251,12 +278,18 @@ impl Ordering {
                 );
             }
         }
-        drop(held);
+        drop(locks);
     }
 }
 
+/// Whether `need` is a blocking pop's: its locks are given back while it
+/// blocks.
+fn is_pop(verdict: &Verdict, need: &Need) -> bool {
+    matches!(need, Need::Keys(_)) && verdict.spec.is_some_and(|s| s.is_blocking())
+}
+
 /// Where the reply side delivers the answer to the session's `CLIENT ID`.
-pub struct ClientId(watch::Sender<Option<Option<i64>>>);
+pub(crate) struct ClientId(watch::Sender<Option<Option<i64>>>);
 
 impl ClientId {
     /// Takes the first reply of the connection, the one to `CLIENT ID`.

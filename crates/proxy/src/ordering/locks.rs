@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 
 /// What a command needs to hold while it runs on the primary.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     /// These (database, key) pairs; sorted and without duplicates.
     Keys(Vec<(u32, Bytes)>),
     /// Every key of every database.
@@ -117,20 +117,20 @@ impl Table {
 
 /// The lock table shared by every session of a proxy.
 #[derive(Debug, Default)]
-pub struct KeyLocks {
+pub(crate) struct KeyLocks {
     table: Mutex<Table>,
     released: Notify,
 }
 
 /// Locks held by one command; released when dropped.
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct LockGuard {
     locks: Arc<KeyLocks>,
     session: u64,
     need: Need,
 }
 
-impl Held {
+impl LockGuard {
     /// The keys held (empty for the barrier).
     pub fn keys(&self) -> &[(u32, Bytes)] {
         match &self.need {
@@ -140,7 +140,7 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl Drop for LockGuard {
     fn drop(&mut self) {
         self.locks.table().give_back(self.session, &self.need);
         self.locks.released.notify_waiters();
@@ -157,13 +157,13 @@ impl KeyLocks {
     }
 
     /// Takes `need` for `session` if no other session holds any of it.
-    pub fn try_acquire(self: &Arc<Self>, session: u64, need: &Need) -> Option<Held> {
+    pub fn try_acquire(self: &Arc<Self>, session: u64, need: &Need) -> Option<LockGuard> {
         let mut table = self.table();
         if !table.free_for(session, need) {
             return None;
         }
         table.take(session, need);
-        Some(Held {
+        Some(LockGuard {
             locks: self.clone(),
             session,
             need: need.clone(),
@@ -171,7 +171,7 @@ impl KeyLocks {
     }
 
     /// Waits until `need` can be taken for `session`, then takes it.
-    pub async fn acquire(self: &Arc<Self>, session: u64, need: Need) -> Held {
+    pub async fn acquire(self: &Arc<Self>, session: u64, need: Need) -> LockGuard {
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use remoteback_protocol::Command;
 
-use super::{rewrite, Reply, Rewritten, ScriptCache};
+use super::{apply, refused, Reply, Rewrite, Rewritten, ScriptCache};
 
 pub(super) const NOW: u64 = 1_700_000_000_000;
 
@@ -12,10 +12,26 @@ pub(super) fn cmd(parts: &[&str]) -> Command {
     Command::from_parts(parts.iter())
 }
 
+/// What capture replicates for `command` answered with `reply` at [`NOW`]:
+/// its family's rewrite, or the command verbatim when it has none.
+pub(super) fn rewrite(command: &Command, reply: Reply<'_>, scripts: &ScriptCache) -> Rewritten {
+    match Rewrite::of(command.name()) {
+        Some(family) => apply(family, command, reply, NOW, scripts),
+        None => Rewritten::Verbatim,
+    }
+}
+
+/// What capture notes of `command` when the primary refused it with `error`.
+pub(super) fn refuse(command: &Command, error: &[u8], scripts: &ScriptCache) {
+    if let Some(family) = Rewrite::of(command.name()) {
+        refused(family, command, error, scripts);
+    }
+}
+
 /// Rewrites `parts` given the raw RESP `reply`.
 pub(super) fn rw_with(parts: &[&str], reply: &str, scripts: &ScriptCache) -> Rewritten {
     let bytes = Bytes::copy_from_slice(reply.as_bytes());
-    rewrite(&cmd(parts), Reply::Raw(&bytes), NOW, scripts)
+    rewrite(&cmd(parts), Reply::Raw(&bytes), scripts)
 }
 
 pub(super) fn rw(parts: &[&str], reply: &str) -> Rewritten {
@@ -23,7 +39,7 @@ pub(super) fn rw(parts: &[&str], reply: &str) -> Rewritten {
 }
 
 pub(super) fn rw_unknown(parts: &[&str]) -> Rewritten {
-    rewrite(&cmd(parts), Reply::Unknown, NOW, &ScriptCache::new())
+    rewrite(&cmd(parts), Reply::Unknown, &ScriptCache::new())
 }
 
 /// The expected commands, each written as space-separated words.

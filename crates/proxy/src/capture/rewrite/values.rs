@@ -128,8 +128,8 @@ pub(super) fn migrate(args: &[Bytes], reply: Reply<'_>) -> Option<Rewritten> {
 
 #[cfg(test)]
 mod tests {
-    use crate::rewrite::test_support::*;
-    use crate::rewrite::Rewritten;
+    use crate::capture::rewrite::test_support::*;
+    use crate::capture::rewrite::Rewritten;
 
     #[test]
     fn spop_becomes_srem_of_what_was_popped() {

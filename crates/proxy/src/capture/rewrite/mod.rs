@@ -40,18 +40,21 @@
 //! (TTLs), `values` (results the reply reports), `pops` (blocking and
 //! multi-key pops), `streams` and `evalsha` (scripts; the cache itself is
 //! `scripts`).
+//!
+//! A command's family ([`Rewrite`]) is found once, when the proxy reads the
+//! command (it travels in the command's `Verdict`); [`apply`] and
+//! [`refused`] then dispatch on it without looking at the name again.
 
 mod evalsha;
 mod expiry;
 mod pops;
 mod scripts;
-mod sha1;
 mod streams;
 #[cfg(test)]
 mod test_support;
 mod values;
 
-pub use scripts::ScriptCache;
+pub(crate) use scripts::ScriptCache;
 
 use std::borrow::Cow;
 
@@ -63,7 +66,7 @@ use expiry::Ttl;
 
 /// The primary's answer to a command, decoded only if a rewrite needs it.
 #[derive(Clone, Copy, Debug)]
-pub enum Reply<'a> {
+pub(crate) enum Reply<'a> {
     /// One complete RESP reply as received.
     Raw(&'a Bytes),
     /// An already decoded reply (an element of an `EXEC` result).
@@ -89,7 +92,7 @@ impl<'a> Reply<'a> {
 
 /// What to replicate for one command that took effect on the primary.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rewritten {
+pub(crate) enum Rewritten {
     /// The command exactly as the client sent it.
     Verbatim,
     /// Nothing: the command changed nothing (a `SET NX` that did not set,
@@ -99,9 +102,9 @@ pub enum Rewritten {
     Commands(Vec<Command>),
 }
 
-/// The commands this module rewrites (or watches, for scripts).
+/// The family of a command this module rewrites (or watches, for scripts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Rewrite {
     Set,
     SetEx(Ttl),
     GetEx,
@@ -131,115 +134,112 @@ enum Kind {
     Script,
     Migrate,
 }
-/// Longest command name [`kind`] looks at.
+
+/// Longest command name [`Rewrite::of`] looks at.
 const MAX_NAME: usize = 16;
 
-fn kind(name: &[u8]) -> Option<Kind> {
-    if name.len() > MAX_NAME {
-        return None;
+impl Rewrite {
+    /// The family of the command named `name` (any case); `None` for the
+    /// commands replicated verbatim, which is almost all of them.
+    pub fn of(name: &[u8]) -> Option<Rewrite> {
+        if name.len() > MAX_NAME {
+            return None;
+        }
+        let mut buf = [0u8; MAX_NAME];
+        for (u, c) in buf.iter_mut().zip(name) {
+            *u = c.to_ascii_uppercase();
+        }
+        Some(match &buf[..name.len()] {
+            b"SET" => Rewrite::Set,
+            b"SETEX" => Rewrite::SetEx(Ttl::Seconds),
+            b"PSETEX" => Rewrite::SetEx(Ttl::Millis),
+            b"GETEX" => Rewrite::GetEx,
+            b"GETSET" => Rewrite::GetSet,
+            b"GETDEL" => Rewrite::GetDel,
+            b"EXPIRE" => Rewrite::Expire(Ttl::Seconds),
+            b"PEXPIRE" => Rewrite::Expire(Ttl::Millis),
+            b"EXPIREAT" => Rewrite::Expire(Ttl::UnixSeconds),
+            b"PEXPIREAT" => Rewrite::Expire(Ttl::UnixMillis),
+            b"RESTORE" | b"RESTORE-ASKING" => Rewrite::Restore,
+            b"SPOP" => Rewrite::SPop,
+            b"INCRBYFLOAT" => Rewrite::IncrByFloat,
+            b"HINCRBYFLOAT" => Rewrite::HIncrByFloat,
+            b"BLPOP" => Rewrite::BPop(true),
+            b"BRPOP" => Rewrite::BPop(false),
+            b"BLMOVE" => Rewrite::BLMove,
+            b"BRPOPLPUSH" => Rewrite::BRPopLPush,
+            b"LMPOP" => Rewrite::LMPop(false),
+            b"BLMPOP" => Rewrite::LMPop(true),
+            b"BZPOPMIN" => Rewrite::BZPop(true),
+            b"BZPOPMAX" => Rewrite::BZPop(false),
+            b"ZMPOP" => Rewrite::ZMPop(false),
+            b"BZMPOP" => Rewrite::ZMPop(true),
+            b"XADD" => Rewrite::XAdd,
+            b"XREADGROUP" => Rewrite::XReadGroup,
+            b"XCLAIM" => Rewrite::XClaim,
+            b"XAUTOCLAIM" => Rewrite::XAutoClaim,
+            b"EVAL" | b"EVAL_RO" => Rewrite::Eval,
+            b"EVALSHA" => Rewrite::EvalSha,
+            b"SCRIPT" => Rewrite::Script,
+            b"MIGRATE" => Rewrite::Migrate,
+            _ => return None,
+        })
     }
-    let mut buf = [0u8; MAX_NAME];
-    for (u, c) in buf.iter_mut().zip(name) {
-        *u = c.to_ascii_uppercase();
-    }
-    Some(match &buf[..name.len()] {
-        b"SET" => Kind::Set,
-        b"SETEX" => Kind::SetEx(Ttl::Seconds),
-        b"PSETEX" => Kind::SetEx(Ttl::Millis),
-        b"GETEX" => Kind::GetEx,
-        b"GETSET" => Kind::GetSet,
-        b"GETDEL" => Kind::GetDel,
-        b"EXPIRE" => Kind::Expire(Ttl::Seconds),
-        b"PEXPIRE" => Kind::Expire(Ttl::Millis),
-        b"EXPIREAT" => Kind::Expire(Ttl::UnixSeconds),
-        b"PEXPIREAT" => Kind::Expire(Ttl::UnixMillis),
-        b"RESTORE" | b"RESTORE-ASKING" => Kind::Restore,
-        b"SPOP" => Kind::SPop,
-        b"INCRBYFLOAT" => Kind::IncrByFloat,
-        b"HINCRBYFLOAT" => Kind::HIncrByFloat,
-        b"BLPOP" => Kind::BPop(true),
-        b"BRPOP" => Kind::BPop(false),
-        b"BLMOVE" => Kind::BLMove,
-        b"BRPOPLPUSH" => Kind::BRPopLPush,
-        b"LMPOP" => Kind::LMPop(false),
-        b"BLMPOP" => Kind::LMPop(true),
-        b"BZPOPMIN" => Kind::BZPop(true),
-        b"BZPOPMAX" => Kind::BZPop(false),
-        b"ZMPOP" => Kind::ZMPop(false),
-        b"BZMPOP" => Kind::ZMPop(true),
-        b"XADD" => Kind::XAdd,
-        b"XREADGROUP" => Kind::XReadGroup,
-        b"XCLAIM" => Kind::XClaim,
-        b"XAUTOCLAIM" => Kind::XAutoClaim,
-        b"EVAL" | b"EVAL_RO" => Kind::Eval,
-        b"EVALSHA" => Kind::EvalSha,
-        b"SCRIPT" => Kind::Script,
-        b"MIGRATE" => Kind::Migrate,
-        _ => return None,
-    })
 }
 
-/// Whether [`rewrite`] may do anything with `command` (or needs to see it,
-/// like `EVAL` for the script cache). For every other command `rewrite`
-/// answers [`Rewritten::Verbatim`]; callers can skip it, and the clock read.
-pub fn applies(command: &Command) -> bool {
-    kind(command.name()).is_some()
-}
-
-/// What to replicate for `command`, which the primary answered with `reply`
-/// (not an error) at `now_ms` on the proxy's clock. The reply is decoded
-/// only for the commands whose rewrite depends on it.
+/// What to replicate for `command` of family `rewrite`, which the primary
+/// answered with `reply` (not an error) at `now_ms` on the proxy's clock.
+/// The reply is decoded only for the commands whose rewrite depends on it.
 ///
 /// Also keeps `scripts` up to date: `EVAL`, `EVAL_RO` and `SCRIPT LOAD`
 /// teach it bodies, `SCRIPT FLUSH` empties it, an `EVALSHA` of a body it
 /// does not know is counted and logged (and replicated verbatim).
-pub fn rewrite(
+pub(crate) fn apply(
+    rewrite: Rewrite,
     command: &Command,
     reply: Reply<'_>,
     now_ms: u64,
     scripts: &ScriptCache,
 ) -> Rewritten {
-    let Some(kind) = kind(command.name()) else {
-        return Rewritten::Verbatim;
-    };
     let args = command.args();
     let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-    let out = match kind {
-        Kind::Set => expiry::set(args, reply, now),
-        Kind::SetEx(ttl) => expiry::setex(args, ttl, now),
-        Kind::GetEx => expiry::getex(args, reply, now),
-        Kind::GetSet => values::getset(args),
-        Kind::GetDel => values::getdel(args, reply),
-        Kind::Expire(ttl) => expiry::expire(args, ttl, reply, now),
-        Kind::Restore => expiry::restore(args, now),
-        Kind::SPop => values::spop(args, reply),
-        Kind::IncrByFloat => values::incrbyfloat(args, reply),
-        Kind::HIncrByFloat => values::hincrbyfloat(args, reply),
-        Kind::BPop(left) => pops::bpop(args, reply, left),
-        Kind::BLMove => pops::blmove(args, reply),
-        Kind::BRPopLPush => pops::brpoplpush(args, reply),
-        Kind::LMPop(blocking) => pops::mpop(args, reply, blocking, false),
-        Kind::BZPop(min) => pops::bzpop(args, reply, min),
-        Kind::ZMPop(blocking) => pops::mpop(args, reply, blocking, true),
-        Kind::XAdd => streams::xadd(args, reply),
-        Kind::XReadGroup => streams::xreadgroup(args, reply, now),
-        Kind::XClaim => streams::xclaim(args, reply, now),
-        Kind::XAutoClaim => streams::xautoclaim(args, reply, now),
-        Kind::Eval => evalsha::eval(args, scripts),
-        Kind::EvalSha => evalsha::evalsha(args, scripts),
-        Kind::Script => evalsha::script(args, reply, scripts),
-        Kind::Migrate => values::migrate(args, reply),
+    let out = match rewrite {
+        Rewrite::Set => expiry::set(args, reply, now),
+        Rewrite::SetEx(ttl) => expiry::setex(args, ttl, now),
+        Rewrite::GetEx => expiry::getex(args, reply, now),
+        Rewrite::GetSet => values::getset(args),
+        Rewrite::GetDel => values::getdel(args, reply),
+        Rewrite::Expire(ttl) => expiry::expire(args, ttl, reply, now),
+        Rewrite::Restore => expiry::restore(args, now),
+        Rewrite::SPop => values::spop(args, reply),
+        Rewrite::IncrByFloat => values::incrbyfloat(args, reply),
+        Rewrite::HIncrByFloat => values::hincrbyfloat(args, reply),
+        Rewrite::BPop(left) => pops::bpop(args, reply, left),
+        Rewrite::BLMove => pops::blmove(args, reply),
+        Rewrite::BRPopLPush => pops::brpoplpush(args, reply),
+        Rewrite::LMPop(blocking) => pops::mpop(args, reply, blocking, false),
+        Rewrite::BZPop(min) => pops::bzpop(args, reply, min),
+        Rewrite::ZMPop(blocking) => pops::mpop(args, reply, blocking, true),
+        Rewrite::XAdd => streams::xadd(args, reply),
+        Rewrite::XReadGroup => streams::xreadgroup(args, reply, now),
+        Rewrite::XClaim => streams::xclaim(args, reply, now),
+        Rewrite::XAutoClaim => streams::xautoclaim(args, reply, now),
+        Rewrite::Eval => evalsha::eval(args, scripts),
+        Rewrite::EvalSha => evalsha::evalsha(args, scripts),
+        Rewrite::Script => evalsha::script(args, reply, scripts),
+        Rewrite::Migrate => values::migrate(args, reply),
     };
     // `None`: arguments or reply not as expected (Redis accepted them, so
     // this is a shape we do not know): replicate what the client sent.
     out.unwrap_or(Rewritten::Verbatim)
 }
 
-/// Notes a command the primary refused with `error` (the message, without
-/// the RESP type byte). Redis keeps a script that compiled in its cache even
-/// when running it failed, so the script cache learns its body too.
-pub fn refused(command: &Command, error: &[u8], scripts: &ScriptCache) {
-    if kind(command.name()) == Some(Kind::Eval) && !evalsha::failed_to_compile(error) {
+/// Notes a command of family `rewrite` the primary refused with `error`
+/// (the message, without the RESP type byte). Redis keeps a script that
+/// compiled in its cache even when running it failed, so the script cache
+/// learns its body too.
+pub(crate) fn refused(rewrite: Rewrite, command: &Command, error: &[u8], scripts: &ScriptCache) {
+    if rewrite == Rewrite::Eval && !evalsha::failed_to_compile(error) {
         if let Some(body) = command.arg(1) {
             scripts.learn(body);
         }
@@ -303,13 +303,13 @@ mod tests {
             &["PERSIST", "k"],
             &["FCALL", "f", "0"],
         ] {
-            assert!(!applies(&cmd(parts)), "{parts:?}");
+            assert!(Rewrite::of(cmd(parts).name()).is_none(), "{parts:?}");
             assert_eq!(rw(parts, "+OK\r\n"), Rewritten::Verbatim, "{parts:?}");
         }
-        assert!(applies(&cmd(&["set", "k", "v"])));
-        assert!(applies(&cmd(&["evalsha", "x", "0"])));
+        assert!(Rewrite::of(b"set").is_some());
+        assert!(Rewrite::of(b"evalsha").is_some());
         let long = "X".repeat(100);
-        assert!(!applies(&cmd(&[long.as_str()])));
+        assert!(Rewrite::of(long.as_bytes()).is_none());
     }
 
     #[test]
@@ -320,14 +320,13 @@ mod tests {
             rewrite(
                 &cmd(&["EXPIRE", "k", "1"]),
                 Reply::Frame(&element),
-                NOW,
                 &scripts
             ),
             to(&[&format!("PEXPIREAT k {}", at(1000))])
         );
         let nil = Frame::Null;
         assert_eq!(
-            rewrite(&cmd(&["SPOP", "s"]), Reply::Frame(&nil), NOW, &scripts),
+            rewrite(&cmd(&["SPOP", "s"]), Reply::Frame(&nil), &scripts),
             Rewritten::Nothing
         );
     }

@@ -14,11 +14,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
-
-use super::sha1;
+use sha1_smol::{Digest, Sha1};
 
 /// Accounting overhead per cached script (key, queue slot, map entry).
 const ENTRY_OVERHEAD: usize = 64;
@@ -26,21 +25,21 @@ const ENTRY_OVERHEAD: usize = 64;
 const REPORTED_LIMIT: usize = 1024;
 
 /// Script bodies by SHA-1, shared by all sessions.
-pub struct ScriptCache {
+pub(crate) struct ScriptCache {
     inner: RwLock<Inner>,
     max_scripts: usize,
     max_bytes: usize,
     /// `EVALSHA`s replicated verbatim because the body was unknown.
     unknown: AtomicU64,
     /// Unknown SHA-1s already logged, so a hot script logs once, not per call.
-    reported: Mutex<HashSet<[u8; 20]>>,
+    reported: Mutex<HashSet<Digest>>,
 }
 
 #[derive(Default)]
 struct Inner {
-    bodies: HashMap<[u8; 20], Bytes>,
+    bodies: HashMap<Digest, Bytes>,
     /// Learning order, oldest first: who goes when the cache is full.
-    order: VecDeque<[u8; 20]>,
+    order: VecDeque<Digest>,
     bytes: usize,
 }
 
@@ -73,25 +72,18 @@ impl ScriptCache {
         }
     }
 
-    /// The cache of this process, shared by every session that does not
-    /// get one explicitly (see `Capture::with_scripts`).
-    pub fn shared() -> Arc<ScriptCache> {
-        static SHARED: OnceLock<Arc<ScriptCache>> = OnceLock::new();
-        SHARED.get_or_init(|| Arc::new(ScriptCache::new())).clone()
-    }
-
-    /// Remembers `body` and returns its SHA-1. The body is copied, so the
-    /// cache never pins a client's read buffer.
-    pub fn learn(&self, body: &[u8]) -> [u8; 20] {
-        let sha = sha1::digest(body);
+    /// Remembers `body` and returns its SHA-1 (shown as Redis names
+    /// scripts: 40 lowercase hex digits). The body is copied, so the cache
+    /// never pins a client's read buffer.
+    pub fn learn(&self, body: &[u8]) -> Digest {
+        let sha = Sha1::from(body).digest();
         if self.read().bodies.contains_key(&sha) {
             return sha;
         }
         let size = body.len() + ENTRY_OVERHEAD;
         if size > self.max_bytes || self.max_scripts == 0 {
             log::warn!(
-                "script {} ({} bytes) is larger than the script cache; EVALSHA of it will be replicated verbatim",
-                sha1::hex(&sha),
+                "script {sha} ({} bytes) is larger than the script cache; EVALSHA of it will be replicated verbatim",
                 body.len()
             );
             return sha;
@@ -116,7 +108,7 @@ impl ScriptCache {
 
     /// The body whose SHA-1 is `sha_hex` (40 hex digits, any case).
     pub fn body(&self, sha_hex: &[u8]) -> Option<Bytes> {
-        let sha = sha1::parse_hex(sha_hex)?;
+        let sha = parse_hex(sha_hex)?;
         self.read().bodies.get(&sha).cloned()
     }
 
@@ -129,16 +121,19 @@ impl ScriptCache {
     }
 
     /// How many scripts are cached.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.read().bodies.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// How many `EVALSHA`s were replicated verbatim because the proxy did
     /// not know the script's body.
+    #[cfg(test)]
     pub fn unknown_evalsha(&self) -> u64 {
         self.unknown.load(Ordering::Relaxed)
     }
@@ -147,7 +142,7 @@ impl ScriptCache {
     /// level the first time it is seen (and again after 1024 others were).
     pub(crate) fn note_unknown(&self, sha_hex: &[u8]) {
         let total = self.unknown.fetch_add(1, Ordering::Relaxed) + 1;
-        let key = sha1::parse_hex(sha_hex).unwrap_or_else(|| sha1::digest(sha_hex));
+        let key = parse_hex(sha_hex).unwrap_or_else(|| Sha1::from(sha_hex).digest());
         let first = {
             let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
             if reported.len() >= REPORTED_LIMIT {
@@ -172,6 +167,14 @@ impl ScriptCache {
     }
 }
 
+/// A SHA-1 as a client names it: exactly 40 hex digits, any case.
+fn parse_hex(text: &[u8]) -> Option<Digest> {
+    if text.len() != 40 || !text.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +183,7 @@ mod tests {
     fn learns_and_finds_by_sha_in_any_case() {
         let cache = ScriptCache::new();
         let sha = cache.learn(b"return 1");
-        assert_eq!(sha1::hex(&sha), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        assert_eq!(sha.to_string(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
         assert_eq!(
             cache
                 .body(b"e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
@@ -205,15 +208,29 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_sha_finds_nothing() {
+        let cache = ScriptCache::new();
+        cache.learn(b"return 1");
+        let multibyte = "é".repeat(20);
+        for bad in [
+            &b"+0e1f9fabfc9d4800c877a703b823ac0578ff8db"[..],
+            multibyte.as_bytes(),
+            b"e0e1f9fabfc9d4800c877a703b823ac0578ff8d",
+        ] {
+            assert!(cache.body(bad).is_none(), "{}", bad.escape_ascii());
+        }
+    }
+
+    #[test]
     fn bounded_by_count_oldest_first() {
         let cache = ScriptCache::with_limits(2, 1 << 20);
         let a = cache.learn(b"return 'a'");
         let b = cache.learn(b"return 'b'");
         let c = cache.learn(b"return 'c'");
         assert_eq!(cache.len(), 2);
-        assert!(cache.body(sha1::hex(&a).as_bytes()).is_none());
-        assert!(cache.body(sha1::hex(&b).as_bytes()).is_some());
-        assert!(cache.body(sha1::hex(&c).as_bytes()).is_some());
+        assert!(cache.body(a.to_string().as_bytes()).is_none());
+        assert!(cache.body(b.to_string().as_bytes()).is_some());
+        assert!(cache.body(c.to_string().as_bytes()).is_some());
     }
 
     #[test]
@@ -222,8 +239,8 @@ mod tests {
         let bodies: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; 100]).collect();
         let shas: Vec<_> = bodies.iter().map(|b| cache.learn(b)).collect();
         assert_eq!(cache.len(), 2);
-        assert!(cache.body(sha1::hex(&shas[0]).as_bytes()).is_none());
-        assert!(cache.body(sha1::hex(&shas[2]).as_bytes()).is_some());
+        assert!(cache.body(shas[0].to_string().as_bytes()).is_none());
+        assert!(cache.body(shas[2].to_string().as_bytes()).is_some());
         // Larger than the whole cache: not kept, nothing evicted.
         cache.learn(&vec![b'z'; 1000]);
         assert_eq!(cache.len(), 2);

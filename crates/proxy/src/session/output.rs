@@ -20,19 +20,19 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use crate::sender::ack::Delivery;
+use crate::sender::ack::{Delivery, Lost};
 
 /// One reply that waits for deliveries: its span in a chunk of replies.
-pub struct Wait {
+pub(crate) struct AckWait {
     pub start: usize,
     pub end: usize,
     pub deliveries: Vec<Delivery>,
 }
 
 /// A chunk of replies and the ones among them that wait.
-pub struct Chunk {
+pub(crate) struct ReplyChunk {
     bytes: Bytes,
-    waits: Vec<Wait>,
+    waits: Vec<AckWait>,
 }
 
 /// How many chunks of replies may wait for the writer: when they are all
@@ -40,46 +40,46 @@ pub struct Chunk {
 /// up, so a client whose replies wait for Kafka (or that reads slowly) holds
 /// a bounded amount of the proxy's memory, and Redis's own output buffer
 /// limits apply beyond it.
-pub const HELD_CHUNKS: usize = 256;
+pub(crate) const MAX_WAITING_CHUNKS: usize = 256;
 
-/// The client side of the reply loop.
-pub enum Replies {
+/// Where the reply loop writes the client's replies.
+pub(crate) enum ReplyOutput {
     /// `ack = "redis"`: written as soon as they are matched.
     Direct(OwnedWriteHalf),
-    /// `ack = "kafka"`: handed to [`release`], which writes them when their
-    /// deliveries are in.
-    Held(mpsc::Sender<Chunk>),
+    /// `ack = "kafka"`: handed to [`release_acked`], which writes them when
+    /// their deliveries are in.
+    AfterAck(mpsc::Sender<ReplyChunk>),
     /// The client is gone: replies are read and captured, then dropped.
     Gone,
 }
 
-impl Replies {
+impl ReplyOutput {
     /// Sends `bytes` to the client, after their `waits` (which lie within
     /// `bytes`, in order) resolved. Direct replies never wait. When the
     /// client cannot take them any more, this and every later send drops
     /// the replies: the reply loop must go on capturing what the client's
     /// commands did.
-    pub async fn send(&mut self, bytes: Bytes, waits: Vec<Wait>) {
+    pub async fn send(&mut self, bytes: Bytes, waits: Vec<AckWait>) {
         let result = match self {
-            Replies::Direct(client) => client.write_all(&bytes).await,
-            Replies::Held(tx) => tx
-                .send(Chunk { bytes, waits })
+            ReplyOutput::Direct(client) => client.write_all(&bytes).await,
+            ReplyOutput::AfterAck(tx) => tx
+                .send(ReplyChunk { bytes, waits })
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client writer gone")),
-            Replies::Gone => Ok(()),
+            ReplyOutput::Gone => Ok(()),
         };
         if let Err(e) = result {
             log::debug!("client gone ({e}); its replies are still captured, then dropped");
-            *self = Replies::Gone;
+            *self = ReplyOutput::Gone;
         }
     }
 }
 
 /// Writes held replies to `client` in order, each once its deliveries are
 /// in. Ends when the reply loop is done and everything was written.
-pub async fn release(
+pub(crate) async fn release_acked(
     mut client: OwnedWriteHalf,
-    mut chunks: mpsc::Receiver<Chunk>,
+    mut chunks: mpsc::Receiver<ReplyChunk>,
 ) -> io::Result<()> {
     let mut out = BytesMut::new();
     while let Some(chunk) = chunks.recv().await {
@@ -101,7 +101,7 @@ pub async fn release(
             }
             match outcome {
                 Ok(()) => out.extend_from_slice(&chunk.bytes[wait.start..wait.end]),
-                Err(reason) => out.extend_from_slice(lost_reply(&reason).as_bytes()),
+                Err(lost) => out.extend_from_slice(lost_reply(&lost).as_bytes()),
             }
             pos = wait.end;
         }
@@ -116,8 +116,8 @@ pub async fn release(
 
 /// The error a client gets instead of the reply to a write whose record did
 /// not reach Kafka.
-fn lost_reply(reason: &str) -> String {
-    let reason = reason.replace(['\r', '\n'], " ");
+fn lost_reply(lost: &Lost) -> String {
+    let reason = lost.to_string().replace(['\r', '\n'], " ");
     format!(
         "-ERR remoteback: the write took effect on the primary but its record did not reach \
          Kafka ({reason}); the backup needs a resync\r\n"
@@ -128,10 +128,12 @@ fn lost_reply(reason: &str) -> String {
 mod tests {
     use std::time::Duration;
 
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::sender::ack::Dropped;
 
     async fn pair() -> (OwnedWriteHalf, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,13 +156,13 @@ mod tests {
     #[tokio::test]
     async fn replies_wait_for_their_delivery_and_keep_their_order() {
         let (server, mut client) = pair().await;
-        let (tx, rx) = mpsc::channel(HELD_CHUNKS);
-        let writer = tokio::spawn(release(server, rx));
-        let mut replies = Replies::Held(tx);
+        let (tx, rx) = mpsc::channel(MAX_WAITING_CHUNKS);
+        let writer = tokio::spawn(release_acked(server, rx));
+        let mut replies = ReplyOutput::AfterAck(tx);
         let (report, delivery) = Delivery::pending();
         // "+OK" answers a write; "$1 x" a read pipelined behind it.
         let bytes = Bytes::from_static(b"+OK\r\n$1\r\nx\r\n");
-        let waits = vec![Wait {
+        let waits = vec![AckWait {
             start: 0,
             end: 5,
             deliveries: vec![delivery],
@@ -181,25 +183,32 @@ mod tests {
     #[tokio::test]
     async fn a_lost_record_turns_its_reply_into_an_error() {
         let (server, mut client) = pair().await;
-        let (tx, rx) = mpsc::channel(HELD_CHUNKS);
-        let writer = tokio::spawn(release(server, rx));
-        let mut replies = Replies::Held(tx);
+        let (tx, rx) = mpsc::channel(MAX_WAITING_CHUNKS);
+        let writer = tokio::spawn(release_acked(server, rx));
+        let mut replies = ReplyOutput::AfterAck(tx);
         let (report, delivery) = Delivery::pending();
         let bytes = Bytes::from_static(b":1\r\n:2\r\n:3\r\n");
         let waits = vec![
-            Wait {
+            AckWait {
                 start: 4,
                 end: 8,
                 deliveries: vec![delivery],
             },
-            Wait {
+            AckWait {
                 start: 8,
                 end: 12,
-                deliveries: vec![Delivery::Lost("dropped".into())],
+                deliveries: vec![Delivery::Lost(Lost::Dropped(Dropped::BacklogFull {
+                    bytes: 2048,
+                    limit: 1024,
+                }))],
             },
         ];
         replies.send(bytes, waits).await;
-        report.send(Err("timed out".into())).unwrap();
+        report
+            .send(Err(Lost::NotAcknowledged(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            ))))
+            .unwrap();
         drop(replies);
         writer.await.unwrap().unwrap();
         let mut all = String::new();
@@ -212,6 +221,10 @@ mod tests {
             lines[1].starts_with("-ERR remoteback: the write took effect")
                 && lines[1].contains("timed out")
         );
-        assert!(lines[2].contains("(dropped)"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("(the record was dropped: the backlog is full"),
+            "{}",
+            lines[2]
+        );
     }
 }

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use remoteback_protocol::frame::Frame;
 
-use super::{is, one, sha1, word, Reply, Rewritten, ScriptCache};
+use super::{is, one, word, Reply, Rewritten, ScriptCache};
 
 /// `EVAL|EVAL_RO body numkeys ...` teaches the cache its body; replicated
 /// verbatim.
@@ -48,7 +48,7 @@ pub(super) fn evalsha(args: &[Bytes], scripts: &ScriptCache) -> Option<Rewritten
 pub(super) fn script(args: &[Bytes], reply: Reply<'_>, scripts: &ScriptCache) -> Option<Rewritten> {
     let sub = args.get(1)?;
     if is(sub, "LOAD") {
-        let sha = sha1::hex(&scripts.learn(args.get(2)?));
+        let sha = scripts.learn(args.get(2)?).to_string();
         if let Some(answer) = reply.decode().as_deref().and_then(Frame::as_bytes) {
             if !answer.eq_ignore_ascii_case(sha.as_bytes()) {
                 log::warn!(
@@ -65,8 +65,8 @@ pub(super) fn script(args: &[Bytes], reply: Reply<'_>, scripts: &ScriptCache) ->
 
 #[cfg(test)]
 mod tests {
-    use crate::rewrite::test_support::*;
-    use crate::rewrite::{refused, Rewritten, ScriptCache};
+    use crate::capture::rewrite::test_support::*;
+    use crate::capture::rewrite::{Rewritten, ScriptCache};
 
     #[test]
     fn evalsha_becomes_eval_when_the_body_is_known() {
@@ -103,20 +103,20 @@ mod tests {
         rw_with(&["eval_ro", "return 1", "0"], ":1\r\n", &scripts);
         assert_eq!(rw_with(&evalsha, ":1\r\n", &scripts), expected);
         scripts.flush();
-        refused(
+        refuse(
             &cmd(&["EVAL", "return 1", "0"]),
             b"ERR user_script:1: oops",
             &scripts,
         );
         assert_eq!(rw_with(&evalsha, ":1\r\n", &scripts), expected);
         scripts.flush();
-        refused(
+        refuse(
             &cmd(&["EVAL", "return 1", "0"]),
             b"ERR Error compiling script (new function): user_script:1: ...",
             &scripts,
         );
         assert!(scripts.is_empty());
-        refused(&cmd(&["SCRIPT", "LOAD", "return 1"]), b"ERR x", &scripts);
+        refuse(&cmd(&["SCRIPT", "LOAD", "return 1"]), b"ERR x", &scripts);
         assert!(scripts.is_empty());
     }
 }

@@ -132,8 +132,8 @@ fn served_pop(
 
 #[cfg(test)]
 mod tests {
-    use crate::rewrite::test_support::*;
-    use crate::rewrite::Rewritten;
+    use crate::capture::rewrite::test_support::*;
+    use crate::capture::rewrite::Rewritten;
 
     #[test]
     fn blocking_list_pops() {

@@ -6,7 +6,7 @@
 //! write that would serve it needs them. Instead it is registered here while
 //! in flight. Redis serves a blocked client right after the command that fed
 //! its key, before any other command runs, so a write to a key with a pending
-//! pop asks Redis whether that pop is still blocked ([`probe`](crate::probe))
+//! pop asks Redis whether that pop is still blocked ([`probe`](super::probe))
 //! and, if it was served, lets the pop's record follow its own (`feed`) and
 //! keeps its locks until the pop's record was captured. A served pop that had
 //! been parked (blocked, locks given back) waits for that `feed` before its
@@ -22,11 +22,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::locks::Held;
+use super::locks::LockGuard;
 
 /// One blocking pop in flight.
 #[derive(Debug)]
-pub struct PopState {
+pub(crate) struct PopState {
     pub session: u64,
     /// The Redis client id of the popping connection (`CLIENT ID`).
     pub client_id: i64,
@@ -96,7 +96,7 @@ type DbKey = (u32, Bytes);
 
 /// Every pending blocking pop of the proxy, by (database, key).
 #[derive(Debug, Default)]
-pub struct Pops {
+pub(crate) struct BlockedPops {
     by_key: Mutex<HashMap<DbKey, Vec<Arc<PopState>>>>,
     /// How many pops are registered: lets writes skip the table when none.
     count: AtomicUsize,
@@ -105,8 +105,8 @@ pub struct Pops {
 /// A registered pop; dropping it (after its reply was captured) marks it
 /// finished and wakes the writes waiting for it.
 #[derive(Debug)]
-pub struct PopTicket {
-    pops: Arc<Pops>,
+pub(crate) struct PopTicket {
+    pops: Arc<BlockedPops>,
     keys: Vec<(u32, Bytes)>,
     state: Arc<PopState>,
 }
@@ -138,22 +138,22 @@ impl Drop for PopTicket {
 /// it holds until the primary either answered it or reported it blocked
 /// (whichever comes first releases them).
 #[derive(Debug)]
-pub struct BlockingPop {
+pub(crate) struct BlockingPop {
     pub ticket: PopTicket,
-    pub held: Arc<Mutex<Option<Held>>>,
+    pub locks: Arc<Mutex<Option<LockGuard>>>,
 }
 
 impl Drop for BlockingPop {
     /// Runs after the pop's reply was captured: the locks go first, then
     /// the ticket (field drop) tells waiting writes the pop is recorded.
     fn drop(&mut self) {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
-impl Pops {
-    pub fn new() -> Arc<Pops> {
-        Arc::new(Pops::default())
+impl BlockedPops {
+    pub fn new() -> Arc<BlockedPops> {
+        Arc::new(BlockedPops::default())
     }
 
     /// Registers a pop of `session` (Redis client `client_id`) on `keys`.
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn pending_pops_of_other_sessions_only_until_captured() {
-        let pops = Pops::new();
+        let pops = BlockedPops::new();
         let ticket = pops.register(&[key("q"), key("r")], 1, 41);
         assert!(
             pops.pending_on(&[key("q")], 1).is_empty(),
@@ -227,7 +227,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn writers_wait_for_the_served_pop() {
-        let pops = Pops::new();
+        let pops = BlockedPops::new();
         let ticket = pops.register(&[key("q")], 1, 41);
         let state = pops.pending_on(&[key("q")], 2).remove(0);
         assert!(!state.finished(Duration::from_millis(10)).await);

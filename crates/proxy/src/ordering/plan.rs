@@ -8,25 +8,21 @@ use bytes::Bytes;
 use remoteback_protocol::commands::CommandSpec;
 use remoteback_protocol::Command;
 
-use crate::locks::Need;
-use crate::sender::Senders;
+use super::locks::Need;
+use crate::capture::Verdict;
 
 /// A session's request-side view of its database and transaction.
 #[derive(Debug, Default)]
-pub struct Order {
+pub(crate) struct LockPlan {
     db: u32,
     /// Locks the writes queued since `MULTI` will need at `EXEC`.
     queued: Option<Vec<Need>>,
 }
 
-impl Order {
-    /// The locks `command` needs before it is forwarded, if any.
-    pub fn need(
-        &mut self,
-        command: &Command,
-        spec: Option<&CommandSpec>,
-        senders: &Senders,
-    ) -> Option<Need> {
+impl LockPlan {
+    /// The locks `command` needs before it is forwarded, if any: a captured
+    /// write (its `verdict` says) locks its keys.
+    pub fn need(&mut self, command: &Command, verdict: &Verdict) -> Option<Need> {
         if command.is("SELECT") {
             if let Some(db) = command
                 .arg(1)
@@ -51,10 +47,11 @@ impl Order {
             return None;
         }
         // A blocking pop takes its key locks like a write; the session gives
-        // them back as soon as the primary reports it blocked (see `pops`).
-        // Inside MULTI it does not block and is an ordinary queued write.
-        let spec = spec?;
-        if !senders.wants(command, Some(spec)) {
+        // them back as soon as the primary reports it blocked (see
+        // `blocked`). Inside MULTI it does not block and is an ordinary
+        // queued write.
+        let spec = verdict.spec?;
+        if !verdict.is_captured() {
             return None;
         }
         let need = self.need_of(command, spec);
@@ -107,23 +104,16 @@ fn merge(needs: Vec<Need>) -> Option<Need> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use remoteback_protocol::{commands, Format};
+    use crate::capture::{Filter, Routes};
+    use remoteback_protocol::Format;
 
-    fn senders() -> Senders {
-        let log = crate::sender::log::LogSender::new(&crate::settings::LogSenderSettings {
-            logger: "test".into(),
-            level: log::Level::Trace,
-        });
-        Senders::from_parts(
-            Format::Protocol,
-            "t",
-            vec![(crate::settings::Filter::Writes, Box::new(log))],
-        )
+    fn routes() -> Routes {
+        Routes::from_parts(Format::Protocol, "t", vec![Filter::Writes])
     }
 
-    fn need(order: &mut Order, s: &Senders, parts: &[&str]) -> Option<Need> {
+    fn need(order: &mut LockPlan, s: &Routes, parts: &[&str]) -> Option<Need> {
         let c = Command::from_parts(parts.iter());
-        order.need(&c, commands::lookup(c.args()), s)
+        order.need(&c, &s.verdict(&c))
     }
 
     fn keys(db: u32, ks: &[&str]) -> Option<Need> {
@@ -136,8 +126,8 @@ mod tests {
 
     #[test]
     fn writes_lock_their_keys_in_the_selected_db() {
-        let s = senders();
-        let mut o = Order::default();
+        let s = routes();
+        let mut o = LockPlan::default();
         assert_eq!(need(&mut o, &s, &["GET", "a"]), None);
         assert_eq!(
             need(&mut o, &s, &["MSET", "b", "1", "a", "2", "b", "3"]),
@@ -158,8 +148,8 @@ mod tests {
 
     #[test]
     fn transactions_lock_at_exec() {
-        let s = senders();
-        let mut o = Order::default();
+        let s = routes();
+        let mut o = LockPlan::default();
         assert_eq!(need(&mut o, &s, &["MULTI"]), None);
         assert_eq!(need(&mut o, &s, &["SET", "b", "1"]), None);
         assert_eq!(need(&mut o, &s, &["GET", "z"]), None);

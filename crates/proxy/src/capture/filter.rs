@@ -1,12 +1,23 @@
-//! Which captured commands a sender receives.
+//! Which captured commands a sender receives (`filter` in a `[[sender]]`).
+
+use std::collections::HashSet;
 
 use remoteback_protocol::commands::CommandSpec;
 use remoteback_protocol::Command;
 
-use crate::settings::Filter;
-
 /// Longest command name looked up in a name filter; longer names match none.
 const MAX_NAME: usize = 64;
+
+/// Which commands a sender receives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Filter {
+    /// Every command Redis itself would replicate (its `write` flag, scripts,
+    /// functions), decided per subcommand.
+    #[default]
+    Writes,
+    /// Exactly these command names, upper case.
+    Names(HashSet<Vec<u8>>),
+}
 
 impl Filter {
     /// Whether `command` (with its table entry, if Redis knows it) passes.

@@ -1,0 +1,208 @@
+//! Which senders take which commands, decided once per command.
+//!
+//! When the request side reads a command, [`Routes::verdict`] looks it up
+//! in the command table, finds its rewrite family and asks every sender's
+//! filter whether it takes it. The [`Verdict`] travels with the command to
+//! the reply side, so capture neither looks the command up again nor asks
+//! the filters again; only a rewritten command, which is a new command, is
+//! looked up and filtered on its own ([`Routes::write`]).
+//!
+//! [`Routes::dispatch`] then turns a capture into records, encoding each
+//! distinct selection of commands once, and hands them to the senders that
+//! take them.
+
+use bytes::Bytes;
+use remoteback_protocol::commands::{self, CommandSpec};
+use remoteback_protocol::{Command, Format, Record};
+
+use super::encode;
+use super::filter::Filter;
+use super::rewrite::Rewrite;
+use crate::sender::ack::Delivery;
+use crate::sender::{SenderSet, Senders};
+use crate::settings::{ProxySettings, SenderSettings};
+
+/// What the proxy decided about a command when it read it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Verdict {
+    /// Its entry in the command table, if the table knows it.
+    pub spec: Option<&'static CommandSpec>,
+    /// Its rewrite family, if replaying it verbatim could give another
+    /// result (never in `ROW` format, which replicates requests as sent).
+    pub rewrite: Option<Rewrite>,
+    /// The senders whose filter takes it (none in `ROW` format).
+    pub senders: SenderSet,
+}
+
+impl Verdict {
+    /// Whether some sender takes the command: it is a write to capture.
+    pub fn is_captured(&self) -> bool {
+        !self.senders.is_empty()
+    }
+}
+
+/// A command to replicate, with its table entry and the senders that take
+/// it.
+#[derive(Clone, Debug)]
+pub(crate) struct Write {
+    pub command: Command,
+    pub spec: Option<&'static CommandSpec>,
+    pub senders: SenderSet,
+}
+
+/// How captures become records: the format, this proxy's name in
+/// `rb-source`, and each sender's filter in configuration order. Shared by
+/// every session.
+pub(crate) struct Routes {
+    format: Format,
+    source: String,
+    filters: Vec<Filter>,
+    /// Added to connection numbers in `ROW` records (`rb-conn`), so that a
+    /// connection id is never reused by a later run of the proxy.
+    row_base: u64,
+}
+
+impl Routes {
+    /// The routes of `settings`' senders (a `LogSender` takes what Redis
+    /// replicates); `source` names this proxy in record headers.
+    pub fn new(settings: &ProxySettings, source: &str) -> Routes {
+        let filters = settings
+            .senders
+            .iter()
+            .map(|s| match s {
+                SenderSettings::Log(_) => Filter::Writes,
+                SenderSettings::Kafka(k) => k.filter.clone(),
+            })
+            .collect();
+        Routes {
+            format: settings.message,
+            source: source.to_string(),
+            filters,
+            row_base: encode::row_base(remoteback_protocol::record::now_ms()),
+        }
+    }
+
+    /// Routes built directly, for tests.
+    #[cfg(test)]
+    pub fn from_parts(format: Format, source: &str, filters: Vec<Filter>) -> Routes {
+        Routes {
+            format,
+            source: source.to_string(),
+            filters,
+            row_base: 0,
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The one lookup of a client's command: its table entry, rewrite
+    /// family and senders.
+    pub fn verdict(&self, command: &Command) -> Verdict {
+        let spec = commands::lookup(command.args());
+        if self.format == Format::Row {
+            return Verdict {
+                spec,
+                rewrite: None,
+                senders: SenderSet::NONE,
+            };
+        }
+        Verdict {
+            spec,
+            rewrite: Rewrite::of(command.name()),
+            senders: self.senders_for(command, spec),
+        }
+    }
+
+    /// A command a rewrite produced, looked up and filtered on its own.
+    pub fn write(&self, command: Command) -> Write {
+        let spec = commands::lookup(command.args());
+        let senders = self.senders_for(&command, spec);
+        Write {
+            command,
+            spec,
+            senders,
+        }
+    }
+
+    fn senders_for(&self, command: &Command, spec: Option<&CommandSpec>) -> SenderSet {
+        self.filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.accepts(command, spec))
+            .fold(SenderSet::NONE, |set, (i, _)| set.with(i))
+    }
+
+    /// Hands `writes` (captured in database `db`, at `time_ms`) to every
+    /// sender that takes some of them, as one record each; the deliveries a
+    /// held reply must wait for go to `deliveries`. In a transaction a
+    /// sender gets the `SELECT`s with the commands it takes, and nothing if
+    /// it takes none.
+    pub fn dispatch(
+        &self,
+        senders: &Senders,
+        db: u32,
+        writes: &[Write],
+        transaction: bool,
+        time_ms: u64,
+        deliveries: &mut Vec<Delivery>,
+    ) {
+        if let [write] = writes {
+            // One command: the same record for every sender that takes it.
+            let mut record: Option<Record> = None;
+            let mut takers = (0..self.filters.len())
+                .filter(|&i| write.senders.contains(i))
+                .peekable();
+            while let Some(i) = takers.next() {
+                let r = record.take().unwrap_or_else(|| {
+                    encode::commands(self.format, &self.source, db, writes.iter(), false, time_ms)
+                });
+                if takers.peek().is_some() {
+                    record = Some(r.clone());
+                }
+                deliveries.extend(senders.send(i, r));
+            }
+            return;
+        }
+        // Senders with the same selection share one encoding.
+        let mut last: Option<(Vec<bool>, Record)> = None;
+        for i in 0..self.filters.len() {
+            let keep: Vec<bool> = writes
+                .iter()
+                .map(|w| w.command.is("SELECT") || w.senders.contains(i))
+                .collect();
+            let takes_some = writes
+                .iter()
+                .zip(&keep)
+                .any(|(w, &k)| k && !w.command.is("SELECT"));
+            if !takes_some {
+                continue;
+            }
+            let record = match &last {
+                Some((kept, record)) if *kept == keep => record.clone(),
+                _ => {
+                    let kept = writes.iter().zip(&keep).filter(|(_, &k)| k).map(|(w, _)| w);
+                    let record =
+                        encode::commands(self.format, &self.source, db, kept, transaction, time_ms);
+                    last = Some((keep, record.clone()));
+                    record
+                }
+            };
+            deliveries.extend(senders.send(i, record));
+        }
+    }
+
+    /// Hands raw client bytes of connection `conn` (`ROW`) to every sender.
+    pub fn dispatch_row(
+        &self,
+        senders: &Senders,
+        conn: u64,
+        bytes: Bytes,
+        close: bool,
+        time_ms: u64,
+    ) {
+        let record = encode::row(&self.source, self.row_base + conn, bytes, close, time_ms);
+        senders.send_to_all(&record);
+    }
+}

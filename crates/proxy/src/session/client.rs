@@ -1,0 +1,166 @@
+//! The client side of a session: client → primary.
+//!
+//! Reads the client's bytes, finds complete requests, forwards them to the
+//! primary unchanged and tells the upstream side what is in flight, in the
+//! order it was sent. Before forwarding a write it may wait: for room in a
+//! full backlog (`on_backlog_full = "block"`), for key locks another
+//! session holds, or for a blocking pop before it to be answered; each wait
+//! happens with everything before the write already sent.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use remoteback_protocol::record::now_ms;
+use remoteback_protocol::request;
+use remoteback_protocol::Format;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+
+use super::inflight::{InFlight, Pending, ReplyMode};
+use super::Context;
+use crate::ordering::{LockPlan, PopState, Prepared, WriteOrder};
+use crate::sender::backlog::{Backlog, OnFull};
+
+/// Read buffer growth step; large enough for a typical pipelined burst.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+
+/// Client → primary. Ends at client EOF or a protocol error (which it hands
+/// to the upstream side so the client gets it after its earlier replies).
+pub(super) async fn forward_requests(
+    mut client: OwnedReadHalf,
+    upstream: &mut OwnedWriteHalf,
+    tx: mpsc::UnboundedSender<Pending>,
+    ctx: Arc<Context>,
+    conn: u64,
+    ordering: Option<WriteOrder>,
+) -> io::Result<()> {
+    let row = ctx.routes.format() == Format::Row;
+    let backlog = ctx.senders.backlog().clone();
+    let hold_writes = backlog.on_full() == OnFull::Block;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut mode = ReplyMode::default();
+    let mut plan = LockPlan::default();
+    let mut blocking: Option<Arc<PopState>> = None;
+    let mut closing = ctx.drain.closing();
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        // At shutdown, stop reading as if the client had hung up: what was
+        // forwarded still gets its reply and its capture.
+        let read = tokio::select! {
+            read = client.read_buf(&mut buf) => read?,
+            _ = closing.wait_for(|c| *c) => 0,
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        let mut found = Vec::new();
+        let mut pos = 0;
+        let mut error = None;
+        while pos < buf.len() {
+            match request::parse(&buf[pos..]) {
+                Ok(Some(p)) => {
+                    let len = p.len;
+                    found.push((pos, p));
+                    pos += len;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if pos > 0 {
+            let chunk = buf.split_to(pos).freeze();
+            // Every request is a record in ROW format. At shutdown a held
+            // write is not sent at all.
+            if row && hold_writes && !room_or_closing(&backlog, &mut closing).await {
+                return Ok(());
+            }
+            if row {
+                ctx.routes
+                    .dispatch_row(&ctx.senders, conn, chunk.clone(), false, now_ms());
+            }
+            // Bytes up to `flushed` are with the primary already.
+            let mut flushed = 0;
+            let mut pops = Vec::new();
+            for (offset, parsed) in found {
+                if parsed.is_empty() {
+                    continue;
+                }
+                let command = parsed.command(&chunk.slice(offset..));
+                let verdict = ctx.routes.verdict(&command);
+                let mut entry = InFlight::new(command, verdict, &mut mode);
+                if hold_writes && backlog.is_full() && entry.verdict.is_captured() {
+                    // Kafka is behind: this write waits, with everything
+                    // before it sent (reads and other clients' reads go on).
+                    upstream.write_all(&chunk[flushed..offset]).await?;
+                    flushed = offset;
+                    if let Some(ordering) = &ordering {
+                        pops.drain(..).for_each(|w| ordering.watch_pop(w));
+                    }
+                    if !room_or_closing(&backlog, &mut closing).await {
+                        return Ok(());
+                    }
+                }
+                if let Some(ordering) = &ordering {
+                    // Nothing follows a blocking pop until it was answered:
+                    // Redis would not run it earlier anyway, and this way a
+                    // blocked connection always means this very pop (what
+                    // the probe relies on), and no later command holds locks
+                    // the pop's feeder needs.
+                    if let Some(pop) = blocking.take().filter(|p: &Arc<PopState>| !p.is_done()) {
+                        upstream.write_all(&chunk[flushed..offset]).await?;
+                        flushed = offset;
+                        pops.drain(..).for_each(|w| ordering.watch_pop(w));
+                        pop.done().await;
+                    }
+                    entry.hold = match ordering.prepare(&mut plan, &entry.command, &entry.verdict) {
+                        Prepared::Ready(hold) => hold,
+                        Prepared::Wait(need) => {
+                            // Wait only with everything before this command
+                            // sent: the locks this session holds must be
+                            // released by replies that are on their way.
+                            upstream.write_all(&chunk[flushed..offset]).await?;
+                            flushed = offset;
+                            pops.drain(..).for_each(|w| ordering.watch_pop(w));
+                            ordering.wait(&entry.verdict, need).await
+                        }
+                    };
+                    if let Some(watch) = WriteOrder::pop_watch(entry.hold.as_ref()) {
+                        blocking = Some(watch.state());
+                        pops.push(watch);
+                    }
+                }
+                // The reply timeout counts from here: the waits above (a full
+                // backlog, another session's locks, a blocking pop before it)
+                // are the proxy's, not the primary's.
+                entry.sent_at = std::time::Instant::now();
+                if tx.send(Pending::Command(entry)).is_err() {
+                    return Ok(());
+                }
+            }
+            upstream.write_all(&chunk[flushed..]).await?;
+            if let Some(ordering) = &ordering {
+                pops.drain(..).for_each(|w| ordering.watch_pop(w));
+            }
+        }
+        if let Some(e) = error {
+            let _ = tx.send(Pending::ProtocolError(e.to_string()));
+            return Ok(());
+        }
+    }
+}
+
+/// Waits for room in the backlog; `false` when shutdown began first.
+async fn room_or_closing(backlog: &Backlog, closing: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        biased;
+        _ = backlog.wait_for_room() => true,
+        _ = closing.wait_for(|c| *c) => false,
+    }
+}

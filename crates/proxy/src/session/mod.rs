@@ -1,0 +1,159 @@
+//! One client connection and its own upstream connection to the primary.
+//!
+//! A session is two loops joined by a channel. The client side
+//! ([`client`]) reads the client's bytes, finds complete commands, tells the
+//! upstream side what is in flight ([`inflight`]) and forwards the bytes
+//! unchanged. The upstream side ([`upstream`]) reads the primary's bytes,
+//! finds complete replies, matches each to its command, lets capture record
+//! writes that took effect, and hands the bytes unchanged to the client's
+//! output ([`output`]). Neither loop waits for the other, so pipelining is
+//! preserved.
+
+mod client;
+pub(crate) mod inflight;
+mod output;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use remoteback_protocol::record::now_ms;
+use remoteback_protocol::Format;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::capture::{Capture, Routes, ScriptCache};
+use crate::ordering::{OrderTables, WriteOrder};
+use crate::sender::ack::AckMode;
+use crate::sender::Senders;
+use crate::shutdown::Drain;
+use output::ReplyOutput;
+
+/// What every session of a proxy shares.
+pub(crate) struct Context {
+    /// The primary, `HOST:PORT`.
+    pub upstream: String,
+    /// Orders conflicting writes of different clients (not for `ROW`,
+    /// which replays each connection on its own).
+    pub ordering: Option<Arc<OrderTables>>,
+    /// Which senders take which commands, and how records are built.
+    pub routes: Arc<Routes>,
+    pub senders: Arc<Senders>,
+    /// Script bodies seen on any connection (`EVALSHA` → `EVAL`).
+    pub scripts: Arc<ScriptCache>,
+    pub reply_timeout: Option<Duration>,
+    /// Shutdown: sessions stop reading requests and finish what is in flight.
+    pub drain: Arc<Drain>,
+}
+
+/// Serves one client until it disconnects or the primary does.
+pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<Context>) {
+    let _live = ctx.drain.enter();
+    let peer = client
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let upstream = match TcpStream::connect(&ctx.upstream).await {
+        Ok(u) => u,
+        Err(e) => {
+            log::warn!(
+                "client {conn} ({peer}): primary {} unreachable: {e}",
+                ctx.upstream
+            );
+            let mut client = client;
+            let msg = format!(
+                "-ERR remoteback: primary {} unreachable: {e}\r\n",
+                ctx.upstream
+            );
+            let _ = client.write_all(msg.as_bytes()).await;
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    log::debug!("client {conn} ({peer}) connected");
+    let (client_rd, client_wr) = client.into_split();
+    let (upstream_rd, mut upstream_wr) = upstream.into_split();
+    let (ordering, client_id) = match &ctx.ordering {
+        Some(tables) => {
+            match WriteOrder::start(conn, tables.clone(), &mut upstream_wr, &ctx.upstream).await {
+                Ok((ordering, id)) => (Some(ordering), Some(id)),
+                Err(e) => {
+                    log::debug!("client {conn}: primary closed: {e}");
+                    return;
+                }
+            }
+        }
+        None => (None, None),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (replies_out, release) = match ctx.senders.ack() {
+        AckMode::Redis => (ReplyOutput::Direct(client_wr), None),
+        AckMode::Kafka => {
+            let (held_tx, held_rx) = mpsc::channel(output::MAX_WAITING_CHUNKS);
+            (
+                ReplyOutput::AfterAck(held_tx),
+                Some(output::release_acked(client_wr, held_rx)),
+            )
+        }
+    };
+
+    // The request loop borrows the upstream's write half, so the half stays
+    // open after the loop ends: dropping it would send FIN, and Redis drops
+    // a connection at EOF without sending the replies it still owes.
+    let requests = client::forward_requests(
+        client_rd,
+        &mut upstream_wr,
+        tx,
+        ctx.clone(),
+        conn,
+        ordering.clone(),
+    );
+    let capture = Capture::new(ctx.routes.clone(), ctx.senders.clone(), ctx.scripts.clone());
+    let replies = upstream::forward_replies(
+        upstream_rd,
+        replies_out,
+        rx,
+        capture,
+        ctx.reply_timeout,
+        ordering,
+        client_id,
+    );
+    // With held replies, the reply loop is done when the writer wrote the
+    // last of them.
+    let replies = async {
+        match release {
+            None => replies.await,
+            Some(release) => {
+                let (outcome, written) = tokio::join!(replies, release);
+                if let Err(e) = written {
+                    log::debug!("client {conn}: writing held replies: {e}");
+                }
+                outcome
+            }
+        }
+    };
+    tokio::pin!(requests);
+    tokio::pin!(replies);
+    // The reply loop decides when the session ends: after the client hung up
+    // it still delivers the replies owed to it.
+    let outcome = tokio::select! {
+        r = &mut replies => r,
+        r = &mut requests => {
+            if let Err(e) = r {
+                log::debug!("client {conn}: request side ended: {e}");
+            }
+            replies.await
+        }
+    };
+    if let Err(e) = outcome {
+        log::debug!("client {conn}: {e}");
+    }
+    if ctx.routes.format() == Format::Row {
+        ctx.routes
+            .dispatch_row(&ctx.senders, conn, Bytes::new(), true, now_ms());
+    }
+    log::debug!("client {conn} ({peer}) closed");
+}

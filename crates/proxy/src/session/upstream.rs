@@ -1,0 +1,244 @@
+//! The upstream side of a session: primary → client, with capture.
+//!
+//! Reads the primary's bytes, finds complete replies, matches each to the
+//! command it answers ([`InFlightQueue`]), lets [`Capture`] record the
+//! writes that took effect, gives back their key locks, and hands the bytes
+//! unchanged to the client's [`ReplyOutput`]. It owns `rsptimeout`: when
+//! the oldest awaited reply is overdue, the client gets an error and the
+//! session ends.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use remoteback_protocol::commands::CommandSpec;
+use remoteback_protocol::frame::Scanner;
+use remoteback_protocol::Command;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
+
+use super::client::READ_CHUNK;
+use super::inflight::{self, waits_by_design, InFlight, InFlightQueue, Matched, Pending};
+use super::output::{AckWait, ReplyOutput};
+use crate::capture::Capture;
+use crate::ordering::{ClientId, Hold, WriteOrder};
+
+/// Why the reply loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SessionEnd {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("primary closed the connection")]
+    UpstreamClosed,
+    #[error("invalid reply from the primary: {0}")]
+    BadReply(#[source] remoteback_protocol::frame::FrameError),
+    #[error("no reply from the primary within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Primary → client, with capture. Ends when the primary closes, or when the
+/// client is gone and nothing is owed to it anymore.
+///
+/// A client that stops reading (it hung up with replies owed) does not end
+/// the loop: the commands it sent run on the primary all the same, so their
+/// replies are still read, matched and captured, and thrown away. When the
+/// loop ends early for another reason (reply timeout, the primary gone, a
+/// reply that cannot be parsed), the writes still in flight are counted as
+/// uncaptured.
+pub(super) async fn forward_replies(
+    mut upstream: OwnedReadHalf,
+    mut client: ReplyOutput,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut capture: Capture,
+    timeout: Option<Duration>,
+    ordering: Option<WriteOrder>,
+    mut client_id: Option<ClientId>,
+) -> Result<(), SessionEnd> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = Scanner::new();
+    let mut lens = Vec::new();
+    let mut queue = InFlightQueue::default();
+    let mut protocol_error: Option<String> = None;
+    let mut requests_open = true;
+    let mut unblocked = false;
+    let result = async {
+        loop {
+            queue.drain_silent(|c| silent(&mut capture, c));
+            // The client is gone (or the proxy shuts down) while its command
+            // blocks: Redis would end the block at the disconnect.
+            if let (false, false, None, Some(ordering), Some(head)) =
+                (requests_open, unblocked, &protocol_error, &ordering, queue.head())
+            {
+                if blocks(&head.command, head.verdict.spec) {
+                    unblocked = true;
+                    ordering.unblock_abandoned().await;
+                }
+            }
+            if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
+                client.send(format!("-ERR {msg}\r\n").into(), Vec::new()).await;
+                return Ok(());
+            }
+            if !requests_open && !queue.awaiting() {
+                return Ok(());
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let deadline = deadline(&queue, timeout);
+            tokio::select! {
+                entry = rx.recv(), if requests_open && protocol_error.is_none() => match entry {
+                    Some(p) => accept(p, &mut queue, &mut protocol_error),
+                    None => requests_open = false,
+                },
+                read = upstream.read_buf(&mut buf) => {
+                    if read? == 0 {
+                        return Err(SessionEnd::UpstreamClosed);
+                    }
+                    // Everything forwarded before these replies is in the channel.
+                    while let Ok(p) = rx.try_recv() {
+                        accept(p, &mut queue, &mut protocol_error);
+                    }
+                    lens.clear();
+                    scan_replies(&buf, &mut scanner, &mut lens)?;
+                    let consumed: usize = lens.iter().sum();
+                    if consumed > 0 {
+                        let mut replies = buf.split_to(consumed).freeze();
+                        // The connection's first reply answers the proxy's own
+                        // CLIENT ID; the client never sees it.
+                        if let Some(id) = client_id.take() {
+                            let own = lens.remove(0);
+                            id.set(&replies.slice(..own));
+                            replies = replies.slice(own..);
+                        }
+                        let waits = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
+                        client.send(replies, waits).await;
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    let limit = timeout.unwrap_or_default();
+                    let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
+                    client.send(msg.into(), Vec::new()).await;
+                    return Err(SessionEnd::Timeout(limit));
+                }
+            }
+        }
+    }
+    .await;
+    if result.is_err() {
+        while let Ok(p) = rx.try_recv() {
+            accept(p, &mut queue, &mut protocol_error);
+        }
+        capture.abandon(queue.commands().map(|c| (&c.command, &c.verdict)));
+    }
+    result
+}
+
+fn accept(p: Pending, queue: &mut InFlightQueue, protocol_error: &mut Option<String>) {
+    match p {
+        Pending::Command(c) => queue.push(c),
+        Pending::ProtocolError(msg) => *protocol_error = Some(msg),
+    }
+}
+
+/// A command that gets no reply (`CLIENT REPLY OFF|SKIP`): captured as if
+/// it succeeded; what it held goes after its capture.
+fn silent(capture: &mut Capture, done: InFlight) {
+    let InFlight {
+        command,
+        verdict,
+        hold,
+        ..
+    } = done;
+    capture.on_silent(command, &verdict);
+    drop(hold);
+}
+
+/// Finds the complete replies at the start of `buf`, appending their lengths
+/// to `lens`.
+fn scan_replies(
+    buf: &[u8],
+    scanner: &mut Scanner,
+    lens: &mut Vec<usize>,
+) -> Result<(), SessionEnd> {
+    let mut pos = 0;
+    while let Some(len) = scanner.next(&buf[pos..]).map_err(SessionEnd::BadReply)? {
+        lens.push(len);
+        pos += len;
+    }
+    Ok(())
+}
+
+/// Matches each reply in `replies` (lengths in `lens`) to its command, and
+/// gives back each write's locks after its capture. Returns the replies
+/// that must wait for Kafka (`ack = "kafka"`).
+async fn match_replies(
+    replies: &Bytes,
+    lens: &[usize],
+    queue: &mut InFlightQueue,
+    capture: &mut Capture,
+    ordering: Option<&WriteOrder>,
+) -> Vec<AckWait> {
+    let mut waits = Vec::new();
+    let mut pos = 0;
+    for &len in lens {
+        let reply = replies.slice(pos..pos + len);
+        queue.drain_silent(|c| silent(capture, c));
+        match queue.match_reply(&reply) {
+            Matched::Reply(done) => {
+                let InFlight {
+                    command,
+                    verdict,
+                    hold,
+                    ..
+                } = done;
+                if let Some(ordering) = ordering {
+                    ordering.observe(&command, &reply).await;
+                    ordering.before_capture(hold.as_ref(), &reply).await;
+                }
+                capture.on_reply(command, &verdict, &reply);
+                let deliveries = capture.take_deliveries();
+                if !deliveries.is_empty() {
+                    waits.push(AckWait {
+                        start: pos,
+                        end: pos + len,
+                        deliveries,
+                    });
+                }
+                // A write's locks go once its record is with the senders; a
+                // blocking pop's registration, once its own is.
+                match (ordering, hold) {
+                    (Some(ordering), Some(Hold::Locks(locks))) => ordering.release(locks).await,
+                    (_, hold) => drop(hold),
+                }
+            }
+            Matched::Event => {}
+            Matched::Unexpected => log::warn!("reply with no command in flight; forwarded as is"),
+        }
+        pos += len;
+    }
+    waits
+}
+
+/// Whether `command` blocks until data arrives or its timeout expires (what
+/// `CLIENT UNBLOCK` ends), unlike subscriptions and `MONITOR`.
+fn blocks(command: &Command, spec: Option<&CommandSpec>) -> bool {
+    waits_by_design(command, spec) && !command.is("MONITOR") && !inflight::is_subscription(command)
+}
+
+/// When the oldest in-flight command times out, if it can.
+fn deadline(queue: &InFlightQueue, timeout: Option<Duration>) -> Option<tokio::time::Instant> {
+    let timeout = timeout?;
+    let head = queue.head()?;
+    if !queue.awaiting() || waits_by_design(&head.command, head.verdict.spec) {
+        return None;
+    }
+    Some(tokio::time::Instant::from_std(head.sent_at + timeout))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,87 @@
+//! What a running proxy can tell about itself: the numbers behind
+//! `/metrics` and `/health`, read without locking anything a session uses.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::sender::Senders;
+use crate::shutdown::Drain;
+
+/// A handle on a running proxy's counters; cheap to clone.
+#[derive(Clone)]
+pub struct Status {
+    senders: Arc<Senders>,
+    sessions: Arc<Drain>,
+}
+
+/// One `KafkaSender`'s deliveries since start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SenderStatus {
+    /// Its position among the `[[sender]]` tables.
+    pub index: usize,
+    pub topic: String,
+    /// Records Kafka acknowledged.
+    pub delivered: u64,
+    /// Records the producer gave up on after its retries (lost).
+    pub failed: u64,
+    /// Records dropped because the backlog or librdkafka's queue was full
+    /// (lost).
+    pub dropped: u64,
+}
+
+impl Status {
+    pub(crate) fn new(senders: Arc<Senders>, sessions: Arc<Drain>) -> Status {
+        Status { senders, sessions }
+    }
+
+    /// Client connections open now.
+    pub fn clients(&self) -> usize {
+        self.sessions.live()
+    }
+
+    /// Bytes of records handed to Kafka and not yet acknowledged.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.senders.backlog().bytes()
+    }
+
+    /// The bound of the backlog (`backlog_bytes`).
+    pub fn backlog_limit(&self) -> u64 {
+        self.senders.backlog().limit()
+    }
+
+    /// Writes held because the backlog was full, since start.
+    pub fn backlog_waits(&self) -> u64 {
+        self.senders.backlog().waits()
+    }
+
+    /// Each `KafkaSender`'s deliveries, in configuration order.
+    pub fn kafka_senders(&self) -> Vec<SenderStatus> {
+        self.senders
+            .kafka_counters()
+            .iter()
+            .map(|k| SenderStatus {
+                index: k.index,
+                topic: k.topic.clone(),
+                delivered: k.counters.delivered.load(Ordering::Relaxed),
+                failed: k.counters.failed.load(Ordering::Relaxed),
+                dropped: k.counters.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Records lost by every Kafka sender since start.
+    pub fn records_lost(&self) -> u64 {
+        self.senders.lost()
+    }
+
+    /// Writes forwarded but never answered before their connection ended:
+    /// they may have taken effect without a record.
+    pub fn writes_uncaptured(&self) -> u64 {
+        self.senders.uncaptured()
+    }
+
+    /// Whether the backup misses writes and needs a resync.
+    pub fn resync_needed(&self) -> bool {
+        self.senders.resync_needed()
+    }
+}
