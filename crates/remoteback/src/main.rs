@@ -2,7 +2,7 @@
 
 mod config;
 mod logging;
-mod reports;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,10 +105,10 @@ fn run_proxy(file: PathBuf) -> ExitCode {
         rt.block_on(async {
             let proxy = Proxy::bind(settings).await?;
             if let Some(address) = metrics {
-                let report = reports::ProxyReport {
+                let report = status::proxy::ProxyReport {
                     status: proxy.status(),
                 };
-                reports::start(&address, Arc::new(report))
+                status::start(&address, Arc::new(report))
                     .await
                     .with_context(|| format!("metrics: cannot listen on {address}"))?;
             }
@@ -131,10 +131,10 @@ fn run_replay(file: PathBuf) -> ExitCode {
     let result = match runtime() {
         Ok(rt) => {
             if let Some(address) = settings.metrics.clone() {
-                let report = reports::ReplayReport {
+                let report = status::replay::ReplayReport {
                     stats: stats.clone(),
                 };
-                if let Err(e) = rt.block_on(reports::start(&address, Arc::new(report))) {
+                if let Err(e) = rt.block_on(status::start(&address, Arc::new(report))) {
                     log::error!("replay: metrics: cannot listen on {address}: {e}");
                     return ExitCode::FAILURE;
                 }
