@@ -206,3 +206,109 @@ impl Routes {
         senders.send_to_all(&record);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use remoteback_protocol::codec::protocol;
+
+    use super::*;
+    use crate::sender::{FlushError, Sender};
+
+    /// Keeps the payload of every record it is given, as one line.
+    #[derive(Clone, Default)]
+    struct Payloads(Arc<Mutex<Vec<String>>>);
+
+    impl Sender for Payloads {
+        fn send(&self, record: Record) -> Option<Delivery> {
+            let commands = protocol::decode(&record.payload).expect("a PROTOCOL payload");
+            let words: Vec<String> = commands
+                .iter()
+                .map(|c| String::from_utf8_lossy(&c.args().join(&b' ')).into_owned())
+                .collect();
+            self.0.lock().unwrap().push(words.join(" ; "));
+            None
+        }
+        fn flush(&self, _: Duration) -> Result<(), FlushError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "Payloads".into()
+        }
+    }
+
+    impl Payloads {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    /// Sender 0 takes every write, sender 1 only `SET`.
+    fn two_senders() -> (Routes, Senders, Payloads, Payloads) {
+        let set_only = Filter::Names([b"SET".to_vec()].into_iter().collect());
+        let routes = Routes::from_parts(Format::Protocol, "t", vec![Filter::Writes, set_only]);
+        let (all, sets) = (Payloads::default(), Payloads::default());
+        let senders = Senders::from_parts(vec![Box::new(all.clone()), Box::new(sets.clone())]);
+        (routes, senders, all, sets)
+    }
+
+    fn writes(routes: &Routes, commands: &[&[&str]]) -> Vec<Write> {
+        commands
+            .iter()
+            .map(|parts| {
+                let command = Command::from_parts(parts.iter());
+                let verdict = routes.verdict(&command);
+                Write {
+                    command,
+                    spec: verdict.spec,
+                    senders: verdict.senders,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_sender_gets_what_its_filter_takes() {
+        let (routes, senders, all, sets) = two_senders();
+        let mut deliveries = Vec::new();
+        let set = writes(&routes, &[&["SET", "a", "1"]]);
+        routes.dispatch(&senders, 0, &set, false, 1, &mut deliveries);
+        let incr = writes(&routes, &[&["INCR", "n"]]);
+        routes.dispatch(&senders, 0, &incr, false, 1, &mut deliveries);
+        assert_eq!(all.take(), ["SET a 1", "INCR n"]);
+        assert_eq!(sets.take(), ["SET a 1"]);
+
+        let transaction = writes(
+            &routes,
+            &[&["SET", "a", "2"], &["SELECT", "1"], &["INCR", "n"]],
+        );
+        routes.dispatch(&senders, 0, &transaction, true, 1, &mut deliveries);
+        assert_eq!(all.take(), ["MULTI ; SET a 2 ; SELECT 1 ; INCR n ; EXEC"]);
+        assert_eq!(sets.take(), ["MULTI ; SET a 2 ; SELECT 1 ; EXEC"]);
+
+        // A sender that would get only SELECTs gets nothing.
+        let no_set = writes(&routes, &[&["SELECT", "2"], &["INCR", "n"]]);
+        routes.dispatch(&senders, 0, &no_set, true, 1, &mut deliveries);
+        assert_eq!(all.take(), ["MULTI ; SELECT 2 ; INCR n ; EXEC"]);
+        assert!(sets.take().is_empty());
+        assert!(deliveries.is_empty(), "no sender here holds replies");
+    }
+
+    #[test]
+    fn a_verdict_is_decided_once_per_command() {
+        let (routes, _, _, _) = two_senders();
+        let v = routes.verdict(&Command::from_parts(["set", "k", "v", "EX", "10"]));
+        assert_eq!(v.spec.map(|s| s.name()), Some("set"));
+        assert_eq!(v.rewrite, Some(Rewrite::Set));
+        assert!(v.senders.contains(0) && v.senders.contains(1));
+        let v = routes.verdict(&Command::from_parts(["GET", "k"]));
+        assert!(!v.is_captured() && v.rewrite.is_none());
+        let v = routes.verdict(&Command::from_parts(["LPUSH", "l", "x"]));
+        assert!(v.senders.contains(0) && !v.senders.contains(1));
+        let row = Routes::from_parts(Format::Row, "t", vec![Filter::Writes]);
+        let v = row.verdict(&Command::from_parts(["SET", "k", "v"]));
+        assert!(v.spec.is_some() && v.rewrite.is_none() && !v.is_captured());
+    }
+}
