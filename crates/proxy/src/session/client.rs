@@ -150,7 +150,7 @@ pub(super) async fn forward_requests(
             }
         }
         if let Some(e) = error {
-            let _ = tx.send(Pending::ProtocolError(e.to_string()));
+            let _ = tx.send(Pending::ProtocolError(e));
             return Ok(());
         }
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use remoteback_protocol::commands::CommandSpec;
 use remoteback_protocol::frame::{self, Frame};
+use remoteback_protocol::request::ProtocolError;
 use remoteback_protocol::Command;
 
 use crate::capture::Verdict;
@@ -25,7 +26,7 @@ pub(crate) enum Pending {
     Command(InFlight),
     /// The client sent a malformed request: after the replies to everything
     /// before it, the client gets this error and the connection closes.
-    ProtocolError(String),
+    ProtocolError(ProtocolError),
 }
 
 /// A forwarded command waiting for its reply.

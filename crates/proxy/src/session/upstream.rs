@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use remoteback_protocol::commands::CommandSpec;
 use remoteback_protocol::frame::Scanner;
+use remoteback_protocol::request::ProtocolError;
 use remoteback_protocol::Command;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
@@ -59,7 +60,7 @@ pub(super) async fn forward_replies(
     let mut scanner = Scanner::new();
     let mut lens = Vec::new();
     let mut queue = InFlightQueue::default();
-    let mut protocol_error: Option<String> = None;
+    let mut protocol_error: Option<ProtocolError> = None;
     let mut requests_open = true;
     let mut unblocked = false;
     let result = async {
@@ -134,7 +135,7 @@ pub(super) async fn forward_replies(
     result
 }
 
-fn accept(p: Pending, queue: &mut InFlightQueue, protocol_error: &mut Option<String>) {
+fn accept(p: Pending, queue: &mut InFlightQueue, protocol_error: &mut Option<ProtocolError>) {
     match p {
         Pending::Command(c) => queue.push(c),
         Pending::ProtocolError(msg) => *protocol_error = Some(msg),
