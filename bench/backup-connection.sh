@@ -31,4 +31,15 @@ for _ in $(seq 1 200); do
     redis-cli -p "$PORT" ping >/dev/null 2>&1 && break
     sleep 0.05
 done
-"$ROOT/target/release/examples/backup_pipeline" "$PORT" "$TRANSACTIONS"
+EXAMPLE="$ROOT/target/release/examples/backup_pipeline"
+"$EXAMPLE" "$PORT" "$TRANSACTIONS"
+# The client's own work, repeatable: instructions per record under callgrind
+# (both connect, each applies 20 transactions).
+if command -v valgrind >/dev/null; then
+    for client in raw crate; do
+        out="$WORK/callgrind.$client"
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$EXAMPLE" "$PORT" 20 "$client" 2>/dev/null
+        total="$(awk '/^summary:/ { print $2 }' "$out")"
+        printf 'instructions per record, %s client: %.0f\n' "$client" "$(echo "$total / 20000" | bc -l)"
+    done
+fi

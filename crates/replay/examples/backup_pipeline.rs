@@ -5,10 +5,11 @@
 //! Each transaction is what the applier sends for a batch: `MULTI`, 1000
 //! `SET`s with 100-byte values, the offset `SET`, `EXEC`, all pipelined,
 //! then every reply read. The rounds alternate between the two clients;
-//! the medians are printed. `bench/backup-connection.sh` starts a
-//! redis-server and runs this.
+//! the medians are printed. With `raw` or `crate` as third argument only
+//! that client runs, once (for counting its instructions with callgrind).
+//! `bench/backup-connection.sh` starts a redis-server and runs this.
 //!
-//!     cargo run --release -p remoteback-replay --example backup_pipeline -- PORT [TRANSACTIONS]
+//!     cargo run --release -p remoteback-replay --example backup_pipeline -- PORT [TRANSACTIONS [raw|crate]]
 
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let port: u16 = args
         .next()
-        .ok_or("usage: backup_pipeline PORT [TRANSACTIONS]")?
+        .ok_or("usage: backup_pipeline PORT [TRANSACTIONS [raw|crate]]")?
         .parse()?;
     let transactions: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(200);
+    let only = args.next();
     let batch = batch();
     let settings = BackupSettings {
         host: "127.0.0.1".into(),
@@ -39,6 +41,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut raw = Backup::connect(&settings).await?;
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
     let mut crate_conn = client.get_multiplexed_async_connection().await?;
+    match only.as_deref() {
+        Some("raw") => return apply_raw(&mut raw, &batch, transactions).await.map(drop),
+        Some("crate") => {
+            return apply_crate(&mut crate_conn, &batch, transactions)
+                .await
+                .map(drop)
+        }
+        Some(other) => return Err(format!("{other}: not raw or crate").into()),
+        None => {}
+    }
     // Warm both up once.
     apply_raw(&mut raw, &batch, 10).await?;
     apply_crate(&mut crate_conn, &batch, 10).await?;
