@@ -13,24 +13,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TRANSACTIONS="${1:-200}"
 PORT=17390
-WORK="$(mktemp -d /tmp/remoteback-bench.XXXXXX)"
-PID=""
-
-cleanup() {
-    [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 
 cargo build --release -p remoteback-replay --example backup_pipeline \
     --manifest-path "$ROOT/Cargo.toml" >&2
 redis-server --port "$PORT" --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-PID=$!
-for _ in $(seq 1 200); do
-    redis-cli -p "$PORT" ping >/dev/null 2>&1 && break
-    sleep 0.05
-done
+PIDS+=($!)
+wait_port "$PORT"
 EXAMPLE="$ROOT/target/release/examples/backup_pipeline"
 "$EXAMPLE" "$PORT" "$TRANSACTIONS"
 # The client's own work, repeatable: instructions per record under callgrind

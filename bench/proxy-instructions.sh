@@ -19,24 +19,8 @@ PIPELINE="${PIPELINE:-16}"
 CLIENTS=50
 REDIS_PORT=17391
 PROXY_PORT=17392
-WORK="$(mktemp -d /tmp/remoteback-bench.XXXXXX)"
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2
-    exit 1
-}
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 if [ "$#" -eq 0 ]; then
@@ -62,7 +46,7 @@ for bin in "$@"; do
     REMOTEBACK_LOG=warn,bench=off valgrind --tool=callgrind --callgrind-out-file="$out" \
         "$bin" proxy --config "$WORK/proxy.toml" 2>"$WORK/valgrind.log" &
     pid=$!
-    wait_port "$PROXY_PORT"
+    wait_port "$PROXY_PORT" 60
     redis-benchmark -p "$PROXY_PORT" -t set,get -n "$REQUESTS" -P "$PIPELINE" -c "$CLIENTS" -r 100000 -q >/dev/null
     kill -INT "$pid"
     wait "$pid" || true

@@ -15,24 +15,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REQUESTS="${1:-200000}"
 PIPELINE="${2:-16}"
 CLIENTS=50
-WORK="$(mktemp -d /tmp/remoteback-bench.XXXXXX)"
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2
-    exit 1
-}
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 
 cargo build --release --bin remoteback --manifest-path "$ROOT/Cargo.toml" >&2
 BIN="$ROOT/target/release/remoteback"

@@ -1,8 +1,9 @@
-//! Why applying a partition's records stopped.
+//! Why applying a partition's records stopped, and what makes a record
+//! unreadable.
 
 use remoteback_protocol::codec::protocol::ProtocolPayloadError;
 use remoteback_protocol::codec::string::StringError;
-use remoteback_protocol::record::HEADER_DB;
+use remoteback_protocol::record::{RecordError, HEADER_DB};
 use remoteback_protocol::Format;
 
 use crate::backup::BackupError;
@@ -13,14 +14,8 @@ use crate::backup::BackupError;
 pub enum ApplyError {
     /// The record cannot be read (undecodable payload, missing header). The
     /// records before it were applied and their offset stored.
-    #[error("record at {topic}[{partition}]@{offset}: {reason}; stopping (the records before it were applied, a restart resumes at it)")]
-    BadRecord {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        #[source]
-        reason: BadPayload,
-    },
+    #[error(transparent)]
+    BadRecord(#[from] BadRecord),
     /// The backup refused a record and `on_apply_error = "stop"`.
     #[error("backup refused the record at {topic}[{partition}]@{offset}: {reason}; stopping (on_apply_error = \"stop\"); {resume}")]
     Refused {
@@ -49,9 +44,24 @@ pub enum ApplyError {
     Backup(#[from] BackupError),
 }
 
-/// What is wrong with a record the applier cannot apply.
+/// A record the replay cannot read: it stops there, so that nothing is
+/// skipped silently.
 #[derive(Debug, thiserror::Error)]
-pub enum BadPayload {
+#[error("record at {topic}[{partition}]@{offset}: {reason}; stopping (the records before it were applied, a restart resumes at it)")]
+pub struct BadRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    #[source]
+    pub reason: Unreadable,
+}
+
+/// What is wrong with a record: its headers (seen by the receiver) or its
+/// payload (seen by the applier).
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error(transparent)]
+    Header(RecordError),
     #[error("payload: {0}")]
     Protocol(#[source] ProtocolPayloadError),
     #[error("payload: {0}")]

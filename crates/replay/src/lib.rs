@@ -32,7 +32,7 @@ use std::sync::Arc;
 use remoteback_protocol::Format;
 use tokio::sync::{mpsc, watch};
 
-pub use error::{ApplyError, BadPayload};
+pub use error::{ApplyError, BadRecord, Unreadable};
 use partition::PartitionJob;
 pub use receiver::ReceiveError;
 pub use settings::{BackupSettings, OnApplyError, ReceiverSettings, ReplaySettings, Start};

@@ -13,8 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use remoteback_protocol::record::{Meta, RecordError};
+use remoteback_protocol::record::Meta;
 
+use crate::error::{BadRecord, Unreadable};
 use crate::settings::ReceiverSettings;
 
 /// Consumer properties remoteback sets unless the configuration overrides
@@ -53,14 +54,8 @@ impl Received {
 /// consumer error.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
-    #[error("record at {topic}[{partition}]@{offset}: {reason}; stopping (the records before it were applied, a restart resumes at it)")]
-    BadRecord {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        #[source]
-        reason: RecordError,
-    },
+    #[error(transparent)]
+    BadRecord(#[from] BadRecord),
     #[error("topic {topic} has no partition {partition} (it has {}); check `partitions` in [receiver]", describe_partitions(.available))]
     NoPartition {
         topic: String,
@@ -267,11 +262,11 @@ fn convert(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<Received, 
         .iter()
         .flat_map(|h| h.iter())
         .map(|h| (h.key, h.value.unwrap_or_default()));
-    let meta = Meta::from_headers(pairs).map_err(|reason| ReceiveError::BadRecord {
+    let meta = Meta::from_headers(pairs).map_err(|e| BadRecord {
         topic: message.topic().to_string(),
         partition: message.partition(),
         offset: message.offset(),
-        reason,
+        reason: Unreadable::Header(e),
     })?;
     Ok(Received {
         offset: message.offset(),

@@ -5,7 +5,7 @@ use remoteback_protocol::codec::{protocol, string};
 use remoteback_protocol::{Command, Format};
 
 use super::Applier;
-use crate::error::{ApplyError, BadPayload};
+use crate::error::{ApplyError, BadRecord, Unreadable};
 use crate::receiver::Received;
 
 /// A record ready to be queued.
@@ -40,28 +40,30 @@ impl Applier {
     }
 
     fn decode(&self, record: &Received) -> Result<Decoded, ApplyError> {
-        let bad = |reason: BadPayload| ApplyError::BadRecord {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: record.offset,
-            reason,
+        let bad = |reason: Unreadable| {
+            ApplyError::BadRecord(BadRecord {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: record.offset,
+                reason,
+            })
         };
         let commands = match record.meta.format {
             Format::Protocol => {
-                protocol::decode(&record.payload).map_err(|e| bad(BadPayload::Protocol(e)))?
+                protocol::decode(&record.payload).map_err(|e| bad(Unreadable::Protocol(e)))?
             }
             Format::String => {
-                string::decode(&record.payload).map_err(|e| bad(BadPayload::String(e)))?
+                string::decode(&record.payload).map_err(|e| bad(Unreadable::String(e)))?
             }
-            Format::Row => return Err(bad(BadPayload::Row)),
+            Format::Row => return Err(bad(Unreadable::Row)),
         };
         if commands.is_empty() {
-            return Err(bad(BadPayload::Empty));
+            return Err(bad(Unreadable::Empty));
         }
         let db = record
             .meta
             .db
-            .ok_or_else(|| bad(BadPayload::NoDatabase(record.meta.format)))?;
+            .ok_or_else(|| bad(Unreadable::NoDatabase(record.meta.format)))?;
         Ok(Decoded {
             offset: record.offset,
             db,
