@@ -12,7 +12,7 @@ use crate::capture::{Routes, ScriptCache};
 use crate::ordering::OrderTables;
 use crate::sender::topic::{self, TopicError};
 use crate::sender::{SenderError, Senders, Undelivered};
-use crate::session::{self, Context};
+use crate::session::{self, SessionContext};
 use crate::settings::{ProxySettings, SenderSettings};
 use crate::shutdown::Drain;
 use crate::status::Status;
@@ -49,7 +49,7 @@ fn join(undelivered: &[Undelivered]) -> String {
 pub struct Proxy {
     listener: TcpListener,
     settings: ProxySettings,
-    ctx: Arc<Context>,
+    ctx: Arc<SessionContext>,
 }
 
 impl Proxy {
@@ -79,7 +79,7 @@ impl Proxy {
                 addr: addr.clone(),
                 source,
             })?;
-        let ctx = Arc::new(Context {
+        let ctx = Arc::new(SessionContext {
             upstream: format!("{}:{}", settings.upstream_ip, settings.upstream_port),
             ordering: (settings.message != Format::Row).then(OrderTables::new),
             routes: Arc::new(Routes::new(&settings, &source)),
@@ -149,7 +149,7 @@ impl Proxy {
 
 /// Runs a session as a task on the shared pool (`coroutine`) or on an OS
 /// thread of its own with a single-threaded runtime (`thread`).
-fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, ctx: Arc<Context>) {
+fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, ctx: Arc<SessionContext>) {
     match worker {
         Worker::Coroutine => {
             tokio::spawn(session::run(stream, conn, ctx));
@@ -172,7 +172,7 @@ fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, ctx: Arc<Context>
     }
 }
 
-fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, ctx: Arc<Context>) {
+fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, ctx: Arc<SessionContext>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 use remoteback_protocol::codec::string;
 use remoteback_protocol::{slot, Command, Format, Record};
 
-use super::routes::Write;
+use super::routes::Captured;
 
 /// A record for `writes`, the commands one sender takes of a capture. A
 /// transaction of more than one command is wrapped in `MULTI` ... `EXEC` so
@@ -15,7 +15,7 @@ pub(crate) fn commands<'a>(
     format: Format,
     source: &str,
     db: u32,
-    writes: impl Iterator<Item = &'a Write> + Clone,
+    writes: impl Iterator<Item = &'a Captured> + Clone,
     transaction: bool,
     time_ms: u64,
 ) -> Record {
@@ -86,11 +86,11 @@ mod tests {
     use super::*;
     use crate::sender::SenderSet;
 
-    fn writes(cmds: &[&[&str]]) -> Vec<Write> {
+    fn writes(cmds: &[&[&str]]) -> Vec<Captured> {
         cmds.iter()
             .map(|parts| {
                 let command = Command::from_parts(parts.iter());
-                Write {
+                Captured {
                     spec: commands::lookup(command.args()),
                     command,
                     senders: SenderSet::NONE.with(0),
@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn single_command_in_string_format() {
         let command = Command::from_parts([&b"set"[..], b"a b", b"\0\xff"]);
-        let w = [Write {
+        let w = [Captured {
             spec: commands::lookup(command.args()),
             command,
             senders: SenderSet::NONE.with(0),

@@ -20,7 +20,7 @@ mod routes;
 
 pub use filter::Filter;
 pub(crate) use rewrite::ScriptCache;
-pub(crate) use routes::{Routes, Verdict, Write};
+pub(crate) use routes::{Captured, Routes, Verdict};
 
 use std::sync::Arc;
 
@@ -184,8 +184,10 @@ impl Capture {
             }
             Rewritten::Nothing => {}
             Rewritten::Commands(replaced) => {
-                let writes: Vec<Write> =
-                    replaced.into_iter().map(|c| self.routes.write(c)).collect();
+                let writes: Vec<Captured> = replaced
+                    .into_iter()
+                    .map(|c| self.routes.rewritten(c))
+                    .collect();
                 if writes.iter().any(|w| !w.senders.is_empty()) {
                     // Several commands for one: applied together, as Redis
                     // wraps what one command propagates in MULTI/EXEC.
@@ -195,7 +197,7 @@ impl Capture {
         }
     }
 
-    fn send(&mut self, writes: &[Write], transaction: bool, time_ms: u64) {
+    fn send(&mut self, writes: &[Captured], transaction: bool, time_ms: u64) {
         self.routes.dispatch(
             &self.senders,
             self.db,
@@ -259,7 +261,7 @@ impl Capture {
                 Rewritten::Commands(replaced) => kept.extend(
                     replaced
                         .into_iter()
-                        .map(|c| self.routes.write(c))
+                        .map(|c| self.routes.rewritten(c))
                         .filter(|w| !w.senders.is_empty()),
                 ),
             }
@@ -278,8 +280,8 @@ impl Capture {
 }
 
 /// A command replicated as the client sent it.
-fn verbatim(command: Command, verdict: &Verdict) -> Write {
-    Write {
+fn verbatim(command: Command, verdict: &Verdict) -> Captured {
+    Captured {
         command,
         spec: verdict.spec,
         senders: verdict.senders,

@@ -5,7 +5,7 @@
 //! filter whether it takes it. The [`Verdict`] travels with the command to
 //! the reply side, so capture neither looks the command up again nor asks
 //! the filters again; only a rewritten command, which is a new command, is
-//! looked up and filtered on its own ([`Routes::write`]).
+//! looked up and filtered on its own ([`Routes::rewritten`]).
 //!
 //! [`Routes::dispatch`] then turns a capture into records, encoding each
 //! distinct selection of commands once, and hands them to the senders that
@@ -44,7 +44,7 @@ impl Verdict {
 /// A command to replicate, with its table entry and the senders that take
 /// it.
 #[derive(Clone, Debug)]
-pub(crate) struct Write {
+pub(crate) struct Captured {
     pub command: Command,
     pub spec: Option<&'static CommandSpec>,
     pub senders: SenderSet,
@@ -116,10 +116,10 @@ impl Routes {
     }
 
     /// A command a rewrite produced, looked up and filtered on its own.
-    pub fn write(&self, command: Command) -> Write {
+    pub fn rewritten(&self, command: Command) -> Captured {
         let spec = commands::lookup(command.args());
         let senders = self.senders_for(&command, spec);
-        Write {
+        Captured {
             command,
             spec,
             senders,
@@ -143,7 +143,7 @@ impl Routes {
         &self,
         senders: &Senders,
         db: u32,
-        writes: &[Write],
+        writes: &[Captured],
         transaction: bool,
         time_ms: u64,
         deliveries: &mut Vec<Delivery>,
@@ -254,13 +254,13 @@ mod tests {
         (routes, senders, all, sets)
     }
 
-    fn writes(routes: &Routes, commands: &[&[&str]]) -> Vec<Write> {
+    fn writes(routes: &Routes, commands: &[&[&str]]) -> Vec<Captured> {
         commands
             .iter()
             .map(|parts| {
                 let command = Command::from_parts(parts.iter());
                 let verdict = routes.verdict(&command);
-                Write {
+                Captured {
                     command,
                     spec: verdict.spec,
                     senders: verdict.senders,

@@ -82,16 +82,18 @@ struct Queued {
     report: Option<Report>,
 }
 
-struct Context {
+/// What librdkafka hands each delivery report to: the counters, the
+/// backlog the record is settled in, and the loss log.
+struct DeliveryContext {
     topic: String,
     counters: Arc<Counters>,
     backlog: Arc<Backlog>,
     failures: LossLog,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for DeliveryContext {}
 
-impl ProducerContext for Context {
+impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Queued>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, queued: Box<Queued>) {
@@ -122,7 +124,7 @@ impl ProducerContext for Context {
 /// Produces records to one topic.
 pub struct KafkaSender {
     topic: String,
-    producer: ThreadedProducer<Context>,
+    producer: ThreadedProducer<DeliveryContext>,
     counters: Arc<Counters>,
     backlog: Arc<Backlog>,
     /// Whether each record comes with a [`Delivery`] (`ack = "kafka"`).
@@ -156,7 +158,7 @@ impl KafkaSender {
         acks: bool,
     ) -> Result<Self, KafkaError> {
         let counters = Arc::new(Counters::default());
-        let context = Context {
+        let context = DeliveryContext {
             topic: settings.topic.clone(),
             counters: counters.clone(),
             backlog: backlog.clone(),

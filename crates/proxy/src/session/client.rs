@@ -19,7 +19,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 
 use super::inflight::{InFlight, Pending, ReplyMode};
-use super::Context;
+use super::SessionContext;
 use crate::ordering::{LockPlan, PopState, Prepared, WriteOrder};
 use crate::sender::backlog::{Backlog, OnFull};
 
@@ -32,7 +32,7 @@ pub(super) async fn forward_requests(
     mut client: OwnedReadHalf,
     upstream: &mut OwnedWriteHalf,
     tx: mpsc::UnboundedSender<Pending>,
-    ctx: Arc<Context>,
+    ctx: Arc<SessionContext>,
     conn: u64,
     ordering: Option<WriteOrder>,
 ) -> io::Result<()> {

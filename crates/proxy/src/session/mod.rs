@@ -32,7 +32,7 @@ use crate::shutdown::Drain;
 use output::ReplyOutput;
 
 /// What every session of a proxy shares.
-pub(crate) struct Context {
+pub(crate) struct SessionContext {
     /// The primary, `HOST:PORT`.
     pub upstream: String,
     /// Orders conflicting writes of different clients (not for `ROW`,
@@ -49,7 +49,7 @@ pub(crate) struct Context {
 }
 
 /// Serves one client until it disconnects or the primary does.
-pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<Context>) {
+pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>) {
     let _live = ctx.drain.enter();
     let peer = client
         .peer_addr()
