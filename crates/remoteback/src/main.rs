@@ -19,11 +19,11 @@ use remoteback_proxy::{Proxy, SenderSettings};
 #[command(name = "remoteback", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    action: Action,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Action {
     /// Run the proxy in front of the primary Redis.
     Proxy {
         /// The proxy configuration file.
@@ -47,10 +47,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
-    match cli.command {
-        Command::Proxy { config } => run_proxy(config),
-        Command::Replay { config } => run_replay(config),
-        Command::CheckConfig { file } => check_config(file),
+    match cli.action {
+        Action::Proxy { config } => run_proxy(config),
+        Action::Replay { config } => run_replay(config),
+        Action::CheckConfig { file } => check_config(file),
     }
 }
 

@@ -49,9 +49,9 @@ const RESYNC_NEEDED: &str = "remoteback_proxy_resync_needed";
 // ---------------------------------------------------------------------------
 
 /// The proxy's status endpoints (`metrics = "127.0.0.1:PORT"`).
-struct Status(u16);
+struct StatusPort(u16);
 
-impl Status {
+impl StatusPort {
     /// `GET path`: the status code and the body.
     fn get(&self, path: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.0))
@@ -115,13 +115,13 @@ impl Status {
 
 /// The pipeline with `proxy_top` among the proxy's top-level keys and its
 /// status endpoints on a free port.
-fn start(proxy_top: &str) -> (Setup, Status) {
+fn start(proxy_top: &str) -> (Setup, StatusPort) {
     let port = free_port();
     let top = format!("{proxy_top}\nmetrics = \"127.0.0.1:{port}\"");
     let s = Setup::start_with(&[], 1, &top, "");
     s.proxy.wait_port(port);
     eprintln!("[inject] proxy started with {}", top.replace('\n', ", "));
-    (s, Status(port))
+    (s, StatusPort(port))
 }
 
 // ---------------------------------------------------------------------------
@@ -297,7 +297,7 @@ fn incrs_on_primary(s: &Setup) -> i64 {
 /// each client's counts exact, and every record in the topic delivered
 /// once by the proxy.
 #[track_caller]
-fn assert_nothing_lost(s: &Setup, status: &Status, replay: &Service, tallies: &[Tally]) {
+fn assert_nothing_lost(s: &Setup, status: &StatusPort, replay: &Service, tallies: &[Tally]) {
     let ends = s.converge(1, &[replay]);
     check_tallies(&s.backup, tallies);
     let delivered = status.value(DELIVERED);

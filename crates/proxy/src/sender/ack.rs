@@ -65,11 +65,11 @@ pub enum Delivery {
 }
 
 /// The sending half, kept with the record until its delivery report.
-pub type Report = oneshot::Sender<Result<(), Lost>>;
+pub type DeliveryReport = oneshot::Sender<Result<(), Lost>>;
 
 impl Delivery {
     /// A pending delivery and the sender that resolves it.
-    pub fn pending() -> (Report, Delivery) {
+    pub fn pending() -> (DeliveryReport, Delivery) {
         let (tx, rx) = oneshot::channel();
         (tx, Delivery::Pending(rx))
     }

@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use remoteback_protocol::record::HEADER_SEQ;
 use remoteback_protocol::Record;
 
-use super::ack::{Delivery, Dropped, Lost, Report};
+use super::ack::{Delivery, DeliveryReport, Dropped, Lost};
 use super::backlog::Backlog;
 use super::{FlushError, Sender};
 use crate::settings::KafkaSenderSettings;
@@ -79,7 +79,7 @@ struct Queued {
     /// Its share of the backlog.
     size: u64,
     /// The held reply waiting for it (`ack = "kafka"`).
-    report: Option<Report>,
+    report: Option<DeliveryReport>,
 }
 
 /// What librdkafka hands each delivery report to: the counters, the

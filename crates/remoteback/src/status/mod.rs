@@ -142,7 +142,7 @@ impl Collector for Collected {
 }
 
 /// What every request handler sees.
-struct Service {
+struct Reporting {
     registry: Registry,
     report: Arc<dyn Report>,
 }
@@ -152,7 +152,7 @@ struct Service {
 fn router(report: Arc<dyn Report>) -> Router {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Collected(report.clone())));
-    let service = Arc::new(Service { registry, report });
+    let service = Arc::new(Reporting { registry, report });
     Router::new()
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .route("/health", get(health).fallback(method_not_allowed))
@@ -160,7 +160,7 @@ fn router(report: Arc<dyn Report>) -> Router {
         .with_state(service)
 }
 
-async fn metrics(State(service): State<Arc<Service>>) -> Response {
+async fn metrics(State(service): State<Arc<Reporting>>) -> Response {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &service.registry) {
         Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
@@ -173,7 +173,7 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
     }
 }
 
-async fn health(State(service): State<Arc<Service>>) -> Response {
+async fn health(State(service): State<Arc<Reporting>>) -> Response {
     let (status, text) = match service.report.health() {
         Ok(text) => (StatusCode::OK, text),
         Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
