@@ -98,10 +98,10 @@ impl Capture {
     /// count as lost for the backup. A transaction counts once, at its
     /// `EXEC`, if it queued a write; commands queued without an `EXEC` sent
     /// never run.
+    ///
+    /// In `ROW` format nothing counts: no verdict captures anything there,
+    /// the requests were recorded before they were forwarded.
     pub fn abandon<'a>(&mut self, unanswered: impl Iterator<Item = (&'a Command, &'a Verdict)>) {
-        if self.routes.format() == remoteback_protocol::Format::Row {
-            return; // ROW captured the requests before forwarding them.
-        }
         let mut in_transaction = self.transaction.is_some();
         let mut queued_write = self
             .transaction
@@ -142,14 +142,7 @@ impl Capture {
             return;
         }
         if frame::is_error(reply) {
-            if let Some(family) = verdict.rewrite {
-                rewrite::refused(
-                    family,
-                    &command,
-                    reply.get(1..).unwrap_or_default(),
-                    &self.scripts,
-                );
-            }
+            self.refused(&command, verdict, reply.get(1..).unwrap_or_default());
             return;
         }
         if command.is("MULTI") {
@@ -168,32 +161,57 @@ impl Capture {
 
     /// Captures one command outside a transaction, rewritten if need be.
     fn capture_one(&mut self, command: Command, verdict: &Verdict, reply: Reply<'_>) {
-        let Some(family) = verdict.rewrite else {
-            // The hot path: no rewrite, no reply decoding.
+        if verdict.rewrite.is_none() {
+            // The hot path: no rewrite, no reply decoding, no allocation.
             if verdict.is_captured() {
-                self.send(&[verbatim(command, verdict)], false, now_ms());
+                self.send(&[Captured::verbatim(command, verdict)], false, now_ms());
             }
             return;
-        };
+        }
         let now = now_ms();
-        match rewrite::apply(family, &command, reply, now, &self.scripts) {
-            Rewritten::Verbatim => {
-                if verdict.is_captured() {
-                    self.send(&[verbatim(command, verdict)], false, now);
-                }
+        let mut writes = Vec::new();
+        self.replicated(command, verdict, reply, now, &mut writes);
+        if !writes.is_empty() {
+            // Several commands for one: applied together, as Redis wraps
+            // what one command propagates in MULTI/EXEC.
+            self.send(&writes, writes.len() > 1, now);
+        }
+    }
+
+    /// Appends what to replicate for `command`, which took effect with
+    /// `reply` at `now`: itself, its rewrite, or nothing; only what some
+    /// sender takes.
+    fn replicated(
+        &self,
+        command: Command,
+        verdict: &Verdict,
+        reply: Reply<'_>,
+        now: u64,
+        out: &mut Vec<Captured>,
+    ) {
+        let rewritten = match verdict.rewrite {
+            Some(family) => rewrite::apply(family, &command, reply, now, &self.scripts),
+            None => Rewritten::Verbatim,
+        };
+        match rewritten {
+            Rewritten::Verbatim if verdict.is_captured() => {
+                out.push(Captured::verbatim(command, verdict))
             }
-            Rewritten::Nothing => {}
-            Rewritten::Commands(replaced) => {
-                let writes: Vec<Captured> = replaced
+            Rewritten::Verbatim | Rewritten::Nothing => {}
+            Rewritten::Commands(replaced) => out.extend(
+                replaced
                     .into_iter()
                     .map(|c| self.routes.rewritten(c))
-                    .collect();
-                if writes.iter().any(|w| !w.senders.is_empty()) {
-                    // Several commands for one: applied together, as Redis
-                    // wraps what one command propagates in MULTI/EXEC.
-                    self.send(&writes, writes.len() > 1, now);
-                }
-            }
+                    .filter(|w| !w.senders.is_empty()),
+            ),
+        }
+    }
+
+    /// A command the primary refused with `error`: only the script cache
+    /// may learn from it.
+    fn refused(&self, command: &Command, verdict: &Verdict, error: &[u8]) {
+        if let Some(family) = verdict.rewrite {
+            rewrite::refused(family, command, error, &self.scripts);
         }
     }
 
@@ -235,35 +253,12 @@ impl Capture {
         let mut kept = Vec::new();
         for ((command, verdict), result) in transaction.queued.into_iter().zip(results.iter()) {
             if let Frame::Error(error) = result {
-                if let Some(family) = verdict.rewrite {
-                    rewrite::refused(family, &command, error, &self.scripts);
-                }
-                continue;
-            }
-            if command.is("SELECT") {
+                self.refused(&command, &verdict, error);
+            } else if command.is("SELECT") {
                 self.db = selected_db(&command).unwrap_or(self.db);
-                kept.push(verbatim(command, &verdict));
-                continue;
-            }
-            let Some(family) = verdict.rewrite else {
-                if verdict.is_captured() {
-                    kept.push(verbatim(command, &verdict));
-                }
-                continue;
-            };
-            match rewrite::apply(family, &command, Reply::Frame(result), now, &self.scripts) {
-                Rewritten::Verbatim => {
-                    if verdict.is_captured() {
-                        kept.push(verbatim(command, &verdict));
-                    }
-                }
-                Rewritten::Nothing => {}
-                Rewritten::Commands(replaced) => kept.extend(
-                    replaced
-                        .into_iter()
-                        .map(|c| self.routes.rewritten(c))
-                        .filter(|w| !w.senders.is_empty()),
-                ),
+                kept.push(Captured::verbatim(command, &verdict));
+            } else {
+                self.replicated(command, &verdict, Reply::Frame(result), now, &mut kept);
             }
         }
         if kept.iter().any(|w| !w.command.is("SELECT")) {
@@ -279,71 +274,16 @@ impl Capture {
     }
 }
 
-/// A command replicated as the client sent it.
-fn verbatim(command: Command, verdict: &Verdict) -> Captured {
-    Captured {
-        command,
-        spec: verdict.spec,
-        senders: verdict.senders,
-    }
-}
-
 fn selected_db(command: &Command) -> Option<u32> {
     std::str::from_utf8(command.arg(1)?).ok()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-    use std::time::Duration;
-
-    use remoteback_protocol::codec::protocol;
-    use remoteback_protocol::{Format, Record};
+    use remoteback_protocol::Format;
 
     use super::*;
-    use crate::sender::{FlushError, Sender};
-
-    /// Keeps every record it is given.
-    #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<Record>>>);
-
-    impl Sender for Recorder {
-        fn send(&self, record: Record) -> Option<Delivery> {
-            self.0.lock().unwrap().push(record);
-            None
-        }
-        fn flush(&self, _: Duration) -> Result<(), FlushError> {
-            Ok(())
-        }
-        fn describe(&self) -> String {
-            "Recorder".into()
-        }
-    }
-
-    impl Recorder {
-        /// Each record's commands, one space-separated line per command.
-        fn take(&self) -> Vec<Vec<String>> {
-            self.0
-                .lock()
-                .unwrap()
-                .drain(..)
-                .map(|r| {
-                    protocol::decode(&r.payload)
-                        .unwrap()
-                        .iter()
-                        .map(|c| {
-                            let words: Vec<String> = c
-                                .args()
-                                .iter()
-                                .map(|a| String::from_utf8_lossy(a).into_owned())
-                                .collect();
-                            words.join(" ")
-                        })
-                        .collect()
-                })
-                .collect()
-        }
-    }
+    use crate::sender::recorder::Recorder;
 
     fn capture(scripts: &Arc<ScriptCache>) -> (Capture, Recorder) {
         let recorder = Recorder::default();

@@ -50,6 +50,17 @@ pub(crate) struct Captured {
     pub senders: SenderSet,
 }
 
+impl Captured {
+    /// `command` replicated as the client sent it, as its verdict says.
+    pub fn verbatim(command: Command, verdict: &Verdict) -> Captured {
+        Captured {
+            command,
+            spec: verdict.spec,
+            senders: verdict.senders,
+        }
+    }
+}
+
 /// How captures become records: the format, this proxy's name in
 /// `rb-source`, and each sender's filter in configuration order. Shared by
 /// every session.
@@ -150,18 +161,11 @@ impl Routes {
     ) {
         if let [write] = writes {
             // One command: the same record for every sender that takes it.
-            let mut record: Option<Record> = None;
-            let mut takers = (0..self.filters.len())
-                .filter(|&i| write.senders.contains(i))
-                .peekable();
-            while let Some(i) = takers.next() {
-                let r = record.take().unwrap_or_else(|| {
-                    encode::commands(self.format, &self.source, db, writes.iter(), false, time_ms)
-                });
-                if takers.peek().is_some() {
-                    record = Some(r.clone());
-                }
-                deliveries.extend(senders.send(i, r));
+            if !write.senders.is_empty() {
+                let record =
+                    encode::commands(self.format, &self.source, db, writes.iter(), false, time_ms);
+                let takers = (0..self.filters.len()).filter(|&i| write.senders.contains(i));
+                senders.send_each(takers, record, deliveries);
             }
             return;
         }
@@ -189,7 +193,7 @@ impl Routes {
                     record
                 }
             };
-            deliveries.extend(senders.send(i, record));
+            senders.send_each(std::iter::once(i), record, deliveries);
         }
     }
 
@@ -202,54 +206,31 @@ impl Routes {
         close: bool,
         time_ms: u64,
     ) {
-        let record = encode::row(&self.source, self.row_base + conn, bytes, close, time_ms);
-        senders.send_to_all(&record);
+        senders.send_to_all(encode::row(
+            &self.source,
+            self.row_base + conn,
+            bytes,
+            close,
+            time_ms,
+        ));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use remoteback_protocol::codec::protocol;
-
     use super::*;
-    use crate::sender::{FlushError, Sender};
+    use crate::sender::recorder::Recorder;
 
-    /// Keeps the payload of every record it is given, as one line.
-    #[derive(Clone, Default)]
-    struct Payloads(Arc<Mutex<Vec<String>>>);
-
-    impl Sender for Payloads {
-        fn send(&self, record: Record) -> Option<Delivery> {
-            let commands = protocol::decode(&record.payload).expect("a PROTOCOL payload");
-            let words: Vec<String> = commands
-                .iter()
-                .map(|c| String::from_utf8_lossy(&c.args().join(&b' ')).into_owned())
-                .collect();
-            self.0.lock().unwrap().push(words.join(" ; "));
-            None
-        }
-        fn flush(&self, _: Duration) -> Result<(), FlushError> {
-            Ok(())
-        }
-        fn describe(&self) -> String {
-            "Payloads".into()
-        }
-    }
-
-    impl Payloads {
-        fn take(&self) -> Vec<String> {
-            std::mem::take(&mut self.0.lock().unwrap())
-        }
+    /// Each record taken by `r`, its commands joined by " ; ".
+    fn lines(r: &Recorder) -> Vec<String> {
+        r.take().into_iter().map(|c| c.join(" ; ")).collect()
     }
 
     /// Sender 0 takes every write, sender 1 only `SET`.
-    fn two_senders() -> (Routes, Senders, Payloads, Payloads) {
+    fn two_senders() -> (Routes, Senders, Recorder, Recorder) {
         let set_only = Filter::Names([b"SET".to_vec()].into_iter().collect());
         let routes = Routes::from_parts(Format::Protocol, "t", vec![Filter::Writes, set_only]);
-        let (all, sets) = (Payloads::default(), Payloads::default());
+        let (all, sets) = (Recorder::default(), Recorder::default());
         let senders = Senders::from_parts(vec![Box::new(all.clone()), Box::new(sets.clone())]);
         (routes, senders, all, sets)
     }
@@ -260,11 +241,7 @@ mod tests {
             .map(|parts| {
                 let command = Command::from_parts(parts.iter());
                 let verdict = routes.verdict(&command);
-                Captured {
-                    command,
-                    spec: verdict.spec,
-                    senders: verdict.senders,
-                }
+                Captured::verbatim(command, &verdict)
             })
             .collect()
     }
@@ -277,22 +254,22 @@ mod tests {
         routes.dispatch(&senders, 0, &set, false, 1, &mut deliveries);
         let incr = writes(&routes, &[&["INCR", "n"]]);
         routes.dispatch(&senders, 0, &incr, false, 1, &mut deliveries);
-        assert_eq!(all.take(), ["SET a 1", "INCR n"]);
-        assert_eq!(sets.take(), ["SET a 1"]);
+        assert_eq!(lines(&all), ["SET a 1", "INCR n"]);
+        assert_eq!(lines(&sets), ["SET a 1"]);
 
         let transaction = writes(
             &routes,
             &[&["SET", "a", "2"], &["SELECT", "1"], &["INCR", "n"]],
         );
         routes.dispatch(&senders, 0, &transaction, true, 1, &mut deliveries);
-        assert_eq!(all.take(), ["MULTI ; SET a 2 ; SELECT 1 ; INCR n ; EXEC"]);
-        assert_eq!(sets.take(), ["MULTI ; SET a 2 ; SELECT 1 ; EXEC"]);
+        assert_eq!(lines(&all), ["MULTI ; SET a 2 ; SELECT 1 ; INCR n ; EXEC"]);
+        assert_eq!(lines(&sets), ["MULTI ; SET a 2 ; SELECT 1 ; EXEC"]);
 
         // A sender that would get only SELECTs gets nothing.
         let no_set = writes(&routes, &[&["SELECT", "2"], &["INCR", "n"]]);
         routes.dispatch(&senders, 0, &no_set, true, 1, &mut deliveries);
-        assert_eq!(all.take(), ["MULTI ; SELECT 2 ; INCR n ; EXEC"]);
-        assert!(sets.take().is_empty());
+        assert_eq!(lines(&all), ["MULTI ; SELECT 2 ; INCR n ; EXEC"]);
+        assert!(lines(&sets).is_empty());
         assert!(deliveries.is_empty(), "no sender here holds replies");
     }
 

@@ -12,6 +12,8 @@ pub(crate) mod ack;
 pub(crate) mod backlog;
 pub(crate) mod kafka;
 mod log;
+#[cfg(test)]
+pub(crate) mod recorder;
 pub(crate) mod topic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,19 +178,29 @@ impl Senders {
         }
     }
 
-    /// Hands `record` to sender `index`; the delivery is what a held reply
-    /// waits for.
-    pub fn send(&self, index: usize, record: Record) -> Option<Delivery> {
-        self.senders.get(index)?.send(record)
+    /// Hands `record` to each sender in `indices` (a clone to all but the
+    /// last); the deliveries a held reply must wait for go to `deliveries`.
+    pub fn send_each(
+        &self,
+        indices: impl Iterator<Item = usize>,
+        record: Record,
+        deliveries: &mut Vec<Delivery>,
+    ) {
+        let mut indices = indices.filter_map(|i| self.senders.get(i)).peekable();
+        while let Some(sender) = indices.next() {
+            if indices.peek().is_none() {
+                deliveries.extend(sender.send(record));
+                return;
+            }
+            deliveries.extend(sender.send(record.clone()));
+        }
     }
 
     /// Hands `record` to every sender, unfiltered (`ROW`). Replies are not
-    /// held in `ROW` format: its records are the requests, not writes that
-    /// took effect.
-    pub fn send_to_all(&self, record: &Record) {
-        for sender in &self.senders {
-            let _ = sender.send(record.clone());
-        }
+    /// held in `ROW` format (`ack = "kafka"` does not take it): its records
+    /// are the requests, not writes that took effect.
+    pub fn send_to_all(&self, record: Record) {
+        self.send_each(0..self.senders.len(), record, &mut Vec::new());
     }
 
     /// The backlog every Kafka sender counts its undelivered records in.

@@ -94,8 +94,9 @@ pub(super) async fn forward_requests(
                 }
                 let command = parsed.command(&chunk.slice(offset..));
                 let verdict = ctx.routes.verdict(&command);
-                let mut entry = InFlight::new(command, verdict, &mut mode);
-                if hold_writes && backlog.is_full() && entry.verdict.is_captured() {
+                let shape = mode.shape_of(&command);
+                let mut hold = None;
+                if hold_writes && backlog.is_full() && verdict.is_captured() {
                     // Kafka is behind: this write waits, with everything
                     // before it sent (reads and other clients' reads go on).
                     upstream.write_all(&chunk[flushed..offset]).await?;
@@ -119,7 +120,7 @@ pub(super) async fn forward_requests(
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
                         pop.done().await;
                     }
-                    entry.hold = match ordering.prepare(&mut plan, &entry.command, &entry.verdict) {
+                    hold = match ordering.prepare(&mut plan, &command, &verdict) {
                         Prepared::Ready(hold) => hold,
                         Prepared::Wait(need) => {
                             // Wait only with everything before this command
@@ -128,18 +129,18 @@ pub(super) async fn forward_requests(
                             upstream.write_all(&chunk[flushed..offset]).await?;
                             flushed = offset;
                             pops.drain(..).for_each(|w| ordering.watch_pop(w));
-                            ordering.wait(&entry.verdict, need).await
+                            ordering.wait(&verdict, need).await
                         }
                     };
-                    if let Some(watch) = WriteOrder::pop_watch(entry.hold.as_ref()) {
+                    if let Some(watch) = WriteOrder::pop_watch(hold.as_ref()) {
                         blocking = Some(watch.state());
                         pops.push(watch);
                     }
                 }
-                // The reply timeout counts from here: the waits above (a full
-                // backlog, another session's locks, a blocking pop before it)
-                // are the proxy's, not the primary's.
-                entry.sent_at = std::time::Instant::now();
+                // The reply timeout counts from here (`InFlight::new`): the
+                // waits above (a full backlog, another session's locks, a
+                // blocking pop before it) are the proxy's, not the primary's.
+                let entry = InFlight::new(command, verdict, shape, hold);
                 if tx.send(Pending::Command(entry)).is_err() {
                     return Ok(());
                 }

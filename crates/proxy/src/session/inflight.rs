@@ -44,16 +44,15 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    /// The entry for a command read from the client, with its verdict;
-    /// `mode` follows `CLIENT REPLY`.
-    pub fn new(command: Command, verdict: Verdict, mode: &mut ReplyMode) -> InFlight {
-        let shape = mode.shape_of(&command);
+    /// The entry for a command forwarded now, with its verdict, the shape of
+    /// its answer and what it holds.
+    pub fn new(command: Command, verdict: Verdict, shape: Shape, hold: Option<Hold>) -> InFlight {
         InFlight {
             command,
             verdict,
             sent_at: Instant::now(),
             shape,
-            hold: None,
+            hold,
         }
     }
 }
@@ -384,7 +383,8 @@ mod tests {
         for c in cmds {
             let command = Command::from_parts(c.iter());
             let verdict = routes.verdict(&command);
-            q.push(InFlight::new(command, verdict, &mut mode));
+            let shape = mode.shape_of(&command);
+            q.push(InFlight::new(command, verdict, shape, None));
         }
         q
     }
