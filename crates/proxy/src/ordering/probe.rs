@@ -160,21 +160,8 @@ impl Prober {
     /// A connection to the primary that sends nothing of its own when it
     /// opens (no `CLIENT SETINFO`), with Nagle off like the session's.
     async fn open(&self) -> RedisResult<MultiplexedConnection> {
-        let (host, port) = self
-            .upstream
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                let host = h.trim_start_matches('[').trim_end_matches(']');
-                Some((host.to_string(), p.parse::<u16>().ok()?))
-            })
-            .ok_or_else(|| {
-                RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "not HOST:PORT",
-                    self.upstream.clone(),
-                ))
-            })?;
-        let info = redis::IntoConnectionInfo::into_connection_info((host, port))?
+        let url = format!("redis://{}/", self.upstream);
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
             .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name())
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         let config = AsyncConnectionConfig::new()
