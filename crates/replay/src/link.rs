@@ -115,9 +115,7 @@ impl BackupLink {
             };
             match offsets::write(backup, &self.topic, self.partition, next).await {
                 Ok(()) => {
-                    self.db = Some(0);
-                    self.position = Some(next);
-                    self.backoff.reset();
+                    self.stored(next);
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() => self.pause(&e, "storing the offset").await?,
@@ -160,9 +158,7 @@ impl BackupLink {
         };
         match offsets::write(backup, &self.topic, self.partition, next).await {
             Ok(()) => {
-                self.db = Some(0);
-                self.position = Some(next);
-                self.backoff.reset();
+                self.stored(next);
                 Ok(())
             }
             Err(e) => {
@@ -172,6 +168,14 @@ impl BackupLink {
                 Err(e.into())
             }
         }
+    }
+
+    /// `next` was stored outside a transaction (which leaves database 0
+    /// selected): it is the position now, and the backup answered.
+    fn stored(&mut self, next: i64) {
+        self.db = Some(0);
+        self.position = Some(next);
+        self.backoff.reset();
     }
 
     /// Logs `error`, drops the connection and waits before the next attempt.

@@ -32,8 +32,6 @@ pub struct RowApplier {
     /// Stores offsets, checks the backup and owns the backoff.
     control: BackupLink,
     stats: Stats,
-    topic: String,
-    partition: i32,
     connections: HashMap<(String, u64), Mirror>,
 }
 
@@ -48,8 +46,6 @@ impl RowApplier {
     /// Mirrors the partition `control` is the link of.
     pub fn new(control: BackupLink, stats: Stats) -> Self {
         RowApplier {
-            topic: control.topic().to_string(),
-            partition: control.partition(),
             control,
             stats,
             connections: HashMap::new(),
@@ -144,8 +140,8 @@ impl RowApplier {
                     key.0,
                     key.1,
                     record.offset,
-                    self.topic,
-                    self.partition
+                    self.control.topic(),
+                    self.control.partition()
                 );
                 self.connections.remove(&key);
             }
@@ -173,8 +169,8 @@ impl RowApplier {
                         key.0,
                         key.1,
                         record.offset,
-                        self.topic,
-                        self.partition
+                        self.control.topic(),
+                        self.control.partition()
                     );
                 }
             }

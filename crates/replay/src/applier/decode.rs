@@ -42,8 +42,8 @@ impl Applier {
     fn decode(&self, record: &Received) -> Result<Decoded, ApplyError> {
         let bad = |reason: Unreadable| {
             ApplyError::BadRecord(BadRecord {
-                topic: self.topic.clone(),
-                partition: self.partition,
+                topic: self.link.topic().to_string(),
+                partition: self.link.partition(),
                 offset: record.offset,
                 reason,
             })

@@ -51,8 +51,6 @@ pub struct Policy {
 /// Applies the records of one partition.
 pub struct Applier {
     link: BackupLink,
-    topic: String,
-    partition: i32,
     stats: Stats,
     policy: Policy,
 }
@@ -81,8 +79,6 @@ impl Applier {
                 policy.rewind_when_emptied,
                 stop,
             ),
-            topic: topic.to_string(),
-            partition,
             stats,
             policy,
         }
@@ -155,8 +151,8 @@ impl Applier {
             if pending.len() < before {
                 log::info!(
                     "partition {}[{}]: {} records had taken effect before the connection was lost",
-                    self.topic,
-                    self.partition,
+                    self.link.topic(),
+                    self.link.partition(),
                     before - pending.len()
                 );
             }
@@ -183,8 +179,8 @@ impl Applier {
                 log::warn!(
                     "partition {}[{}]: backup aborted the transaction of records {}..={} ({reason}); \
                      applying them one at a time",
-                    self.topic,
-                    self.partition,
+                    self.link.topic(),
+                    self.link.partition(),
                     records[0].offset,
                     records[records.len() - 1].offset
                 );
@@ -261,7 +257,7 @@ impl Applier {
                      ({e}): it says {}; set {} to {} in database 0 of the backup to apply the \
                      record after fixing the backup",
                     record.offset + 1,
-                    offsets::key(&self.topic, self.partition),
+                    offsets::key(self.link.topic(), self.link.partition()),
                     record.offset
                 ),
             )),
@@ -276,8 +272,8 @@ impl Applier {
             OnApplyError::Continue => {
                 log::error!(
                     "backup refused the record at {}[{}]@{}: {reason}; skipped (on_apply_error = \"continue\")",
-                    self.topic,
-                    self.partition,
+                    self.link.topic(),
+                    self.link.partition(),
                     record.offset
                 );
                 self.link.store_offset(record.offset + 1).await
@@ -298,8 +294,8 @@ impl Applier {
 
     fn refused_error(&self, record: &Decoded, reason: String, resume: String) -> ApplyError {
         ApplyError::Refused {
-            topic: self.topic.clone(),
-            partition: self.partition,
+            topic: self.link.topic().to_string(),
+            partition: self.link.partition(),
             offset: record.offset,
             reason,
             resume,
@@ -337,7 +333,7 @@ impl Applier {
                             records[0].offset,
                             last.offset,
                             String::from_utf8_lossy(e),
-                            offsets::key(&self.topic, self.partition)
+                            offsets::key(self.link.topic(), self.link.partition())
                         ),
                     }
                     .into());
@@ -368,8 +364,8 @@ impl Applier {
     fn log_refusal(&self, refusal: &Refusal) {
         log::error!(
             "backup refused a command of the record at {}[{}]@{}: {}",
-            self.topic,
-            self.partition,
+            self.link.topic(),
+            self.link.partition(),
             refusal.offset,
             refusal.reason
         );

@@ -147,7 +147,7 @@ impl Applier {
             owners.push(None);
         }
         let next = records.last().map(|r| r.offset + 1).unwrap_or(0);
-        offsets::store(&self.topic, self.partition, next).write_resp(&mut bytes);
+        offsets::store(self.link.topic(), self.link.partition(), next).write_resp(&mut bytes);
         owners.push(None);
         Command::from_parts(["EXEC"]).write_resp(&mut bytes);
         Plan {
