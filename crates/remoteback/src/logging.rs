@@ -40,14 +40,15 @@ impl Directives {
     }
 }
 
+/// The directives and the filter built from them.
 struct Installed {
-    directives: RwLock<Directives>,
-    filter: RwLock<Filter>,
+    directives: Directives,
+    filter: Filter,
 }
 
 /// The installed logger; `LogSender` targets are added to it after the
 /// configuration was read.
-static ACTIVE: OnceLock<Installed> = OnceLock::new();
+static ACTIVE: OnceLock<RwLock<Installed>> = OnceLock::new();
 
 /// What `log` calls.
 struct Logger;
@@ -56,15 +57,15 @@ impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         ACTIVE
             .get()
-            .and_then(|l| l.filter.read().ok().map(|f| f.enabled(metadata)))
+            .and_then(|l| l.read().ok().map(|l| l.filter.enabled(metadata)))
             .unwrap_or(false)
     }
 
     fn log(&self, record: &Record<'_>) {
-        let Some(Ok(filter)) = ACTIVE.get().map(|l| l.filter.read()) else {
+        let Some(Ok(installed)) = ACTIVE.get().map(|l| l.read()) else {
             return;
         };
-        if !filter.matches(record) {
+        if !installed.filter.matches(record) {
             return;
         }
         let now = humantime::format_rfc3339_millis(SystemTime::now());
@@ -94,11 +95,8 @@ pub fn init() {
     };
     let filter = directives.filter();
     let max = filter.filter();
-    let installed = Installed {
-        directives: RwLock::new(directives),
-        filter: RwLock::new(filter),
-    };
-    if ACTIVE.set(installed).is_ok() && log::set_logger(&Logger).is_ok() {
+    let installed = Installed { directives, filter };
+    if ACTIVE.set(RwLock::new(installed)).is_ok() && log::set_logger(&Logger).is_ok() {
         log::set_max_level(max);
     }
 }
@@ -106,18 +104,15 @@ pub fn init() {
 /// Enables `target` at `level` (LogSender targets), unless the environment
 /// set a level for it.
 pub fn add_target(target: &str, level: log::Level) {
-    let Some(active) = ACTIVE.get() else {
+    let Some(Ok(mut installed)) = ACTIVE.get().map(|l| l.write()) else {
         return;
     };
-    let (Ok(mut directives), Ok(mut filter)) = (active.directives.write(), active.filter.write())
-    else {
-        return;
-    };
-    directives
+    installed
+        .directives
         .senders
         .push((target.to_string(), level.to_level_filter()));
-    *filter = directives.filter();
-    log::set_max_level(filter.filter());
+    installed.filter = installed.directives.filter();
+    log::set_max_level(installed.filter.filter());
 }
 
 #[cfg(test)]
