@@ -33,6 +33,7 @@ use remoteback_protocol::Format;
 use tokio::sync::{mpsc, watch};
 
 pub use error::{ApplyError, BadRecord, Unreadable};
+pub use offsets::KEY_PREFIX;
 use partition::PartitionJob;
 pub use receiver::ReceiveError;
 pub use settings::{BackupSettings, OnApplyError, ReceiverSettings, ReplaySettings, Start};

@@ -39,9 +39,6 @@ pub fn connect(url: &str) -> anyhow::Result<Connection> {
     Ok(connection)
 }
 
-/// Prefix of the keys remoteback keeps in the backup for itself.
-pub const INTERNAL_PREFIX: &[u8] = b"__remoteback:";
-
 /// What to compare.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -173,7 +170,7 @@ fn scan(connection: &mut Connection) -> anyhow::Result<BTreeSet<Bytes>> {
             batch
                 .iter()
                 .filter_map(bytes_of)
-                .filter(|k| !k.starts_with(INTERNAL_PREFIX))
+                .filter(|k| !k.starts_with(remoteback_replay::KEY_PREFIX.as_bytes()))
                 .map(Bytes::copy_from_slice),
         );
         if next == b"0" {

@@ -44,9 +44,9 @@ impl Report for ProxyReport {
             status.backlog_waits(),
         )?;
         let senders = status.kafka_senders();
+        let indices: Vec<String> = senders.iter().map(|s| s.index.to_string()).collect();
         let per_sender =
             |out: &mut DescriptorEncoder<'_>, name, help, count: fn(&SenderStatus) -> u64| {
-                let indices: Vec<String> = senders.iter().map(|s| s.index.to_string()).collect();
                 let samples: Vec<_> = senders
                     .iter()
                     .zip(&indices)
