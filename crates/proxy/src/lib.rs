@@ -26,6 +26,7 @@ mod session;
 pub mod settings;
 mod shutdown;
 mod status;
+mod sync;
 
 pub use listener::{Proxy, ProxyError};
 pub use settings::{

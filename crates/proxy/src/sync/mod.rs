@@ -1,0 +1,4 @@
+//! Copying the primary's existing dataset to the backup through the log,
+//! while clients keep writing (`remoteback sync`).
+
+mod rebuild;

@@ -1,0 +1,1 @@
+//! Rebuilding one key on the backup from typed commands read in chunks.
