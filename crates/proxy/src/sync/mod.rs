@@ -2,3 +2,4 @@
 //! while clients keep writing (`remoteback sync`).
 
 mod rebuild;
+mod stream;
