@@ -544,8 +544,9 @@ impl Reader {
 }
 
 /// The next slice of a string: `SET key slice` first, then `APPEND key
-/// slice`, each sized to what is left of the batch (but not below half a
-/// chunk, so a long key does not make slices tiny).
+/// slice`, each sized to fill a batch: the first what `DEL` leaves of it,
+/// the others a whole one (but not below half a chunk, so a long key does
+/// not make slices tiny).
 async fn read_string(
     conn: &mut MultiplexedConnection,
     key: &Bytes,
@@ -555,6 +556,7 @@ async fn read_string(
     limit: usize,
 ) -> Result<Option<Vec<Element>>, RebuildError> {
     let head: &'static [u8] = if *offset == 0 { b"SET" } else { b"APPEND" };
+    let room = if *offset == 0 { room } else { limit };
     let want = room
         .saturating_sub(head.len() + key.len())
         .max(limit / 2)
