@@ -3,3 +3,6 @@
 
 mod rebuild;
 mod stream;
+
+#[cfg(test)]
+mod live_tests;
