@@ -24,6 +24,12 @@
 //! disappears mid-way (evicted under `maxmemory`, or written around the
 //! proxy) is not noticed; such deletions never reach the backup anyway.
 //!
+//! What no command here gives back: the expiries of single hash fields
+//! (`HEXPIRE`, Redis 7.4+), so such fields are persistent on the backup;
+//! a key's access time and frequency (`OBJECT IDLETIME`/`FREQ`) and its
+//! encoding, which are the backup's own; and the parts of a stream listed
+//! in [`super::stream`].
+//!
 //! After an error the rebuild is to be dropped: the batches already emitted
 //! leave part of the key on the backup, and the key must be rebuilt again
 //! from its first batch (whose `DEL` clears the part).
@@ -46,7 +52,7 @@ use super::stream::StreamReader;
 pub(crate) const PER_COMMAND: usize = 1024;
 
 /// The most elements asked for in one read (`COUNT`), whatever the chunk.
-const MAX_COUNT: usize = 10_000;
+pub(crate) const MAX_COUNT: usize = 10_000;
 
 /// The size an element is taken to have before any was read: small, so the
 /// first read of a key of big elements does not ask for too many.

@@ -41,7 +41,7 @@ use redis::{RedisError, Value};
 
 use super::rebuild::{
     bulk_items, bytes_len, fields, int, into_bytes, query, unix_ms, Element, RebuildError, Sizes,
-    PER_COMMAND,
+    MAX_COUNT, PER_COMMAND,
 };
 
 /// The group that makes an empty stream, destroyed right after.
@@ -60,9 +60,10 @@ pub(crate) struct StreamReader {
 
 #[derive(Default)]
 enum Phase {
-    /// Entries after `after` (all when `None`) are still to read.
+    /// No entry read yet.
     #[default]
     Entries,
+    /// The entries after this id are still to read.
     EntriesAfter(Bytes),
     /// The last id, counters and groups are to read.
     Meta,
@@ -75,7 +76,7 @@ struct Group {
     last_delivered: Bytes,
     entries_read: Option<i64>,
     /// `None` until the group is created; then the pending entries after
-    /// this id are still to read (`-` for all).
+    /// this id are still to read (`-`: all of them, as none was read).
     pending_after: Option<Bytes>,
 }
 
@@ -322,7 +323,7 @@ async fn pending(
     } else {
         [&b"("[..], after].concat()
     };
-    let count = (limit / PENDING_COST).clamp(1, 10_000);
+    let count = (limit / PENDING_COST).clamp(1, MAX_COUNT);
     // TIME and XPENDING go together, so the idle times are measured
     // against the same instant of the primary's clock.
     let mut pipe = redis::pipe();
