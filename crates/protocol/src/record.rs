@@ -28,6 +28,11 @@ pub const HEADER_CONN: &str = "rb-conn";
 /// payload is then empty.
 pub const HEADER_CLOSE: &str = "rb-close";
 
+/// Prefix of every key remoteback itself keeps in the backup (the replay's
+/// offsets): never data, never reported as a difference, kept when the
+/// sync empties the backup.
+pub const KEY_PREFIX: &str = "__remoteback:";
+
 /// Milliseconds since the Unix epoch on this machine's clock: what
 /// `rb-time` carries, and what the replay's lag is measured against.
 pub fn now_ms() -> u64 {

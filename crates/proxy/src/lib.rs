@@ -26,10 +26,14 @@ mod session;
 pub mod settings;
 mod shutdown;
 mod status;
-mod sync;
+pub mod sync;
 
 pub use listener::{Proxy, ProxyError};
 pub use settings::{
     AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, ProxySettings, SenderSettings,
 };
 pub use status::{SenderStatus, Status};
+pub use sync::{
+    BadPosition, CopyError, Method, RepairError, StartError, SyncControl, SyncPosition,
+    SyncProgress, SyncRequest, SyncState, DEFAULT_CHUNK_BYTES, DEFAULT_INFLIGHT_BYTES,
+};

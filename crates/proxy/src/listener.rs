@@ -16,6 +16,7 @@ use crate::session::{self, SessionContext};
 use crate::settings::{ProxySettings, SenderSettings};
 use crate::shutdown::Drain;
 use crate::status::Status;
+use crate::sync::SyncControl;
 
 /// How long shutdown waits for senders to deliver what they buffered.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +51,7 @@ pub struct Proxy {
     listener: TcpListener,
     settings: ProxySettings,
     ctx: Arc<SessionContext>,
+    sync: Arc<SyncControl>,
 }
 
 impl Proxy {
@@ -88,16 +90,31 @@ impl Proxy {
             reply_timeout: settings.reply_timeout,
             drain: Drain::new(),
         });
+        let sync = SyncControl::new(
+            ctx.clone(),
+            settings.upstream_username.clone(),
+            settings.upstream_password.clone(),
+        );
         Ok(Proxy {
             listener,
             settings,
             ctx,
+            sync,
         })
     }
 
     /// The proxy's counters (for `/metrics` and `/health`).
     pub fn status(&self) -> Status {
-        Status::new(self.ctx.senders.clone(), self.ctx.drain.clone())
+        Status::new(
+            self.ctx.senders.clone(),
+            self.ctx.drain.clone(),
+            self.sync.clone(),
+        )
+    }
+
+    /// Syncs and repairs of this proxy (for the admin endpoints).
+    pub fn sync(&self) -> Arc<SyncControl> {
+        self.sync.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {

@@ -24,6 +24,11 @@ pub struct ProxySettings {
     pub upstream_ip: String,
     /// The primary Redis port (`connport`).
     pub upstream_port: u16,
+    /// The user the proxy's own connections to the primary (the sync's)
+    /// authenticate as (`connusername`); clients authenticate themselves.
+    pub upstream_username: Option<String>,
+    /// Their password (`connpassword`).
+    pub upstream_password: Option<String>,
     /// Payload format of captured records (`message`).
     pub message: Format,
     /// How client sessions are scheduled (`worker`).
@@ -40,6 +45,10 @@ pub struct ProxySettings {
     pub ack: AckMode,
     /// Where `/metrics` and `/health` are served (`metrics`), if anywhere.
     pub metrics: Option<String>,
+    /// The token the admin requests that change something (sync, repair)
+    /// must bear (`admin_token`, or read from `admin_token_file`); without
+    /// one they are taken only from loopback addresses.
+    pub admin_token: Option<String>,
     /// Where captured records go (`[[sender]]`), in configuration order.
     pub senders: Vec<SenderSettings>,
 }

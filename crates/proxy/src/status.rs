@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use crate::sender::Senders;
 use crate::shutdown::Drain;
+use crate::sync::{SyncControl, SyncProgress};
 
 /// A handle on a running proxy's counters; cheap to clone.
 #[derive(Clone)]
 pub struct Status {
     senders: Arc<Senders>,
     sessions: Arc<Drain>,
+    sync: Arc<SyncControl>,
 }
 
 /// One `KafkaSender`'s deliveries since start.
@@ -30,8 +32,21 @@ pub struct SenderStatus {
 }
 
 impl Status {
-    pub(crate) fn new(senders: Arc<Senders>, sessions: Arc<Drain>) -> Status {
-        Status { senders, sessions }
+    pub(crate) fn new(
+        senders: Arc<Senders>,
+        sessions: Arc<Drain>,
+        sync: Arc<SyncControl>,
+    ) -> Status {
+        Status {
+            senders,
+            sessions,
+            sync,
+        }
+    }
+
+    /// The running or last sync's progress.
+    pub fn sync(&self) -> SyncProgress {
+        self.sync.progress()
     }
 
     /// Client connections open now.

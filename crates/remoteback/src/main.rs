@@ -3,6 +3,7 @@
 mod config;
 mod logging;
 mod status;
+mod sync_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use clap::{Parser, Subcommand};
+use remoteback::admin;
 use remoteback_proxy::{Proxy, SenderSettings};
 
 /// Redis disaster recovery: a RESP proxy that clones the primary's writes
@@ -42,6 +44,9 @@ enum Action {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Copy the primary's existing keys to the backup through a running
+    /// proxy, while clients keep writing; show the progress and wait.
+    Sync(sync_command::SyncArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Action::Proxy { config } => run_proxy(config),
         Action::Replay { config } => run_replay(config),
         Action::CheckConfig { file } => check_config(file),
+        Action::Sync(args) => sync_command::run(args),
     }
 }
 
@@ -101,6 +107,7 @@ fn run_proxy(file: PathBuf) -> ExitCode {
         }
     }
     let metrics = settings.metrics.clone();
+    let token = settings.admin_token.clone();
     let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(async {
             let proxy = Proxy::bind(settings).await?;
@@ -108,9 +115,20 @@ fn run_proxy(file: PathBuf) -> ExitCode {
                 let report = status::proxy::ProxyReport {
                     status: proxy.status(),
                 };
-                status::start(&address, Arc::new(report))
+                let access = match token {
+                    Some(_) => "with the admin token",
+                    None => "from loopback addresses only (no admin_token)",
+                };
+                let admin = admin::server::routes(Arc::new(admin::server::Admin {
+                    sync: proxy.sync(),
+                    token,
+                }));
+                status::start(&address, Arc::new(report), admin)
                     .await
                     .with_context(|| format!("metrics: cannot listen on {address}"))?;
+                log::info!(
+                    "serving /metrics, /health and /sync on {address}; sync and repair requests are taken {access}"
+                );
             }
             proxy.run(shutdown_signal()).await?;
             Ok(())
@@ -134,10 +152,12 @@ fn run_replay(file: PathBuf) -> ExitCode {
                 let report = status::replay::ReplayReport {
                     stats: stats.clone(),
                 };
-                if let Err(e) = rt.block_on(status::start(&address, Arc::new(report))) {
+                let started = status::start(&address, Arc::new(report), axum::Router::new());
+                if let Err(e) = rt.block_on(started) {
                     log::error!("replay: metrics: cannot listen on {address}: {e}");
                     return ExitCode::FAILURE;
                 }
+                log::info!("serving /metrics and /health on {address}");
             }
             let result = rt.block_on(remoteback_replay::run(
                 settings,

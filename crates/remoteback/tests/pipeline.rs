@@ -92,7 +92,7 @@ fn string_thread_converges() {
 fn ack_kafka_thread_converges() {
     converges_with(Setup {
         worker: "thread",
-        proxy_extra: "ack = \"kafka\"",
+        proxy_extra: "ack = \"kafka\"".into(),
         ..Setup::default()
     });
 }
@@ -102,7 +102,7 @@ fn ack_kafka_thread_converges() {
 #[test]
 fn ack_kafka_answers_a_deep_pipeline_in_order() {
     let p = Pipeline::start(Setup {
-        proxy_extra: "ack = \"kafka\"",
+        proxy_extra: "ack = \"kafka\"".into(),
         replay: false,
         ..Setup::default()
     });

@@ -533,6 +533,24 @@ fn broker_frozen_with_on_backlog_full_drop_counts_every_dropped_record() {
         "[check] the backup applied the whole topic and differs from the primary in {} keys (the dropped writes)",
         diffs.len()
     );
+
+    // The resync: a full sync through the proxy makes the backup right and
+    // clears the state.
+    let sync = std::process::Command::new(common::remoteback_bin())
+        .args(["sync", "--proxy", &format!("127.0.0.1:{}", status.0)])
+        .output()
+        .expect("run remoteback sync");
+    assert!(
+        sync.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&sync.stdout),
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    s.converge(1, &[&replay]);
+    assert_eq!(status.value(RESYNC_NEEDED), 0);
+    let (code, health) = status.get("/health");
+    assert_eq!(code, 200, "/health after the sync: {health}");
+    eprintln!("[check] after `remoteback sync`: the backup equals the primary, /health 200, {RESYNC_NEEDED} 0");
 }
 
 /// `on_backlog_full = "block"`: a write held at the full backlog for longer

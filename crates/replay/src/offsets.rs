@@ -11,8 +11,7 @@ use remoteback_protocol::Command;
 
 use crate::backup::{refused, Backup, BackupError};
 
-/// Prefix of every key remoteback itself writes to the backup.
-pub const KEY_PREFIX: &str = "__remoteback:";
+pub use remoteback_protocol::record::KEY_PREFIX;
 
 /// The key holding the next offset of `topic`/`partition`.
 pub fn key(topic: &str, partition: i32) -> String {

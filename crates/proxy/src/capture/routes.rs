@@ -18,7 +18,7 @@ use remoteback_protocol::{Command, Format, Record};
 use super::encode;
 use super::filter::Filter;
 use super::rewrite::Rewrite;
-use crate::sender::ack::Delivery;
+use crate::sender::ack::{Delivery, Track};
 use crate::sender::{SenderSet, Senders};
 use crate::settings::{ProxySettings, SenderSettings};
 
@@ -159,13 +159,52 @@ impl Routes {
         time_ms: u64,
         deliveries: &mut Vec<Delivery>,
     ) {
+        let track = Track::AsAcked;
+        self.route(senders, db, writes, transaction, time_ms, track, deliveries);
+    }
+
+    /// Hands the sync's `writes` for one key (in database `db`) to every
+    /// sender that takes some of them, as [`dispatch`](Routes::dispatch)
+    /// does for a transaction, and returns every delivery, whatever `ack`
+    /// says.
+    pub fn dispatch_sync(
+        &self,
+        senders: &Senders,
+        db: u32,
+        writes: &[Captured],
+        time_ms: u64,
+    ) -> Vec<Delivery> {
+        let mut deliveries = Vec::new();
+        self.route(
+            senders,
+            db,
+            writes,
+            true,
+            time_ms,
+            Track::Always,
+            &mut deliveries,
+        );
+        deliveries
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn route(
+        &self,
+        senders: &Senders,
+        db: u32,
+        writes: &[Captured],
+        transaction: bool,
+        time_ms: u64,
+        track: Track,
+        deliveries: &mut Vec<Delivery>,
+    ) {
         if let [write] = writes {
             // One command: the same record for every sender that takes it.
             if !write.senders.is_empty() {
                 let record =
                     encode::commands(self.format, &self.source, db, writes.iter(), false, time_ms);
                 let takers = (0..self.filters.len()).filter(|&i| write.senders.contains(i));
-                senders.send_each(takers, record, deliveries);
+                senders.send_each(takers, record, track, deliveries);
             }
             return;
         }
@@ -193,7 +232,7 @@ impl Routes {
                     record
                 }
             };
-            senders.send_each(std::iter::once(i), record, deliveries);
+            senders.send_each(std::iter::once(i), record, track, deliveries);
         }
     }
 

@@ -54,6 +54,28 @@ impl OrderTables {
             pops: BlockedPops::new(),
         })
     }
+
+    /// Takes `key`'s lock in `db` for `holder` (the sync: it reads a key's
+    /// state and hands its records to the senders while no client write
+    /// to that key runs) if no one else holds it.
+    pub fn try_lock_key(&self, holder: u64, db: u32, key: &Bytes) -> Option<LockGuard> {
+        self.locks
+            .try_acquire(holder, &Need::Keys(vec![(db, key.clone())]))
+    }
+
+    /// Waits for `key`'s lock in `db`, then takes it for `holder`.
+    pub async fn lock_key(&self, holder: u64, db: u32, key: Bytes) -> LockGuard {
+        self.locks
+            .acquire(holder, Need::Keys(vec![(db, key)]))
+            .await
+    }
+
+    /// Waits until no other holder has any lock, then excludes every
+    /// write of anyone else (a record that must sit at one point of the
+    /// log, such as the sync's flush).
+    pub async fn lock_everything(&self, holder: u64) -> LockGuard {
+        self.locks.acquire(holder, Need::Barrier).await
+    }
 }
 
 /// One session's ordering state (cheap to clone for the reply side).

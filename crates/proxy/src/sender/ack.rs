@@ -29,6 +29,16 @@ impl AckMode {
     }
 }
 
+/// Whether a send reports its record's delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Track {
+    /// As `ack` says: a client's write reports it only with `ack = "kafka"`.
+    AsAcked,
+    /// Always: the sync needs to know what Kafka holds to bound what it has
+    /// in flight and to say where a resumed sync starts.
+    Always,
+}
+
 /// Why a record did not reach Kafka: the backup misses its write. A held
 /// reply reports it to the client instead of the primary's success.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use remoteback_protocol::record::HEADER_SEQ;
 use remoteback_protocol::Record;
 
-use super::ack::{Delivery, DeliveryReport, Dropped, Lost};
+use super::ack::{Delivery, DeliveryReport, Dropped, Lost, Track};
 use super::backlog::Backlog;
 use super::{FlushError, Sender};
 use crate::settings::KafkaSenderSettings;
@@ -180,7 +180,7 @@ impl KafkaSender {
         self.counters.clone()
     }
 
-    fn on_dropped(&self, reason: Dropped) -> Option<Delivery> {
+    fn on_dropped(&self, reason: Dropped, track: Track) -> Option<Delivery> {
         let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if self.drops.due() {
             log::error!(
@@ -188,7 +188,7 @@ impl KafkaSender {
                 self.topic
             );
         }
-        self.acks.then_some(Delivery::Lost(Lost::Dropped(reason)))
+        (self.acks || track == Track::Always).then_some(Delivery::Lost(Lost::Dropped(reason)))
     }
 }
 
@@ -199,14 +199,17 @@ fn size_of(record: &Record, headers: &[(&str, String)]) -> u64 {
 }
 
 impl Sender for KafkaSender {
-    fn send(&self, mut record: Record) -> Option<Delivery> {
+    fn send(&self, mut record: Record, track: Track) -> Option<Delivery> {
         let headers = record.headers();
         let size = size_of(&record, &headers);
         if !self.backlog.admit(size) {
-            return self.on_dropped(Dropped::BacklogFull {
-                bytes: self.backlog.bytes(),
-                limit: self.backlog.limit(),
-            });
+            return self.on_dropped(
+                Dropped::BacklogFull {
+                    bytes: self.backlog.bytes(),
+                    limit: self.backlog.limit(),
+                },
+                track,
+            );
         }
         let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,7 +225,7 @@ impl Sender for KafkaSender {
                 value: Some(&value),
             });
         }
-        let (report, delivery) = match self.acks {
+        let (report, delivery) = match self.acks || track == Track::Always {
             true => {
                 let (report, delivery) = Delivery::pending();
                 (Some(report), Some(delivery))
@@ -244,7 +247,7 @@ impl Sender for KafkaSender {
             Err((e, _)) => {
                 drop(seq);
                 self.backlog.settle(size);
-                self.on_dropped(Dropped::NotQueued(e))
+                self.on_dropped(Dropped::NotQueued(e), track)
             }
         }
     }

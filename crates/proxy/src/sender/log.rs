@@ -7,7 +7,7 @@ use std::time::Duration;
 use remoteback_protocol::codec::{protocol, string};
 use remoteback_protocol::{Format, Record};
 
-use super::ack::Delivery;
+use super::ack::{Delivery, Track};
 use super::{FlushError, Sender};
 use crate::settings::LogSenderSettings;
 
@@ -31,7 +31,7 @@ impl LogSender {
 }
 
 impl Sender for LogSender {
-    fn send(&self, record: Record) -> Option<Delivery> {
+    fn send(&self, record: Record, _: Track) -> Option<Delivery> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         if !log::log_enabled!(target: &self.target, self.level) {
             return None;

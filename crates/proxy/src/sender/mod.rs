@@ -24,16 +24,16 @@ use rdkafka::error::KafkaError;
 use remoteback_protocol::Record;
 
 use crate::settings::{ProxySettings, SenderSettings};
-use ack::{AckMode, Delivery};
+use ack::{AckMode, Delivery, Track};
 use backlog::Backlog;
 use kafka::Counters;
 
 /// A destination for records.
 pub(crate) trait Sender: Send + Sync {
     /// Takes a record without blocking. The sender numbers it (`seq`). The
-    /// delivery, when the sender reports one (`ack = "kafka"`), is what the
-    /// client's reply waits for.
-    fn send(&self, record: Record) -> Option<Delivery>;
+    /// delivery, when the sender reports one (`ack = "kafka"`, or `track`
+    /// says always), is what the client's reply or the sync waits for.
+    fn send(&self, record: Record, track: Track) -> Option<Delivery>;
     /// Waits up to `timeout` for buffered records to be delivered.
     fn flush(&self, timeout: Duration) -> Result<(), FlushError>;
     /// A short description for logs (`KafkaSender(topic=...)`).
@@ -123,6 +123,10 @@ pub(crate) struct Senders {
     /// Writes whose outcome the proxy never saw (see
     /// [`count_uncaptured`](Senders::count_uncaptured)).
     uncaptured: AtomicU64,
+    /// Losses and uncaptured writes a completed full sync made good: the
+    /// counts when it started ([`resynced`](Senders::resynced)).
+    resynced_lost: AtomicU64,
+    resynced_uncaptured: AtomicU64,
 }
 
 impl Senders {
@@ -162,6 +166,8 @@ impl Senders {
             kafka,
             ack: settings.ack,
             uncaptured: AtomicU64::new(0),
+            resynced_lost: AtomicU64::new(0),
+            resynced_uncaptured: AtomicU64::new(0),
         })
     }
 
@@ -175,24 +181,27 @@ impl Senders {
             kafka: Vec::new(),
             ack: AckMode::Redis,
             uncaptured: AtomicU64::new(0),
+            resynced_lost: AtomicU64::new(0),
+            resynced_uncaptured: AtomicU64::new(0),
         }
     }
 
     /// Hands `record` to each sender in `indices` (a clone to all but the
-    /// last); the deliveries a held reply must wait for go to `deliveries`.
+    /// last); the deliveries `track` asks for go to `deliveries`.
     pub fn send_each(
         &self,
         indices: impl Iterator<Item = usize>,
         record: Record,
+        track: Track,
         deliveries: &mut Vec<Delivery>,
     ) {
         let mut indices = indices.filter_map(|i| self.senders.get(i)).peekable();
         while let Some(sender) = indices.next() {
             if indices.peek().is_none() {
-                deliveries.extend(sender.send(record));
+                deliveries.extend(sender.send(record, track));
                 return;
             }
-            deliveries.extend(sender.send(record.clone()));
+            deliveries.extend(sender.send(record.clone(), track));
         }
     }
 
@@ -200,7 +209,12 @@ impl Senders {
     /// held in `ROW` format (`ack = "kafka"` does not take it): its records
     /// are the requests, not writes that took effect.
     pub fn send_to_all(&self, record: Record) {
-        self.send_each(0..self.senders.len(), record, &mut Vec::new());
+        self.send_each(
+            0..self.senders.len(),
+            record,
+            Track::AsAcked,
+            &mut Vec::new(),
+        );
     }
 
     /// The backlog every Kafka sender counts its undelivered records in.
@@ -241,9 +255,19 @@ impl Senders {
     }
 
     /// Whether the backup misses writes: a record was lost or a write's
-    /// outcome is unknown.
+    /// outcome is unknown since the start of the last completed full sync.
     pub fn resync_needed(&self) -> bool {
-        self.lost() > 0 || self.uncaptured() > 0
+        self.lost() > self.resynced_lost.load(Ordering::Relaxed)
+            || self.uncaptured() > self.resynced_uncaptured.load(Ordering::Relaxed)
+    }
+
+    /// A full sync that started when `lost` records were lost and
+    /// `uncaptured` writes unknown has completed: those no longer need a
+    /// resync (later ones still do).
+    pub fn resynced(&self, (lost, uncaptured): (u64, u64)) {
+        self.resynced_lost.fetch_max(lost, Ordering::Relaxed);
+        self.resynced_uncaptured
+            .fetch_max(uncaptured, Ordering::Relaxed);
     }
 
     /// Flushes every sender; returns the ones that did not deliver all.

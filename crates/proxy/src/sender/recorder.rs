@@ -6,7 +6,7 @@ use std::time::Duration;
 use remoteback_protocol::codec::protocol;
 use remoteback_protocol::Record;
 
-use super::ack::Delivery;
+use super::ack::{Delivery, Track};
 use super::{FlushError, Sender};
 
 /// Keeps the records it is sent; clones share them.
@@ -14,7 +14,7 @@ use super::{FlushError, Sender};
 pub(crate) struct Recorder(Arc<Mutex<Vec<Record>>>);
 
 impl Sender for Recorder {
-    fn send(&self, record: Record) -> Option<Delivery> {
+    fn send(&self, record: Record, _: Track) -> Option<Delivery> {
         self.0.lock().unwrap().push(record);
         None
     }

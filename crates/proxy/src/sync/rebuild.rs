@@ -35,7 +35,6 @@
 //! from its first batch (whose `DEL` clears the part).
 
 // used by the sync job (next commit)
-#![allow(dead_code)]
 
 use std::collections::VecDeque;
 
@@ -175,11 +174,6 @@ impl Rebuild {
     /// gone).
     pub fn kind(&self) -> &str {
         &self.kind
-    }
-
-    /// The key being rebuilt.
-    pub fn key(&self) -> &Bytes {
-        &self.key
     }
 }
 

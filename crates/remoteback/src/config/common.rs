@@ -102,7 +102,7 @@ pub(super) fn bytes(
         .ok_or_else(|| src.unexpected(path, value, EXPECTED))
 }
 
-fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim().to_ascii_lowercase();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
@@ -136,6 +136,17 @@ pub(super) fn listen_address(
         return Err(src.unexpected(path, value, EXPECTED));
     }
     Ok(text)
+}
+
+/// A string that may be left empty: empty means not set.
+pub(super) fn optional(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+    expected: &str,
+) -> Result<Option<String>, super::ConfigError> {
+    let s = src.string(path, value, expected)?;
+    Ok((!s.is_empty()).then(|| s.to_owned()))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use std::path::Path;
 use remoteback_proxy::settings::ProxySettings;
 use remoteback_replay::settings::ReplaySettings;
 
+pub(crate) use common::parse_size;
 pub use error::ConfigError;
 use source::Source;
 

@@ -30,6 +30,8 @@ const KEYS: &[&str] = &[
     "bindport",
     "connip",
     "connport",
+    "connusername",
+    "connpassword",
     "message",
     "worker",
     "rsptimeout",
@@ -37,10 +39,13 @@ const KEYS: &[&str] = &[
     "on_backlog_full",
     "ack",
     "metrics",
+    "admin_token",
+    "admin_token_file",
     "sender",
 ];
-const KEYS_TEXT: &str = "bindip, bindport, connip, connport, message, worker, rsptimeout, \
-                         backlog_bytes, on_backlog_full, ack, metrics, [[sender]]";
+const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connpassword, \
+                         message, worker, rsptimeout, backlog_bytes, on_backlog_full, ack, \
+                         metrics, admin_token, admin_token_file, [[sender]]";
 
 /// Keys of a `[[sender]]` table that are not Kafka properties.
 const LOG_KEYS: &[&str] = &["class", "logger", "level"];
@@ -56,6 +61,8 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         bind_port: DEFAULT_BIND_PORT,
         upstream_ip: DEFAULT_REDIS_IP.to_owned(),
         upstream_port: DEFAULT_REDIS_PORT,
+        upstream_username: None,
+        upstream_password: None,
         message: Format::default(),
         worker: Worker::default(),
         reply_timeout: Some(Duration::from_millis(DEFAULT_RSPTIMEOUT_MS)),
@@ -63,8 +70,10 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         on_backlog_full: OnFull::default(),
         ack: AckMode::default(),
         metrics: None,
+        admin_token: None,
         senders: Vec::new(),
     };
+    let mut token_key: Option<&str> = None;
     let mut ack_at = None;
     for (key, value) in in_file_order(doc) {
         let name = key.get_ref().as_ref();
@@ -74,6 +83,23 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
             "bindport" => settings.bind_port = common::port(src, &path, value)?,
             "connip" => settings.upstream_ip = common::host(src, &path, value)?,
             "connport" => settings.upstream_port = common::port(src, &path, value)?,
+            "connusername" => {
+                settings.upstream_username = common::optional(src, &path, value, "a user name")?
+            }
+            "connpassword" => {
+                settings.upstream_password = common::optional(src, &path, value, "a password")?
+            }
+            "admin_token" | "admin_token_file" => {
+                if let Some(other) = token_key {
+                    return Err(src.error(
+                        &key.span(),
+                        &path,
+                        format!("{other} is set already: give the token once"),
+                    ));
+                }
+                settings.admin_token = Some(admin_token(src, &path, name, value)?);
+                token_key = Some(name);
+            }
             "message" => settings.message = common::message(src, &path, value)?,
             "worker" => settings.worker = common::worker(src, &path, value)?,
             "rsptimeout" => {
@@ -124,6 +150,35 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         );
     }
     Ok(settings)
+}
+
+/// The admin token: the value of `admin_token`, or the first line of the
+/// file `admin_token_file` names. It is never shown again (check-config
+/// masks it); at least 16 characters, so that it cannot be guessed.
+fn admin_token(
+    src: Source<'_>,
+    path: &str,
+    name: &str,
+    value: &Value<'_>,
+) -> Result<String, ConfigError> {
+    const MIN: usize = 16;
+    let token = if name == "admin_token_file" {
+        let file = src.word(path, value, "the path of a file holding the admin token")?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| src.error(&value.span(), path, format!("cannot read {file}: {e}")))?;
+        text.lines().next().unwrap_or_default().trim().to_owned()
+    } else {
+        src.string(path, value, "a token of at least 16 characters")?
+            .to_owned()
+    };
+    if token.chars().count() < MIN {
+        return Err(src.error(
+            &value.span(),
+            path,
+            format!("the admin token must have at least {MIN} characters"),
+        ));
+    }
+    Ok(token)
 }
 
 /// `on_backlog_full = "block" | "drop"`, in any case.
@@ -453,6 +508,48 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_and_primary_credentials() {
+        let s = parse(
+            "admin_token = 'a-token-of-16-chars'\nconnusername = 'sync'\nconnpassword = 'pw'\n",
+        );
+        assert_eq!(s.admin_token.as_deref(), Some("a-token-of-16-chars"));
+        assert_eq!(s.upstream_username.as_deref(), Some("sync"));
+        assert_eq!(s.upstream_password.as_deref(), Some("pw"));
+
+        let short = parse_proxy("admin_token = 'short'\n", "proxy.toml").unwrap_err();
+        assert!(
+            short.to_string().contains("at least 16 characters"),
+            "{short}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("rb-token-{}", std::process::id()));
+        std::fs::write(&dir, "from-a-file-0123456789\nignored\n").unwrap();
+        let text = format!("admin_token_file = {:?}\n", dir.display().to_string());
+        assert_eq!(
+            parse(&text).admin_token.as_deref(),
+            Some("from-a-file-0123456789")
+        );
+        let both = parse_proxy(
+            &format!("{text}admin_token = 'a-token-of-16-chars'\n"),
+            "proxy.toml",
+        )
+        .unwrap_err();
+        assert!(
+            both.to_string().contains("admin_token_file is set already"),
+            "{both}"
+        );
+        std::fs::remove_file(&dir).unwrap();
+        let missing =
+            parse_proxy("admin_token_file = '/nonexistent/token'\n", "proxy.toml").unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("cannot read /nonexistent/token"),
+            "{missing}"
+        );
+    }
+
+    #[test]
     fn defaults() {
         let (s, warnings) = warnings_from(|| parse(""));
         assert_eq!(
@@ -462,6 +559,8 @@ mod tests {
                 bind_port: 6666,
                 upstream_ip: "127.0.0.1".into(),
                 upstream_port: 6379,
+                upstream_username: None,
+                upstream_password: None,
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
                 reply_timeout: Some(Duration::from_secs(10)),
@@ -469,6 +568,7 @@ mod tests {
                 on_backlog_full: OnFull::Block,
                 ack: AckMode::Redis,
                 metrics: None,
+                admin_token: None,
                 senders: vec![],
             }
         );

@@ -30,6 +30,14 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
     writeln!(f, "bindport = {}", s.bind_port)?;
     writeln!(f, "connip = {}", quote(&s.upstream_ip))?;
     writeln!(f, "connport = {}", s.upstream_port)?;
+    match &s.upstream_username {
+        Some(username) => writeln!(f, "connusername = {}", quote(username))?,
+        None => writeln!(f, "# connusername not set")?,
+    }
+    match &s.upstream_password {
+        Some(_) => writeln!(f, "connpassword = {}", quote(MASK))?,
+        None => writeln!(f, "# connpassword not set")?,
+    }
     writeln!(f, "message = {}", quote(s.message.name()))?;
     writeln!(f, "worker = {}", quote(&s.worker.to_string()))?;
     match s.reply_timeout {
@@ -40,6 +48,13 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
     writeln!(f, "on_backlog_full = {}", quote(s.on_backlog_full.name()))?;
     writeln!(f, "ack = {}", quote(s.ack.name()))?;
     metrics(f, s.metrics.as_deref())?;
+    match &s.admin_token {
+        Some(_) => writeln!(f, "admin_token = {}", quote(MASK))?,
+        None => writeln!(
+            f,
+            "# admin_token not set: sync and repair are taken from loopback addresses only"
+        )?,
+    }
     if s.senders.is_empty() {
         writeln!(
             f,

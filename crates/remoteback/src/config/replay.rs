@@ -337,8 +337,8 @@ fn redis(src: Source<'_>, value: &Value<'_>) -> Result<BackupSettings, ConfigErr
         match name {
             "connip" => backup.host = common::host(src, &key_path, value)?,
             "connport" => backup.port = common::port(src, &key_path, value)?,
-            "password" => backup.password = optional(src, &key_path, value, "a password")?,
-            "username" => backup.username = optional(src, &key_path, value, "a user name")?,
+            "password" => backup.password = common::optional(src, &key_path, value, "a password")?,
+            "username" => backup.username = common::optional(src, &key_path, value, "a user name")?,
             _ => {
                 let hint = if KEYS.contains(&name) {
                     format!(
@@ -360,16 +360,6 @@ fn redis(src: Source<'_>, value: &Value<'_>) -> Result<BackupSettings, ConfigErr
 }
 
 /// An optional string; empty means not set.
-fn optional(
-    src: Source<'_>,
-    path: &str,
-    value: &Value<'_>,
-    expected: &str,
-) -> Result<Option<String>, ConfigError> {
-    let s = src.string(path, value, expected)?;
-    Ok((!s.is_empty()).then(|| s.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::parse_replay;

@@ -9,8 +9,8 @@
 //!
 //! HTTP is axum's router over hyper, one request per connection
 //! (`Connection: close`): what Prometheus, curl and load-balancer probes
-//! need, and room for the admin requests to come. What each service
-//! reports is in [`proxy`] and [`replay`].
+//! need. The proxy adds its admin routes (`remoteback::admin`) to the same
+//! server. What each service reports is in [`proxy`] and [`replay`].
 
 pub mod proxy;
 pub mod replay;
@@ -24,7 +24,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use log::debug;
@@ -37,9 +37,14 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-/// Time a client gets to send its request head; a connection lasts at most
-/// twice as long (a client that does not take its response is dropped).
+use remoteback::admin::server::Peer;
+
+/// Time a client gets to send its request head.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection lasts (a client that does not take its response
+/// is dropped): long enough for an admin repair of a big key, which
+/// answers once Kafka acknowledged it.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest request head taken (hyper's smallest read buffer).
 const MAX_HEAD: usize = 8 * 1024;
 
@@ -147,17 +152,18 @@ struct Reporting {
     report: Arc<dyn Report>,
 }
 
-/// The routes: `GET`/`HEAD` `/metrics` and `/health`; other methods on them
-/// are 405, other paths 404.
-fn router(report: Arc<dyn Report>) -> Router {
+/// The routes: `GET`/`HEAD` `/metrics` and `/health`, and `extra`'s; other
+/// methods on them are 405, other paths 404.
+fn router(report: Arc<dyn Report>, extra: Router) -> Router {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Collected(report.clone())));
     let service = Arc::new(Reporting { registry, report });
     Router::new()
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .route("/health", get(health).fallback(method_not_allowed))
-        .fallback(not_found)
         .with_state(service)
+        .merge(extra)
+        .fallback(not_found)
 }
 
 async fn metrics(State(service): State<Arc<Reporting>>) -> Response {
@@ -210,16 +216,18 @@ async fn not_found() -> Response {
 pub async fn serve(
     listener: TcpListener,
     report: Arc<dyn Report>,
+    extra: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = router(report);
+    let app = router(report, extra);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let service = TowerToHyperService::new(app.clone());
+                    let app = app.clone().layer(Extension(Peer(peer)));
+                    let service = TowerToHyperService::new(app);
                     tokio::spawn(async move {
                         let connection = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())
@@ -227,7 +235,7 @@ pub async fn serve(
                             .max_buf_size(MAX_HEAD)
                             .keep_alive(false)
                             .serve_connection(TokioIo::new(stream), service);
-                        match tokio::time::timeout(2 * IO_TIMEOUT, connection).await {
+                        match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => debug!("status connection from {peer}: {e}"),
                             Err(_) => debug!("status connection from {peer}: timed out"),
@@ -244,12 +252,11 @@ pub async fn serve(
     }
 }
 
-/// Binds `address` and serves `report` there for as long as the runtime
-/// runs.
-pub async fn start(address: &str, report: Arc<dyn Report>) -> std::io::Result<()> {
+/// Binds `address` and serves `report` there, with `extra`'s routes, for
+/// as long as the runtime runs.
+pub async fn start(address: &str, report: Arc<dyn Report>, extra: Router) -> std::io::Result<()> {
     let listener = TcpListener::bind(address).await?;
-    log::info!("serving /metrics and /health on {address}");
-    tokio::spawn(serve(listener, report, std::future::pending()));
+    tokio::spawn(serve(listener, report, extra, std::future::pending()));
     Ok(())
 }
 
@@ -322,7 +329,7 @@ remoteback_offsets_total{topic=\"a\\\"b\\\\c\\nd\",partition=\"1\"} 9
         });
         let (stop, stopped) = oneshot::channel();
         let report: Arc<dyn Report> = fake.clone();
-        let task = tokio::spawn(serve(listener, report, async {
+        let task = tokio::spawn(serve(listener, report, Router::new(), async {
             let _ = stopped.await;
         }));
         Server {

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use prometheus_client::encoding::DescriptorEncoder;
-use remoteback_proxy::{SenderStatus, Status};
+use remoteback_proxy::{SenderStatus, Status, SyncProgress, SyncState};
 
 use super::{counter, counter_family, gauge, Report};
 
@@ -86,9 +86,10 @@ impl Report for ProxyReport {
         gauge(
             out,
             "remoteback_proxy_resync_needed",
-            "1 once a record was lost or a write's outcome is unknown: the backup misses writes until it is resynced.",
+            "1 once a record was lost or a write's outcome is unknown: the backup misses writes until a full sync completes.",
             status.resync_needed() as i64,
-        )
+        )?;
+        sync(out, &status.sync())
     }
 
     fn health(&self) -> Result<String, String> {
@@ -107,4 +108,80 @@ impl Report for ProxyReport {
             status.backlog_limit()
         ))
     }
+}
+
+/// The running or last sync (`remoteback sync`); all gauges, since each
+/// sync starts from zero.
+fn sync(out: &mut DescriptorEncoder<'_>, p: &SyncProgress) -> fmt::Result {
+    let int = |n: u64| n.min(i64::MAX as u64) as i64;
+    gauge(
+        out,
+        "remoteback_proxy_sync_running",
+        "1 while a sync copies the primary's keys to the backup.",
+        (p.state == SyncState::Running) as i64,
+    )?;
+    let samples: [(&str, &str, u64); 8] = [
+        (
+            "keys_done",
+            "Keys the running or last sync copied.",
+            p.keys_done,
+        ),
+        (
+            "keys_total",
+            "Keys in the databases the sync walks (DBSIZE at its start).",
+            p.keys_total,
+        ),
+        (
+            "keys_deleted",
+            "Keys the sync found gone after SCAN saw them (copied as DEL).",
+            p.keys_deleted,
+        ),
+        (
+            "big_keys",
+            "Keys too big for one record, copied as typed commands in chunks.",
+            p.big_keys,
+        ),
+        (
+            "records",
+            "Records the sync handed to the senders.",
+            p.records,
+        ),
+        ("bytes", "Bytes of those records.", p.bytes),
+        (
+            "inflight_bytes",
+            "Bytes of the sync's records Kafka has not acknowledged.",
+            p.inflight_bytes,
+        ),
+        (
+            "backlog_pauses",
+            "Times the sync paused because the clients' backlog was full.",
+            p.backlog_pauses,
+        ),
+    ];
+    for (name, help, value) in samples {
+        gauge(
+            out,
+            &format!("remoteback_proxy_sync_{name}"),
+            help,
+            int(value),
+        )?;
+    }
+    gauge(
+        out,
+        "remoteback_proxy_sync_keys_per_second",
+        "Keys the sync copied per second, on average so far.",
+        p.keys_per_second() as i64,
+    )?;
+    let eta = match p.state {
+        SyncState::Running if p.keys_per_second() > 0.0 => {
+            (p.keys_total.saturating_sub(p.keys_done) as f64 / p.keys_per_second()) as i64
+        }
+        _ => 0,
+    };
+    gauge(
+        out,
+        "remoteback_proxy_sync_eta_seconds",
+        "Seconds the running sync needs still, at its rate so far (0 when none runs).",
+        eta,
+    )
 }

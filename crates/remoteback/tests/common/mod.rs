@@ -20,6 +20,7 @@
 
 /// Comparing the contents of two Redis servers (primary vs. backup).
 pub mod compare;
+pub mod dataset;
 pub mod faults;
 pub mod mixed;
 pub mod pipeline;

@@ -20,7 +20,7 @@ pub struct Setup {
     pub worker: &'static str,
     pub partitions: i32,
     /// Extra top-level lines for the proxy (`ack = "kafka"`, ...).
-    pub proxy_extra: &'static str,
+    pub proxy_extra: String,
     /// Extra lines for the proxy's `KafkaSender` table.
     pub sender_extra: String,
     /// Extra lines for the replay's `[receiver]` table.
@@ -35,7 +35,7 @@ impl Default for Setup {
             message: "PROTOCOL",
             worker: "coroutine",
             partitions: 1,
-            proxy_extra: "",
+            proxy_extra: String::new(),
             sender_extra: String::new(),
             receiver_extra: "",
             replay: true,

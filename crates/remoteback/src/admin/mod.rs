@@ -1,0 +1,151 @@
+//! The proxy's admin API, next to `/metrics`: start, watch and cancel a
+//! sync, resync one key. The requests and answers are JSON; this file
+//! holds their shapes, shared by the server ([`server`]) and the CLI's
+//! client ([`client`]).
+//!
+//! - `GET /sync`: the running or last sync's progress ([`SyncStatus`]).
+//! - `POST /sync` with a [`SyncStart`]: starts one (202), 409 if one runs.
+//! - `DELETE /sync`: asks the running one to stop (202), 409 if none runs.
+//! - `POST /repair` with a [`Repair`]: copies one key through the log and
+//!   answers once Kafka acknowledged it ([`Repaired`]).
+//!
+//! The requests that change something need `Authorization: Bearer TOKEN`
+//! when the proxy has an `admin_token`, and come from a loopback address
+//! when it has none; errors are `{"error": "..."}` with a 4xx or 5xx.
+
+pub mod client;
+pub mod server;
+
+use remoteback_proxy::{SyncProgress, SyncState};
+use serde::{Deserialize, Serialize};
+
+/// `POST /sync`: what to copy and how (see `remoteback sync --help`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncStart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<Vec<u32>>,
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub flush: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_per_second: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflight_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+}
+
+/// `GET /sync`: a sync's progress.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// idle, running, done, cancelled or failed.
+    pub state: String,
+    pub keys_done: u64,
+    pub keys_total: u64,
+    pub keys_deleted: u64,
+    pub big_keys: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub inflight_bytes: u64,
+    pub backlog_pauses: u64,
+    pub elapsed_seconds: f64,
+    pub keys_per_second: f64,
+    /// Seconds to go at the rate so far, while running.
+    pub eta_seconds: Option<f64>,
+    /// Where `--resume` would continue: everything before it is in Kafka.
+    pub position: Option<String>,
+    pub full: bool,
+    pub error: Option<String>,
+}
+
+impl From<&SyncProgress> for SyncStatus {
+    fn from(p: &SyncProgress) -> Self {
+        let rate = p.keys_per_second();
+        let left = p.keys_total.saturating_sub(p.keys_done);
+        SyncStatus {
+            state: p.state.name().to_string(),
+            keys_done: p.keys_done,
+            keys_total: p.keys_total,
+            keys_deleted: p.keys_deleted,
+            big_keys: p.big_keys,
+            records: p.records,
+            bytes: p.bytes,
+            inflight_bytes: p.inflight_bytes,
+            backlog_pauses: p.backlog_pauses,
+            elapsed_seconds: p.elapsed.as_secs_f64(),
+            keys_per_second: rate,
+            eta_seconds: (p.state == SyncState::Running && rate > 0.0).then(|| left as f64 / rate),
+            position: p.position.map(|p| p.to_string()),
+            full: p.full,
+            error: p.error.clone(),
+        }
+    }
+}
+
+/// `POST /repair`: one key, its name in hex (keys are bytes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repair {
+    pub db: u32,
+    pub key_hex: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// The answer to a repair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Repaired {
+    /// Records the key took.
+    pub records: u64,
+}
+
+/// An error answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub error: String,
+}
+
+/// `bytes` in lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes `text` spells in hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let key = b"k\x00\xff y";
+        assert_eq!(hex(key), "6b00ff2079");
+        assert_eq!(unhex(&hex(key)).as_deref(), Some(&key[..]));
+        assert_eq!(unhex("6"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("").as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn a_start_request_names_its_fields() {
+        let start: SyncStart = serde_json::from_str(r#"{"match":"user:*","flush":true}"#).unwrap();
+        assert_eq!(start.pattern.as_deref(), Some("user:*"));
+        assert!(start.flush);
+        assert!(serde_json::from_str::<SyncStart>(r#"{"flsh":true}"#).is_err());
+    }
+}
