@@ -14,6 +14,17 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
+# Exits the script if something already listens on 127.0.0.1:PORT (another
+# bench, a local redis): its figures would be someone else's.
+require_free() { # PORT...
+    for port in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "port $port is in use; stop what listens there first" >&2
+            exit 1
+        fi
+    done
+}
+
 # Waits (up to SECONDS, default 10) until something accepts connections on
 # 127.0.0.1:PORT; exits the script if nothing does.
 wait_port() { # PORT [SECONDS]

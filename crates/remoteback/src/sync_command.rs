@@ -199,6 +199,14 @@ fn follow(client: &AdminClient, args: &SyncArgs, mut status: SyncStatus) -> Exit
         bar.finish_and_clear();
     }
     println!("{}", line(&status));
+    if status.unordered_writes > 0 {
+        eprintln!(
+            "warning: {} writes whose keys the proxy cannot name (SWAPDB, MOVE, COPY, scripts \
+             without declared keys) ran during the sync: the keys they changed may differ on the \
+             backup; run `remoteback verify --repair`",
+            status.unordered_writes
+        );
+    }
     match status.state.as_str() {
         "done" => ExitCode::SUCCESS,
         _ => {
@@ -238,13 +246,14 @@ fn line(s: &SyncStatus) -> String {
         .map(|e| format!(": {e}"))
         .unwrap_or_default();
     format!(
-        "sync {}{error}: {}/{} keys{percent}, {:.0} keys/s, {} deleted, {} big keys, {} records, {} bytes, {:.1} s{eta}, position {}",
+        "sync {}{error}: {}/{} keys{percent}, {:.0} keys/s, {} deleted, {} big keys, {} copied again, {} records, {} bytes, {:.1} s{eta}, position {}",
         s.state,
         s.keys_done,
         s.keys_total,
         s.keys_per_second,
         s.keys_deleted,
         s.big_keys,
+        s.keys_recopied,
         s.records,
         s.bytes,
         s.elapsed_seconds,

@@ -538,6 +538,7 @@ fn broker_frozen_with_on_backlog_full_drop_counts_every_dropped_record() {
     // clears the state.
     let sync = std::process::Command::new(common::remoteback_bin())
         .args(["sync", "--proxy", &format!("127.0.0.1:{}", status.0)])
+        .args(["--chunk-bytes", "1024"])
         .output()
         .expect("run remoteback sync");
     assert!(

@@ -304,3 +304,75 @@ fn a_sync_is_refused_while_one_runs_and_can_be_cancelled() {
     assert_eq!(status.state, "cancelled", "{}", p.logs());
     assert!(status.keys_done < status.keys_total);
 }
+
+/// `RENAME a b` while the sync runs: the backup runs it against its copy
+/// of `a`, which the sync may not have made yet, and `b` did not exist when
+/// `SCAN` passed. The sync copies the keys of such writes again after its
+/// walk, so the backup still ends equal.
+#[test]
+fn multi_key_writes_during_the_sync_are_copied_again() {
+    const PAIRS: usize = 2_000;
+    const STEPS: usize = 10;
+    let (p, admin) = pipeline("");
+    let mut primary = p.on_primary();
+    Dataset {
+        small_keys: 20_000,
+        big_keys: Vec::new(),
+        big_hash_bytes: 0,
+    }
+    .load(&mut primary);
+    let mut fill = redis::pipe();
+    for i in 0..PAIRS {
+        fill.cmd("SET").arg(format!("mv:src:{i}")).arg(i).ignore();
+        fill.cmd("RPUSH")
+            .arg(format!("mv:list:{i}"))
+            .arg("a")
+            .arg(i)
+            .ignore();
+    }
+    let _: () = fill.query(&mut primary).unwrap();
+
+    let client = AdminClient::new(&admin, None);
+    client
+        .start(&SyncStart {
+            keys_per_second: Some(5_000),
+            ..SyncStart::default()
+        })
+        .expect("start the sync");
+    let mut through = p.client();
+    let per_step = PAIRS / STEPS;
+    for step in 0..STEPS {
+        wait_until(Duration::from_secs(60), "the sync to progress", || {
+            client
+                .status()
+                .is_ok_and(|s| s.keys_done * STEPS as u64 >= s.keys_total * step as u64)
+        });
+        let mut moves = redis::pipe();
+        for i in step * per_step..(step + 1) * per_step {
+            moves
+                .cmd("RENAME")
+                .arg(format!("mv:src:{i}"))
+                .arg(format!("mv:dst:{i}"))
+                .ignore();
+            moves
+                .cmd("LMOVE")
+                .arg(format!("mv:list:{i}"))
+                .arg(format!("mv:moved:{i}"))
+                .arg("LEFT")
+                .arg("RIGHT")
+                .ignore();
+        }
+        let _: () = moves
+            .query(&mut through)
+            .expect("RENAME and LMOVE through the proxy");
+    }
+    wait_until(Duration::from_secs(120), "the sync to end", || {
+        client.status().is_ok_and(|s| s.state != "running")
+    });
+    let status = client.status().unwrap();
+    assert_eq!(status.state, "done", "{status:?}\n{}", p.logs());
+    assert!(status.keys_recopied > 0, "{status:?}");
+    eprintln!("{} keys copied again after the walk", status.keys_recopied);
+    p.wait_applied();
+    p.assert_converges(&[0, 3], Duration::from_secs(60));
+}

@@ -15,7 +15,10 @@
 //!   reply needs no other lock: no deadlock is possible.
 //! - Writes whose keys are unknown (FLUSHALL, SWAPDB, scripts without
 //!   declared keys, ...) take the barrier, which excludes every other
-//!   session's writes.
+//!   session's writes. A barrier that waits goes first: no new key lock is
+//!   given to another session meanwhile, so a steady stream of writes cannot
+//!   starve it (the locks it waits for belong to commands already sent,
+//!   whose replies need no lock).
 //!
 //! One mutex guards the table, and one `Notify` wakes waiters on every
 //! release; waiters re-check. Contention costs a wake-up per release per
@@ -48,6 +51,8 @@ struct Table {
     barrier: Option<Holder>,
     /// How many key locks each session holds (for the barrier's check).
     per_session: HashMap<u64, usize>,
+    /// Sessions waiting for the barrier, and how many times each.
+    barriers_waiting: HashMap<u64, usize>,
 }
 
 impl Table {
@@ -56,9 +61,12 @@ impl Table {
             return false;
         }
         match need {
-            Need::Keys(keys) => keys
-                .iter()
-                .all(|k| self.keys.get(k).is_none_or(|h| h.session == session)),
+            Need::Keys(keys) => {
+                self.barriers_waiting.keys().all(|s| *s == session)
+                    && keys
+                        .iter()
+                        .all(|k| self.keys.get(k).is_none_or(|h| h.session == session))
+            }
             Need::Barrier => self
                 .per_session
                 .iter()
@@ -172,6 +180,7 @@ impl KeyLocks {
 
     /// Waits until `need` can be taken for `session`, then takes it.
     pub async fn acquire(self: &Arc<Self>, session: u64, need: Need) -> LockGuard {
+        let _waiting = (need == Need::Barrier).then(|| BarrierWait::enter(self, session));
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);
@@ -183,6 +192,35 @@ impl KeyLocks {
             }
             notified.await;
         }
+    }
+}
+
+/// A session waiting for the barrier, registered until the wait ends (or
+/// is dropped).
+struct BarrierWait<'a> {
+    locks: &'a KeyLocks,
+    session: u64,
+}
+
+impl<'a> BarrierWait<'a> {
+    fn enter(locks: &'a KeyLocks, session: u64) -> BarrierWait<'a> {
+        *locks.table().barriers_waiting.entry(session).or_default() += 1;
+        BarrierWait { locks, session }
+    }
+}
+
+impl Drop for BarrierWait<'_> {
+    fn drop(&mut self) {
+        let mut table = self.locks.table();
+        if let Some(n) = table.barriers_waiting.get_mut(&self.session) {
+            *n -= 1;
+            if *n == 0 {
+                table.barriers_waiting.remove(&self.session);
+            }
+        }
+        drop(table);
+        // Key locks refused while it waited may be free now.
+        self.locks.released.notify_waiters();
     }
 }
 
@@ -250,6 +288,26 @@ mod tests {
             .try_acquire(1, &Need::Keys(vec![(0, k.clone())]))
             .expect("free");
         assert!(locks.try_acquire(2, &Need::Keys(vec![(1, k)])).is_some());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiting_barrier_goes_before_new_key_locks() {
+        let locks = KeyLocks::new();
+        let held = locks.try_acquire(1, &keys(&["a"])).expect("free");
+        let l2 = locks.clone();
+        let barrier = tokio::spawn(async move { l2.acquire(2, Need::Barrier).await.session });
+        tokio::task::yield_now().await;
+        assert!(
+            locks.try_acquire(3, &keys(&["b"])).is_none(),
+            "no new key lock while a barrier waits"
+        );
+        assert!(
+            locks.try_acquire(2, &keys(&["b"])).is_some(),
+            "the waiting session's own keys are not held back"
+        );
+        drop(held);
+        assert_eq!(barrier.await.expect("join"), 2);
+        assert!(locks.try_acquire(3, &keys(&["b"])).is_some(), "free again");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -13,10 +13,12 @@ mod blocked;
 mod locks;
 mod plan;
 mod probe;
+mod sync_watch;
 
 pub(crate) use blocked::{BlockingPop, PopState};
 pub(crate) use locks::LockGuard;
 pub(crate) use plan::LockPlan;
+pub(crate) use sync_watch::{SyncWatch, MAX_NOTED};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +47,8 @@ const MAX_PROBE_PAUSE: Duration = Duration::from_millis(50);
 pub(crate) struct OrderTables {
     locks: Arc<KeyLocks>,
     pops: Arc<BlockedPops>,
+    /// The running sync's notes of multi-key writes.
+    pub sync: SyncWatch,
 }
 
 impl OrderTables {
@@ -52,6 +56,7 @@ impl OrderTables {
         Arc::new(OrderTables {
             locks: KeyLocks::new(),
             pops: BlockedPops::new(),
+            sync: SyncWatch::default(),
         })
     }
 
@@ -155,6 +160,7 @@ impl WriteOrder {
         let Some(need) = plan.need(command, verdict) else {
             return Prepared::Ready(None);
         };
+        self.shared.sync.note(&need, command);
         let client_id = *self.client_id.borrow();
         if is_pop(verdict, &need) {
             match client_id {

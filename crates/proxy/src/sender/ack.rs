@@ -96,6 +96,15 @@ impl Delivery {
         }
     }
 
+    /// Waits for the outcome without giving the delivery up: cancelling the
+    /// wait (a timeout around it) leaves it pending, to be waited for again.
+    pub async fn wait(&mut self) -> Result<(), Lost> {
+        match self {
+            Delivery::Lost(lost) => Err(lost.clone()),
+            Delivery::Pending(rx) => rx.await.unwrap_or(Err(Lost::Discarded)),
+        }
+    }
+
     /// Waits for the outcome.
     pub async fn outcome(self) -> Result<(), Lost> {
         match self {

@@ -13,7 +13,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
@@ -24,7 +24,6 @@ use remoteback_protocol::Command;
 use crate::capture::{Captured, Routes};
 use crate::ordering::{LockGuard, OrderTables};
 use crate::sender::ack::Lost;
-use crate::sender::backlog::OnFull;
 use crate::sender::Senders;
 
 use super::progress::Counters;
@@ -132,7 +131,6 @@ pub(crate) struct Copier {
 /// A `DUMP` and expiry read for a key whose lock is held.
 struct Dumped {
     key: Bytes,
-    guard: LockGuard,
     payload: Option<Vec<u8>>,
     expires_at: Option<u64>,
 }
@@ -149,8 +147,8 @@ impl Copier {
         if self.method == Method::Commands {
             for key in keys {
                 self.room(unacked, 0, false).await?;
-                let guard = self.lock(db, key.clone()).await;
-                self.rebuild(conn, db, key, guard, unacked).await?;
+                let held = self.lock(db, key.clone()).await;
+                self.rebuild(conn, db, key, &held, unacked).await?;
             }
             return Ok(());
         }
@@ -162,6 +160,7 @@ impl Copier {
         // copied one at a time after the group, so the group's locks are
         // held for one round trip only.
         let mut free = Vec::new();
+        let mut guards = Vec::new();
         let mut alone = Vec::new();
         for (key, size) in keys.into_iter().zip(sizes) {
             if size.is_some_and(|s| s > self.chunk_bytes) {
@@ -169,54 +168,55 @@ impl Copier {
                 continue;
             }
             match self.tables.try_lock_key(self.holder, db, &key) {
-                Some(guard) => free.push((key, guard)),
+                Some(guard) => {
+                    free.push(key);
+                    guards.push(guard);
+                }
                 None => alone.push(key),
             }
         }
-        let mut big = Vec::new();
-        let dumped = self.dump(conn, free).await?;
-        for d in dumped {
+        let dumped = self.dump(conn, &free).await?;
+        for (d, guard) in dumped.into_iter().zip(guards) {
             match d.payload {
                 Some(p) if p.len() as u64 + RECORD_OVERHEAD > self.chunk_bytes => {
-                    big.push((d.key, d.guard))
+                    // Bigger than its estimate: copied alone, in chunks.
+                    drop(guard);
+                    alone.push(d.key);
                 }
                 payload => {
                     self.emit_dumped(db, d.key, payload, d.expires_at, unacked)
                         .await?;
-                    drop(d.guard);
+                    drop(guard);
                 }
             }
         }
-        for (key, guard) in big {
-            self.rebuild(conn, db, key, guard, unacked).await?;
-        }
         for key in alone {
-            let guard = self.lock(db, key.clone()).await;
-            self.copy_one(conn, db, key, guard, unacked).await?;
+            let held = self.lock(db, key.clone()).await;
+            self.copy_one(conn, db, key, &held, unacked).await?;
         }
         Ok(())
     }
 
-    /// Copies one key whose lock `guard` holds, as a group of one.
+    /// Copies one key whose lock `held` is, as a group of one.
     pub async fn copy_one(
         &self,
         conn: &mut MultiplexedConnection,
         db: u32,
         key: Bytes,
-        guard: LockGuard,
+        held: &LockGuard,
         unacked: &mut Unacked,
     ) -> Result<(), CopyError> {
         if self.method == Method::Commands {
-            return self.rebuild(conn, db, key, guard, unacked).await;
+            return self.rebuild(conn, db, key, held, unacked).await;
         }
         let size = self.sizes(conn, std::slice::from_ref(&key)).await?;
         if size[0].is_some_and(|s| s > self.chunk_bytes) {
-            return self.rebuild(conn, db, key, guard, unacked).await;
+            return self.rebuild(conn, db, key, held, unacked).await;
         }
-        for d in self.dump(conn, vec![(key, guard)]).await? {
+        for d in self.dump(conn, &[key]).await? {
             match d.payload {
                 Some(p) if p.len() as u64 + RECORD_OVERHEAD > self.chunk_bytes => {
-                    self.rebuild(conn, db, d.key, d.guard, unacked).await?
+                    self.rebuild(conn, db, d.key, held, unacked).await?
                 }
                 payload => {
                     self.emit_dumped(db, d.key, payload, d.expires_at, unacked)
@@ -260,24 +260,24 @@ impl Copier {
             .collect())
     }
 
-    /// `DUMP` and the expiry of each locked key, pipelined.
+    /// `DUMP` and the expiry of each key (whose lock is held), pipelined.
     async fn dump(
         &self,
         conn: &mut MultiplexedConnection,
-        locked: Vec<(Bytes, LockGuard)>,
+        locked: &[Bytes],
     ) -> Result<Vec<Dumped>, CopyError> {
         if locked.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for (key, _) in &locked {
+        for key in locked {
             pipe.cmd("DUMP").arg(&key[..]);
             pipe.cmd(self.expiry.command()).arg(&key[..]);
         }
         let replies: Vec<Value> = pipe.query_async(conn).await.map_err(redis("DUMP"))?;
         let mut replies = replies.into_iter();
         let mut out = Vec::with_capacity(locked.len());
-        for (key, guard) in locked {
+        for key in locked {
             let (Some(dump), Some(expiry)) = (replies.next(), replies.next()) else {
                 return Err(CopyError::Unexpected {
                     what: "DUMP",
@@ -298,8 +298,7 @@ impl Copier {
             let expires_at = self.expiry.absolute(&expiry);
             let payload = payload.filter(|_| expires_at.is_some());
             out.push(Dumped {
-                key,
-                guard,
+                key: key.clone(),
                 payload,
                 expires_at,
             });
@@ -335,13 +334,13 @@ impl Copier {
         Ok(())
     }
 
-    /// Rebuilds `key` from typed commands, chunk by chunk, under `guard`.
+    /// Rebuilds `key` from typed commands, chunk by chunk, while `_held`.
     async fn rebuild(
         &self,
         conn: &mut MultiplexedConnection,
         db: u32,
         key: Bytes,
-        guard: LockGuard,
+        _held: &LockGuard,
         unacked: &mut Unacked,
     ) -> Result<(), CopyError> {
         let mut rebuild = match Rebuild::start(conn, key.clone()).await {
@@ -352,7 +351,7 @@ impl Copier {
                     "sync: key {} in db {db} has type {kind}, which typed commands cannot rebuild; copied with RESTORE",
                     key.escape_ascii()
                 );
-                return self.restore_anyway(conn, db, key, guard, unacked).await;
+                return self.restore_anyway(conn, db, key, unacked).await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -369,21 +368,19 @@ impl Copier {
             Counters::add(&self.counters.big_keys, 1);
         }
         Counters::add(&self.counters.keys_done, 1);
-        drop(guard);
         Ok(())
     }
 
-    /// Copies a key typed commands cannot rebuild with `RESTORE`, whatever
-    /// its size.
+    /// Copies a key typed commands cannot rebuild (its lock held) with
+    /// `RESTORE`, whatever its size.
     async fn restore_anyway(
         &self,
         conn: &mut MultiplexedConnection,
         db: u32,
         key: Bytes,
-        guard: LockGuard,
         unacked: &mut Unacked,
     ) -> Result<(), CopyError> {
-        for d in self.dump(conn, vec![(key, guard)]).await? {
+        for d in self.dump(conn, &[key]).await? {
             self.emit_dumped(db, d.key, d.payload, d.expires_at, unacked)
                 .await?;
         }
@@ -391,10 +388,11 @@ impl Copier {
     }
 
     /// Hands `commands` (one key's, in database `db`, whose lock is held)
-    /// to the senders as one record, a transaction when there are several.
-    /// With `on_backlog_full = "drop"` the record waits until the backlog
-    /// takes it, so the sync never has its own records dropped (a client's
-    /// record that fills the backlog in between can still make it fail).
+    /// to the senders as one record, a transaction when there are several,
+    /// once there is room for it: so the sync's records are neither dropped
+    /// (`on_backlog_full = "drop"`; a client's record that fills the
+    /// backlog in between can still make it fail) nor what holds clients'
+    /// writes (`block`).
     async fn emit(
         &self,
         db: u32,
@@ -402,9 +400,7 @@ impl Copier {
         unacked: &mut Unacked,
     ) -> Result<(), CopyError> {
         let bytes = batch_bytes(&commands);
-        if self.senders.backlog().on_full() == OnFull::Drop {
-            self.room(unacked, bytes, true).await?;
-        }
+        self.room(unacked, bytes, true).await?;
         let writes: Vec<Captured> = commands
             .into_iter()
             .map(|c| self.routes.rewritten(c))
@@ -419,50 +415,52 @@ impl Copier {
     }
 
     /// Waits until `size` more bytes fit: within the sync's own bound of
-    /// unacknowledged bytes, and in the backlog clients' writes share,
-    /// which the sync never fills (it pauses instead, so that client writes
-    /// are not held or dropped for it). While a key's lock is held
-    /// (`holding`), the wait is bounded by [`STALL_TIMEOUT`].
+    /// unacknowledged bytes, and within three quarters of the backlog the
+    /// clients' writes share, so that the sync never fills it (it pauses
+    /// instead: client writes are not held or dropped for it). While a
+    /// key's lock is held (`holding`), the whole wait is bounded by
+    /// [`STALL_TIMEOUT`].
     pub async fn room(
         &self,
         unacked: &mut Unacked,
         size: u64,
         holding: bool,
     ) -> Result<(), CopyError> {
-        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + STALL_TIMEOUT;
         let mut paused = false;
         loop {
             unacked.settle()?;
             self.counters
                 .inflight_bytes
                 .store(unacked.bytes(), std::sync::atomic::Ordering::Relaxed);
-            if holding && started.elapsed() > STALL_TIMEOUT {
-                return Err(CopyError::Stalled(STALL_TIMEOUT));
-            }
             let own = unacked.bytes();
-            if own > 0 && own + size > self.inflight_limit {
-                match tokio::time::timeout(STALL_TIMEOUT, unacked.wait_oldest()).await {
-                    Ok(outcome) => outcome?,
-                    Err(_) if holding => return Err(CopyError::Stalled(STALL_TIMEOUT)),
-                    Err(_) => {}
-                }
-                continue;
-            }
             let backlog = self.senders.backlog();
             let used = backlog.bytes();
-            if used > 0 && used + size > backlog.limit() {
-                if !paused {
-                    paused = true;
-                    Counters::add(&self.counters.backlog_pauses, 1);
-                }
+            let own_full = own > 0 && own + size > self.inflight_limit;
+            let shared_full = used > 0 && used + size > backlog.limit() / 4 * 3;
+            if !own_full && !shared_full {
+                return Ok(());
+            }
+            if shared_full && !paused {
+                paused = true;
+                Counters::add(&self.counters.backlog_pauses, 1);
+            }
+            let waited = async {
                 if own > 0 {
-                    unacked.wait_oldest().await?;
+                    unacked.wait_oldest().await
                 } else {
                     tokio::time::sleep(BACKLOG_POLL).await;
+                    Ok(())
                 }
-                continue;
+            };
+            if holding {
+                match tokio::time::timeout_at(deadline, waited).await {
+                    Ok(outcome) => outcome?,
+                    Err(_) => return Err(CopyError::Stalled(STALL_TIMEOUT)),
+                }
+            } else {
+                waited.await?;
             }
-            return Ok(());
         }
     }
 }

@@ -2,6 +2,8 @@
 //! through the log ([`Copier`]), the position reported as Kafka
 //! acknowledges.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use remoteback_protocol::Command;
 use super::copier::{Copier, CopyError};
 use super::position::SyncPosition;
 use super::primary::Primary;
-use super::progress::SyncState;
+use super::progress::{Counters, SyncState};
 use super::unacked::Unacked;
 use super::SyncRequest;
 
@@ -62,7 +64,20 @@ impl Job {
         let start = self.request.resume.unwrap_or_default();
         let mut unacked = Unacked::new(start);
         let baseline = (self.copier.senders.lost(), self.copier.senders.uncaptured());
+        self.copier.tables.sync.start();
         let walked = self.walk(&mut unacked).await;
+        let unordered = self.copier.tables.sync.stop();
+        counters
+            .unordered_writes
+            .store(unordered.unnamed, Ordering::Relaxed);
+        let walked = match walked {
+            Ok(()) if unordered.overflowed => Err(Stop::Failed(format!(
+                "more than {} keys were written by multi-key writes during the sync, too many to \
+                 copy again; run it again when fewer such writes run, or run `remoteback verify --repair`",
+                super::MAX_NOTED
+            ))),
+            walked => walked,
+        };
         let (state, error) = match walked {
             Ok(()) => match unacked.drain().await {
                 Ok(()) => (SyncState::Done, None),
@@ -84,14 +99,22 @@ impl Job {
         let p = counters.progress();
         match state {
             SyncState::Done => {
-                if self.request.is_full() {
+                if unordered.unnamed > 0 {
+                    log::warn!(
+                        "sync: {} writes whose keys the proxy cannot name (SWAPDB, MOVE, COPY, \
+                         scripts without declared keys) ran during the sync; the keys they \
+                         changed may differ on the backup: run `remoteback verify --repair`",
+                        unordered.unnamed
+                    );
+                } else if self.request.is_full() {
                     self.copier.senders.resynced(baseline);
                 }
                 log::info!(
-                    "sync done: {} keys ({} deleted, {} big) in {:.1} s, {:.0} keys/s, {} records, {} bytes",
+                    "sync done: {} keys ({} deleted, {} big, {} copied again after multi-key writes) in {:.1} s, {:.0} keys/s, {} records, {} bytes",
                     p.keys_done,
                     p.keys_deleted,
                     p.big_keys,
+                    p.keys_recopied,
                     p.elapsed.as_secs_f64(),
                     p.keys_per_second(),
                     p.records,
@@ -131,6 +154,7 @@ impl Job {
             self.flush(unacked).await;
         }
         let started = Instant::now();
+        let last = dbs.last().map(|(db, _)| *db);
         for (db, _) in dbs {
             let mut conn = self
                 .primary
@@ -153,19 +177,58 @@ impl Job {
                         .map_err(|e| Stop::Failed(format!("db {db}: {e}")))?;
                     self.copier.counters.set_position(unacked.acked());
                 }
-                let reached = if next == 0 {
-                    SyncPosition::start_of(db + 1)
-                } else {
-                    SyncPosition { db, cursor: next }
-                };
-                unacked.reached(reached);
                 if next == 0 {
+                    // The end of the last database is reached once the
+                    // second copies are in Kafka too.
+                    if Some(db) != last {
+                        unacked.reached(SyncPosition::start_of(db + 1));
+                    }
                     break;
                 }
+                unacked.reached(SyncPosition { db, cursor: next });
                 cursor = next;
             }
         }
+        self.copy_again(unacked).await?;
+        if let Some(db) = last {
+            unacked.reached(SyncPosition::start_of(db + 1));
+        }
         Ok(())
+    }
+
+    /// The second copies of the keys multi-key writes named during the walk
+    /// (ordering/sync_watch.rs says why), until none is left.
+    async fn copy_again(&mut self, unacked: &mut Unacked) -> Result<(), Stop> {
+        let watch = &self.copier.tables.sync;
+        watch.walked();
+        let mut conns: HashMap<u32, MultiplexedConnection> = HashMap::new();
+        loop {
+            let pending = watch.pending(GROUP);
+            if pending.is_empty() {
+                return Ok(());
+            }
+            for (db, key) in pending {
+                if self.copier.cancelled.load(Ordering::Relaxed) {
+                    return Err(Stop::Cancelled);
+                }
+                let conn = match conns.entry(db) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(self.primary.connect(db).await.map_err(|e| {
+                        Stop::Failed(format!("connect to the primary's db {db}: {e}"))
+                    })?),
+                };
+                let held = self.copier.lock(db, key.clone()).await;
+                self.copier
+                    .copy_one(conn, db, key.clone(), &held, unacked)
+                    .await
+                    .map_err(|e| Stop::Failed(format!("db {db}: {e}")))?;
+                // Under the lock: a write naming the key from now on reads
+                // a right copy of it.
+                watch.copied(&(db, key));
+                drop(held);
+                Counters::add(&self.copier.counters.keys_recopied, 1);
+            }
+        }
     }
 
     /// Holds the sync to `--keys-per-second`, if set.

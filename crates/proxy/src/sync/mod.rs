@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::ordering::MAX_NOTED;
 use crate::session::SessionContext;
 use copier::{Copier, Expiry};
 use primary::Primary;
@@ -106,10 +107,12 @@ impl Default for SyncRequest {
 }
 
 impl SyncRequest {
-    /// Whether the sync copies every key: when it completes, the backup
-    /// no longer needs a resync.
+    /// Whether the sync copies every key, from the start: when it
+    /// completes, the backup no longer needs a resync. A resumed sync is
+    /// not: keys before its position were copied by an earlier proxy run,
+    /// whose losses this one does not know.
     pub fn is_full(&self) -> bool {
-        self.dbs.is_none() && self.pattern.is_none()
+        self.dbs.is_none() && self.pattern.is_none() && self.resume.is_none()
     }
 }
 
@@ -128,6 +131,8 @@ pub enum StartError {
     FlushOnResume,
     #[error("--chunk-bytes must be at least 1024")]
     ChunkTooSmall,
+    #[error("--chunk-bytes must be at most half of the proxy's backlog_bytes ({backlog}): the sync leaves the backlog's room to the clients")]
+    ChunkTooBig { backlog: u64 },
     #[error("the proxy is shutting down")]
     ShuttingDown,
     #[error("cannot read the primary's keyspace: {0}")]
@@ -239,15 +244,18 @@ impl SyncControl {
     /// Copies one key through the log, as a sync does, and waits until
     /// Kafka acknowledged its records; returns how many there were.
     pub async fn repair(&self, db: u32, key: Bytes, method: Method) -> Result<u64, RepairError> {
-        let mut copier = self.copier(method, DEFAULT_CHUNK_BYTES)?;
+        let backlog = self.ctx.senders.backlog().limit();
+        let chunk = DEFAULT_CHUNK_BYTES.min(backlog / 2).max(1024);
+        let mut copier = self.copier(method, chunk)?;
         let mut conn = self.connect(db).await?;
         copier.expiry = Expiry::detect(&mut conn).await;
         let mut unacked = Unacked::new(SyncPosition::default());
         copier.room(&mut unacked, 0, false).await?;
-        let guard = copier.lock(db, key.clone()).await;
+        let held = copier.lock(db, key.clone()).await;
         copier
-            .copy_one(&mut conn, db, key.clone(), guard, &mut unacked)
+            .copy_one(&mut conn, db, key.clone(), &held, &mut unacked)
             .await?;
+        drop(held);
         unacked.drain().await.map_err(CopyError::from)?;
         let records = copier.counters.records.load(Ordering::Relaxed);
         log::info!(
@@ -274,6 +282,10 @@ impl SyncControl {
         }
         if chunk_bytes < 1024 {
             return Err(StartError::ChunkTooSmall);
+        }
+        let backlog = self.ctx.senders.backlog().limit();
+        if chunk_bytes > backlog / 2 {
+            return Err(StartError::ChunkTooBig { backlog });
         }
         if *self.ctx.drain.closing().borrow() {
             return Err(StartError::ShuttingDown);

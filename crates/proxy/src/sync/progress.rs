@@ -44,6 +44,13 @@ pub struct SyncProgress {
     pub keys_deleted: u64,
     /// Keys too big for one record, copied as typed commands in chunks.
     pub big_keys: u64,
+    /// Keys copied a second time after the walk, because a write that
+    /// named several keys ran during it (counted in `keys_done` too).
+    pub keys_recopied: u64,
+    /// Writes whose keys the proxy cannot name (`SWAPDB`, `MOVE`, `COPY`,
+    /// scripts without declared keys) that ran during the sync: the keys
+    /// they changed may differ on the backup.
+    pub unordered_writes: u64,
     /// Records handed to the senders.
     pub records: u64,
     /// Bytes of those records.
@@ -82,6 +89,8 @@ pub(crate) struct Counters {
     pub keys_total: AtomicU64,
     pub keys_deleted: AtomicU64,
     pub big_keys: AtomicU64,
+    pub keys_recopied: AtomicU64,
+    pub unordered_writes: AtomicU64,
     pub records: AtomicU64,
     pub bytes: AtomicU64,
     pub inflight_bytes: AtomicU64,
@@ -150,6 +159,8 @@ impl Counters {
             keys_total: get(&self.keys_total),
             keys_deleted: get(&self.keys_deleted),
             big_keys: get(&self.big_keys),
+            keys_recopied: get(&self.keys_recopied),
+            unordered_writes: get(&self.unordered_writes),
             records: get(&self.records),
             bytes: get(&self.bytes),
             inflight_bytes: get(&self.inflight_bytes),

@@ -91,15 +91,21 @@ impl Unacked {
     }
 
     /// Waits for the oldest entry's deliveries; returns at once when
-    /// nothing is in flight.
+    /// nothing is in flight. Safe to cancel: a delivery leaves the entry
+    /// only once it resolved, so a timeout around this wait cannot make an
+    /// unacknowledged record count as acknowledged.
     pub async fn wait_oldest(&mut self) -> Result<(), Lost> {
         self.check()?;
         let Some(front) = self.entries.front_mut() else {
             return Ok(());
         };
-        for delivery in std::mem::take(&mut front.deliveries) {
-            let outcome = delivery.outcome().await;
-            self.record(outcome)?;
+        while let Some(delivery) = front.deliveries.last_mut() {
+            match delivery.wait().await {
+                Ok(()) => {
+                    front.deliveries.pop();
+                }
+                Err(lost) => return self.record(Err(lost)),
+            }
         }
         self.pop_front();
         self.settle()
@@ -161,6 +167,22 @@ mod tests {
         first.send(Ok(())).unwrap();
         unacked.settle().unwrap();
         assert_eq!((unacked.acked(), unacked.bytes()), (at(1, 0), 0));
+    }
+
+    #[tokio::test]
+    async fn a_wait_cut_short_leaves_the_record_unacknowledged() {
+        let mut unacked = Unacked::new(at(0, 0));
+        let (report, delivery) = Delivery::pending();
+        unacked.push(vec![delivery], 8);
+        unacked.reached(at(0, 5));
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(20), unacked.wait_oldest()).await;
+        assert!(waited.is_err(), "nothing acknowledged yet");
+        unacked.settle().unwrap();
+        assert_eq!((unacked.acked(), unacked.bytes()), (at(0, 0), 8));
+        report.send(Ok(())).unwrap();
+        unacked.drain().await.unwrap();
+        assert_eq!((unacked.acked(), unacked.bytes()), (at(0, 5), 0));
     }
 
     #[tokio::test]

@@ -50,6 +50,10 @@ pub struct SyncStatus {
     pub keys_total: u64,
     pub keys_deleted: u64,
     pub big_keys: u64,
+    #[serde(default)]
+    pub keys_recopied: u64,
+    #[serde(default)]
+    pub unordered_writes: u64,
     pub records: u64,
     pub bytes: u64,
     pub inflight_bytes: u64,
@@ -74,6 +78,8 @@ impl From<&SyncProgress> for SyncStatus {
             keys_total: p.keys_total,
             keys_deleted: p.keys_deleted,
             big_keys: p.big_keys,
+            keys_recopied: p.keys_recopied,
+            unordered_writes: p.unordered_writes,
             records: p.records,
             bytes: p.bytes,
             inflight_bytes: p.inflight_bytes,

@@ -71,7 +71,7 @@ async fn start_sync(
     if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
         return refused;
     }
-    let start: SyncStart = match parse(&body) {
+    let start: SyncStart = match parse(&headers, &body) {
         Ok(start) => start,
         Err(reason) => return failure(StatusCode::BAD_REQUEST, &reason),
     };
@@ -116,7 +116,7 @@ async fn repair(
     if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
         return refused;
     }
-    let repair: Repair = match parse(&body) {
+    let repair: Repair = match parse(&headers, &body) {
         Ok(repair) => repair,
         Err(reason) => return failure(StatusCode::BAD_REQUEST, &reason),
     };
@@ -127,10 +127,16 @@ async fn repair(
         Ok(m) => m,
         Err(reason) => return failure(StatusCode::BAD_REQUEST, &reason),
     };
-    match admin.sync.repair(repair.db, key.into(), method).await {
-        Ok(records) => json(StatusCode::OK, &Repaired { records }),
-        Err(RepairError::Start(e)) => start_failure(&e),
-        Err(e @ RepairError::Copy(_)) => failure(StatusCode::BAD_GATEWAY, &e.to_string()),
+    // A task of its own: a client that hangs up does not stop a repair
+    // half-way (the backup would keep the first chunks of a big key).
+    let sync = admin.sync.clone();
+    let repaired =
+        tokio::spawn(async move { sync.repair(repair.db, key.into(), method).await }).await;
+    match repaired {
+        Ok(Ok(records)) => json(StatusCode::OK, &Repaired { records }),
+        Ok(Err(RepairError::Start(e))) => start_failure(&e),
+        Ok(Err(e @ RepairError::Copy(_))) => failure(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
@@ -138,7 +144,7 @@ async fn repair(
 /// if it may.
 fn refusal(token: Option<&str>, peer: Peer, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = token else {
-        if peer.0.ip().is_loopback() {
+        if peer.0.ip().to_canonical().is_loopback() {
             return None;
         }
         return Some(failure(
@@ -149,7 +155,9 @@ fn refusal(token: Option<&str>, peer: Peer, headers: &HeaderMap) -> Option<Respo
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or_default();
     let digest = |t: &str| sha1_smol::Sha1::from(t).digest().bytes();
     if bool::from(digest(given).ct_eq(&digest(token))) {
@@ -202,14 +210,26 @@ fn method(name: Option<&str>) -> Result<Method, String> {
 fn start_failure(e: &StartError) -> Response {
     let status = match e {
         StartError::Running | StartError::RowFormat | StartError::NoSenders => StatusCode::CONFLICT,
-        StartError::FlushOnResume | StartError::ChunkTooSmall => StatusCode::BAD_REQUEST,
+        StartError::FlushOnResume | StartError::ChunkTooSmall | StartError::ChunkTooBig { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         StartError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         StartError::Primary { .. } | StartError::Keyspace(_) => StatusCode::BAD_GATEWAY,
     };
     failure(status, &e.to_string())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+/// The JSON body of a request that changes something. It must say it is
+/// JSON: a web page can make a browser send a plain-text POST to a
+/// loopback address, but not an `application/json` one without asking.
+fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, String> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with(JSON));
+    if !json {
+        return Err(format!("the request body must be {JSON}"));
+    }
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -253,6 +273,7 @@ mod tests {
         let none = HeaderMap::new();
         assert!(refusal(None, peer("127.0.0.1"), &none).is_none());
         assert!(refusal(None, peer("::1"), &none).is_none());
+        assert!(refusal(None, peer("::ffff:127.0.0.1"), &none).is_none());
         let far = refusal(None, peer("10.1.2.3"), &none).expect("refused");
         assert_eq!(far.status(), StatusCode::FORBIDDEN);
     }
@@ -261,10 +282,31 @@ mod tests {
     fn with_a_token_everyone_needs_it() {
         let token = Some("0123456789abcdef");
         assert!(refusal(token, peer("10.1.2.3"), &bearer("0123456789abcdef")).is_none());
+        let mut lower = HeaderMap::new();
+        lower.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer 0123456789abcdef"),
+        );
+        assert!(refusal(token, peer("10.1.2.3"), &lower).is_none());
         for headers in [HeaderMap::new(), bearer("0123456789abcdeF"), bearer("0123")] {
             let refused = refusal(token, peer("127.0.0.1"), &headers).expect("refused");
             assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
             assert!(refused.headers().contains_key(header::WWW_AUTHENTICATE));
         }
+    }
+
+    #[test]
+    fn bodies_must_say_they_are_json() {
+        let mut headers = HeaderMap::new();
+        let plain: Result<Repair, String> = parse(&headers, br#"{"db":0,"key_hex":"61"}"#);
+        assert!(plain.unwrap_err().contains("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let repair: Repair = parse(&headers, br#"{"db":0,"key_hex":"61"}"#).unwrap();
+        assert_eq!(repair.key_hex, "61");
+        let start: SyncStart = parse(&headers, b"").unwrap();
+        assert_eq!(start, SyncStart::default());
     }
 }

@@ -120,7 +120,7 @@ fn sync(out: &mut DescriptorEncoder<'_>, p: &SyncProgress) -> fmt::Result {
         "1 while a sync copies the primary's keys to the backup.",
         (p.state == SyncState::Running) as i64,
     )?;
-    let samples: [(&str, &str, u64); 8] = [
+    let samples: [(&str, &str, u64); 10] = [
         (
             "keys_done",
             "Keys the running or last sync copied.",
@@ -140,6 +140,16 @@ fn sync(out: &mut DescriptorEncoder<'_>, p: &SyncProgress) -> fmt::Result {
             "big_keys",
             "Keys too big for one record, copied as typed commands in chunks.",
             p.big_keys,
+        ),
+        (
+            "keys_recopied",
+            "Keys copied again after the walk, because a write naming several keys ran during it.",
+            p.keys_recopied,
+        ),
+        (
+            "unordered_writes",
+            "Writes whose keys the proxy cannot name (SWAPDB, MOVE, COPY, scripts without declared keys) that ran during the sync.",
+            p.unordered_writes,
         ),
         (
             "records",

@@ -317,7 +317,7 @@ impl Applier {
             match owner {
                 Some(offset) => refusals.push(Refusal {
                     offset: *offset,
-                    reason: String::from_utf8_lossy(e).into_owned(),
+                    reason: with_advice(String::from_utf8_lossy(e).into_owned()),
                 }),
                 // A SELECT or the offset update of remoteback's own failed:
                 // the position no longer matches the data.
@@ -372,6 +372,21 @@ impl Applier {
     }
 }
 
+/// A refusal's text, with what to do about the refusals an operator can
+/// fix: a `RESTORE` from `remoteback sync` whose payload the backup cannot
+/// read comes from a newer Redis than the backup's (or from Redis to
+/// Valkey), and typed commands copy across versions.
+fn with_advice(reason: String) -> String {
+    if reason.contains("DUMP payload version or checksum are wrong") {
+        format!(
+            "{reason} (a RESTORE from `remoteback sync`: the backup runs an older Redis than \
+             the primary, or another server; resync with `remoteback sync --method commands`)"
+        )
+    } else {
+        reason
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -418,6 +433,14 @@ mod tests {
             },
             payload: Bytes::from_static(payload),
         }
+    }
+
+    #[test]
+    fn a_restore_the_backup_cannot_read_says_how_to_copy_instead() {
+        let advised = with_advice("ERR DUMP payload version or checksum are wrong".into());
+        assert!(advised.contains("--method commands"), "{advised}");
+        let other = with_advice("WRONGTYPE Operation against a key".into());
+        assert_eq!(other, "WRONGTYPE Operation against a key");
     }
 
     #[test]
