@@ -92,7 +92,11 @@ impl Side {
         let address = endpoint.address.clone();
         let info = endpoint.info.clone();
         let quiet = info.redis_settings().clone().set_skip_set_lib_name();
-        let connection = redis::Client::open(info.set_redis_settings(quiet))
+        // Every step waits for its replies: Nagle's algorithm would hold the
+        // small requests back for the previous reply's delayed ACK.
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let info = info.set_redis_settings(quiet).set_tcp_settings(tcp);
+        let connection = redis::Client::open(info)
             .and_then(|c| c.get_connection_with_timeout(CONNECT_TIMEOUT))
             .with_context(|| format!("{label}: cannot connect to {address}"))?;
         connection.set_read_timeout(Some(REPLY_TIMEOUT))?;
