@@ -4,10 +4,12 @@
 //! leave both servers waiting on round trips. A batch first asks each side
 //! for every key's `PTTL` and `MEMORY USAGE` in one pipeline, then for the
 //! `DUMP` of the keys small on both sides: equal payloads are equal values
-//! (type included), and only the expiries are left to compare. A key that
-//! is large, whose payloads differ (another encoding or server version can
-//! serialize an equal value differently) or that changed between the two
-//! pipelines is compared in full by type ([`super::key`]).
+//! (type included), and only the expiries are left to compare. Small keys
+//! whose payloads differ (another encoding or server version can serialize
+//! an equal value differently) are read whole and compared by type, still a
+//! pipeline for the batch ([`super::small`]). A key that is large, that this
+//! does not prove equal or that changed between the pipelines is compared in
+//! full by type ([`super::key`]).
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use super::difference::{Difference, Kind};
 use super::key::{self, Head};
 use super::reply::{bytes, expect_len, int, must};
 use super::side::{pipeline, Pair};
+use super::small;
 use super::ttl::Ttl;
 
 /// Keys whose `MEMORY USAGE` is at most this on both sides are compared by
@@ -53,6 +56,8 @@ pub fn compare(
     let mut missing = Vec::new();
     let mut extra = Vec::new();
     let mut small = Vec::new();
+    let mut reread = Vec::new();
+    let mut equal_values = Vec::new();
     for (i, (sp, tp)) in s.iter().zip(&t).enumerate() {
         match (sp.ttl.exists(), tp.ttl.exists()) {
             (false, false) => {}
@@ -125,19 +130,31 @@ pub fn compare(
         for (j, &i) in chunk.iter().enumerate() {
             let (a, b) = (must(&sd[j], "DUMP")?, must(&td[j], "DUMP")?);
             match (bytes(a), bytes(b)) {
-                (Some(a), Some(b)) if a == b => {
-                    if !s[i].ttl.close(t[i].ttl, tolerance) {
-                        differences.push(Difference {
-                            db,
-                            key: keys[i].clone(),
-                            kind: Kind::Ttl,
-                            source: s[i].ttl.describe(),
-                            target: t[i].ttl.describe(),
-                        });
-                    }
-                }
+                (Some(a), Some(b)) if a == b => equal_values.push(i),
+                (Some(_), Some(_)) => reread.push(i),
                 _ => full.push(i),
             }
+        }
+    }
+    if !reread.is_empty() {
+        let read: Vec<&[u8]> = reread.iter().map(|&i| keys[i].as_slice()).collect();
+        for (&i, equal) in reread.iter().zip(small::equal(pair, &read)?) {
+            if equal {
+                equal_values.push(i);
+            } else {
+                full.push(i);
+            }
+        }
+    }
+    for i in equal_values {
+        if !s[i].ttl.close(t[i].ttl, tolerance) {
+            differences.push(Difference {
+                db,
+                key: keys[i].clone(),
+                kind: Kind::Ttl,
+                source: s[i].ttl.describe(),
+                target: t[i].ttl.describe(),
+            });
         }
     }
 

@@ -25,6 +25,7 @@ mod reply;
 mod report;
 mod sample;
 mod side;
+mod small;
 mod ttl;
 mod value;
 mod walk;

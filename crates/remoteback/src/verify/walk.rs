@@ -3,7 +3,8 @@
 //! `SCAN` returns every key that exists for the whole walk, whatever
 //! happens meanwhile, without blocking the server: the guarantee verify
 //! needs to miss no key that stays put. A key may come twice, which costs a
-//! second comparison and nothing else.
+//! second comparison and nothing else. The next page is asked for as soon
+//! as a page arrives, so the server reads it while the batch is compared.
 
 use std::collections::BTreeSet;
 
@@ -11,7 +12,7 @@ use anyhow::{anyhow, Context};
 
 use super::reply::{bytes, must, page, Halt};
 use super::sample::Sample;
-use super::side::{pipeline, Side};
+use super::side::{pipeline, Pending, Side};
 
 /// What a walk yields: the keys one `SCAN` page holds that are compared.
 pub struct Scan<'a> {
@@ -21,6 +22,8 @@ pub struct Scan<'a> {
     count: usize,
     sample: Sample,
     finished: bool,
+    /// The next page, asked for already.
+    next: Option<Pending>,
 }
 
 impl<'a> Scan<'a> {
@@ -39,7 +42,18 @@ impl<'a> Scan<'a> {
             count,
             sample,
             finished: false,
+            next: None,
         }
+    }
+
+    fn ask(&self) -> Pending {
+        let mut pipe = pipeline();
+        pipe.cmd("SCAN").arg(&self.cursor);
+        if let Some(pattern) = self.pattern {
+            pipe.arg("MATCH").arg(pattern);
+        }
+        pipe.arg("COUNT").arg(self.count);
+        self.side.send(std::sync::Arc::new(pipe), 1)
     }
 
     /// The next page's keys, filtered; `None` at the end. Also gives how
@@ -48,13 +62,11 @@ impl<'a> Scan<'a> {
         if self.finished {
             return Ok(None);
         }
-        let mut pipe = pipeline();
-        pipe.cmd("SCAN").arg(&self.cursor);
-        if let Some(pattern) = self.pattern {
-            pipe.arg("MATCH").arg(pattern);
-        }
-        pipe.arg("COUNT").arg(self.count);
-        let replies = self.side.query(pipe)?;
+        let pending = match self.next.take() {
+            Some(pending) => pending,
+            None => self.ask(),
+        };
+        let replies = pending.wait()?;
         let reply = replies.first().ok_or_else(|| anyhow!("SCAN: no reply"))?;
         let (cursor, items) = page(reply, "SCAN").map_err(|e| match e {
             Halt::Failed(e) => e,
@@ -69,6 +81,9 @@ impl<'a> Scan<'a> {
             .collect();
         self.finished = cursor == b"0";
         self.cursor = cursor.to_vec();
+        if !self.finished {
+            self.next = Some(self.ask());
+        }
         Ok(Some((keys, scanned)))
     }
 }

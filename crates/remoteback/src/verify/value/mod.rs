@@ -14,6 +14,8 @@ mod list;
 mod stream;
 mod string;
 
+pub use keyed::scores_equal;
+
 use super::reply::Step;
 use super::side::Pair;
 
