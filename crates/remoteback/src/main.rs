@@ -42,10 +42,12 @@ enum Action {
         /// The configuration file.
         file: PathBuf,
     },
-    /// Prove that a backup equals its primary: every key compared in both
-    /// directions (type, value, TTL), differences checked again over several
-    /// rounds so that writes in flight are not reported. Exit code 0: no
-    /// difference; 1: differences (listed on stdout); 2: could not run.
+    /// Prove that a backup equals its primary, key by key in both directions.
+    ///
+    /// Every key's type, value and TTL are compared; a key that differs is
+    /// checked again over several rounds, so that writes in flight are not
+    /// reported. Exit code 0: no difference; 1: differences (listed on
+    /// stdout); 2: verify could not run.
     Verify(Box<VerifyArgs>),
 }
 
