@@ -67,11 +67,11 @@ impl Progress {
                 let (bar, template) = match total {
                     Some(total) => (
                         ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
-                        "{msg} [{bar:30}] {human_pos}/{human_len} keys, {per_sec}, ETA {eta}",
+                        "{msg} [{bar:30}] {human_pos}/{human_len} keys, {per_sec:0}, ETA {eta}",
                     ),
                     None => (
                         ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-                        "{msg} {human_pos} keys, {per_sec}, {elapsed}",
+                        "{msg} {human_pos} keys, {per_sec:0}, {elapsed}",
                     ),
                 };
                 if let Ok(style) = ProgressStyle::with_template(template) {
