@@ -4,6 +4,7 @@ mod config;
 mod logging;
 mod status;
 mod sync_command;
+mod verify_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,13 @@ enum Action {
     /// Copy the primary's existing keys to the backup through a running
     /// proxy, while clients keep writing; show the progress and wait.
     Sync(sync_command::SyncArgs),
+    /// Prove that a backup equals its primary, key by key in both directions.
+    ///
+    /// Every key's type, value and TTL are compared; a key that differs is
+    /// checked again over several rounds, so that writes in flight are not
+    /// reported. Exit code 0: no difference; 1: differences (listed on
+    /// stdout); 2: verify could not run.
+    Verify(Box<verify_command::VerifyArgs>),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,7 @@ fn main() -> ExitCode {
         Action::Replay { config } => run_replay(config),
         Action::CheckConfig { file } => check_config(file),
         Action::Sync(args) => sync_command::run(args),
+        Action::Verify(args) => verify_command::run(*args),
     }
 }
 

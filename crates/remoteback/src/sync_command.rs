@@ -14,6 +14,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::parse_size;
+use remoteback::admin;
 use remoteback::admin::client::{AdminClient, AdminError};
 use remoteback::admin::{SyncStart, SyncStatus};
 
@@ -84,21 +85,8 @@ fn size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a size (e.g. 8mb, 65536)"))
 }
 
-/// The token from the options, the file or the environment.
-pub fn admin_token(
-    token: Option<String>,
-    file: Option<&PathBuf>,
-) -> Result<Option<String>, String> {
-    if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        return Ok(text.lines().next().map(|l| l.trim().to_string()));
-    }
-    Ok(token.or_else(|| std::env::var("REMOTEBACK_ADMIN_TOKEN").ok()))
-}
-
 pub fn run(args: SyncArgs) -> ExitCode {
-    let token = match admin_token(args.admin_token.clone(), args.admin_token_file.as_ref()) {
+    let token = match admin::token(args.admin_token.clone(), args.admin_token_file.as_deref()) {
         Ok(token) => token,
         Err(e) => {
             eprintln!("error: {e}");

@@ -119,7 +119,33 @@ pub struct Failure {
 
 /// `bytes` in lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(text, "{b:02x}");
+    }
+    text
+}
+
+/// The admin token the CLI sends: `--admin-token`, else the first line of
+/// `--admin-token-file` (kept out of the process list), else
+/// `REMOTEBACK_ADMIN_TOKEN`; none if none is given.
+pub fn token(
+    given: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("--admin-token-file {}: {e}", file.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            return Err(format!("--admin-token-file {}: empty", file.display()));
+        }
+        return Ok(Some(token.to_string()));
+    }
+    Ok(given
+        .or_else(|| std::env::var("REMOTEBACK_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty()))
 }
 
 /// The bytes `text` spells in hex.
@@ -145,6 +171,17 @@ mod tests {
         assert_eq!(unhex("6"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("").as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn tokens_from_files_lose_their_line_end() {
+        let file = std::env::temp_dir().join(format!("admin-token-{}", std::process::id()));
+        std::fs::write(&file, "s3cret\r\nrest\n").unwrap();
+        assert_eq!(token(None, Some(&file)).unwrap().as_deref(), Some("s3cret"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(token(None, Some(&file)).unwrap_err().contains("empty"));
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(token(Some("t".into()), None).unwrap().as_deref(), Some("t"));
     }
 
     #[test]
