@@ -133,6 +133,28 @@ fn sync_while_writing(method: &str) {
     join(clients);
     p.wait_applied();
     p.assert_converges(&ALL_DBS, Duration::from_secs(120));
+    let verified = verify(&p, &[]);
+    assert!(
+        verified.status.success(),
+        "verify disagrees:\n{}",
+        text(&verified)
+    );
+}
+
+/// `remoteback verify` of the pipeline's backup against its primary.
+fn verify(p: &Pipeline, args: &[&str]) -> Output {
+    Command::new(remoteback_bin())
+        .args([
+            "verify",
+            "--source",
+            &p.primary.url(),
+            "--target",
+            &p.backup.url(),
+        ])
+        .args(["--interval", "500ms"])
+        .args(args)
+        .output()
+        .expect("run remoteback verify")
 }
 
 #[test]
@@ -375,4 +397,63 @@ fn multi_key_writes_during_the_sync_are_copied_again() {
     eprintln!("{} keys copied again after the walk", status.keys_recopied);
     p.wait_applied();
     p.assert_converges(&[0, 3], Duration::from_secs(60));
+}
+
+/// `verify --repair` resyncs every persistent difference through the
+/// proxy, whichever side it is on, and then finds none.
+#[test]
+fn verify_repair_resyncs_each_difference_through_the_proxy() {
+    let (p, admin) = pipeline("");
+    let mut client = p.client();
+    for (k, v) in [("same", "1"), ("changed", "2"), ("lost", "3"), ("ttl", "4")] {
+        let _: () = redis::cmd("SET").arg(k).arg(v).query(&mut client).unwrap();
+    }
+    let _: () = redis::cmd("HSET")
+        .arg("retyped")
+        .arg("f")
+        .arg("v")
+        .query(&mut client)
+        .unwrap();
+    let _: () = redis::cmd("EXPIRE")
+        .arg("ttl")
+        .arg(3600)
+        .query(&mut client)
+        .unwrap();
+    p.wait_applied();
+    let mut backup = p.on_backup();
+    let _: () = redis::cmd("SET")
+        .arg("changed")
+        .arg("wrong")
+        .query(&mut backup)
+        .unwrap();
+    let _: () = redis::cmd("DEL").arg("lost").query(&mut backup).unwrap();
+    let _: () = redis::cmd("PERSIST").arg("ttl").query(&mut backup).unwrap();
+    let _: () = redis::cmd("DEL").arg("retyped").query(&mut backup).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("retyped")
+        .arg("s")
+        .query(&mut backup)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("extra")
+        .arg("x")
+        .query(&mut backup)
+        .unwrap();
+
+    let found = verify(&p, &["--rounds", "2"]);
+    assert_eq!(found.status.code(), Some(1), "{}", text(&found));
+    let listed = text(&found);
+    for key in ["changed", "lost", "ttl", "retyped", "extra"] {
+        assert!(listed.contains(key), "{key} not reported:\n{listed}");
+    }
+
+    let repaired = verify(&p, &["--rounds", "2", "--repair", "--proxy", &admin]);
+    assert!(
+        repaired.status.success(),
+        "{}\n{}",
+        text(&repaired),
+        p.logs()
+    );
+    p.assert_converges(&[0], Duration::from_secs(10));
+    assert_eq!(verify(&p, &[]).status.code(), Some(0));
 }
