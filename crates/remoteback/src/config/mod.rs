@@ -272,6 +272,8 @@ bindip = "0.0.0.0"
 bindport = 6666
 connip = "10.1.2.3"
 connport = 6379
+# connusername not set
+# connpassword not set
 message = "ROW"
 worker = "coroutine"
 rsptimeout = 5000
@@ -279,6 +281,7 @@ backlog_bytes = 268435456
 on_backlog_full = "block"
 ack = "redis"
 # metrics not set: no /metrics or /health endpoint
+# admin_token not set: sync and repair are taken from loopback addresses only
 
 [[sender]]
 class = "LogSender"
@@ -308,6 +311,8 @@ bindip = "127.0.0.1"
 bindport = 6666
 connip = "127.0.0.1"
 connport = 6379
+# connusername not set
+# connpassword not set
 message = "PROTOCOL"
 worker = "coroutine"
 rsptimeout = 10000
@@ -315,6 +320,7 @@ backlog_bytes = 268435456
 on_backlog_full = "block"
 ack = "redis"
 # metrics not set: no /metrics or /health endpoint
+# admin_token not set: sync and repair are taken from loopback addresses only
 
 # no [[sender]]: commands are proxied, nothing is captured"#
         );
@@ -324,6 +330,18 @@ ack = "redis"
         assert!(text.contains("filter = [\"DEL\", \"SET\"]\n"), "{text}");
         assert!(text.ends_with("\"sasl.password\" = \"***\""), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+
+        let loaded = parse_any("connusername = 'sync'\nconnpassword = 'pw-hunter3'\nadmin_token = 'token-hunter4-0123'\n", "p.toml").unwrap();
+        let text = loaded.to_string();
+        assert!(
+            text.contains("connusername = \"sync\"\nconnpassword = \"***\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("admin_token = \"***\"\n"), "{text}");
+        assert!(
+            !text.contains("hunter3") && !text.contains("hunter4"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -804,8 +804,9 @@ security-protocol = "SASL_SSL"
         assert_eq!(
             error("bindport = 1\nbindprot = 2\n"),
             "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
-             takes bindip, bindport, connip, connport, message, worker, rsptimeout, \
-             backlog_bytes, on_backlog_full, ack, metrics, [[sender]]"
+             takes bindip, bindport, connip, connport, connusername, connpassword, message, \
+             worker, rsptimeout, backlog_bytes, on_backlog_full, ack, metrics, admin_token, \
+             admin_token_file, [[sender]]"
         );
         let e = error("listen = 1");
         assert!(
