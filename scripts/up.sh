@@ -241,6 +241,12 @@ Try it:
   curl -s $PROXY_METRICS/health           # "ok", or why the backup needs a resync
   curl -s $REPLAY_METRICS/metrics         # records applied, lag, retries
 
+Copy what the primary holds, then prove the copy (docs/operations.md):
+  redis-cli -p $PRIMARY_PORT set direct x   # written around the proxy: not on the backup
+  $BIN sync --proxy $PROXY_METRICS --chunk-bytes 4mb
+  redis-cli -p $BACKUP_PORT get direct       # copied by the sync
+  $BIN verify --source redis://127.0.0.1:$PRIMARY_PORT --target redis://127.0.0.1:$BACKUP_PORT
+
 Logs:    $LOGS/{primary,backup,tansu,proxy,replay}.log
 Configs: $LOCAL/proxy.toml, $LOCAL/replay.toml
 Stop:    scripts/down.sh   (data in .local/ is kept; scripts/up.sh starts it again)

@@ -4,8 +4,7 @@
 //!
 //! CI loads a scaled-down dataset (20,000 keys, big keys of a few MB, a
 //! 12 MB hash, chunks of 1 MB). The dataset of the proof (200,000 keys,
-//! 20 keys of 5-50 MB, a 300 MB hash, the default 8 MiB chunks) is one
-//! command:
+//! 20 keys of 5-50 MB, a 300 MB hash, chunks of 4 MB) is one command:
 //!
 //! ```text
 //! REMOTEBACK_SYNC_FULL=1 scripts/test.sh -p remoteback --test sync
@@ -47,13 +46,20 @@ fn dataset() -> Dataset {
     }
 }
 
-/// `--chunk-bytes` for the run: the default for the full dataset.
+/// `--chunk-bytes` for the run. Not the 8 MiB default even for the full
+/// dataset: tansu 0.6.0 hands out at most 5 MiB a fetch and never a record
+/// larger than that, so a bigger record would stall the replay.
 fn chunk() -> &'static str {
     if full() {
-        "8mb"
+        "4mb"
     } else {
         "1mb"
     }
+}
+
+/// How long the replay may take to apply what the sync wrote.
+fn catch_up() -> Duration {
+    Duration::from_secs(if full() { 3600 } else { 60 })
 }
 
 /// A pipeline whose proxy serves its admin API, and that address.
@@ -131,7 +137,7 @@ fn sync_while_writing(method: &str) {
     assert!(summary.contains("sync done"), "{summary}");
     eprintln!("sync ({method}) took {took:?}: {summary}");
     join(clients);
-    p.wait_applied();
+    p.wait_applied_within(catch_up());
     p.assert_converges(&ALL_DBS, Duration::from_secs(120));
     let verified = verify(&p, &[]);
     assert!(
@@ -213,7 +219,7 @@ fn a_sync_killed_with_the_proxy_resumes_from_its_position() {
     let out = sync(&admin, &["--chunk-bytes", chunk(), "--resume", &position]);
     assert!(out.status.success(), "{}\n{}", text(&out), p.logs());
     join(second);
-    p.wait_applied();
+    p.wait_applied_within(catch_up());
     p.assert_converges(&ALL_DBS, Duration::from_secs(120));
 }
 

@@ -160,6 +160,11 @@ impl Pipeline {
     /// test returned) and waits until the backup has it: by then the backup
     /// applied every earlier record of a single-partition topic.
     pub fn wait_applied(&self) {
+        self.wait_applied_within(Duration::from_secs(60));
+    }
+
+    /// [`wait_applied`](Self::wait_applied) for a backlog that takes longer.
+    pub fn wait_applied_within(&self, timeout: Duration) {
         let sentinel = format!("sentinel:{}", free_port());
         let _: () = redis::cmd("SET")
             .arg(&sentinel)
@@ -167,7 +172,7 @@ impl Pipeline {
             .query(&mut self.client())
             .expect("SET sentinel");
         let mut backup = self.on_backup();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + timeout;
         loop {
             let n: i64 = redis::cmd("EXISTS")
                 .arg(&sentinel)
@@ -178,7 +183,7 @@ impl Pipeline {
             }
             assert!(
                 Instant::now() < deadline,
-                "the backup did not catch up within 60 s\n{}",
+                "the backup did not catch up within {timeout:?}\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
