@@ -356,7 +356,9 @@ impl Copier {
             Err(e) => return Err(e.into()),
         };
         let mut batches = 0u64;
-        while let Some(batch) = rebuild.next(conn, self.chunk_bytes as usize).await? {
+        // The record wraps a batch in MULTI/EXEC: that too within the chunk.
+        let batch_limit = self.chunk_bytes.saturating_sub(RECORD_OVERHEAD) as usize;
+        while let Some(batch) = rebuild.next(conn, batch_limit).await? {
             let bytes = batch_bytes(&batch);
             self.room(unacked, bytes, true).await?;
             self.emit(db, batch, unacked).await?;

@@ -346,9 +346,23 @@ impl Element {
     }
 }
 
+/// What `args` take in a `PROTOCOL` record: each is a RESP bulk string,
+/// `$<len>\r\n<bytes>\r\n`. Batches are measured so, because the record,
+/// not the arguments, must fit the broker's limit (with 100-byte values
+/// the framing is a tenth more; `STRING` records escape binary bytes and
+/// can grow up to four times).
 pub(crate) fn bytes_len(args: &[Bytes]) -> usize {
-    args.iter().map(Bytes::len).sum()
+    args.iter().map(|a| encoded_len(a.len())).sum()
 }
+
+/// A bulk string of `len` bytes, framed.
+fn encoded_len(len: usize) -> usize {
+    let digits = len.checked_ilog10().unwrap_or(0) as usize + 1;
+    len + digits + 5
+}
+
+/// A command's array header, `*<n>\r\n`, at most.
+const COMMAND_HEADER: usize = 16;
 
 /// The batch being filled.
 struct Batch {
@@ -380,9 +394,13 @@ impl Batch {
     fn cost(&self, element: &Element) -> usize {
         match element {
             Element::Part { head, .. } if !self.joins(head) => {
-                head.len() + self.key.len() + element.args_len()
+                COMMAND_HEADER
+                    + encoded_len(head.len())
+                    + encoded_len(self.key.len())
+                    + element.args_len()
             }
-            _ => element.args_len(),
+            Element::Whole(_) => COMMAND_HEADER + element.args_len(),
+            Element::Part { .. } => element.args_len(),
         }
     }
 
@@ -430,7 +448,7 @@ impl Batch {
 
     /// Adds a command outside the elements (`DEL`, `PEXPIREAT`).
     fn command(&mut self, args: Vec<Bytes>) {
-        self.bytes += bytes_len(&args);
+        self.bytes += COMMAND_HEADER + bytes_len(&args);
         self.commands.push(args);
         self.open = None;
     }
@@ -557,10 +575,9 @@ async fn read_string(
 ) -> Result<Option<Vec<Element>>, RebuildError> {
     let head: &'static [u8] = if *offset == 0 { b"SET" } else { b"APPEND" };
     let room = if *offset == 0 { room } else { limit };
-    let want = room
-        .saturating_sub(head.len() + key.len())
-        .max(limit / 2)
-        .max(1);
+    // The slice's framing and the command around it fit in the room too.
+    let framing = COMMAND_HEADER + encoded_len(head.len()) + encoded_len(key.len()) + 16;
+    let want = room.saturating_sub(framing).max(limit / 2).max(1);
     let reply = query(
         conn,
         "GETRANGE",
@@ -803,25 +820,42 @@ mod tests {
         assert_eq!(commands.len(), 2);
         assert_eq!(commands[1].args().len(), 3);
 
-        let mut batch = Batch::new(b("k"), 20);
-        batch.push(part("HSET", &["f", "v"])); // HSET k f v: 7
-        batch.push(part("HSET", &["g", "w"])); // +2
-        assert_eq!(batch.bytes, 9);
-        batch.push(Element::Whole(vec![b("X"), b("k")])); // +2
-        batch.push(part("HSET", &["h", "u"])); // a new HSET: +7
-        assert_eq!(batch.bytes, 18);
+        let mut batch = Batch::new(b("k"), usize::MAX);
+        batch.push(part("HSET", &["f", "v"]));
+        let joining = batch.cost(&part("HSET", &["g", "w"]));
+        batch.push(part("HSET", &["g", "w"]));
+        batch.push(Element::Whole(vec![b("X"), b("k")]));
         assert!(
-            batch.fits(&part("HSET", &["i", "t"])),
-            "joins the open HSET"
-        );
-        assert!(!batch.fits(&part("HSET", &["ii", "t"])));
-        assert!(
-            !batch.fits(&part("SADD", &["m"])),
+            batch.cost(&part("HSET", &["h", "u"])) > joining,
             "a new command costs its head"
         );
+        batch.push(part("HSET", &["h", "u"]));
         let commands = batch.finish();
         let shapes: Vec<usize> = commands.iter().map(|c| c.args().len()).collect();
         assert_eq!(shapes, [6, 2, 4]);
+    }
+
+    #[test]
+    fn a_batch_is_measured_as_the_record_holds_it() {
+        let limit = 64 * 1024;
+        for (head, value) in [("HSET", 100), ("SADD", 100), ("RPUSH", 7)] {
+            let mut batch = Batch::new(b("big:key"), limit);
+            batch.command(vec![b("DEL"), b("big:key")]);
+            for i in 0.. {
+                let mut args = vec![Bytes::from(vec![b'v'; value])];
+                if head == "HSET" {
+                    args.insert(0, Bytes::from(format!("f{i}")));
+                }
+                let element = Element::Part { head, args };
+                if !batch.fits(&element) {
+                    break;
+                }
+                batch.push(element);
+            }
+            let record: usize = batch.finish().iter().map(|c| c.to_resp().len()).sum();
+            assert!(record <= limit, "{head}: {record} > {limit}");
+            assert!(record > limit * 9 / 10, "{head}: only {record} of {limit}");
+        }
     }
 
     #[test]
