@@ -79,12 +79,15 @@ impl fmt::Display for Difference {
     }
 }
 
-/// A key as compared: type, value in canonical form, TTL in ms (-1 none).
+/// A key as compared: type, value in canonical form, and when it expires
+/// (ms since the epoch, -1 never). The expiry is compared as an absolute
+/// time: a relative TTL read on each side would differ by however long the
+/// reads in between took (seconds, for a big key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Snapshot {
     kind: String,
     value: String,
-    ttl_ms: i64,
+    expires_at_ms: i64,
 }
 
 impl Snapshot {
@@ -92,8 +95,8 @@ impl Snapshot {
         if self.kind == "none" {
             return "missing".to_string();
         }
-        let ttl = if self.ttl_ms >= 0 {
-            format!(", ttl {} ms", self.ttl_ms)
+        let ttl = if self.expires_at_ms >= 0 {
+            format!(", expires at {} ms", self.expires_at_ms)
         } else {
             String::new()
         };
@@ -117,8 +120,8 @@ pub fn differences(
         for key in keys {
             let p = snapshot(primary, &key)?;
             let b = snapshot(backup, &key)?;
-            let ttl_close = (p.ttl_ms < 0) == (b.ttl_ms < 0)
-                && (p.ttl_ms - b.ttl_ms).abs() <= options.ttl_tolerance_ms;
+            let ttl_close = (p.expires_at_ms < 0) == (b.expires_at_ms < 0)
+                && (p.expires_at_ms - b.expires_at_ms).abs() <= options.ttl_tolerance_ms;
             if p.kind != b.kind || p.value != b.value || !ttl_close {
                 diffs.push(Difference {
                     db,
@@ -209,14 +212,18 @@ fn snapshot(connection: &mut Connection, key: &Bytes) -> anyhow::Result<Snapshot
         args.extend_from_slice(&read[1..]);
         canonical(&kind, &call(connection, &args)?)
     };
-    let ttl_ms = match call(connection, &[b"PTTL", key])? {
-        Value::Int(t) => t.max(-1),
-        _ => -1,
+    let expires_at_ms = match call(connection, &[b"PEXPIRETIME", key]) {
+        Ok(Value::Int(t)) => t.max(-1),
+        // Before Redis 7.0: the relative TTL, made absolute here.
+        _ => match call(connection, &[b"PTTL", key])? {
+            Value::Int(t) if t >= 0 => remoteback_protocol::record::now_ms() as i64 + t,
+            _ => -1,
+        },
     };
     Ok(Snapshot {
         kind,
         value,
-        ttl_ms,
+        expires_at_ms,
     })
 }
 
