@@ -21,6 +21,7 @@
 mod capture;
 pub mod listener;
 mod ordering;
+mod primary;
 mod sender;
 mod session;
 pub mod settings;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::io::tcp::TcpSettings;
-use redis::{AsyncConnectionConfig, Client, RedisError, RedisResult, Value};
+use redis::{RedisError, RedisResult, Value};
 use remoteback_protocol::Command;
+
+use crate::primary::Primary;
 
 /// How long one probe may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -157,18 +158,10 @@ impl Prober {
         Ok(conn)
     }
 
-    /// A connection to the primary that sends nothing of its own when it
-    /// opens (no `CLIENT SETINFO`), with Nagle off like the session's.
+    /// A connection to the primary (`primary.rs`), no credentials yet.
     async fn open(&self) -> RedisResult<MultiplexedConnection> {
-        let url = format!("redis://{}/", self.upstream);
-        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
-            .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name())
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(PROBE_TIMEOUT))
-            .set_response_timeout(Some(PROBE_TIMEOUT));
-        Client::open(info)?
-            .get_multiplexed_async_connection_with_config(&config)
+        Primary::at(&self.upstream)
+            .connect(0, PROBE_TIMEOUT, PROBE_TIMEOUT)
             .await
     }
 }

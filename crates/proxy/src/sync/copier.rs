@@ -26,7 +26,7 @@ use crate::ordering::{LockGuard, OrderTables};
 use crate::sender::ack::Lost;
 use crate::sender::Senders;
 
-use super::progress::Counters;
+use super::progress::SyncCounters;
 use super::rebuild::{Rebuild, RebuildError};
 use super::unacked::Unacked;
 use super::Method;
@@ -123,7 +123,7 @@ pub(crate) struct Copier {
     /// Sync bytes Kafka has not acknowledged, at most.
     pub inflight_limit: u64,
     pub expiry: Expiry,
-    pub counters: Arc<Counters>,
+    pub counters: Arc<SyncCounters>,
     /// Set when the sync is asked to stop: it finishes the key in hand.
     pub cancelled: Arc<AtomicBool>,
 }
@@ -178,7 +178,7 @@ impl Copier {
         let dumped = self.dump(conn, &free).await?;
         for (d, guard) in dumped.into_iter().zip(guards) {
             match d.payload {
-                Some(p) if p.len() as u64 + RECORD_OVERHEAD > self.chunk_bytes => {
+                Some(p) if self.too_big(&p) => {
                     // Bigger than its estimate: copied alone, in chunks.
                     drop(guard);
                     alone.push(d.key);
@@ -215,9 +215,7 @@ impl Copier {
         }
         for d in self.dump(conn, &[key]).await? {
             match d.payload {
-                Some(p) if p.len() as u64 + RECORD_OVERHEAD > self.chunk_bytes => {
-                    self.rebuild(conn, db, d.key, held, unacked).await?
-                }
+                Some(p) if self.too_big(&p) => self.rebuild(conn, db, d.key, held, unacked).await?,
                 payload => {
                     self.emit_dumped(db, d.key, payload, d.expires_at, unacked)
                         .await?
@@ -225,6 +223,12 @@ impl Copier {
             }
         }
         Ok(())
+    }
+
+    /// Whether a `DUMP` payload makes a record over the chunk size: the key
+    /// goes in typed chunks instead.
+    fn too_big(&self, payload: &[u8]) -> bool {
+        payload.len() as u64 + RECORD_OVERHEAD > self.chunk_bytes
     }
 
     /// Waits for `key`'s lock in `db`.
@@ -325,12 +329,12 @@ impl Copier {
                 Bytes::from_static(b"ABSTTL"),
             ]),
             None => {
-                Counters::add(&self.counters.keys_deleted, 1);
+                SyncCounters::add(&self.counters.keys_deleted, 1);
                 Command::new(vec![Bytes::from_static(b"DEL"), key])
             }
         };
         self.emit(db, vec![command], unacked).await?;
-        Counters::add(&self.counters.keys_done, 1);
+        SyncCounters::add(&self.counters.keys_done, 1);
         Ok(())
     }
 
@@ -365,11 +369,11 @@ impl Copier {
             batches += 1;
         }
         if rebuild.kind() == "none" {
-            Counters::add(&self.counters.keys_deleted, 1);
+            SyncCounters::add(&self.counters.keys_deleted, 1);
         } else if batches > 1 || self.method == Method::Restore {
-            Counters::add(&self.counters.big_keys, 1);
+            SyncCounters::add(&self.counters.big_keys, 1);
         }
-        Counters::add(&self.counters.keys_done, 1);
+        SyncCounters::add(&self.counters.keys_done, 1);
         Ok(())
     }
 
@@ -411,8 +415,8 @@ impl Copier {
             .routes
             .dispatch_sync(&self.senders, db, &writes, now_ms());
         unacked.push(deliveries, bytes);
-        Counters::add(&self.counters.records, 1);
-        Counters::add(&self.counters.bytes, bytes);
+        SyncCounters::add(&self.counters.records, 1);
+        SyncCounters::add(&self.counters.bytes, bytes);
         Ok(())
     }
 
@@ -445,7 +449,7 @@ impl Copier {
             }
             if shared_full && !paused {
                 paused = true;
-                Counters::add(&self.counters.backlog_pauses, 1);
+                SyncCounters::add(&self.counters.backlog_pauses, 1);
             }
             let waited = async {
                 if own > 0 {

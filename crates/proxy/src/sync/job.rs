@@ -15,10 +15,10 @@ use remoteback_protocol::Command;
 
 use super::copier::{Copier, CopyError};
 use super::position::SyncPosition;
-use super::primary::Primary;
-use super::progress::{Counters, SyncState};
+use super::progress::{SyncCounters, SyncState};
 use super::unacked::Unacked;
 use super::SyncRequest;
+use crate::primary::Primary;
 
 /// Keys asked of `SCAN` at a time.
 const SCAN_COUNT: usize = 1000;
@@ -156,9 +156,7 @@ impl Job {
         let started = Instant::now();
         let last = dbs.last().map(|(db, _)| *db);
         for (db, _) in dbs {
-            let mut conn = self
-                .primary
-                .connect(db)
+            let mut conn = super::open(&self.primary, db)
                 .await
                 .map_err(|e| Stop::Failed(format!("connect to the primary's db {db}: {e}")))?;
             let mut cursor = if db == start.db { start.cursor } else { 0 };
@@ -213,9 +211,11 @@ impl Job {
                 }
                 let conn = match conns.entry(db) {
                     Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(self.primary.connect(db).await.map_err(|e| {
-                        Stop::Failed(format!("connect to the primary's db {db}: {e}"))
-                    })?),
+                    Entry::Vacant(e) => {
+                        e.insert(super::open(&self.primary, db).await.map_err(|e| {
+                            Stop::Failed(format!("connect to the primary's db {db}: {e}"))
+                        })?)
+                    }
                 };
                 let held = self.copier.lock(db, key.clone()).await;
                 self.copier
@@ -226,7 +226,7 @@ impl Job {
                 // a right copy of it.
                 watch.copied(&(db, key));
                 drop(held);
-                Counters::add(&self.copier.counters.keys_recopied, 1);
+                SyncCounters::add(&self.copier.counters.keys_recopied, 1);
             }
         }
     }

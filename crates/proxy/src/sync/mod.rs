@@ -19,7 +19,6 @@ mod job;
 #[cfg(test)]
 mod live_tests;
 mod position;
-mod primary;
 mod progress;
 mod rebuild;
 mod stream;
@@ -31,20 +30,31 @@ pub use progress::{SyncProgress, SyncState};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::ordering::MAX_NOTED;
+use crate::primary::Primary;
 use crate::session::SessionContext;
 use copier::{Copier, Expiry};
-use primary::Primary;
-use progress::Counters;
+use progress::SyncCounters;
 use unacked::Unacked;
 
 /// Lock holder ids of syncs and repairs start here, far above any
 /// session's connection number, and each gets its own: a holder re-enters
 /// its own locks, and a repair must not share a key with a sync.
 const HOLDER_BASE: u64 = 1 << 63;
+/// Longest one reply to the sync may take: a `DUMP` of a key just under
+/// the chunk size, or a page of a big key, on a busy primary.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A sync connection to the primary with database `db` selected.
+async fn open(primary: &Primary, db: u32) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    primary.connect(db, CONNECT_TIMEOUT, REPLY_TIMEOUT).await
+}
+
 /// Default `--chunk-bytes`: below common Kafka `message.max.bytes` limits.
 pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 /// Default bound of the sync's bytes Kafka has not acknowledged.
@@ -155,7 +165,7 @@ pub struct SyncControl {
 /// The running or last sync.
 #[derive(Default)]
 struct Current {
-    counters: Option<Arc<Counters>>,
+    counters: Option<Arc<SyncCounters>>,
     cancelled: Option<Arc<AtomicBool>>,
 }
 
@@ -194,7 +204,7 @@ impl SyncControl {
             .await
             .map_err(StartError::Keyspace)?;
         let start = request.resume.unwrap_or_default();
-        let counters = Arc::new(Counters::running(request.is_full(), start));
+        let counters = Arc::new(SyncCounters::running(request.is_full(), start));
         let total = dbs.iter().map(|(_, keys)| keys).sum();
         counters.keys_total.store(total, Ordering::Relaxed);
         copier.counters = counters.clone();
@@ -299,14 +309,13 @@ impl SyncControl {
             chunk_bytes,
             inflight_limit: DEFAULT_INFLIGHT_BYTES.max(chunk_bytes),
             expiry: Expiry::Absolute,
-            counters: Arc::new(Counters::running(false, SyncPosition::default())),
+            counters: Arc::new(SyncCounters::running(false, SyncPosition::default())),
             cancelled: Arc::new(AtomicBool::new(false)),
         })
     }
 
     async fn connect(&self, db: u32) -> Result<redis::aio::MultiplexedConnection, StartError> {
-        self.primary
-            .connect(db)
+        open(&self.primary, db)
             .await
             .map_err(|source| StartError::Primary {
                 addr: self.primary.addr.clone(),

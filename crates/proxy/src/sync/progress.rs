@@ -84,7 +84,7 @@ impl SyncProgress {
 
 /// The counters of the running (or last) sync.
 #[derive(Default)]
-pub(crate) struct Counters {
+pub(crate) struct SyncCounters {
     pub keys_done: AtomicU64,
     pub keys_total: AtomicU64,
     pub keys_deleted: AtomicU64,
@@ -110,10 +110,10 @@ struct Outcome {
     error: Option<String>,
 }
 
-impl Counters {
+impl SyncCounters {
     /// A new sync's counters, running from now.
-    pub fn running(full: bool, start: SyncPosition) -> Counters {
-        let counters = Counters::default();
+    pub fn running(full: bool, start: SyncPosition) -> SyncCounters {
+        let counters = SyncCounters::default();
         *counters.position.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
         *counters.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Outcome {
             state: SyncState::Running,

@@ -140,7 +140,7 @@ impl Rebuild {
             return Ok(None);
         }
         let limit = chunk_bytes.max(1);
-        let mut batch = Batch::new(self.key.clone(), limit);
+        let mut batch = Chunk::new(self.key.clone(), limit);
         if !self.started {
             batch.command(vec![Bytes::from_static(b"DEL"), self.key.clone()]);
             self.started = true;
@@ -365,7 +365,7 @@ fn encoded_len(len: usize) -> usize {
 const COMMAND_HEADER: usize = 16;
 
 /// The batch being filled.
-struct Batch {
+struct Chunk {
     key: Bytes,
     limit: usize,
     commands: Vec<Vec<Bytes>>,
@@ -377,9 +377,9 @@ struct Batch {
     open: Option<(&'static str, usize)>,
 }
 
-impl Batch {
+impl Chunk {
     fn new(key: Bytes, limit: usize) -> Self {
-        Batch {
+        Chunk {
             key,
             limit,
             commands: Vec::new(),
@@ -810,7 +810,7 @@ mod tests {
 
     #[test]
     fn parts_join_one_command_and_a_big_element_is_a_batch_of_its_own() {
-        let mut batch = Batch::new(b("k"), 12);
+        let mut batch = Chunk::new(b("k"), 12);
         batch.command(vec![b("DEL"), b("k")]);
         let big = part("SADD", &["0123456789abcdef"]);
         assert!(batch.fits(&big), "the first element always goes in");
@@ -820,7 +820,7 @@ mod tests {
         assert_eq!(commands.len(), 2);
         assert_eq!(commands[1].args().len(), 3);
 
-        let mut batch = Batch::new(b("k"), usize::MAX);
+        let mut batch = Chunk::new(b("k"), usize::MAX);
         batch.push(part("HSET", &["f", "v"]));
         let joining = batch.cost(&part("HSET", &["g", "w"]));
         batch.push(part("HSET", &["g", "w"]));
@@ -839,7 +839,7 @@ mod tests {
     fn a_batch_is_measured_as_the_record_holds_it() {
         let limit = 64 * 1024;
         for (head, value) in [("HSET", 100), ("SADD", 100), ("RPUSH", 7)] {
-            let mut batch = Batch::new(b("big:key"), limit);
+            let mut batch = Chunk::new(b("big:key"), limit);
             batch.command(vec![b("DEL"), b("big:key")]);
             for i in 0.. {
                 let mut args = vec![Bytes::from(vec![b'v'; value])];
@@ -860,7 +860,7 @@ mod tests {
 
     #[test]
     fn a_command_holds_at_most_per_command_elements() {
-        let mut batch = Batch::new(b("k"), usize::MAX);
+        let mut batch = Chunk::new(b("k"), usize::MAX);
         for _ in 0..PER_COMMAND + 1 {
             batch.push(part("SADD", &["m"]));
         }

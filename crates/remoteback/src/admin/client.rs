@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Failure, Repair, Repaired, SyncStart, SyncStatus};
+use super::{Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
 
 /// Longest a request may take: a repair waits for Kafka to acknowledge a
 /// key's records.
@@ -69,7 +69,7 @@ impl AdminClient {
     }
 
     /// Copies one key through the log; answers once Kafka has it.
-    pub fn repair(&self, repair: &Repair) -> Result<Repaired, AdminError> {
+    pub fn repair(&self, repair: &RepairRequest) -> Result<Repaired, AdminError> {
         self.post("/repair", repair)
     }
 

@@ -6,7 +6,7 @@
 //! - `GET /sync`: the running or last sync's progress ([`SyncStatus`]).
 //! - `POST /sync` with a [`SyncStart`]: starts one (202), 409 if one runs.
 //! - `DELETE /sync`: asks the running one to stop (202), 409 if none runs.
-//! - `POST /repair` with a [`Repair`]: copies one key through the log and
+//! - `POST /repair` with a [`RepairRequest`]: copies one key through the log and
 //!   answers once Kafka acknowledged it ([`Repaired`]).
 //!
 //! The requests that change something need `Authorization: Bearer TOKEN`
@@ -97,7 +97,7 @@ impl From<&SyncProgress> for SyncStatus {
 /// `POST /repair`: one key, its name in hex (keys are bytes).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Repair {
+pub struct RepairRequest {
     pub db: u32,
     pub key_hex: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

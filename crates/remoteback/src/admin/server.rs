@@ -24,7 +24,7 @@ use remoteback_proxy::{
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::{unhex, Failure, Repair, Repaired, SyncStart, SyncStatus};
+use super::{unhex, Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
 
 const JSON: &str = "application/json";
 
@@ -116,7 +116,7 @@ async fn repair(
     if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
         return refused;
     }
-    let repair: Repair = match parse(&headers, &body) {
+    let repair: RepairRequest = match parse(&headers, &body) {
         Ok(repair) => repair,
         Err(reason) => return failure(StatusCode::BAD_REQUEST, &reason),
     };
@@ -298,13 +298,13 @@ mod tests {
     #[test]
     fn bodies_must_say_they_are_json() {
         let mut headers = HeaderMap::new();
-        let plain: Result<Repair, String> = parse(&headers, br#"{"db":0,"key_hex":"61"}"#);
+        let plain: Result<RepairRequest, String> = parse(&headers, br#"{"db":0,"key_hex":"61"}"#);
         assert!(plain.unwrap_err().contains("application/json"));
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let repair: Repair = parse(&headers, br#"{"db":0,"key_hex":"61"}"#).unwrap();
+        let repair: RepairRequest = parse(&headers, br#"{"db":0,"key_hex":"61"}"#).unwrap();
         assert_eq!(repair.key_hex, "61");
         let start: SyncStart = parse(&headers, b"").unwrap();
         assert_eq!(start, SyncStart::default());

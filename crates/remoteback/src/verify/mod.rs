@@ -109,7 +109,7 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
         total += walk::select(&pair.source, db)? + walk::select(&pair.target, db)?;
     }
     let total = options.pattern.is_none().then_some(total);
-    let progress = progress::Progress::start(options.display, total);
+    let progress = progress::VerifyProgress::start(options.display, total);
     let walk_started = Instant::now();
     let mut candidates = BTreeMap::new();
     let mut keys = 0;

@@ -1,4 +1,4 @@
-//! Progress while verify walks the keys.
+//! VerifyProgress while verify walks the keys.
 //!
 //! On a terminal a bar with keys/s and the time left (the total is the
 //! databases' `DBSIZE`, or unknown with `--match`); elsewhere (a log, a
@@ -46,17 +46,17 @@ struct Counts {
 }
 
 /// The walk's progress, shown as asked.
-pub struct Progress {
+pub struct VerifyProgress {
     counts: Arc<Counts>,
     bar: Option<ProgressBar>,
     ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
-impl Progress {
+impl VerifyProgress {
     /// Starts showing progress towards `total` keys (`None`: unknown).
-    pub fn start(display: Display, total: Option<u64>) -> Progress {
+    pub fn start(display: Display, total: Option<u64>) -> VerifyProgress {
         let counts = Arc::new(Counts::default());
-        let mut progress = Progress {
+        let mut progress = VerifyProgress {
             counts: counts.clone(),
             bar: None,
             ticker: None,
@@ -135,7 +135,7 @@ impl Progress {
     }
 }
 
-impl Drop for Progress {
+impl Drop for VerifyProgress {
     fn drop(&mut self) {
         self.stop();
     }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::admin::client::{AdminClient, AdminError};
-use crate::admin::{hex, Repair};
+use crate::admin::{hex, RepairRequest};
 
 /// How often a busy proxy (409, 503) is asked again, waits doubling from
 /// [`FIRST_WAIT`] (about 25 s in all).
@@ -19,7 +19,7 @@ const FIRST_WAIT: Duration = Duration::from_millis(100);
 
 /// Why a key was not repaired.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepairError {
+pub enum NotRepaired {
     /// The proxy refused the token (401, 403): no key can be repaired.
     Unauthorized(String),
     /// The proxy could not be reached: no key can be repaired.
@@ -28,34 +28,34 @@ pub enum RepairError {
     Refused { status: u16, message: String },
 }
 
-impl RepairError {
+impl NotRepaired {
     /// Whether every other key would fail the same way.
     pub fn stops_all(&self) -> bool {
-        !matches!(self, RepairError::Refused { .. })
+        !matches!(self, NotRepaired::Refused { .. })
     }
 }
 
-impl std::fmt::Display for RepairError {
+impl std::fmt::Display for NotRepaired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RepairError::Unauthorized(m) => write!(f, "the proxy refused the admin token: {m}"),
-            RepairError::Unreachable(m) => write!(f, "cannot reach the proxy: {m}"),
-            RepairError::Refused { status, message } => {
+            NotRepaired::Unauthorized(m) => write!(f, "the proxy refused the admin token: {m}"),
+            NotRepaired::Unreachable(m) => write!(f, "cannot reach the proxy: {m}"),
+            NotRepaired::Refused { status, message } => {
                 write!(f, "the proxy answered {status}: {message}")
             }
         }
     }
 }
 
-impl From<AdminError> for RepairError {
+impl From<AdminError> for NotRepaired {
     fn from(e: AdminError) -> Self {
         match e {
-            AdminError::Unreachable { .. } => RepairError::Unreachable(e.to_string()),
+            AdminError::Unreachable { .. } => NotRepaired::Unreachable(e.to_string()),
             AdminError::Refused {
                 status: 401 | 403,
                 error,
-            } => RepairError::Unauthorized(error),
-            AdminError::Refused { status, error } => RepairError::Refused {
+            } => NotRepaired::Unauthorized(error),
+            AdminError::Refused { status, error } => NotRepaired::Refused {
                 status,
                 message: error,
             },
@@ -83,8 +83,8 @@ impl Proxy {
     }
 
     /// Resyncs `key` of `db`: the number of records the proxy wrote.
-    pub fn repair(&self, db: u32, key: &[u8]) -> Result<u64, RepairError> {
-        let request = Repair {
+    pub fn repair(&self, db: u32, key: &[u8]) -> Result<u64, NotRepaired> {
+        let request = RepairRequest {
             db,
             key_hex: hex(key),
             method: None,
@@ -92,8 +92,8 @@ impl Proxy {
         let mut wait = FIRST_WAIT;
         let mut attempt = 0;
         loop {
-            match self.client.repair(&request).map_err(RepairError::from) {
-                Err(RepairError::Refused { status, .. })
+            match self.client.repair(&request).map_err(NotRepaired::from) {
+                Err(NotRepaired::Refused { status, .. })
                     if (status == 409 || status == 503) && attempt < BUSY_RETRIES =>
                 {
                     std::thread::sleep(wait);
@@ -117,19 +117,19 @@ mod tests {
             error: error.into(),
         };
         assert_eq!(
-            RepairError::from(refused(401, "bad token")),
-            RepairError::Unauthorized("bad token".into())
+            NotRepaired::from(refused(401, "bad token")),
+            NotRepaired::Unauthorized("bad token".into())
         );
-        let busy = RepairError::from(refused(503, "kafka unavailable"));
+        let busy = NotRepaired::from(refused(503, "kafka unavailable"));
         assert_eq!(
             busy,
-            RepairError::Refused {
+            NotRepaired::Refused {
                 status: 503,
                 message: "kafka unavailable".into()
             }
         );
         assert!(!busy.stops_all());
-        assert!(RepairError::Unauthorized("x".into()).stops_all());
+        assert!(NotRepaired::Unauthorized("x".into()).stops_all());
         assert!(Proxy::new("https://proxy:7070", None).is_err());
     }
 

@@ -1,20 +1,18 @@
-//! The sync's own connections to the primary.
+//! The proxy's own connections to the primary: the blocked-pop probe's and
+//! the sync's.
 //!
-//! Clients authenticate themselves through the proxy; the sync reads keys
-//! nobody asked for, so it needs credentials of its own (`connusername`,
-//! `connpassword`). Connections are the `redis` crate's, one per database,
-//! sending nothing of their own when they open (no `CLIENT SETINFO`).
+//! Clients authenticate themselves through the proxy. The probe logs in as
+//! its client did (it sends that `AUTH` itself); the sync reads keys nobody
+//! asked for, so it has credentials of its own (`connusername`,
+//! `connpassword`). Connections are the `redis` crate's, sending nothing of
+//! their own when they open (no `CLIENT SETINFO`), with Nagle off like a
+//! session's.
 
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{AsyncConnectionConfig, Client, RedisConnectionInfo, RedisResult};
-
-/// Longest one reply may take: a `DUMP` of a key just under the chunk size,
-/// or a page of a big key, on a busy primary.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the primary is and how to log in.
 #[derive(Clone, Debug)]
@@ -26,8 +24,23 @@ pub(crate) struct Primary {
 }
 
 impl Primary {
-    /// A connection with database `db` selected.
-    pub async fn connect(&self, db: u32) -> RedisResult<MultiplexedConnection> {
+    /// The primary at `addr`, without credentials.
+    pub fn at(addr: &str) -> Primary {
+        Primary {
+            addr: addr.to_string(),
+            username: None,
+            password: None,
+        }
+    }
+
+    /// A connection with database `db` selected, opened within `connect`,
+    /// each reply within `reply`.
+    pub async fn connect(
+        &self,
+        db: u32,
+        connect: Duration,
+        reply: Duration,
+    ) -> RedisResult<MultiplexedConnection> {
         let url = format!("redis://{}/", self.addr);
         let mut settings = RedisConnectionInfo::default()
             .set_skip_set_lib_name()
@@ -42,8 +55,8 @@ impl Primary {
             .set_redis_settings(settings)
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(REPLY_TIMEOUT));
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(reply));
         Client::open(info)?
             .get_multiplexed_async_connection_with_config(&config)
             .await
