@@ -17,8 +17,20 @@ pub const HEADER_FORMAT: &str = "rb-format";
 pub const HEADER_DB: &str = "rb-db";
 /// Header: which proxy captured the record (`host:port`).
 pub const HEADER_SOURCE: &str = "rb-source";
-/// Header: the record's number in its sender's stream, from 1 per proxy run.
+/// Header: the proxy run that captured the record: its start time in
+/// milliseconds since the Unix epoch. `(rb-source, rb-run)` names one
+/// stream of sequence numbers.
+pub const HEADER_RUN: &str = "rb-run";
+/// Header: the record's number in its stream: from 1 per proxy run and
+/// Kafka partition, without gaps, so a consumer can tell a duplicate (a
+/// number it has seen) from a loss (a number skipped).
 pub const HEADER_SEQ: &str = "rb-seq";
+/// Header: present on each copy of a barrier, `<number>/<partitions>`: a
+/// record written to every partition `0..partitions` of the topic because
+/// its commands name keys of several partitions or no key at all. Barriers
+/// are numbered from 1 per proxy run; every copy carries the same payload,
+/// and a consumer applies it once, when every partition has reached it.
+pub const HEADER_BARRIER: &str = "rb-barrier";
 /// Header: when the primary answered, milliseconds since the Unix epoch
 /// (`ROW`: when the proxy read the client's bytes).
 pub const HEADER_TIME: &str = "rb-time";
@@ -42,6 +54,84 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a record belongs among a topic's partitions, from the hash slots
+/// of the keys its commands name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// No command names a key (`FLUSHALL`, `SWAPDB`, `EVAL` without keys):
+    /// with several partitions, a barrier.
+    Keyless,
+    /// Every key is in this slot.
+    Slot(u16),
+    /// Keys in several slots, the first key's slot first; a barrier unless
+    /// they all fall in one partition.
+    Slots(Box<[u16]>),
+}
+
+impl Placement {
+    /// The slot of the first key, the record's Kafka key.
+    pub fn first_slot(&self) -> Option<u16> {
+        match self {
+            Placement::Keyless => None,
+            Placement::Slot(s) => Some(*s),
+            Placement::Slots(s) => s.first().copied(),
+        }
+    }
+
+    /// The one partition of `partitions` every key maps to (slot modulo the
+    /// partition count), or `None` when the record needs a barrier.
+    pub fn partition(&self, partitions: u32) -> Option<u32> {
+        let partitions = partitions.max(1);
+        match self {
+            Placement::Keyless if partitions == 1 => Some(0),
+            Placement::Keyless => None,
+            Placement::Slot(s) => Some(u32::from(*s) % partitions),
+            Placement::Slots(slots) => {
+                let first = u32::from(*slots.first()?) % partitions;
+                slots
+                    .iter()
+                    .all(|s| u32::from(*s) % partitions == first)
+                    .then_some(first)
+            }
+        }
+    }
+}
+
+/// A barrier copy's identity (`rb-barrier`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Barrier {
+    /// From 1 per proxy run.
+    pub number: u64,
+    /// The copies written: one to each partition `0..partitions`.
+    pub partitions: u32,
+}
+
+impl std::fmt::Display for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.number, self.partitions)
+    }
+}
+
+impl std::str::FromStr for Barrier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (number, partitions) = s
+            .split_once('/')
+            .ok_or_else(|| format!("not NUMBER/PARTITIONS: {s:?}"))?;
+        let number = number
+            .parse()
+            .map_err(|_| format!("not NUMBER/PARTITIONS: {s:?}"))?;
+        let partitions: u32 = partitions
+            .parse()
+            .map_err(|_| format!("not NUMBER/PARTITIONS: {s:?}"))?;
+        if partitions == 0 {
+            return Err(format!("a barrier over no partitions: {s:?}"));
+        }
+        Ok(Barrier { number, partitions })
+    }
+}
+
 /// One unit of replication: what the replay applies, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -53,8 +143,15 @@ pub struct Record {
     /// or the connection id (`ROW`), as decimal text; none for keyless
     /// commands.
     pub key: Option<String>,
+    /// Where the record belongs among the partitions (`STRING`/`PROTOCOL`).
+    pub placement: Placement,
     pub source: String,
+    /// The proxy run (`rb-run`).
+    pub run: u64,
+    /// Set by the sender, per partition.
     pub seq: u64,
+    /// Set by the sender on each copy of a barrier.
+    pub barrier: Option<Barrier>,
     pub time_ms: u64,
     /// The client connection (`ROW`).
     pub conn: Option<u64>,
@@ -68,9 +165,13 @@ impl Record {
         let mut h = vec![
             (HEADER_FORMAT, self.format.name().to_string()),
             (HEADER_SOURCE, self.source.clone()),
+            (HEADER_RUN, self.run.to_string()),
             (HEADER_SEQ, self.seq.to_string()),
             (HEADER_TIME, self.time_ms.to_string()),
         ];
+        if let Some(barrier) = self.barrier {
+            h.push((HEADER_BARRIER, barrier.to_string()));
+        }
         if let Some(db) = self.db {
             h.push((HEADER_DB, db.to_string()));
         }
@@ -98,7 +199,9 @@ pub struct Meta {
     pub format: Format,
     pub db: Option<u32>,
     pub source: Option<String>,
+    pub run: Option<u64>,
     pub seq: Option<u64>,
+    pub barrier: Option<Barrier>,
     pub time_ms: Option<u64>,
     pub conn: Option<u64>,
     pub close: bool,
@@ -115,7 +218,9 @@ impl Meta {
             format: Format::Protocol,
             db: None,
             source: None,
+            run: None,
             seq: None,
+            barrier: None,
             time_ms: None,
             conn: None,
             close: false,
@@ -131,7 +236,15 @@ impl Meta {
                 }
                 HEADER_DB => meta.db = Some(number(HEADER_DB, value)?),
                 HEADER_SOURCE => meta.source = Some(text(HEADER_SOURCE, value)?.to_string()),
+                HEADER_RUN => meta.run = Some(number(HEADER_RUN, value)?),
                 HEADER_SEQ => meta.seq = Some(number(HEADER_SEQ, value)?),
+                HEADER_BARRIER => {
+                    let text = text(HEADER_BARRIER, value)?;
+                    meta.barrier = Some(text.parse().map_err(|reason| RecordError {
+                        header: HEADER_BARRIER,
+                        reason,
+                    })?);
+                }
                 HEADER_TIME => meta.time_ms = Some(number(HEADER_TIME, value)?),
                 HEADER_CONN => meta.conn = Some(number(HEADER_CONN, value)?),
                 HEADER_CLOSE => meta.close = value == b"1",
@@ -171,8 +284,14 @@ mod tests {
             db: None,
             payload: Bytes::new(),
             key: Some("7".into()),
+            placement: Placement::Keyless,
             source: "host:6666".into(),
+            run: 1700000000000,
             seq: 9,
+            barrier: Some(Barrier {
+                number: 3,
+                partitions: 4,
+            }),
             time_ms: 1700000000000,
             conn: Some(7),
             close: true,
@@ -182,8 +301,39 @@ mod tests {
         assert_eq!(meta.format, Format::Row);
         assert_eq!(meta.conn, Some(7));
         assert_eq!(meta.seq, Some(9));
+        assert_eq!(meta.run, Some(1700000000000));
+        assert_eq!(
+            meta.barrier,
+            Some(Barrier {
+                number: 3,
+                partitions: 4
+            })
+        );
         assert!(meta.close);
         assert_eq!(meta.db, None);
+    }
+
+    #[test]
+    fn a_record_needs_a_barrier_when_its_keys_span_partitions() {
+        assert_eq!(Placement::Keyless.partition(1), Some(0));
+        assert_eq!(Placement::Keyless.partition(4), None);
+        assert_eq!(Placement::Slot(7).partition(4), Some(3));
+        assert_eq!(Placement::Slots(vec![1, 5, 9].into()).partition(4), Some(1));
+        assert_eq!(Placement::Slots(vec![1, 2].into()).partition(4), None);
+        assert_eq!(Placement::Slots(vec![1, 2].into()).partition(1), Some(0));
+        assert_eq!(Placement::Slots(vec![1, 2].into()).first_slot(), Some(1));
+    }
+
+    #[test]
+    fn barrier_headers_are_checked() {
+        let bad = |v: &'static [u8]| {
+            Meta::from_headers([(HEADER_FORMAT, &b"PROTOCOL"[..]), (HEADER_BARRIER, v)])
+                .unwrap_err()
+                .header
+        };
+        assert_eq!(bad(b"3"), HEADER_BARRIER);
+        assert_eq!(bad(b"3/0"), HEADER_BARRIER);
+        assert_eq!(bad(b"x/2"), HEADER_BARRIER);
     }
 
     #[test]

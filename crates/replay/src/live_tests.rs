@@ -135,6 +135,8 @@ fn record(offset: i64, commands: &[&[&str]]) -> Received {
     Received {
         offset,
         meta: Meta {
+            run: None,
+            barrier: None,
             format: Format::Protocol,
             db: Some(0),
             source: None,
@@ -373,6 +375,8 @@ async fn row_records_are_sent_again_after_the_backup_went_away() {
     let raw = |offset: i64, bytes: &'static [u8]| Received {
         offset,
         meta: Meta {
+            run: None,
+            barrier: None,
             format: Format::Row,
             db: None,
             source: Some("p:1".into()),

@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 use remoteback_protocol::codec::string;
+use remoteback_protocol::record::Placement;
 use remoteback_protocol::{slot, Command, Format, Record};
 
 use super::routes::Captured;
@@ -10,10 +11,11 @@ use super::routes::Captured;
 /// transaction of more than one command is wrapped in `MULTI` ... `EXEC` so
 /// that a consumer applies it atomically, as the primary did. The Kafka key
 /// is the hash slot of the first key any of them names, found with the table
-/// entries the writes carry.
+/// entries the writes carry; the placement holds the slots of all of them.
 pub(crate) fn commands<'a>(
     format: Format,
     source: &str,
+    run: u64,
     db: u32,
     writes: impl Iterator<Item = &'a Captured> + Clone,
     transaction: bool,
@@ -30,20 +32,47 @@ pub(crate) fn commands<'a>(
     if wrap {
         put(format, &Command::from_parts(["EXEC"]), &mut out);
     }
-    let slot = writes
-        .filter_map(|w| w.spec?.first_key(w.command.args()))
-        .map(|key| slot::hash_slot(key))
-        .next();
+    let placement = placement(writes.filter_map(|w| Some(w.spec?.keys(w.command.args()))));
     Record {
         format,
         db: Some(db),
         payload: out.freeze(),
-        key: slot.map(|s| s.to_string()),
+        key: placement.first_slot().map(|s| s.to_string()),
+        placement,
         source: source.to_string(),
+        run,
         seq: 0,
+        barrier: None,
         time_ms,
         conn: None,
         close: false,
+    }
+}
+
+/// The placement of commands naming `keys` (one list per command). Only a
+/// record whose keys are in more than one slot allocates.
+fn placement<'a, K>(keys: impl Iterator<Item = K>) -> Placement
+where
+    K: IntoIterator<Item = &'a Bytes>,
+{
+    let mut first = None;
+    let mut others: Vec<u16> = Vec::new();
+    for key in keys.flat_map(|k| k.into_iter()) {
+        let s = slot::hash_slot(key);
+        match first {
+            None => first = Some(s),
+            Some(f) if f == s => {}
+            Some(_) if others.contains(&s) => {}
+            Some(_) => others.push(s),
+        }
+    }
+    match first {
+        None => Placement::Keyless,
+        Some(f) if others.is_empty() => Placement::Slot(f),
+        Some(f) => {
+            others.insert(0, f);
+            Placement::Slots(others.into_boxed_slice())
+        }
     }
 }
 
@@ -57,14 +86,24 @@ fn put(format: Format, command: &Command, out: &mut BytesMut) {
 /// A `ROW` record: bytes as the client sent them on connection `conn`.
 /// Keyed by connection, so one connection's bytes stay in one partition, in
 /// order.
-pub(crate) fn row(source: &str, conn: u64, bytes: Bytes, close: bool, time_ms: u64) -> Record {
+pub(crate) fn row(
+    source: &str,
+    run: u64,
+    conn: u64,
+    bytes: Bytes,
+    close: bool,
+    time_ms: u64,
+) -> Record {
     Record {
         format: Format::Row,
         db: None,
         payload: bytes,
         key: Some(conn.to_string()),
+        placement: Placement::Keyless,
         source: source.to_string(),
+        run,
         seq: 0,
+        barrier: None,
         time_ms,
         conn: Some(conn),
         close,
@@ -102,11 +141,12 @@ mod tests {
     #[test]
     fn transaction_is_wrapped_and_keyed_by_first_key() {
         let w = writes(&[&["SET", "foo", "1"], &["INCR", "bar"]]);
-        let r = commands(Format::Protocol, "h:1", 2, w.iter(), true, 5);
+        let r = commands(Format::Protocol, "h:1", 1, 2, w.iter(), true, 5);
         let decoded = protocol::decode(&r.payload).unwrap();
         assert_eq!(decoded.len(), 4);
         assert!(decoded[0].is("MULTI") && decoded[3].is("EXEC"));
         assert_eq!(r.key.as_deref(), Some("12182"));
+        assert_eq!(r.placement, Placement::Slots(vec![12182, 5061].into()));
         assert_eq!(r.db, Some(2));
     }
 
@@ -118,14 +158,22 @@ mod tests {
             command,
             senders: SenderSet::NONE.with(0),
         }];
-        let r = commands(Format::String, "h:1", 0, w.iter(), false, 5);
+        let r = commands(Format::String, "h:1", 1, 0, w.iter(), false, 5);
         assert_eq!(&r.payload[..], b"set \"a b\" \"\\x00\\xff\"\n");
+    }
+
+    #[test]
+    fn keys_of_one_slot_need_no_list() {
+        let w = writes(&[&["MSET", "{u}a", "1", "{u}b", "2"], &["DEL", "{u}c"]]);
+        let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), true, 5);
+        assert!(matches!(r.placement, Placement::Slot(_)));
     }
 
     #[test]
     fn keyless_commands_have_no_key() {
         let w = writes(&[&["FLUSHALL"]]);
-        let r = commands(Format::Protocol, "h:1", 0, w.iter(), false, 5);
+        let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), false, 5);
         assert_eq!(r.key, None);
+        assert_eq!(r.placement, Placement::Keyless);
     }
 }

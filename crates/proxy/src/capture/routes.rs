@@ -68,6 +68,8 @@ pub(crate) struct Routes {
     format: Format,
     source: String,
     filters: Vec<Filter>,
+    /// This run of the proxy (`rb-run`): its start in ms since the epoch.
+    run: u64,
     /// Added to connection numbers in `ROW` records (`rb-conn`), so that a
     /// connection id is never reused by a later run of the proxy.
     row_base: u64,
@@ -85,11 +87,13 @@ impl Routes {
                 SenderSettings::Kafka(k) => k.filter.clone(),
             })
             .collect();
+        let run = remoteback_protocol::record::now_ms();
         Routes {
             format: settings.message,
             source: source.to_string(),
             filters,
-            row_base: encode::row_base(remoteback_protocol::record::now_ms()),
+            run,
+            row_base: encode::row_base(run),
         }
     }
 
@@ -100,6 +104,7 @@ impl Routes {
             format,
             source: source.to_string(),
             filters,
+            run: 1,
             row_base: 0,
         }
     }
@@ -201,8 +206,15 @@ impl Routes {
         if let [write] = writes {
             // One command: the same record for every sender that takes it.
             if !write.senders.is_empty() {
-                let record =
-                    encode::commands(self.format, &self.source, db, writes.iter(), false, time_ms);
+                let record = encode::commands(
+                    self.format,
+                    &self.source,
+                    self.run,
+                    db,
+                    writes.iter(),
+                    false,
+                    time_ms,
+                );
                 let takers = (0..self.filters.len()).filter(|&i| write.senders.contains(i));
                 senders.send_each(takers, record, track, deliveries);
             }
@@ -226,8 +238,15 @@ impl Routes {
                 Some((kept, record)) if *kept == keep => record.clone(),
                 _ => {
                     let kept = writes.iter().zip(&keep).filter(|(_, &k)| k).map(|(w, _)| w);
-                    let record =
-                        encode::commands(self.format, &self.source, db, kept, transaction, time_ms);
+                    let record = encode::commands(
+                        self.format,
+                        &self.source,
+                        self.run,
+                        db,
+                        kept,
+                        transaction,
+                        time_ms,
+                    );
                     last = Some((keep, record.clone()));
                     record
                 }
@@ -247,6 +266,7 @@ impl Routes {
     ) {
         senders.send_to_all(encode::row(
             &self.source,
+            self.run,
             self.row_base + conn,
             bytes,
             close,

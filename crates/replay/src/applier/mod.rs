@@ -423,6 +423,8 @@ mod tests {
         Received {
             offset,
             meta: Meta {
+                run: None,
+                barrier: None,
                 format: Format::Protocol,
                 db,
                 source: None,
