@@ -17,6 +17,9 @@ use super::ConfigError;
 /// The property every client needs.
 pub(super) const BOOTSTRAP_SERVERS: &str = "bootstrap.servers";
 
+/// The producer property remoteback turns on unless told otherwise.
+const IDEMPOTENCE: &str = "enable.idempotence";
+
 /// Properties of the original system's JVM Kafka client that librdkafka does
 /// not know and remoteback has no use for (records are always bytes).
 /// Configurations written for it carry them; they are dropped with a warning.
@@ -119,6 +122,72 @@ impl Properties {
                 ))
             }
         }
+    }
+
+    /// Checks a producer's delivery settings against the idempotent producer
+    /// remoteback turns on by default. Values the idempotent producer cannot
+    /// have (`acks` other than `all`, `retries = 0`, more than 5 requests in
+    /// flight), as configurations written for the original system carry,
+    /// turn it off with one warning saying what that gives up; the same
+    /// values with `enable.idempotence = true` written out are an error.
+    pub fn producer_guarantee(&mut self, src: Source<'_>, label: &str) -> Result<(), ConfigError> {
+        let mut conflicts = Vec::new();
+        for (name, value, written, span) in &self.entries {
+            let value = value.trim();
+            let conflict = match name.as_str() {
+                "acks" | "request.required.acks" => {
+                    !matches!(value.to_ascii_lowercase().as_str(), "all" | "-1")
+                }
+                "retries" | "message.send.max.retries" => value == "0",
+                "max.in.flight" | "max.in.flight.requests.per.connection" => {
+                    value.parse::<i64>().is_ok_and(|n| n > 5)
+                }
+                _ => false,
+            };
+            if conflict {
+                conflicts.push((
+                    format!("{} = {value:?}", display_key(written)),
+                    span.clone(),
+                ));
+            }
+        }
+        let Some((_, span)) = conflicts.first().cloned() else {
+            return Ok(());
+        };
+        let listed = conflicts
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let idempotence = self.entries.iter().find(|e| e.0 == IDEMPOTENCE);
+        match idempotence {
+            Some((_, value, written, span)) if value.trim().eq_ignore_ascii_case("true") => {
+                return Err(src.error(
+                    span,
+                    &join(&self.table, written),
+                    format!(
+                        "`{} = true` needs acks = \"all\", retries of at least 1 and at most \
+                         5 requests in flight, but the table sets {listed}; remove \
+                         `{}` (the replay then skips duplicated records and reports lost \
+                         ones) or those values",
+                        display_key(written),
+                        display_key(written),
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                log::warn!(
+                    "{}:{}: {label}: {listed}: the idempotent producer is off, so Kafka may hold \
+                     a record twice or, after a failed send, lose or reorder one; the replay \
+                     skips duplicates by rb-seq and reports gaps as \"resync needed\"",
+                    src.origin,
+                    src.line(&span).unwrap_or(1),
+                );
+                self.default(IDEMPOTENCE, "false");
+            }
+        }
+        Ok(())
     }
 
     /// Sets `name` to `value` unless it was given.

@@ -422,6 +422,7 @@ fn kafka_sender(
         kafka::BOOTSTRAP_SERVERS,
         "kafka1:9092,kafka2:9092",
     )?;
+    properties.producer_guarantee(src, label)?;
     Ok(KafkaSenderSettings {
         topic,
         filter,
@@ -758,6 +759,53 @@ security-protocol = "SASL_SSL"
                 ("message.max.bytes", "1000000"),
                 ("security.protocol", "SASL_SSL"),
             ])
+        );
+    }
+
+    #[test]
+    fn original_delivery_settings_turn_idempotence_off_with_a_warning() {
+        let text = "[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\n\
+                    bootstrap-servers = 'k:9092'\nacks = \"1\"\nretries = \"0\"\n";
+        let (s, warnings) = warnings_from(|| parse(text));
+        assert_eq!(
+            kafka(&s, 0).kafka,
+            pairs(&[
+                ("bootstrap.servers", "k:9092"),
+                ("acks", "1"),
+                ("retries", "0"),
+                ("enable.idempotence", "false"),
+            ])
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "proxy.toml:5: sender[0] (KafkaSender): acks = \"1\", retries = \"0\": \
+                 the idempotent producer is off"
+            ),
+            "{warnings:?}"
+        );
+        let (s, warnings) = warnings_from(|| {
+            parse("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k'\nmax-in-flight = 5\nacks = -1\n")
+        });
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!kafka(&s, 0)
+            .kafka
+            .iter()
+            .any(|(k, _)| k == "enable.idempotence"));
+    }
+
+    #[test]
+    fn idempotence_written_out_with_values_it_cannot_have_is_an_error() {
+        assert_eq!(
+            error(
+                "[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k'\n\
+                   enable-idempotence = true\nmax-in-flight-requests-per-connection = 6\n"
+            ),
+            "proxy.toml:5: sender[0].enable-idempotence: `enable-idempotence = true` needs \
+             acks = \"all\", retries of at least 1 and at most 5 requests in flight, but the \
+             table sets max-in-flight-requests-per-connection = \"6\"; remove \
+             `enable-idempotence` (the replay then skips duplicated records and reports lost \
+             ones) or those values"
         );
     }
 
