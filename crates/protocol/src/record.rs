@@ -66,26 +66,30 @@ pub enum Placement {
     /// Keys in several slots, the first key's slot first; a barrier unless
     /// they all fall in one partition.
     Slots(Box<[u16]>),
+    /// A `ROW` record: the client connection's bytes stay in one partition.
+    Connection(u64),
 }
 
 impl Placement {
     /// The slot of the first key, the record's Kafka key.
     pub fn first_slot(&self) -> Option<u16> {
         match self {
-            Placement::Keyless => None,
+            Placement::Keyless | Placement::Connection(_) => None,
             Placement::Slot(s) => Some(*s),
             Placement::Slots(s) => s.first().copied(),
         }
     }
 
     /// The one partition of `partitions` every key maps to (slot modulo the
-    /// partition count), or `None` when the record needs a barrier.
+    /// partition count; a `ROW` connection's number modulo it), or `None`
+    /// when the record needs a barrier.
     pub fn partition(&self, partitions: u32) -> Option<u32> {
         let partitions = partitions.max(1);
         match self {
             Placement::Keyless if partitions == 1 => Some(0),
             Placement::Keyless => None,
             Placement::Slot(s) => Some(u32::from(*s) % partitions),
+            Placement::Connection(c) => Some((*c % u64::from(partitions)) as u32),
             Placement::Slots(slots) => {
                 let first = u32::from(*slots.first()?) % partitions;
                 slots

@@ -69,9 +69,10 @@ impl Proxy {
         let senders = Senders::build(&settings)?;
         for (index, s) in settings.senders.iter().enumerate() {
             if let SenderSettings::Kafka(k) = s {
-                topic::ensure_topic(k)
+                let partitions = topic::ensure_topic(k)
                     .await
                     .map_err(|source| ProxyError::Topic { index, source })?;
+                senders.set_partitions(index, partitions);
             }
         }
         let addr = format!("{}:{}", settings.bind_ip, settings.bind_port);

@@ -29,6 +29,9 @@ pub struct SenderStatus {
     /// Records dropped because the backlog or librdkafka's queue was full
     /// (lost).
     pub dropped: u64,
+    /// Barriers written: records copied to every partition because their
+    /// keys span partitions or they name none.
+    pub barriers: u64,
 }
 
 impl Status {
@@ -80,6 +83,7 @@ impl Status {
                 delivered: k.counters.delivered.load(Ordering::Relaxed),
                 failed: k.counters.failed.load(Ordering::Relaxed),
                 dropped: k.counters.dropped.load(Ordering::Relaxed),
+                barriers: k.counters.barriers.load(Ordering::Relaxed),
             })
             .collect()
     }

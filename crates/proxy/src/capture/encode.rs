@@ -99,7 +99,7 @@ pub(crate) fn row(
         db: None,
         payload: bytes,
         key: Some(conn.to_string()),
-        placement: Placement::Keyless,
+        placement: Placement::Connection(conn),
         source: source.to_string(),
         run,
         seq: 0,

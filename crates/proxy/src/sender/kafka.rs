@@ -1,5 +1,13 @@
 //! `KafkaSender`: captured writes produced to a Kafka topic with librdkafka.
 //!
+//! The sender picks each record's partition itself: the slot of its keys
+//! modulo the topic's partition count (a `ROW` connection's number modulo
+//! it). A record whose keys fall in several partitions, or that names no
+//! key, is a barrier: a copy goes to every partition, all copies queued
+//! under one lock so that every partition sees barriers in the same order.
+//! `rb-seq` counts each partition's records from 1, so the replay can tell
+//! a duplicate from a loss.
+//!
 //! The producer is idempotent with `acks=all` unless the configuration says
 //! otherwise, so broker reconnects and retries neither duplicate nor reorder
 //! records. Every record counts in the proxy's [`Backlog`] until its delivery
@@ -17,7 +25,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use remoteback_protocol::record::HEADER_SEQ;
+use remoteback_protocol::record::{Barrier, HEADER_BARRIER, HEADER_SEQ};
 use remoteback_protocol::Record;
 
 use super::ack::{Delivery, DeliveryReport, Dropped, Lost, Track};
@@ -48,6 +56,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Records never queued because the backlog or the queue was full.
     pub dropped: AtomicU64,
+    /// Barriers written (each a copy to every partition).
+    pub barriers: AtomicU64,
 }
 
 impl Counters {
@@ -78,8 +88,46 @@ impl LossLog {
 struct Queued {
     /// Its share of the backlog.
     size: u64,
-    /// The held reply waiting for it (`ack = "kafka"`).
-    report: Option<DeliveryReport>,
+    /// Who waits for it (`ack = "kafka"`, the sync).
+    report: Option<Report>,
+}
+
+/// Where a delivery outcome goes.
+enum Report {
+    /// A record's own.
+    One(DeliveryReport),
+    /// One copy of a barrier: the outcome is known when every copy was
+    /// delivered, or one was not.
+    Copy(Arc<Copies>),
+}
+
+/// The copies of one barrier still awaited.
+struct Copies {
+    remaining: AtomicU64,
+    report: Mutex<Option<DeliveryReport>>,
+}
+
+impl Copies {
+    fn settle(&self, outcome: Result<(), Lost>) {
+        let last = self.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+        if outcome.is_err() || last {
+            let report = self.report.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(report) = report {
+                // The session may be gone; its client no longer waits.
+                let _ = report.send(outcome);
+            }
+        }
+    }
+}
+
+impl Report {
+    fn settle(self, outcome: Result<(), Lost>) {
+        match self {
+            // The session may be gone; its client no longer waits.
+            Report::One(report) => drop(report.send(outcome)),
+            Report::Copy(copies) => copies.settle(outcome),
+        }
+    }
 }
 
 /// What librdkafka hands each delivery report to: the counters, the
@@ -115,10 +163,18 @@ impl ProducerContext for DeliveryContext {
             }
         };
         if let Some(report) = queued.report {
-            // The session may be gone; its client no longer waits.
-            let _ = report.send(outcome);
+            report.settle(outcome);
         }
     }
+}
+
+/// The numbering of what this sender queued, held while producing.
+struct Numbering {
+    /// The last `rb-seq` of each partition: one entry per partition of the
+    /// topic, as read when the proxy started.
+    seq: Vec<u64>,
+    /// The last barrier number.
+    barrier: u64,
 }
 
 /// Produces records to one topic.
@@ -129,9 +185,10 @@ pub struct KafkaSender {
     backlog: Arc<Backlog>,
     /// Whether each record comes with a [`Delivery`] (`ack = "kafka"`).
     acks: bool,
-    /// The sequence number of the last record; held while producing so that
-    /// `rb-seq` follows the order records enter the partition queues.
-    seq: Mutex<u64>,
+    /// Held while producing, so that `rb-seq` follows the order records
+    /// enter each partition's queue and barriers enter every partition in
+    /// the same order.
+    numbering: Mutex<Numbering>,
     drops: LossLog,
 }
 
@@ -151,7 +208,8 @@ pub fn client_config(settings: &KafkaSenderSettings) -> ClientConfig {
 impl KafkaSender {
     /// Creates the producer, counting its records in `backlog`; with `acks`
     /// each send returns a [`Delivery`]. Fails with librdkafka's error for a
-    /// bad property.
+    /// bad property. The topic has one partition until
+    /// [`set_partitions`](Sender::set_partitions) says otherwise.
     pub fn new(
         settings: &KafkaSenderSettings,
         backlog: Arc<Backlog>,
@@ -171,7 +229,10 @@ impl KafkaSender {
             counters,
             backlog,
             acks,
-            seq: Mutex::new(0),
+            numbering: Mutex::new(Numbering {
+                seq: vec![0],
+                barrier: 0,
+            }),
             drops: LossLog::default(),
         })
     }
@@ -198,11 +259,61 @@ fn size_of(record: &Record, headers: &[(&str, String)]) -> u64 {
     (record.payload.len() + record.key.as_ref().map_or(0, |k| k.len()) + headers) as u64
 }
 
+impl KafkaSender {
+    /// Queues one copy of `record` to `partition` with `rb-seq` `seq` (and
+    /// `rb-barrier` for a barrier's copy).
+    #[allow(clippy::too_many_arguments)]
+    fn produce(
+        &self,
+        record: &Record,
+        headers: &[(&str, String)],
+        partition: u32,
+        seq: u64,
+        barrier: Option<Barrier>,
+        size: u64,
+        report: Option<Report>,
+    ) -> Result<(), KafkaError> {
+        let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len() + 1);
+        let seq = seq.to_string();
+        for (key, value) in headers {
+            let value = if *key == HEADER_SEQ { &seq } else { value };
+            kafka_headers = kafka_headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let barrier = barrier.map(|b| b.to_string());
+        if let Some(barrier) = &barrier {
+            kafka_headers = kafka_headers.insert(Header {
+                key: HEADER_BARRIER,
+                value: Some(barrier),
+            });
+        }
+        let queued = Box::new(Queued { size, report });
+        let mut message = BaseRecord::<str, [u8], Box<Queued>>::with_opaque_to(&self.topic, queued)
+            .payload(&record.payload[..])
+            .partition(partition as i32)
+            .headers(kafka_headers);
+        if let Some(key) = record.key.as_deref() {
+            message = message.key(key);
+        }
+        self.producer.send(message).map_err(|(e, _)| e)
+    }
+}
+
 impl Sender for KafkaSender {
-    fn send(&self, mut record: Record, track: Track) -> Option<Delivery> {
+    fn send(&self, record: Record, track: Track) -> Option<Delivery> {
         let headers = record.headers();
         let size = size_of(&record, &headers);
-        if !self.backlog.admit(size) {
+        let mut numbering = self.numbering.lock().unwrap_or_else(|e| e.into_inner());
+        let partitions = numbering.seq.len() as u32;
+        let partition = record.placement.partition(partitions);
+        let copies = match partition {
+            Some(_) => 1,
+            None => u64::from(partitions),
+        };
+        if !self.backlog.admit(size * copies) {
+            drop(numbering);
             return self.on_dropped(
                 Dropped::BacklogFull {
                     bytes: self.backlog.bytes(),
@@ -211,45 +322,66 @@ impl Sender for KafkaSender {
                 track,
             );
         }
-        let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
-        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        record.seq = *seq + 1;
-        for (key, value) in &headers {
-            let value = if *key == HEADER_SEQ {
-                record.seq.to_string()
-            } else {
-                value.clone()
+        let tracked = self.acks || track == Track::Always;
+        if let Some(p) = partition {
+            let (report, delivery) = match tracked {
+                true => {
+                    let (report, delivery) = Delivery::pending();
+                    (Some(Report::One(report)), Some(delivery))
+                }
+                false => (None, None),
             };
-            kafka_headers = kafka_headers.insert(Header {
-                key,
-                value: Some(&value),
-            });
+            let seq = numbering.seq[p as usize] + 1;
+            return match self.produce(&record, &headers, p, seq, None, size, report) {
+                Ok(()) => {
+                    numbering.seq[p as usize] = seq;
+                    delivery
+                }
+                Err(e) => {
+                    drop(numbering);
+                    self.backlog.settle(size);
+                    self.on_dropped(Dropped::NotQueued(e), track)
+                }
+            };
         }
-        let (report, delivery) = match self.acks || track == Track::Always {
+        // A barrier: a copy to every partition, numbered in each.
+        let barrier = Barrier {
+            number: numbering.barrier + 1,
+            partitions,
+        };
+        numbering.barrier = barrier.number;
+        self.counters.barriers.fetch_add(1, Ordering::Relaxed);
+        let (copies, delivery) = match tracked {
             true => {
                 let (report, delivery) = Delivery::pending();
-                (Some(report), Some(delivery))
+                let copies = Arc::new(Copies {
+                    remaining: AtomicU64::new(copies),
+                    report: Mutex::new(Some(report)),
+                });
+                (Some(copies), Some(delivery))
             }
             false => (None, None),
         };
-        let queued = Box::new(Queued { size, report });
-        let mut message = BaseRecord::<str, [u8], Box<Queued>>::with_opaque_to(&self.topic, queued)
-            .payload(&record.payload[..])
-            .headers(kafka_headers);
-        if let Some(key) = record.key.as_deref() {
-            message = message.key(key);
-        }
-        match self.producer.send(message) {
-            Ok(()) => {
-                *seq += 1;
-                delivery
+        let mut outcome = delivery;
+        for p in 0..partitions {
+            let seq = numbering.seq[p as usize] + 1;
+            let report = copies.clone().map(Report::Copy);
+            match self.produce(&record, &headers, p, seq, Some(barrier), size, report) {
+                Ok(()) => numbering.seq[p as usize] = seq,
+                Err(e) => {
+                    // The copies not queued are lost: the replay reports the
+                    // partitions that miss it as a gap in their rb-seq.
+                    self.backlog.settle(size * u64::from(partitions - p));
+                    if let Some(copies) = &copies {
+                        copies.settle(Err(Lost::Dropped(Dropped::NotQueued(e.clone()))));
+                    }
+                    let lost = self.on_dropped(Dropped::NotQueued(e), track);
+                    outcome = outcome.and(lost);
+                    break;
+                }
             }
-            Err((e, _)) => {
-                drop(seq);
-                self.backlog.settle(size);
-                self.on_dropped(Dropped::NotQueued(e), track)
-            }
         }
+        outcome
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
@@ -270,5 +402,10 @@ impl Sender for KafkaSender {
 
     fn describe(&self) -> String {
         format!("KafkaSender(topic={})", self.topic)
+    }
+
+    fn set_partitions(&self, partitions: u32) {
+        let mut numbering = self.numbering.lock().unwrap_or_else(|e| e.into_inner());
+        numbering.seq.resize(partitions.max(1) as usize, 0);
     }
 }

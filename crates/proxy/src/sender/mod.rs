@@ -38,6 +38,9 @@ pub(crate) trait Sender: Send + Sync {
     fn flush(&self, timeout: Duration) -> Result<(), FlushError>;
     /// A short description for logs (`KafkaSender(topic=...)`).
     fn describe(&self) -> String;
+    /// The topic has `partitions` partitions (read at start, before any
+    /// record): where records go and which are barriers.
+    fn set_partitions(&self, _partitions: u32) {}
 }
 
 /// The most `[[sender]]` tables a proxy takes: a [`SenderSet`] is one bit
@@ -215,6 +218,13 @@ impl Senders {
             Track::AsAcked,
             &mut Vec::new(),
         );
+    }
+
+    /// Sender `index` writes to a topic of `partitions` partitions.
+    pub fn set_partitions(&self, index: usize, partitions: u32) {
+        if let Some(sender) = self.senders.get(index) {
+            sender.set_partitions(partitions);
+        }
     }
 
     /// The backlog every Kafka sender counts its undelivered records in.

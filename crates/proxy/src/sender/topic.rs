@@ -27,8 +27,9 @@ pub enum TopicError {
 
 /// Creates the sender's topic when the broker does not have it (one
 /// partition, replication factor 1: fine for a local pipeline; production
-/// topics should be created by the operator with the replication they need).
-pub async fn ensure_topic(settings: &KafkaSenderSettings) -> Result<(), TopicError> {
+/// topics should be created by the operator with the replication and
+/// partitions they need). Returns the topic's partition count.
+pub async fn ensure_topic(settings: &KafkaSenderSettings) -> Result<u32, TopicError> {
     let topic = &settings.topic;
     let admin: AdminClient<DefaultClientContext> = client_config(settings)
         .create()
@@ -40,12 +41,13 @@ pub async fn ensure_topic(settings: &KafkaSenderSettings) -> Result<(), TopicErr
             topic: topic.clone(),
             source,
         })?;
-    let exists = metadata
+    let partitions = metadata
         .topics()
         .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
-        return Ok(());
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as u32);
+    if let Some(partitions) = partitions {
+        return Ok(partitions);
     }
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
     let results = admin
@@ -62,5 +64,5 @@ pub async fn ensure_topic(settings: &KafkaSenderSettings) -> Result<(), TopicErr
             Err((topic, code)) => return Err(TopicError::Refused { topic, code }),
         }
     }
-    Ok(())
+    Ok(1)
 }

@@ -77,6 +77,12 @@ impl Report for ProxyReport {
             "Records dropped because the backlog or librdkafka's queue was full (lost).",
             |s| s.dropped,
         )?;
+        per_sender(
+            out,
+            "remoteback_proxy_barriers_total",
+            "Records written to every partition of the topic because their keys span partitions or they name none (each copy also counts as a record).",
+            |s| s.barriers,
+        )?;
         counter(
             out,
             "remoteback_proxy_writes_uncaptured_total",
