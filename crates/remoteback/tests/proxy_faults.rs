@@ -22,6 +22,7 @@ use common::faults::{
     check_tallies, end_offsets, figures, get, key, signal, Load, OnError, Setup, Tally, DBS,
     FIGURES, TOPIC,
 };
+use common::status::Status;
 use common::{compare, free_port, wait_until, Broker, Service};
 
 /// Clients writing through the proxy, about 200 writes a second each.
@@ -48,56 +49,18 @@ const RESYNC_NEEDED: &str = "remoteback_proxy_resync_needed";
 // The proxy's /metrics and /health
 // ---------------------------------------------------------------------------
 
-/// The proxy's status endpoints (`metrics = "127.0.0.1:PORT"`).
-struct StatusPort(u16);
+/// The proxy's status endpoints, with its own checks.
+struct StatusPort(Status);
+
+impl std::ops::Deref for StatusPort {
+    type Target = Status;
+
+    fn deref(&self) -> &Status {
+        &self.0
+    }
+}
 
 impl StatusPort {
-    /// `GET path`: the status code and the body.
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.0))
-            .unwrap_or_else(|e| panic!("connect to the status port {}: {e}", self.0));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-            .expect("send the request");
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).expect("read the response");
-        let (head, body) = raw
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("an HTTP response to GET {path}: {raw:?}"));
-        let code = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("a status line: {head:?}"));
-        (code, body.trim_end().to_string())
-    }
-
-    /// The sum of the samples of metric `name` (every label set); panics if
-    /// `/metrics` has none, so that a renamed metric cannot read as 0.
-    fn value(&self, name: &str) -> u64 {
-        let (code, text) = self.get("/metrics");
-        assert_eq!(code, 200, "/metrics: {text}");
-        let samples: Vec<u64> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|r| r.starts_with([' ', '{']))
-            })
-            .map(|l| {
-                l.rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| panic!("a value in {l:?}"))
-            })
-            .collect();
-        assert!(!samples.is_empty(), "no {name} in /metrics:\n{text}");
-        samples.iter().sum()
-    }
-
     /// Every loss counter is zero and `/health` says ok.
     #[track_caller]
     fn assert_nothing_lost(&self) {
@@ -121,7 +84,7 @@ fn start(proxy_top: &str) -> (Setup, StatusPort) {
     let s = Setup::start_with(&[], 1, &top, "");
     s.proxy.wait_port(port);
     eprintln!("[inject] proxy started with {}", top.replace('\n', ", "));
-    (s, StatusPort(port))
+    (s, StatusPort(Status(port)))
 }
 
 // ---------------------------------------------------------------------------
@@ -537,7 +500,7 @@ fn broker_frozen_with_on_backlog_full_drop_counts_every_dropped_record() {
     // The resync: a full sync through the proxy makes the backup right and
     // clears the state.
     let sync = std::process::Command::new(common::remoteback_bin())
-        .args(["sync", "--proxy", &format!("127.0.0.1:{}", status.0)])
+        .args(["sync", "--proxy", &format!("127.0.0.1:{}", status.0 .0)])
         .args(["--chunk-bytes", "1024"])
         .output()
         .expect("run remoteback sync");

@@ -24,6 +24,7 @@ pub mod dataset;
 pub mod faults;
 pub mod mixed;
 pub mod pipeline;
+pub mod status;
 pub mod workload;
 
 mod broker;
