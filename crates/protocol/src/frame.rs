@@ -57,7 +57,7 @@ impl Scanner {
                     if len < 0 {
                         self.pos = next;
                     } else {
-                        let end = next + len as usize + 2;
+                        let end = span_end(next, len)?;
                         if buf.len() < end {
                             return Ok(None);
                         }
@@ -74,17 +74,19 @@ impl Scanner {
                 }
                 b'%' => {
                     self.pos = next;
-                    aggregate_len(body)? * 2
+                    pairs(aggregate_len(body)?)?
                 }
                 // An attribute is metadata attached to the value after it:
                 // its key/value pairs plus that value form one reply.
                 b'|' => {
                     self.pos = next;
-                    aggregate_len(body)? * 2 + 1
+                    pairs(aggregate_len(body)?)?
+                        .checked_add(1)
+                        .ok_or_else(too_long)?
                 }
                 other => return Err(FrameError(format!("unexpected type byte {other:#04x}"))),
             };
-            self.pending = self.pending - 1 + added;
+            self.pending = (self.pending - 1).checked_add(added).ok_or_else(too_long)?;
         }
         Ok(Some(self.pos))
     }
@@ -138,6 +140,25 @@ fn aggregate_len(body: &[u8]) -> Result<usize, FrameError> {
     }
     let n = parse_int(body)?;
     Ok(n.max(0) as usize)
+}
+
+/// Where a bulk of `len` bytes starting at `start` ends, its CRLF included.
+/// Lengths come from the peer: the sum is checked, not trusted.
+fn span_end(start: usize, len: i64) -> Result<usize, FrameError> {
+    usize::try_from(len)
+        .ok()
+        .and_then(|len| start.checked_add(len)?.checked_add(2))
+        .ok_or_else(too_long)
+}
+
+/// The values a map or attribute of `n` entries holds (a key and a value
+/// each), checked.
+fn pairs(n: usize) -> Result<usize, FrameError> {
+    n.checked_mul(2).ok_or_else(too_long)
+}
+
+fn too_long() -> FrameError {
+    FrameError("a length larger than memory".into())
 }
 
 /// Parses a decimal integer line body (`-1`, `42`).
@@ -243,12 +264,15 @@ fn decode_at(buf: &Bytes, pos: &mut usize, depth: usize) -> Result<Option<Frame>
             if len < 0 {
                 Frame::Null
             } else {
-                let end = *pos + len as usize;
-                if buf.len() < end + 2 {
+                let end = span_end(*pos, len)?;
+                if buf.len() < end {
                     return Ok(None);
                 }
-                let data = buf.slice(*pos..end);
-                *pos = end + 2;
+                if &buf[end - 2..end] != b"\r\n" {
+                    return Err(FrameError("bulk string not terminated by CRLF".into()));
+                }
+                let data = buf.slice(*pos..end - 2);
+                *pos = end;
                 match head {
                     b'!' => Frame::Error(data),
                     // Verbatim strings carry a 4-byte `txt:` format prefix.
@@ -262,11 +286,11 @@ fn decode_at(buf: &Bytes, pos: &mut usize, depth: usize) -> Result<Option<Frame>
             if n < 0 {
                 return Ok(Some(Frame::Null));
             }
-            let count = if matches!(head, b'%' | b'|') {
-                n * 2
-            } else {
-                n
-            } as usize;
+            let n = usize::try_from(n).map_err(|_| too_long())?;
+            let count = match head {
+                b'%' | b'|' => pairs(n)?,
+                _ => n,
+            };
             let mut items = Vec::with_capacity(count.min(1024));
             for _ in 0..count {
                 match decode_at(buf, pos, depth + 1)? {
@@ -289,6 +313,37 @@ fn decode_at(buf: &Bytes, pos: &mut usize, depth: usize) -> Result<Option<Frame>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_from_the_peer_cannot_overflow() {
+        for reply in [
+            &b"*9223372036854775807\r\n"[..],
+            b"%9223372036854775807\r\n",
+            b"|9223372036854775807\r\n",
+            b"$9223372036854775807\r\nab\r\n",
+            b"*2\r\n%9223372036854775807\r\n",
+        ] {
+            let bytes = Bytes::copy_from_slice(reply);
+            // Incomplete or refused, never a panic.
+            let _ = Scanner::new().next(reply);
+            let _ = decode(&bytes);
+        }
+        let two_huge_maps = b"*2\r\n%9223372036854775807\r\n%9223372036854775807\r\n";
+        assert!(Scanner::new().next(two_huge_maps).is_err());
+        assert_eq!(
+            decode(&Bytes::from_static(b"%9223372036854775807\r\n")),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn decode_checks_the_crlf_after_a_bulk() {
+        assert!(decode(&Bytes::from_static(b"$3\r\nabcXY")).is_err());
+        assert_eq!(
+            decode(&Bytes::from_static(b"$3\r\nabc\r\n")).unwrap(),
+            Some((Frame::Bulk(Bytes::from_static(b"abc")), 9))
+        );
+    }
 
     const REPLIES: &[&[u8]] = &[
         b"+OK\r\n",
