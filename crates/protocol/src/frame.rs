@@ -78,6 +78,11 @@ impl Scanner {
                 }
                 // An attribute is metadata attached to the value after it:
                 // its key/value pairs plus that value form one reply.
+                // A negative count is a null, as `decode` reads it.
+                b'|' if parse_int(body)? < 0 => {
+                    self.pos = next;
+                    0
+                }
                 b'|' => {
                     self.pos = next;
                     pairs(aggregate_len(body)?)?
@@ -113,8 +118,12 @@ fn read_line(buf: &[u8], pos: usize) -> Result<Option<(u8, usize)>, FrameError> 
         return Ok(None);
     }
     let head = buf[pos];
-    match memchr_crlf(&buf[pos..]) {
-        Some(i) => Ok(Some((head, pos + i))),
+    if !b"+-:,(#_$!=*~>%|".contains(&head) {
+        return Err(FrameError(format!("unexpected type byte {head:#04x}")));
+    }
+    // The line's CRLF comes after its type byte.
+    match memchr_crlf(&buf[pos + 1..]) {
+        Some(i) => Ok(Some((head, pos + 1 + i))),
         None => Ok(None),
     }
 }
@@ -333,6 +342,25 @@ mod tests {
         assert_eq!(
             decode(&Bytes::from_static(b"%9223372036854775807\r\n")),
             Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_line_without_a_type_byte_is_refused() {
+        // Found by fuzzing: an empty line read as a header of no body.
+        assert!(Scanner::new().next(b"\r\n\xee\r").is_err());
+        assert!(decode(&Bytes::from_static(b"\r\n")).is_err());
+    }
+
+    #[test]
+    fn scanner_and_decoder_agree_on_a_negative_attribute_count() {
+        // Found by fuzzing: the scanner took the value after it as the
+        // attribute's, the decoder a null.
+        let reply = b"|-88\r\n-88\r\n";
+        assert_eq!(Scanner::new().next(reply), Ok(Some(6)));
+        assert_eq!(
+            decode(&Bytes::from_static(reply)).unwrap().map(|(_, n)| n),
+            Some(6)
         );
     }
 
