@@ -120,9 +120,13 @@ pub(crate) struct Watch {
     run_id: Option<String>,
     /// `COMMAND COUNT` when the table was last read.
     count: Option<usize>,
-    /// The table last read from the primary, to see whether a new reply
-    /// changed anything.
-    read: Option<ServerTable>,
+    /// Every distinct table read from the primary, with its leaked rows:
+    /// a primary that goes back to a table it had before (a failover back
+    /// and forth between two versions) gets the same rows again, so the
+    /// memory leaked is bounded by the distinct tables ever seen.
+    generations: Vec<(ServerTable, Table)>,
+    /// The generation in use.
+    read: Option<usize>,
     /// Warned that the primary cannot be asked (so each outage or refusal
     /// is logged once, not every poll).
     warned: bool,
@@ -186,21 +190,18 @@ impl Watch {
         let Some(con) = self.connection.as_mut() else {
             return Ok(());
         };
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(con)
-            .await
-            .map_err(Failure::of)?;
+        // INFO and COMMAND COUNT only say whether to read COMMAND again; a
+        // user allowed COMMAND but not these still gets its table (read
+        // again only after a reconnect).
+        let info: String =
+            optional(redis::cmd("INFO").arg("server").query_async(con).await)?.unwrap_or_default();
         let run_id = info_field(&info, "run_id").map(str::to_string);
         let version = info_field(&info, "valkey_version")
             .map(|v| format!("valkey {v}"))
             .or_else(|| info_field(&info, "redis_version").map(|v| format!("redis {v}")))
             .unwrap_or_else(|| "unknown version".to_string());
-        let count: Option<usize> = redis::cmd("COMMAND")
-            .arg("COUNT")
-            .query_async(con)
-            .await
-            .ok();
+        let count: Option<usize> =
+            optional(redis::cmd("COMMAND").arg("COUNT").query_async(con).await)?;
         let changed =
             reconnected || run_id != self.run_id || self.read.is_none() || count != self.count;
         if !changed {
@@ -214,7 +215,8 @@ impl Watch {
             ServerTable::parse(&frame(reply)).map_err(|e| Failure::Refused(e.to_string()))?;
         self.run_id = run_id;
         self.count = count;
-        if self.read.as_ref() == Some(&parsed) {
+        let known = self.generations.iter().position(|(t, _)| *t == parsed);
+        if known.is_some() && known == self.read {
             return Ok(());
         }
         if !parsed.skipped().is_empty() {
@@ -237,8 +239,12 @@ impl Watch {
             if new.is_empty() { "" } else { ": " },
             shorten(&new)
         );
-        self.read = Some(parsed.clone());
-        table.set(parsed.leak());
+        let index = known.unwrap_or_else(|| {
+            self.generations.push((parsed.clone(), parsed.leak()));
+            self.generations.len() - 1
+        });
+        self.read = Some(index);
+        table.set(self.generations[index].1);
         Ok(())
     }
 }
@@ -271,6 +277,17 @@ impl Failure {
         } else {
             Failure::Refused(e.to_string())
         }
+    }
+}
+
+/// A reply that may be refused: `None` then, unless the connection failed.
+fn optional<T>(result: redis::RedisResult<T>) -> Result<Option<T>, Failure> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => match Failure::of(e) {
+            Failure::Refused(_) => Ok(None),
+            connection => Err(connection),
+        },
     }
 }
 
