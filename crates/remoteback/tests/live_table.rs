@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
 use common::pipeline::{connect, Pipeline, Setup};
+use common::status::Status;
 use common::{free_port, wait_until};
 use remoteback_protocol::slot::hash_slot;
 
@@ -157,20 +156,6 @@ fn a_module_write_is_captured_with_its_keys() {
     }
 }
 
-/// `GET /metrics` of the proxy's status port: the value of `name`.
-fn metric(port: u16, name: &str) -> u64 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("status port");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-}
-
 #[test]
 fn without_the_primary_s_table_an_unknown_write_is_still_captured_and_counted() {
     // The proxy's own user may not run COMMAND: the built-in table
@@ -197,7 +182,7 @@ fn without_the_primary_s_table_an_unknown_write_is_still_captured_and_counted() 
     // Keyless records (the keys are unknown).
     assert_eq!(keys_of(&p, "RBTEST.SETPAIR"), [None, None], "{}", p.logs());
     assert_eq!(
-        metric(status, "remoteback_proxy_unclassified_commands_total"),
+        Status(status).value("remoteback_proxy_unclassified_commands_total"),
         2
     );
     let log = p.proxy.log();
