@@ -78,7 +78,8 @@ KEY_FLAGS = {
 # one piece of data we cannot read from the server. These are the commands whose
 # src/commands/*.json declare MAY_REPLICATE; the list is identical in Redis
 # 7.0.15, 7.2.0, 7.4.0 and unstable (checked against the redis/redis sources).
-# Re-check it when moving to a new Redis major version.
+# Re-check it when moving to a new Redis major version; the proxy adds the same
+# list to the tables it reads from a primary (crates/protocol/src/server_table.rs).
 MAY_REPLICATE = {"eval", "evalsha", "fcall", "pfcount", "publish", "spublish"}
 
 # Commands whose key specs are `unknown` or `incomplete`: Redis cannot find all

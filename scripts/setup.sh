@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing remoteback needs on a Debian/Ubuntu
-# machine: system packages (redis, a C toolchain and OpenSSL headers for the
-# bundled librdkafka build) and the `tansu` Kafka-protocol broker used by the
+# machine: system packages (redis, valkey, a C toolchain and OpenSSL headers
+# for the bundled librdkafka build) and the `tansu` Kafka-protocol broker used by the
 # integration tests and scripts/up.sh. Safe to run again: it only installs
 # what is missing or broken.
 set -euo pipefail
@@ -44,6 +44,26 @@ if [ "${#missing[@]}" -gt 0 ]; then
         apt-get install -y --no-install-recommends "${missing[@]}"
 else
     log "apt packages present: ${APT_PACKAGES[*]}"
+fi
+# valkey-server 8: the integration tests run primary and backup on it too
+# (tests/convergence.rs). Debian bookworm has it only in bookworm-backports;
+# newer Debian and Ubuntu releases have it in their main archive.
+if ! command -v valkey-server >/dev/null 2>&1; then
+    valkey_target=()
+    if [ -r /etc/os-release ] && . /etc/os-release && [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
+        if ! grep -rqsE '^(deb .*|Suites:.*)bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            log "adding the bookworm-backports apt source (for valkey-server)"
+            echo 'deb http://deb.debian.org/debian bookworm-backports main' \
+                | "${SUDO[@]}" tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+        fi
+        valkey_target=(-t bookworm-backports)
+    fi
+    log "installing valkey-server"
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${valkey_target[@]}" valkey-server
+else
+    log "valkey-server present: $(valkey-server --version | awk '{print $3}')"
 fi
 # The redis-server package may start a system redis on 6379. Nothing here uses
 # that port (tests pick free ports, scripts/up.sh uses 6380/6381), so it is

@@ -170,31 +170,68 @@ pub struct CommandSpec {
     sub_count: u16,
 }
 
-/// Resolves a command from its arguments: `args[0]` is the name, in any case.
+/// A command table: the built-in one ([`Table::BUILTIN`]) or one read from
+/// a server's `COMMAND` reply ([`crate::server_table`]).
 ///
-/// For a container command (one with subcommands: CONFIG, SCRIPT, FUNCTION,
-/// OBJECT, XGROUP, CLIENT...) `args[1]` names the subcommand, in any case, and
-/// its spec is returned; a missing or unknown subcommand gives the
-/// container's own spec (no flags, no keys), so the caller still knows the
-/// command exists and Redis will answer it with an error.
-///
-/// Binary search over the sorted table, comparing case-insensitively in
-/// place: no allocation, about ten comparisons.
-pub fn lookup(args: &[Bytes]) -> Option<&'static CommandSpec> {
-    let name = args.first()?;
-    let spec = search(&COMMANDS, 0, name)?;
-    if spec.sub_count == 0 {
-        return Some(spec);
+/// Rows are sorted by name and `'static`, so a lookup borrows nothing from
+/// the table handle and allocates nothing: a spec found here can travel with
+/// a command for as long as it likes. A table read from a server is leaked
+/// once per distinct reply to make it `'static` (see
+/// [`crate::server_table::ServerTable::leak`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Table {
+    rows: &'static [CommandSpec],
+}
+
+impl Table {
+    /// The table generated from redis-server 7.0.15 ([`crate::table`]).
+    pub const BUILTIN: Table = Table { rows: &COMMANDS };
+
+    /// A table of `rows`, sorted by name, containers' subcommands at the
+    /// indices they name ([`crate::server_table`] builds these).
+    pub(crate) fn from_rows(rows: &'static [CommandSpec]) -> Table {
+        Table { rows }
     }
-    let Some(sub) = args.get(1) else {
-        return Some(spec);
-    };
-    let start = usize::from(spec.sub_start);
-    let subs = COMMANDS
-        .get(start..start + usize::from(spec.sub_count))
-        .unwrap_or(&[]);
-    // Subcommand names are "container|sub": compare only the part after '|'.
-    search(subs, spec.name.len() + 1, sub).or(Some(spec))
+
+    /// Every command and subcommand, sorted by name.
+    pub fn rows(&self) -> &'static [CommandSpec] {
+        self.rows
+    }
+
+    /// Resolves a command from its arguments: `args[0]` is the name, in any
+    /// case.
+    ///
+    /// For a container command (one with subcommands: CONFIG, SCRIPT,
+    /// FUNCTION, OBJECT, XGROUP, CLIENT...) `args[1]` names the subcommand,
+    /// in any case, and its spec is returned; a missing or unknown
+    /// subcommand gives the container's own spec (no flags, no keys), so
+    /// the caller still knows the command exists and Redis will answer it
+    /// with an error.
+    ///
+    /// Binary search over the sorted table, comparing case-insensitively in
+    /// place: no allocation, about ten comparisons.
+    pub fn lookup(&self, args: &[Bytes]) -> Option<&'static CommandSpec> {
+        let name = args.first()?;
+        let spec = search(self.rows, 0, name)?;
+        if spec.sub_count == 0 {
+            return Some(spec);
+        }
+        let Some(sub) = args.get(1) else {
+            return Some(spec);
+        };
+        let start = usize::from(spec.sub_start);
+        let subs = self
+            .rows
+            .get(start..start + usize::from(spec.sub_count))
+            .unwrap_or(&[]);
+        // Subcommand names are "container|sub": compare only the part after '|'.
+        search(subs, spec.name.len() + 1, sub).or(Some(spec))
+    }
+}
+
+/// Resolves a command in the built-in table ([`Table::lookup`]).
+pub fn lookup(args: &[Bytes]) -> Option<&'static CommandSpec> {
+    Table::BUILTIN.lookup(args)
 }
 
 /// Binary search of `table` (sorted by name) for the entry whose name, from

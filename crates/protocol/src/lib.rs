@@ -6,7 +6,8 @@
 //!
 //! - [`frame`]: RESP2/RESP3 values: a cheap completeness check and a decoder.
 //! - [`request`]: client requests (multi-bulk and inline) into [`Command`]s.
-//! - [`commands`] and [`table`]: what each Redis command is (flags, keys).
+//! - [`commands`] and [`table`]: what each Redis command is (flags, keys);
+//!   [`server_table`]: the same read from a server's `COMMAND` reply.
 //! - [`slot`]: the Redis Cluster hash slot of a key.
 //! - [`codec`]: the `ROW`, `STRING` and `PROTOCOL` payload formats.
 //! - [`record`]: the record that travels through Kafka, and its headers.
@@ -17,6 +18,7 @@ pub mod commands;
 pub mod frame;
 pub mod record;
 pub mod request;
+pub mod server_table;
 pub mod slot;
 pub mod table;
 pub mod worker;

@@ -15,6 +15,7 @@
 //! - `sender`: the log and Kafka senders, the bounded backlog and
 //!   `ack = "kafka"`;
 //! - `shutdown`: finishing what is in flight on SIGTERM;
+//! - `table`: the command table, read from the primary's `COMMAND`;
 //! - [`settings`]: what the binary hands in; [`Status`]: what it reads back
 //!   for `/metrics` and `/health`.
 
@@ -28,6 +29,7 @@ pub mod settings;
 mod shutdown;
 mod status;
 pub mod sync;
+mod table;
 
 pub use listener::{Proxy, ProxyError};
 pub use settings::{

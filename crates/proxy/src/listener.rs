@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::capture::{Routes, ScriptCache};
 use crate::ordering::OrderTables;
+use crate::primary::Primary;
 use crate::sender::topic::{self, TopicError};
 use crate::sender::{SenderError, Senders, Undelivered};
 use crate::session::{self, SessionContext};
@@ -17,6 +18,7 @@ use crate::settings::{ProxySettings, SenderSettings};
 use crate::shutdown::Drain;
 use crate::status::Status;
 use crate::sync::SyncControl;
+use crate::table::{self, CommandTable};
 
 /// How long shutdown waits for senders to deliver what they buffered.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +54,10 @@ pub struct Proxy {
     settings: ProxySettings,
     ctx: Arc<SessionContext>,
     sync: Arc<SyncControl>,
+    table: Arc<CommandTable>,
+    /// Keeps `table` the primary's (see `table::watch`); stopped with the
+    /// proxy.
+    table_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
@@ -62,7 +68,9 @@ impl Proxy {
         Ok(())
     }
 
-    /// Builds the senders, makes sure their topics exist and binds the
+    /// Builds the senders, makes sure their topics exist, reads the
+    /// primary's command table (or, if it cannot answer, starts with the
+    /// built-in one and asks again in the background) and binds the
     /// listening socket.
     pub async fn bind(settings: ProxySettings) -> Result<Proxy, ProxyError> {
         let source = format!("{}:{}", hostname(), settings.bind_port);
@@ -75,6 +83,16 @@ impl Proxy {
                 senders.set_partitions(index, partitions);
             }
         }
+        let upstream = format!("{}:{}", settings.upstream_ip, settings.upstream_port);
+        let primary = Primary {
+            addr: upstream.clone(),
+            username: settings.upstream_username.clone(),
+            password: settings.upstream_password.clone(),
+        };
+        let table = Arc::new(CommandTable::builtin());
+        let mut watch = table::Watch::default();
+        watch.poll(&primary, &table).await;
+        let table_watch = tokio::spawn(table::watch(watch, primary, table.clone()));
         let addr = format!("{}:{}", settings.bind_ip, settings.bind_port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -83,9 +101,9 @@ impl Proxy {
                 source,
             })?;
         let ctx = Arc::new(SessionContext {
-            upstream: format!("{}:{}", settings.upstream_ip, settings.upstream_port),
+            upstream,
             ordering: (settings.message != Format::Row).then(OrderTables::new),
-            routes: Arc::new(Routes::new(&settings, &source)),
+            routes: Arc::new(Routes::new(&settings, &source, table.clone())),
             senders: Arc::new(senders),
             scripts: Arc::new(ScriptCache::new()),
             reply_timeout: settings.reply_timeout,
@@ -101,6 +119,8 @@ impl Proxy {
             settings,
             ctx,
             sync,
+            table,
+            table_watch,
         })
     }
 
@@ -110,6 +130,7 @@ impl Proxy {
             self.ctx.senders.clone(),
             self.ctx.drain.clone(),
             self.sync.clone(),
+            self.table.clone(),
         )
     }
 
@@ -149,6 +170,7 @@ impl Proxy {
                 },
             }
         }
+        self.table_watch.abort();
         log::info!("proxy shutting down: finishing the commands in flight");
         let cut = self.ctx.drain.close(DRAIN_TIMEOUT).await;
         if cut > 0 {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::sender::Senders;
 use crate::shutdown::Drain;
 use crate::sync::{SyncControl, SyncProgress};
+use crate::table::CommandTable;
 
 /// A handle on a running proxy's counters; cheap to clone.
 #[derive(Clone)]
@@ -14,6 +15,7 @@ pub struct Status {
     senders: Arc<Senders>,
     sessions: Arc<Drain>,
     sync: Arc<SyncControl>,
+    table: Arc<CommandTable>,
 }
 
 /// One `KafkaSender`'s deliveries since start.
@@ -39,11 +41,13 @@ impl Status {
         senders: Arc<Senders>,
         sessions: Arc<Drain>,
         sync: Arc<SyncControl>,
+        table: Arc<CommandTable>,
     ) -> Status {
         Status {
             senders,
             sessions,
             sync,
+            table,
         }
     }
 
@@ -97,6 +101,12 @@ impl Status {
     /// they may have taken effect without a record.
     pub fn writes_uncaptured(&self) -> u64 {
         self.senders.uncaptured()
+    }
+
+    /// Client commands in neither the primary's command table nor the
+    /// built-in one, since start (captured as writes with unknown keys).
+    pub fn unclassified_commands(&self) -> u64 {
+        self.table.unclassified()
     }
 
     /// Whether the backup misses writes and needs a resync.

@@ -3,7 +3,9 @@
 //! scripts, blocking pops and three databases. When the replay has caught
 //! up, the comparator walks both servers and every difference is listed.
 //!
-//! CI runs three seeds. A longer run is one command:
+//! CI runs three seeds on redis-server and one with valkey-server as
+//! primary and backup (its command table read from its `COMMAND`). A
+//! longer run is one command:
 //!
 //! ```text
 //! REMOTEBACK_CONVERGENCE_COMMANDS=1000000 cargo nextest run -p remoteback --test convergence seed_1
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::mixed;
 use common::pipeline::{Pipeline, Setup};
+use common::ServerKind;
 use remoteback::compare::{self, Options};
 
 const CLIENTS: usize = 16;
@@ -27,7 +30,14 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn run(seed: u64, commands: u64) {
-    let p = Pipeline::start(Setup::default());
+    run_on(ServerKind::Redis, seed, commands)
+}
+
+fn run_on(server: ServerKind, seed: u64, commands: u64) {
+    let p = Pipeline::start(Setup {
+        server,
+        ..Setup::default()
+    });
     let port = p.proxy_port;
     let started = Instant::now();
     let per_client = (commands / CLIENTS as u64) as usize;
@@ -103,4 +113,13 @@ fn seed_2_converges() {
 #[test]
 fn seed_3_converges() {
     run(3, env_or("REMOTEBACK_CONVERGENCE_COMMANDS", 8000));
+}
+
+#[test]
+fn valkey_seed_1_converges() {
+    run_on(
+        ServerKind::Valkey,
+        1,
+        env_or("REMOTEBACK_CONVERGENCE_COMMANDS", 8000),
+    );
 }

@@ -12,7 +12,9 @@ const MAX_NAME: usize = 64;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Filter {
     /// Every command Redis itself would replicate (its `write` flag, scripts,
-    /// functions), decided per subcommand.
+    /// functions), decided per subcommand; and every command no table knows
+    /// (`spec` is `None`), which may write: if it did not take effect,
+    /// capture drops it with its error reply.
     #[default]
     Writes,
     /// Exactly these command names, upper case.
@@ -23,7 +25,7 @@ impl Filter {
     /// Whether `command` (with its table entry, if Redis knows it) passes.
     pub fn accepts(&self, command: &Command, spec: Option<&CommandSpec>) -> bool {
         match self {
-            Filter::Writes => spec.is_some_and(|s| s.replicates() || loads_scripts(s)),
+            Filter::Writes => spec.is_none_or(|s| s.replicates() || loads_scripts(s)),
             Filter::Names(names) => {
                 let name = command.name();
                 if name.len() > MAX_NAME {
@@ -64,7 +66,9 @@ mod tests {
         assert!(accepts(&f, &["FLUSHALL"]));
         assert!(!accepts(&f, &["get", "a"]));
         assert!(!accepts(&f, &["PING"]));
-        assert!(!accepts(&f, &["NOSUCHCOMMAND", "x"]));
+        // Unknown to the table: taken, in case it writes.
+        assert!(accepts(&f, &["NOSUCHCOMMAND", "x"]));
+        assert!(accepts(&f, &["JSON.SET", "k", "$", "1"]));
         assert!(accepts(&f, &["SCRIPT", "LOAD", "return 1"]));
         assert!(accepts(&f, &["script", "flush", "async"]));
         assert!(!accepts(&f, &["SCRIPT", "EXISTS", "abc"]));

@@ -11,8 +11,10 @@
 //! distinct selection of commands once, and hands them to the senders that
 //! take them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use remoteback_protocol::commands::{self, CommandSpec};
+use remoteback_protocol::commands::CommandSpec;
 use remoteback_protocol::{Command, Format, Record};
 
 use super::encode;
@@ -21,11 +23,14 @@ use super::rewrite::Rewrite;
 use crate::sender::ack::{Delivery, Track};
 use crate::sender::{SenderSet, Senders};
 use crate::settings::{ProxySettings, SenderSettings};
+use crate::table::CommandTable;
 
 /// What the proxy decided about a command when it read it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Verdict {
-    /// Its entry in the command table, if the table knows it.
+    /// Its entry in the command table (the primary's, else the built-in
+    /// one), if a table knows it. `'static`: tables are never freed (see
+    /// `ServerTable::leak`), so holding one costs nothing on the hot path.
     pub spec: Option<&'static CommandSpec>,
     /// Its rewrite family, if replaying it verbatim could give another
     /// result (never in `ROW` format, which replicates requests as sent).
@@ -68,6 +73,8 @@ pub(crate) struct Routes {
     format: Format,
     source: String,
     filters: Vec<Filter>,
+    /// The command table commands are classified with.
+    table: Arc<CommandTable>,
     /// This run of the proxy (`rb-run`): its start in ms since the epoch.
     run: u64,
     /// Added to connection numbers in `ROW` records (`rb-conn`), so that a
@@ -78,7 +85,7 @@ pub(crate) struct Routes {
 impl Routes {
     /// The routes of `settings`' senders (a `LogSender` takes what Redis
     /// replicates); `source` names this proxy in record headers.
-    pub fn new(settings: &ProxySettings, source: &str) -> Routes {
+    pub fn new(settings: &ProxySettings, source: &str, table: Arc<CommandTable>) -> Routes {
         let filters = settings
             .senders
             .iter()
@@ -92,6 +99,7 @@ impl Routes {
             format: settings.message,
             source: source.to_string(),
             filters,
+            table,
             run,
             row_base: encode::row_base(run),
         }
@@ -104,6 +112,7 @@ impl Routes {
             format,
             source: source.to_string(),
             filters,
+            table: Arc::new(CommandTable::builtin()),
             run: 1,
             row_base: 0,
         }
@@ -114,15 +123,19 @@ impl Routes {
     }
 
     /// The one lookup of a client's command: its table entry, rewrite
-    /// family and senders.
+    /// family and senders. A command no table knows is counted and taken
+    /// as a write (see `CommandTable`).
     pub fn verdict(&self, command: &Command) -> Verdict {
-        let spec = commands::lookup(command.args());
+        let spec = self.table.lookup(command.args());
         if self.format == Format::Row {
             return Verdict {
                 spec,
                 rewrite: None,
                 senders: SenderSet::NONE,
             };
+        }
+        if spec.is_none() {
+            self.table.note_unclassified(command.name());
         }
         Verdict {
             spec,
@@ -133,7 +146,7 @@ impl Routes {
 
     /// A command a rewrite produced, looked up and filtered on its own.
     pub fn rewritten(&self, command: Command) -> Captured {
-        let spec = commands::lookup(command.args());
+        let spec = self.table.lookup(command.args());
         let senders = self.senders_for(&command, spec);
         Captured {
             command,

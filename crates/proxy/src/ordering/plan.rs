@@ -50,11 +50,14 @@ impl LockPlan {
         // them back as soon as the primary reports it blocked (see
         // `blocked`). Inside MULTI it does not block and is an ordinary
         // queued write.
-        let spec = verdict.spec?;
         if !verdict.is_captured() {
             return None;
         }
-        let need = self.need_of(command, spec);
+        // A command no table knows: its keys are unknown too.
+        let need = match verdict.spec {
+            Some(spec) => self.need_of(command, spec),
+            None => Need::Barrier,
+        };
         match self.queued.as_mut() {
             Some(queued) => {
                 queued.push(need);
@@ -143,6 +146,11 @@ mod tests {
         assert_eq!(
             need(&mut o, &s, &["BLPOP", "q", "p", "0"]),
             keys(4, &["p", "q"])
+        );
+        // Unknown to the table: the barrier.
+        assert_eq!(
+            need(&mut o, &s, &["JSON.SET", "k", "$", "1"]),
+            Some(Need::Barrier)
         );
     }
 

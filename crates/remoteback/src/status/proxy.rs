@@ -89,6 +89,12 @@ impl Report for ProxyReport {
             "Writes forwarded but never answered before their connection ended (reply timeout, primary gone): they may have taken effect without a record.",
             status.writes_uncaptured(),
         )?;
+        counter(
+            out,
+            "remoteback_proxy_unclassified_commands_total",
+            "Client commands in neither the primary's command table nor the built-in one: captured as writes with unknown keys (ordering barrier, keyless record).",
+            status.unclassified_commands(),
+        )?;
         gauge(
             out,
             "remoteback_proxy_resync_needed",

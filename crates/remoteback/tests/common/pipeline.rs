@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{compare, free_port, Broker, RedisServer, Service};
+use super::{compare, free_port, Broker, RedisServer, ServerKind, Service};
 
 /// The topic every pipeline uses (each test has a broker of its own).
 pub const TOPIC: &str = "remoteback";
@@ -27,6 +27,10 @@ pub struct Setup {
     pub receiver_extra: &'static str,
     /// Whether to start the replay right away.
     pub replay: bool,
+    /// The program of primary and backup.
+    pub server: ServerKind,
+    /// Extra arguments of both (`--loadmodule ...`).
+    pub server_args: Vec<String>,
 }
 
 impl Default for Setup {
@@ -39,6 +43,8 @@ impl Default for Setup {
             sender_extra: String::new(),
             receiver_extra: "",
             replay: true,
+            server: ServerKind::Redis,
+            server_args: Vec::new(),
         }
     }
 }
@@ -66,8 +72,9 @@ pub fn connect(port: u16) -> redis::Connection {
 
 impl Pipeline {
     pub fn start(setup: Setup) -> Pipeline {
-        let primary = RedisServer::start();
-        let backup = RedisServer::start();
+        let args: Vec<&str> = setup.server_args.iter().map(String::as_str).collect();
+        let primary = RedisServer::start_kind(setup.server, &args);
+        let backup = RedisServer::start_kind(setup.server, &args);
         let broker = Broker::start();
         broker.create_topic(TOPIC, setup.partitions);
         let proxy_port = free_port();
@@ -214,6 +221,30 @@ impl Pipeline {
 
     /// Every record of partition 0, up to its end at the time of the call.
     pub fn topic_records(&self) -> Vec<TopicRecord> {
+        self.read_partition_0(|m| {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (headers, m.payload().unwrap_or_default().to_vec())
+        })
+    }
+
+    /// The Kafka key and payload of every record of partition 0.
+    pub fn topic_keys(&self) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+        self.read_partition_0(|m| {
+            (
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+            )
+        })
+    }
+
+    fn read_partition_0<T>(&self, each: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
         let consumer: BaseConsumer = self
             .broker
             .client_config()
@@ -238,15 +269,7 @@ impl Pipeline {
             );
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    out.push((headers, m.payload().unwrap_or_default().to_vec()));
+                    out.push(each(&m));
                     next = m.offset() + 1;
                 }
                 Some(Err(e)) => panic!("consume: {e}"),

@@ -1,4 +1,4 @@
-//! Throw-away `redis-server` processes.
+//! Throw-away `redis-server` (or `valkey-server`) processes.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -15,6 +15,28 @@ pub(super) fn redis_server_program() -> PathBuf {
     std::env::var_os("REMOTEBACK_TEST_REDIS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// Which server program to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `redis-server` (`REMOTEBACK_TEST_REDIS_SERVER`).
+    #[default]
+    Redis,
+    /// `valkey-server` (`REMOTEBACK_TEST_VALKEY_SERVER`), which takes the
+    /// same arguments.
+    Valkey,
+}
+
+impl ServerKind {
+    pub fn program(self) -> PathBuf {
+        match self {
+            ServerKind::Redis => redis_server_program(),
+            ServerKind::Valkey => std::env::var_os("REMOTEBACK_TEST_VALKEY_SERVER")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("valkey-server")),
+        }
+    }
 }
 
 /// Sends an inline PING and returns true on `+PONG`.
@@ -43,6 +65,7 @@ pub fn redis_ping(port: u16) -> bool {
 /// A throw-away `redis-server` on 127.0.0.1, without persistence unless
 /// started with [`RedisServer::start_with`] arguments that turn it on.
 pub struct RedisServer {
+    kind: ServerKind,
     port: u16,
     dir: PathBuf,
     /// Extra `redis-server` arguments, after the defaults (so they win).
@@ -61,8 +84,14 @@ impl RedisServer {
     /// "--appendfsync", "always"]` for a server whose data survives
     /// [`RedisServer::restart`] (its files stay in [`RedisServer::dir`]).
     pub fn start_with(args: &[&str]) -> RedisServer {
+        RedisServer::start_kind(ServerKind::Redis, args)
+    }
+
+    /// Like [`RedisServer::start_with`], running `kind`'s program.
+    pub fn start_kind(kind: ServerKind, args: &[&str]) -> RedisServer {
         let dir = temp_dir("redis");
         let mut server = RedisServer {
+            kind,
             port: 0,
             dir,
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -78,7 +107,7 @@ impl RedisServer {
                 Err(e) => last_error = e,
             }
         }
-        panic!("redis-server did not start: {last_error}");
+        panic!("{} did not start: {last_error}", kind.program().display());
     }
 
     pub fn port(&self) -> u16 {
@@ -123,7 +152,8 @@ impl RedisServer {
     }
 
     fn launch(&mut self) -> Result<(), String> {
-        let mut cmd = Command::new(redis_server_program());
+        let program = self.kind.program();
+        let mut cmd = Command::new(&program);
         cmd.arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
@@ -145,8 +175,7 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(log_file(&self.log_path()))
             .stderr(log_file(&self.log_path()));
-        let child = spawn(cmd)
-            .map_err(|e| format!("cannot run {}: {e}", redis_server_program().display()))?;
+        let child = spawn(cmd).map_err(|e| format!("cannot run {}: {e}", program.display()))?;
         self.child = Some(child);
         let (port, log) = (self.port, self.log_path());
         wait_ready(

@@ -27,7 +27,7 @@ pub(crate) enum Ttl {
     UnixMillis,
 }
 
-fn ttl_option(arg: &[u8]) -> Option<Ttl> {
+pub(super) fn ttl_option(arg: &[u8]) -> Option<Ttl> {
     if is(arg, "EX") {
         Some(Ttl::Seconds)
     } else if is(arg, "PX") {
@@ -43,7 +43,7 @@ fn ttl_option(arg: &[u8]) -> Option<Ttl> {
 
 /// The absolute Unix time in milliseconds a TTL argument means at `now`;
 /// `None` if it does not parse or overflows.
-fn deadline(ttl: Ttl, value: &[u8], now: i64) -> Option<i64> {
+pub(super) fn deadline(ttl: Ttl, value: &[u8], now: i64) -> Option<i64> {
     let v = int(value)?;
     match ttl {
         Ttl::Seconds => v.checked_mul(1000)?.checked_add(now),

@@ -17,6 +17,9 @@
 //! | `SETEX`/`PSETEX k n v` | `SET k v PXAT <abs ms>` |
 //! | `EXPIRE`/`PEXPIRE`/`EXPIREAT`/`PEXPIREAT k n [flag]` | `PEXPIREAT k <abs ms>` if the reply is 1, else nothing |
 //! | `GETEX k EX\|PX\|EXAT\|PXAT n` / `PERSIST` | `PEXPIREAT k <abs ms>` / `PERSIST k`; nothing for a plain `GETEX` or a missing key |
+//! | `HEXPIRE`/`HPEXPIRE`/`HEXPIREAT`/`HPEXPIREAT k t [flag] FIELDS n f...` | `HPEXPIREAT k <abs ms> FIELDS <fields set>`, `HDEL k <fields deleted>` |
+//! | `HSETEX k [FNX\|FXX] EX\|PX\|EXAT t FIELDS ...` | `HSETEX k PXAT <abs ms> FIELDS ...` if it set, else nothing |
+//! | `HGETEX k EX\|PX\|EXAT\|PXAT t\|PERSIST FIELDS ...` / `HGETDEL k FIELDS ...` | `HPEXPIREAT`/`HPERSIST` / `HDEL` of the fields that existed |
 //! | `RESTORE k ttl ...` (relative `ttl`) | `RESTORE k <abs ms> ... ABSTTL` |
 //! | `SPOP k [n]` | `SREM k <the members popped>` |
 //! | `INCRBYFLOAT k x` / `HINCRBYFLOAT k f x` | `SET k <result> KEEPTTL` / `HSET k f <result>` |
@@ -37,7 +40,7 @@
 //!
 //! This file holds the entry points, the dispatch by command name and the
 //! shared helpers; each family of rewrites has its own module: `expiry`
-//! (TTLs), `values` (results the reply reports), `pops` (blocking and
+//! (TTLs), `hashes` (hash fields' TTLs), `values` (results the reply reports), `pops` (blocking and
 //! multi-key pops), `streams` and `evalsha` (scripts; the cache itself is
 //! `scripts`).
 //!
@@ -47,6 +50,7 @@
 
 mod evalsha;
 mod expiry;
+mod hashes;
 mod pops;
 mod scripts;
 mod streams;
@@ -111,6 +115,11 @@ pub(crate) enum Rewrite {
     GetSet,
     GetDel,
     Expire(Ttl),
+    /// HEXPIRE, HPEXPIRE, HEXPIREAT, HPEXPIREAT.
+    HExpire(Ttl),
+    HSetEx,
+    HGetEx,
+    HGetDel,
     Restore,
     SPop,
     IncrByFloat,
@@ -160,6 +169,13 @@ impl Rewrite {
             b"PEXPIRE" => Rewrite::Expire(Ttl::Millis),
             b"EXPIREAT" => Rewrite::Expire(Ttl::UnixSeconds),
             b"PEXPIREAT" => Rewrite::Expire(Ttl::UnixMillis),
+            b"HEXPIRE" => Rewrite::HExpire(Ttl::Seconds),
+            b"HPEXPIRE" => Rewrite::HExpire(Ttl::Millis),
+            b"HEXPIREAT" => Rewrite::HExpire(Ttl::UnixSeconds),
+            b"HPEXPIREAT" => Rewrite::HExpire(Ttl::UnixMillis),
+            b"HSETEX" => Rewrite::HSetEx,
+            b"HGETEX" => Rewrite::HGetEx,
+            b"HGETDEL" => Rewrite::HGetDel,
             b"RESTORE" | b"RESTORE-ASKING" => Rewrite::Restore,
             b"SPOP" => Rewrite::SPop,
             b"INCRBYFLOAT" => Rewrite::IncrByFloat,
@@ -210,6 +226,10 @@ pub(crate) fn apply(
         Rewrite::GetSet => values::getset(args),
         Rewrite::GetDel => values::getdel(args, reply),
         Rewrite::Expire(ttl) => expiry::expire(args, ttl, reply, now),
+        Rewrite::HExpire(ttl) => hashes::hexpire(args, ttl, reply, now),
+        Rewrite::HSetEx => hashes::hsetex(args, reply, now),
+        Rewrite::HGetEx => hashes::hgetex(args, reply, now),
+        Rewrite::HGetDel => hashes::hgetdel(args, reply),
         Rewrite::Restore => expiry::restore(args, now),
         Rewrite::SPop => values::spop(args, reply),
         Rewrite::IncrByFloat => values::incrbyfloat(args, reply),
