@@ -141,7 +141,7 @@ fn every_subcommand_has_help() {
 fn check_config_lets_librdkafka_judge_kafka_properties() {
     let path = write(
         "proxy.toml",
-        "[[sender]]\nclass = \"KafkaSender\"\ntopic = \"t\"\nbootstrap-servers = \"127.0.0.1:1\"\nacks = 1\n",
+        "[[sender]]\nclass = \"KafkaSender\"\ntopic = \"t\"\nbootstrap-servers = \"127.0.0.1:1\"\nacks = \"most\"\n",
     );
     let out = run(&["check-config", path.to_str()]);
     assert_eq!(out.status.code(), Some(2));

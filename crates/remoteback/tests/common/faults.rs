@@ -381,7 +381,7 @@ impl Load {
 pub fn key(client: usize, name: &str) -> String {
     // One hash tag per client: all its keys share a slot, hence a partition,
     // so their relative order survives a multi-partition topic.
-    format!("{{c{client}}}:{name}")
+    format!("{{client{client}}}:{name}")
 }
 
 fn write_until(port: u16, client: usize, stop: &AtomicBool, on_error: OnError) -> Tally {
