@@ -6,14 +6,16 @@
 //! or was emptied). The batched applier sends its transactions on it; the
 //! `ROW` applier stores offsets and checks the backup with it.
 
+use std::collections::HashMap;
+
 use remoteback_protocol::Command;
 use tokio::sync::watch;
 
 use crate::backup::{Backup, BackupError};
 use crate::error::ApplyError;
-use crate::offsets;
 use crate::retry::Backoff;
 use crate::settings::BackupSettings;
+use crate::state::{self, Position};
 use crate::stats::Stats;
 
 /// A partition's connection to the backup.
@@ -25,8 +27,11 @@ pub struct BackupLink {
     /// The database the connection has selected, when known.
     pub(crate) db: Option<u32>,
     backoff: Backoff,
-    /// The offset last read from or written to the backup's offset key.
+    /// The offset last read from or written to the backup's state.
     pub(crate) position: Option<i64>,
+    /// The last record applied per source, as the backup's state says
+    /// (read on each connection, kept up to date by the applier).
+    pub(crate) seqs: HashMap<String, Position>,
     /// Whether a connection was ever established: an authentication failure
     /// before that is a configuration mistake, after it a backup in flux.
     connected_once: bool,
@@ -55,6 +60,7 @@ impl BackupLink {
             db: None,
             backoff: Backoff::new(stop, stats),
             position: None,
+            seqs: HashMap::new(),
             connected_once: false,
             rewind_when_emptied,
         }
@@ -113,8 +119,45 @@ impl BackupLink {
             let Some(backup) = self.backup.as_mut() else {
                 continue;
             };
-            match offsets::write(backup, &self.topic, self.partition, next).await {
+            match state::write(backup, &self.topic, self.partition, next).await {
                 Ok(()) => {
+                    self.stored(next);
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() => self.pause(&e, "storing the offset").await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Stores `next` as the partition's position and `seq`'s source's last
+    /// record applied as given (`None`: none), in one transaction: moves
+    /// both back before a record of which nothing took effect.
+    pub async fn store_position(
+        &mut self,
+        next: i64,
+        seq: Option<(&str, Option<Position>)>,
+    ) -> Result<(), ApplyError> {
+        loop {
+            if self.backup.is_none() {
+                let stored = self.connect().await?;
+                self.check_lost(stored, next)?;
+            }
+            let Some(backup) = self.backup.as_mut() else {
+                continue;
+            };
+            match state::write_position(backup, &self.topic, self.partition, next, seq).await {
+                Ok(()) => {
+                    if let Some((source, at)) = seq {
+                        match at {
+                            Some(at) => {
+                                self.seqs.insert(source.to_string(), at);
+                            }
+                            None => {
+                                self.seqs.remove(source);
+                            }
+                        }
+                    }
                     self.stored(next);
                     return Ok(());
                 }
@@ -156,7 +199,7 @@ impl BackupLink {
         let Some(backup) = self.backup.as_mut() else {
             return Err(BackupError::Closed(addr).into());
         };
-        match offsets::write(backup, &self.topic, self.partition, next).await {
+        match state::write(backup, &self.topic, self.partition, next).await {
             Ok(()) => {
                 self.stored(next);
                 Ok(())
@@ -191,12 +234,14 @@ impl BackupLink {
         self.backoff.pause().await.map_err(|_| ApplyError::Stopped)
     }
 
-    /// Connects and reads the stored offset, retrying with backoff until
-    /// the backup answers both.
+    /// Connects and reads the stored offset (and the partition's other
+    /// state), retrying with backoff until the backup answers both.
     pub async fn connect(&mut self) -> Result<Option<i64>, ApplyError> {
         loop {
             match self.attempt().await {
-                Ok((backup, stored)) => {
+                Ok((backup, read)) => {
+                    let stored = read.offset;
+                    self.seqs = read.seqs;
                     if self.connected_once {
                         log::info!(
                             "partition {}[{}]: connected to the backup {} again; it stores offset {}",
@@ -223,11 +268,11 @@ impl BackupLink {
         }
     }
 
-    /// One connection attempt: connect, authenticate, read the offset.
-    async fn attempt(&self) -> Result<(Backup, Option<i64>), BackupError> {
+    /// One connection attempt: connect, authenticate, read the state.
+    async fn attempt(&self) -> Result<(Backup, state::PartitionState), BackupError> {
         let mut backup = Backup::connect(&self.settings).await?;
-        let stored = offsets::read(&mut backup, &self.topic, self.partition).await?;
-        Ok((backup, stored))
+        let read = state::read(&mut backup, &self.topic, self.partition).await?;
+        Ok((backup, read))
     }
 
     /// After reconnecting: `Err(Rewind)` when the backup holds an offset

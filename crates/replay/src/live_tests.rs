@@ -114,9 +114,12 @@ impl Server {
     }
 
     async fn stored(&self) -> Option<i64> {
-        self.get(&crate::offsets::key(TOPIC, PARTITION))
-            .await
-            .map(|s| s.parse().expect("offset"))
+        let field = crate::state::offset_field(TOPIC, PARTITION);
+        match self.call(&["HGET", crate::state::STATE_KEY, &field]).await {
+            Frame::Bulk(b) => Some(String::from_utf8_lossy(&b).parse().expect("offset")),
+            Frame::Null => None,
+            other => panic!("HGET {field}: {other:?}"),
+        }
     }
 }
 
@@ -165,6 +168,7 @@ fn applier(
             rewind_when_emptied: true,
         },
         rx,
+        crate::barrier::Barriers::default(),
     );
     (a, tx)
 }

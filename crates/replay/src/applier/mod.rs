@@ -1,9 +1,13 @@
 //! Applying `STRING` and `PROTOCOL` records to the backup, exactly once.
 //!
 //! Records become `MULTI` ... `EXEC` transactions on the backup that also
-//! store the partition's next offset (see [`offsets`](crate::offsets)). Redis
-//! runs each atomically, so after any crash the stored offset says exactly
-//! which records took effect.
+//! store the partition's next offset and the last record of each source
+//! applied (see [`state`](crate::state)). Redis runs each atomically, so
+//! after any crash the stored offset says exactly which records took
+//! effect. A record numbered at or before the last applied of its source
+//! (in Kafka twice) is skipped; a number skipped is a gap, counted and
+//! reported (resync needed). A barrier copy ends the transaction before it
+//! and meets the other partitions ([`barrier`](crate::barrier)).
 //!
 //! With `on_apply_error = "continue"` a whole batch of consecutive records is
 //! one transaction. With `"stop"` every record is a transaction of its own:
@@ -20,6 +24,7 @@
 //! waits with backoff ([`retry`](crate::retry)), reconnects, reads the stored
 //! offset again and applies only what did not take effect.
 
+mod barrier;
 mod decode;
 mod transaction;
 
@@ -27,11 +32,12 @@ use remoteback_protocol::frame::Frame;
 use tokio::sync::watch;
 
 use crate::backup::BackupError;
+use crate::barrier::Barriers;
 use crate::error::ApplyError;
 use crate::link::BackupLink;
-use crate::offsets;
 use crate::receiver::Received;
 use crate::settings::{BackupSettings, OnApplyError};
+use crate::state::{self, STATE_KEY};
 use crate::stats::Stats;
 use decode::Decoded;
 use transaction::Exec;
@@ -53,6 +59,8 @@ pub struct Applier {
     link: BackupLink,
     stats: Stats,
     policy: Policy,
+    barriers: Barriers,
+    stop: watch::Receiver<bool>,
 }
 
 /// A command of a record that the backup refused inside `EXEC`.
@@ -69,6 +77,7 @@ impl Applier {
         stats: Stats,
         policy: Policy,
         stop: watch::Receiver<bool>,
+        barriers: Barriers,
     ) -> Self {
         Applier {
             link: BackupLink::new(
@@ -77,10 +86,12 @@ impl Applier {
                 partition,
                 stats.clone(),
                 policy.rewind_when_emptied,
-                stop,
+                stop.clone(),
             ),
             stats,
             policy,
+            barriers,
+            stop,
         }
     }
 
@@ -103,7 +114,33 @@ impl Applier {
     /// A record that cannot be decoded ends the batch: the records before it
     /// are applied, then [`ApplyError::BadRecord`] is returned.
     pub async fn apply(&mut self, batch: Vec<Received>) -> Result<(), ApplyError> {
-        let (mut pending, bad) = self.decode_all(batch);
+        let (mut rest, bad) = self.decode_all(batch);
+        while !rest.is_empty() {
+            match rest.iter().position(|r| r.barrier.is_some()) {
+                None => {
+                    self.apply_records(rest).await?;
+                    break;
+                }
+                Some(0) => {
+                    let copy = rest.remove(0);
+                    self.barrier(copy).await?;
+                }
+                Some(i) => {
+                    let after = rest.split_off(i);
+                    self.apply_records(rest).await?;
+                    rest = after;
+                }
+            }
+        }
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies consecutive records without barriers, reconnecting as
+    /// needed.
+    async fn apply_records(&mut self, mut pending: Vec<Decoded>) -> Result<(), ApplyError> {
         while !pending.is_empty() {
             if self.link.backup().is_none() {
                 let stored = self.link.connect().await?;
@@ -130,10 +167,7 @@ impl Applier {
                 Err(e) => return Err(e),
             }
         }
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// After reconnecting: drops the pending records the backup already
@@ -203,6 +237,12 @@ impl Applier {
 
     async fn apply_one(&mut self, record: &Decoded) -> Result<(), ApplyError> {
         let records = std::slice::from_ref(record);
+        // The source's place before the record, to go back to if nothing
+        // of it takes effect.
+        let before = record
+            .seq
+            .as_ref()
+            .map(|(source, _)| (source.as_str(), self.link.seqs.get(source).copied()));
         let (owners, exec) = self.transaction(records).await?;
         let results = match exec {
             Exec::Ran(results) => results,
@@ -240,7 +280,7 @@ impl Applier {
         // Nothing of the record took effect: move the stored offset back to
         // it, so a restart after fixing the backup applies it.
         self.link.position = Some(record.offset);
-        match self.link.store_offset(record.offset).await {
+        match self.link.store_position(record.offset, before).await {
             Ok(()) => Err(self.refused_error(
                 record,
                 reason,
@@ -254,10 +294,11 @@ impl Applier {
                 reason,
                 format!(
                     "nothing of it took effect, but the stored offset could not be moved back to it \
-                     ({e}): it says {}; set {} to {} in database 0 of the backup to apply the \
-                     record after fixing the backup",
+                     ({e}): it says {}; set field {} of {} to {} in database 0 of the backup to \
+                     apply the record after fixing the backup",
                     record.offset + 1,
-                    offsets::key(self.link.topic(), self.link.partition()),
+                    state::offset_field(self.link.topic(), self.link.partition()),
+                    STATE_KEY,
                     record.offset
                 ),
             )),
@@ -276,7 +317,25 @@ impl Applier {
                     self.link.partition(),
                     record.offset
                 );
-                self.link.store_offset(record.offset + 1).await
+                // Its place is stored (nothing else): a later copy of it is
+                // a duplicate, the record after it no gap.
+                let skipped = record.without_commands();
+                match self.transaction(std::slice::from_ref(&skipped)).await? {
+                    (owners, Exec::Ran(results)) => {
+                        self.ran(std::slice::from_ref(&skipped), &owners, &results)?;
+                        Ok(())
+                    }
+                    (_, Exec::Aborted(reason)) => Err(BackupError::BadReply {
+                        addr: self.link.addr(),
+                        reason: format!(
+                            "storing the position after the refused record at {}[{}]@{}: {reason}",
+                            self.link.topic(),
+                            self.link.partition(),
+                            record.offset
+                        ),
+                    }
+                    .into()),
+                }
             }
             OnApplyError::Stop => {
                 let stored = match self.link.position {
@@ -329,11 +388,10 @@ impl Applier {
                             "a SELECT or the offset update remoteback added to the transaction of \
                              records {}..={} failed: {}; the records took effect but the stored \
                              offset may not say so (check the backup: `databases` as many as the \
-                             primary's, {} a string)",
+                             primary's, {STATE_KEY} a hash)",
                             records[0].offset,
                             last.offset,
                             String::from_utf8_lossy(e),
-                            offsets::key(self.link.topic(), self.link.partition())
                         ),
                     }
                     .into());
@@ -341,6 +399,16 @@ impl Applier {
             }
         }
         self.link.position = Some(last.offset + 1);
+        for record in records {
+            if let Some((source, at)) = &record.seq {
+                match self.link.seqs.get_mut(source) {
+                    Some(stored) => *stored = *at,
+                    None => {
+                        self.link.seqs.insert(source.clone(), *at);
+                    }
+                }
+            }
+        }
         self.stats.add_refused(refusals.len() as u64);
         let refused_records = {
             let mut offsets: Vec<i64> = refusals.iter().map(|r| r.offset).collect();
@@ -354,8 +422,9 @@ impl Applier {
                     && refusals.iter().filter(|x| x.offset == r.offset).count() >= r.writes()
             })
             .count();
+        let nothing = records.iter().filter(|r| r.commands.is_empty()).count();
         self.stats.add_applied(
-            (records.len() - fully_refused) as u64,
+            (records.len() - fully_refused - nothing) as u64,
             records.iter().rev().find_map(|r| r.time_ms),
         );
         Ok(refusals)
@@ -416,6 +485,7 @@ mod tests {
                 rewind_when_emptied,
             },
             rx,
+            Barriers::default(),
         )
     }
 
@@ -486,7 +556,7 @@ mod tests {
         assert_eq!(
             text,
             "*1 $5 MULTI *2 $6 SELECT $1 2 *2 $4 INCR $1 k *2 $4 INCR $1 k *2 $6 SELECT $1 0 \
-             *3 $3 SET $23 __remoteback:offset:t:3 $1 7 *1 $4 EXEC "
+             *4 $4 HSET $18 __remoteback:state $10 offset:t:3 $1 7 *1 $4 EXEC "
         );
         assert_eq!(plan.owners, [None, Some(5), Some(6), None, None]);
     }
