@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 
+use remoteback_protocol::frame::Frame;
 use remoteback_protocol::Command;
 use tokio::sync::watch;
 
-use crate::backup::{Backup, BackupError};
+use crate::backup::{describe, Backup, BackupError};
 use crate::error::ApplyError;
 use crate::retry::Backoff;
 use crate::settings::BackupSettings;
@@ -32,6 +33,11 @@ pub struct BackupLink {
     /// The last record applied per source, as the backup's state says
     /// (read on each connection, kept up to date by the applier).
     pub(crate) seqs: HashMap<String, Position>,
+    /// The backup's `CLIENT ID` of the connection last opened: killed from
+    /// the next one before it reads the state (the fence).
+    client_id: Option<i64>,
+    /// `CLIENT KILL` was refused once (said in the log once).
+    fence_refused: bool,
     /// Whether a connection was ever established: an authentication failure
     /// before that is a configuration mistake, after it a backup in flux.
     connected_once: bool,
@@ -61,6 +67,8 @@ impl BackupLink {
             backoff: Backoff::new(stop, stats),
             position: None,
             seqs: HashMap::new(),
+            client_id: None,
+            fence_refused: false,
             connected_once: false,
             rewind_when_emptied,
         }
@@ -87,6 +95,12 @@ impl BackupLink {
     /// The open connection, if any.
     pub fn backup(&mut self) -> Option<&mut Backup> {
         self.backup.as_mut()
+    }
+
+    /// Takes the connection away as if it had been lost while still open.
+    #[cfg(test)]
+    pub(crate) fn take_connection(&mut self) -> Option<Backup> {
+        self.backup.take()
     }
 
     /// Forgets the connection: the next use opens a new one.
@@ -268,11 +282,61 @@ impl BackupLink {
         }
     }
 
-    /// One connection attempt: connect, authenticate, read the state.
-    async fn attempt(&self) -> Result<(Backup, state::PartitionState), BackupError> {
+    /// One connection attempt: connect, authenticate, fence the previous
+    /// connection off, read the state.
+    async fn attempt(&mut self) -> Result<(Backup, state::PartitionState), BackupError> {
         let mut backup = Backup::connect(&self.settings).await?;
+        self.fence(&mut backup).await?;
         let read = state::read(&mut backup, &self.topic, self.partition).await?;
         Ok((backup, read))
+    }
+
+    /// The fence: a transaction sent on the previous connection (lost to a
+    /// reply timeout, say) may still wait in the backup's input buffer of
+    /// that connection. Killing it from the new connection before the state
+    /// is read means it either ran already (and the state read says so) or
+    /// never runs. Then learns the new connection's id for the next time.
+    async fn fence(&mut self, backup: &mut Backup) -> Result<(), BackupError> {
+        if let Some(old) = self.client_id.take() {
+            let reply = backup
+                .call(&Command::from_parts([
+                    "CLIENT".to_string(),
+                    "KILL".into(),
+                    "ID".into(),
+                    old.to_string(),
+                ]))
+                .await?;
+            if let Frame::Error(_) = &reply {
+                let text = describe(&reply);
+                if crate::backup::is_unavailable(&text) {
+                    return Err(crate::backup::refused(backup.addr(), "CLIENT KILL", &reply));
+                }
+                if !text.contains("No such client") && !self.fence_refused {
+                    self.fence_refused = true;
+                    log::warn!(
+                        "partition {}[{}]: the backup refused CLIENT KILL ID {old} ({text}): a                          transaction still queued on a lost connection could run after the new                          connection read the stored offset, applying its records twice; grant                          the replay's user +client|kill|id to close that window",
+                        self.topic,
+                        self.partition
+                    );
+                }
+            }
+        }
+        let reply = backup.call(&Command::from_parts(["CLIENT", "ID"])).await?;
+        match reply {
+            Frame::Integer(id) => self.client_id = Some(id),
+            other => {
+                if !self.fence_refused {
+                    self.fence_refused = true;
+                    log::warn!(
+                        "partition {}[{}]: the backup refused CLIENT ID ({}): connections lost                          are not fenced off (a transaction queued on one could run after a                          reconnect read the stored offset)",
+                        self.topic,
+                        self.partition,
+                        describe(&other)
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After reconnecting: `Err(Rewind)` when the backup holds an offset

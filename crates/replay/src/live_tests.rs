@@ -361,6 +361,30 @@ async fn a_shutdown_while_the_backup_is_down_stops_waiting() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// A connection given up on (a reply timeout) may still be open on the
+/// backup with a transaction queued: the next connection kills it before it
+/// reads the stored offset.
+#[tokio::test]
+async fn a_reconnect_kills_the_connection_it_replaces() {
+    let server = Server::start();
+    let (_tx, stop) = watch::channel(false);
+    let mut link = BackupLink::new(
+        server.settings(),
+        TOPIC,
+        PARTITION,
+        Stats::default(),
+        true,
+        stop,
+    );
+    link.connect().await.unwrap();
+    let mut old = link.take_connection().expect("connected");
+    assert!(old.call(&Command::from_parts(["PING"])).await.is_ok());
+    link.connect().await.unwrap();
+    let after = old.call(&Command::from_parts(["PING"])).await;
+    assert!(after.is_err(), "the old connection is gone: {after:?}");
+    assert!(link.backup_answers().await, "the new one works");
+}
+
 #[tokio::test]
 async fn row_records_are_sent_again_after_the_backup_went_away() {
     let mut server = Server::start();
