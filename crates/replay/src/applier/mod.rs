@@ -399,13 +399,24 @@ impl Applier {
             }
         }
         self.link.position = Some(last.offset + 1);
-        for record in records {
-            if let Some((source, at)) = &record.seq {
-                match self.link.seqs.get_mut(source) {
-                    Some(stored) => *stored = *at,
-                    None => {
-                        self.link.seqs.insert(source.clone(), *at);
-                    }
+        // The last record of each run of one source's records is its place
+        // now (a batch is one source's records, or a few: one map update
+        // per run of records, not per record).
+        for (i, record) in records.iter().enumerate() {
+            let Some((source, at)) = &record.seq else {
+                continue;
+            };
+            let same_next = records
+                .get(i + 1)
+                .and_then(|r| r.seq.as_ref())
+                .is_some_and(|(s, _)| s == source);
+            if same_next {
+                continue;
+            }
+            match self.link.seqs.get_mut(source) {
+                Some(stored) => *stored = *at,
+                None => {
+                    self.link.seqs.insert(source.clone(), *at);
                 }
             }
         }
@@ -585,5 +596,99 @@ mod tests {
         a.link.position = Some(11);
         a.resume(&mut pending, None).unwrap();
         assert_eq!(pending.len(), 1, "latest: goes on with what it has");
+    }
+
+    fn numbered(offset: i64, run: u64, seq: u64, payload: &'static [u8]) -> Received {
+        let mut r = received(offset, Some(0), payload);
+        r.meta.source = Some("h:1".into());
+        r.meta.run = Some(run);
+        r.meta.seq = Some(seq);
+        r
+    }
+
+    const INCR: &[u8] = b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
+
+    #[test]
+    fn duplicates_lose_their_commands_and_gaps_ask_for_a_resync() {
+        let mut a = applier(OnApplyError::Continue);
+        a.link
+            .seqs
+            .insert("h:1".into(), crate::state::Position { run: 100, n: 5 });
+        let (records, bad) = a.decode_all(vec![
+            numbered(20, 100, 4, INCR),
+            numbered(21, 100, 5, INCR),
+            numbered(22, 100, 6, INCR),
+            numbered(23, 100, 6, INCR),
+            numbered(24, 100, 9, INCR),
+            numbered(25, 99, 50, INCR),
+            numbered(26, 101, 1, INCR),
+        ]);
+        assert!(bad.is_none());
+        let kept: Vec<i64> = records
+            .iter()
+            .filter(|r| !r.commands.is_empty())
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(kept, [22, 24, 26]);
+        assert_eq!(a.stats.duplicates(), 4);
+        assert_eq!((a.stats.gaps(), a.stats.missing()), (1, 2));
+        let why = a.stats.resync_needed().expect("resync needed");
+        assert!(
+            why.starts_with("records 7..=8 of source h:1 run 100 on partition t[3]"),
+            "{why}"
+        );
+        let plan = a.plan(&records);
+        let text = String::from_utf8_lossy(&plan.bytes).replace("\r\n", " ");
+        assert!(
+            text.ends_with("$11 seq:t:3:h:1 $5 101:1 *1 $4 EXEC "),
+            "the last place of the source stored: {text}"
+        );
+        assert_eq!(plan.owners.iter().filter(|o| o.is_some()).count(), 3);
+    }
+
+    #[test]
+    fn a_barrier_header_needs_its_source_and_this_partition() {
+        use remoteback_protocol::record::Barrier;
+        let a = applier(OnApplyError::Continue);
+        let mut anonymous = received(1, Some(0), INCR);
+        anonymous.meta.barrier = Some(Barrier {
+            number: 1,
+            partitions: 4,
+        });
+        let (_, bad) = a.decode_all(vec![anonymous]);
+        let e = bad.expect("bad record").to_string();
+        assert!(e.contains("without rb-source and rb-run"), "{e}");
+        let mut outside = numbered(2, 100, 1, INCR);
+        outside.meta.barrier = Some(Barrier {
+            number: 1,
+            partitions: 2,
+        });
+        let (_, bad) = a.decode_all(vec![outside]);
+        let e = bad.expect("bad record").to_string();
+        assert!(
+            e.contains("on partition 3, outside the barrier's partitions 0..2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_guarded_plan_writes_the_state_back_and_removes_stray_copies() {
+        let a = applier(OnApplyError::Continue);
+        let (records, _) = a.decode_all(vec![received(
+            7,
+            Some(0),
+            b"*3\r\n$6\r\nSWAPDB\r\n$1\r\n0\r\n$1\r\n2\r\n",
+        )]);
+        assert!(records[0].risky);
+        let snapshot = [Bytes::from_static(b"offset:t:1"), Bytes::from_static(b"40")];
+        let plan = a.plan_with(&records, &transaction::Extra::default(), Some(&snapshot));
+        let text = String::from_utf8_lossy(&plan.bytes).replace("\r\n", " ");
+        assert_eq!(
+            text,
+            "*1 $5 MULTI *3 $6 SWAPDB $1 0 $1 2 *2 $6 SELECT $1 2 *2 $3 DEL $18 __remoteback:state \
+             *2 $6 SELECT $1 0 *2 $3 DEL $18 __remoteback:state \
+             *4 $4 HSET $18 __remoteback:state $10 offset:t:1 $2 40 \
+             *4 $4 HSET $18 __remoteback:state $10 offset:t:3 $1 8 *1 $4 EXEC "
+        );
     }
 }
