@@ -655,3 +655,64 @@ fn a_barrier_waits_for_every_partition_and_names_those_missing() {
     assert_eq!(metric(port, "remoteback_replay_barriers_applied_total"), 1);
     eprintln!("[check] with partition 1 consumed the barrier ran once, in its place on both lists");
 }
+
+/// The proxy died while writing a barrier's copies: partition 1 never got
+/// its copy of barrier 1 and meets barrier 2 next. Partition 0 does not wait
+/// for it forever: barrier 1 is applied once partition 1 is seen past it,
+/// the lost copy is reported (resync needed), and barrier 2 is applied in
+/// its place.
+#[test]
+fn a_barrier_copy_lost_by_the_proxy_does_not_stall_the_others() {
+    let broker = Broker::start();
+    let backup = RedisServer::start();
+    let topic = "lostcopy";
+    broker.create_topic(topic, 2);
+    let barrier = |p: i32, seq: u64, n: u64| {
+        let marker = format!("B{n}");
+        let mut copy = Rec::new(
+            p,
+            100,
+            seq,
+            &[&["RPUSH", "l", &marker], &["RPUSH", "m", &marker]],
+        );
+        copy.barrier = Some(format!("{n}/2"));
+        copy
+    };
+    let records = vec![
+        Rec::new(0, 100, 1, &[&["RPUSH", "l", "a"]]),
+        barrier(0, 2, 1),
+        Rec::new(0, 100, 3, &[&["RPUSH", "l", "b"]]),
+        barrier(0, 4, 2),
+        Rec::new(1, 100, 1, &[&["RPUSH", "m", "a"]]),
+        // The copy of barrier 1 for partition 1 was never written.
+        Rec::new(1, 100, 2, &[&["RPUSH", "m", "b"]]),
+        barrier(1, 3, 2),
+        Rec::new(0, 100, 5, &[&["RPUSH", "l", "c"]]),
+        Rec::new(1, 100, 4, &[&["RPUSH", "m", "c"]]),
+    ];
+    produce(&broker, topic, &records);
+    let (service, port) = replay_until_applied(&broker, &backup, topic, 2);
+    let range = |key: &str| -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut connect(backup.port()))
+            .expect("LRANGE")
+    };
+    assert_eq!(range("l"), ["a", "B1", "b", "B2", "c"]);
+    assert_eq!(
+        range("m"),
+        ["a", "b", "B1", "B2", "c"],
+        "B1 after m's b: its copy was lost"
+    );
+    assert_eq!(metric(port, "remoteback_replay_barriers_applied_total"), 2);
+    let (code, health) = http_get(port, "/health");
+    assert_eq!(code, 503, "{health}");
+    assert!(
+        health.contains("barrier 1/2 of test:6379 run 100 never reached lostcopy[1]"),
+        "{health}"
+    );
+    assert!(service.log().contains("ERROR"));
+    eprintln!("[check] barrier 1 applied once without partition 1's lost copy, reported: {health}");
+}

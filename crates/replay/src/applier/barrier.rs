@@ -85,7 +85,20 @@ impl Applier {
                 return Ok(true);
             }
             Step::Apply => {
+                let lost = view.lost(id);
                 self.apply_barrier(copy, id).await?;
+                if !lost.is_empty() {
+                    let topic = self.link.topic();
+                    let list: Vec<String> = lost.iter().map(|p| format!("{topic}[{p}]")).collect();
+                    let what = format!(
+                        "{id} never reached {} (their copies were lost: the proxy stopped while \
+                         writing them); applied by {topic}[{me}] after those partitions had gone \
+                         on",
+                        list.join(", ")
+                    );
+                    log::error!("{what}: the backup may differ from the primary; resync needed");
+                    self.stats.add_gap(lost.len() as u64, what);
+                }
                 self.barriers.notify();
                 return Ok(true);
             }
@@ -129,10 +142,17 @@ impl Applier {
         parts.extend(
             (0..id.partitions).map(|p| Bytes::from(state::arrived_field(&topic, p as i32))),
         );
+        parts.extend((0..id.partitions).map(|p| {
+            Bytes::from(format!(
+                "{}{}",
+                state::seq_prefix(&topic, p as i32),
+                id.source
+            ))
+        }));
         let reply = self
             .state_call(Command::new(parts), "reading the barrier state")
             .await?;
-        View::parse(&reply).ok_or_else(|| {
+        View::parse(&reply, id.partitions).ok_or_else(|| {
             BackupError::BadReply {
                 addr: self.link.addr(),
                 reason: format!("unexpected reply reading the barrier state: {reply:?}"),
