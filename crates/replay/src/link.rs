@@ -314,7 +314,10 @@ impl BackupLink {
                 if !text.contains("No such client") && !self.fence_refused {
                     self.fence_refused = true;
                     log::warn!(
-                        "partition {}[{}]: the backup refused CLIENT KILL ID {old} ({text}): a                          transaction still queued on a lost connection could run after the new                          connection read the stored offset, applying its records twice; grant                          the replay's user +client|kill|id to close that window",
+                        "partition {}[{}]: the backup refused CLIENT KILL ID {old} ({text}): a \
+                         transaction still queued on a lost connection could run after the new \
+                         connection read the stored offset, applying its records twice; grant \
+                         the replay's user +client|kill (and +client|id) to close that window",
                         self.topic,
                         self.partition
                     );
@@ -328,7 +331,9 @@ impl BackupLink {
                 if !self.fence_refused {
                     self.fence_refused = true;
                     log::warn!(
-                        "partition {}[{}]: the backup refused CLIENT ID ({}): connections lost                          are not fenced off (a transaction queued on one could run after a                          reconnect read the stored offset)",
+                        "partition {}[{}]: the backup refused CLIENT ID ({}): connections lost \
+                         are not fenced off (a transaction queued on one could run after a \
+                         reconnect read the stored offset)",
                         self.topic,
                         self.partition,
                         describe(&other)

@@ -385,6 +385,38 @@ async fn a_reconnect_kills_the_connection_it_replaces() {
     assert!(link.backup_answers().await, "the new one works");
 }
 
+/// A backup user that may not `CLIENT KILL`: the reconnect goes on without
+/// the fence (a warning says what that gives up).
+#[tokio::test]
+async fn a_backup_refusing_client_kill_still_reconnects() {
+    let server = Server::start();
+    let created = server
+        .call(&[
+            "ACL",
+            "SETUSER",
+            "replay",
+            "on",
+            ">secret",
+            "~*",
+            "&*",
+            "+@all",
+            "-client|kill",
+        ])
+        .await;
+    assert!(!created.is_error(), "{created:?}");
+    let mut settings = server.settings();
+    settings.username = Some("replay".into());
+    settings.password = Some("secret".into());
+    let (_tx, stop) = watch::channel(false);
+    let mut link = BackupLink::new(settings, TOPIC, PARTITION, Stats::default(), true, stop);
+    link.connect().await.unwrap();
+    let _old = link.take_connection().expect("connected");
+    link.connect()
+        .await
+        .expect("a refused CLIENT KILL is no failure");
+    assert!(link.backup_answers().await);
+}
+
 #[tokio::test]
 async fn row_records_are_sent_again_after_the_backup_went_away() {
     let mut server = Server::start();
