@@ -43,7 +43,7 @@ use crate::state::Position;
 
 /// How often a waiting partition reads the backup's state again when no
 /// partition of this process woke it.
-pub const POLL: Duration = Duration::from_millis(50);
+pub const POLL: Duration = Duration::from_millis(10);
 /// A wait longer than this is logged (and again every [`LOG_EVERY`]).
 pub const LOG_AFTER: Duration = Duration::from_secs(10);
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
