@@ -468,10 +468,11 @@ fn thread_replay_applies_each_partition_on_its_own_thread() {
     let mut backup = connect(p.backup.port());
     let stored: Vec<Option<i64>> = (0..3)
         .map(|part| {
-            redis::cmd("GET")
-                .arg(format!("__remoteback:offset:{TOPIC}:{part}"))
+            redis::cmd("HGET")
+                .arg("__remoteback:state")
+                .arg(format!("offset:{TOPIC}:{part}"))
                 .query(&mut backup)
-                .expect("GET offset")
+                .expect("HGET offset")
         })
         .collect();
     let total: i64 = stored

@@ -251,7 +251,10 @@ fn two_replays_sharing_a_three_partition_topic_converge() {
     let s = Setup::start(&[], 3);
     let mut first = s.replay("", "partitions = [0]");
     let mut second = s.replay("", "partitions = [1, 2]");
-    let load = Load::start(s.proxy_port, 8);
+    // Twelve clients: the proxy places a record by its keys' slot modulo
+    // the partition count, and the hash tags {c0}..{c7} all fall in
+    // partition 1 of 3 ({c8}, {c9}, {c11} in 0, {c10} in 2).
+    let load = Load::start(s.proxy_port, 12);
     std::thread::sleep(Duration::from_millis(4000));
     let tallies = load.finish();
     let ends = s.converge(3, &[&first, &second]);

@@ -92,7 +92,12 @@ fn batch() -> Vec<Command> {
 }
 
 fn offset(n: usize) -> Command {
-    Command::from_parts(["SET", "__remoteback:offset:bench:0", &n.to_string()])
+    Command::from_parts([
+        "HSET",
+        "__remoteback:state",
+        "offset:bench:0",
+        &n.to_string(),
+    ])
 }
 
 /// The applier's way: one buffer, written at once, every reply read back.

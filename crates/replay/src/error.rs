@@ -72,4 +72,6 @@ pub enum Unreadable {
     NoDatabase(Format),
     #[error("ROW records are applied per connection, not in transactions")]
     Row,
+    #[error("{0}")]
+    Barrier(String),
 }

@@ -3,24 +3,25 @@
 //!
 //! Data flow, one module each: [`run`] starts a [`partition`] worker per
 //! partition; its `receiver` reads the partition from the offset stored in
-//! the backup (`offsets`) → the `applier` (or `row` for `ROW` records)
+//! the backup (`state`) → the `applier` (or `row` for `ROW` records)
 //! applies batches over the partition's `link` to the backup (a `backup`
-//! connection), waiting out backup outages (`retry`) and counting into
-//! [`Stats`].
+//! connection), waiting out backup outages (`retry`), meeting the other
+//! partitions at barriers (`barrier`) and counting into [`Stats`].
 //!
 //! docs/guarantees.md states what the replay guarantees and names the
 //! tests that show it.
 
 mod applier;
 pub mod backup;
+mod barrier;
 mod error;
 mod link;
-mod offsets;
 mod partition;
 mod receiver;
 mod retry;
 mod row;
 pub mod settings;
+mod state;
 mod stats;
 
 #[cfg(test)]
@@ -33,10 +34,10 @@ use remoteback_protocol::Format;
 use tokio::sync::{mpsc, watch};
 
 pub use error::{ApplyError, BadRecord, Unreadable};
-pub use offsets::KEY_PREFIX;
 use partition::PartitionJob;
 pub use receiver::ReceiveError;
 pub use settings::{BackupSettings, OnApplyError, ReceiverSettings, ReplaySettings, Start};
+pub use state::{KEY_PREFIX, STATE_KEY};
 pub use stats::Stats;
 
 /// Why the replay stopped.
@@ -113,6 +114,7 @@ pub async fn run(
         settings.on_apply_error
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let barriers = barrier::Barriers::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     for (topic, partition) in partitions.iter().cloned() {
         let job = PartitionJob {
@@ -121,6 +123,7 @@ pub async fn run(
             partition,
             stop: stop_rx.clone(),
             stats: stats.clone(),
+            barriers: barriers.clone(),
         };
         partition::spawn(settings.worker, job, done_tx.clone());
     }

@@ -6,14 +6,17 @@
 //! or was emptied). The batched applier sends its transactions on it; the
 //! `ROW` applier stores offsets and checks the backup with it.
 
+use std::collections::HashMap;
+
+use remoteback_protocol::frame::Frame;
 use remoteback_protocol::Command;
 use tokio::sync::watch;
 
-use crate::backup::{Backup, BackupError};
+use crate::backup::{describe, Backup, BackupError};
 use crate::error::ApplyError;
-use crate::offsets;
 use crate::retry::Backoff;
 use crate::settings::BackupSettings;
+use crate::state::{self, Position};
 use crate::stats::Stats;
 
 /// A partition's connection to the backup.
@@ -25,8 +28,16 @@ pub struct BackupLink {
     /// The database the connection has selected, when known.
     pub(crate) db: Option<u32>,
     backoff: Backoff,
-    /// The offset last read from or written to the backup's offset key.
+    /// The offset last read from or written to the backup's state.
     pub(crate) position: Option<i64>,
+    /// The last record applied per source, as the backup's state says
+    /// (read on each connection, kept up to date by the applier).
+    pub(crate) seqs: HashMap<String, Position>,
+    /// The backup's `CLIENT ID` of the connection last opened: killed from
+    /// the next one before it reads the state (the fence).
+    client_id: Option<i64>,
+    /// `CLIENT KILL` was refused once (said in the log once).
+    fence_refused: bool,
     /// Whether a connection was ever established: an authentication failure
     /// before that is a configuration mistake, after it a backup in flux.
     connected_once: bool,
@@ -55,6 +66,9 @@ impl BackupLink {
             db: None,
             backoff: Backoff::new(stop, stats),
             position: None,
+            seqs: HashMap::new(),
+            client_id: None,
+            fence_refused: false,
             connected_once: false,
             rewind_when_emptied,
         }
@@ -81,6 +95,12 @@ impl BackupLink {
     /// The open connection, if any.
     pub fn backup(&mut self) -> Option<&mut Backup> {
         self.backup.as_mut()
+    }
+
+    /// Takes the connection away as if it had been lost while still open.
+    #[cfg(test)]
+    pub(crate) fn take_connection(&mut self) -> Option<Backup> {
+        self.backup.take()
     }
 
     /// Forgets the connection: the next use opens a new one.
@@ -113,8 +133,45 @@ impl BackupLink {
             let Some(backup) = self.backup.as_mut() else {
                 continue;
             };
-            match offsets::write(backup, &self.topic, self.partition, next).await {
+            match state::write(backup, &self.topic, self.partition, next).await {
                 Ok(()) => {
+                    self.stored(next);
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() => self.pause(&e, "storing the offset").await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Stores `next` as the partition's position and `seq`'s source's last
+    /// record applied as given (`None`: none), in one transaction: moves
+    /// both back before a record of which nothing took effect.
+    pub async fn store_position(
+        &mut self,
+        next: i64,
+        seq: Option<(&str, Option<Position>)>,
+    ) -> Result<(), ApplyError> {
+        loop {
+            if self.backup.is_none() {
+                let stored = self.connect().await?;
+                self.check_lost(stored, next)?;
+            }
+            let Some(backup) = self.backup.as_mut() else {
+                continue;
+            };
+            match state::write_position(backup, &self.topic, self.partition, next, seq).await {
+                Ok(()) => {
+                    if let Some((source, at)) = seq {
+                        match at {
+                            Some(at) => {
+                                self.seqs.insert(source.to_string(), at);
+                            }
+                            None => {
+                                self.seqs.remove(source);
+                            }
+                        }
+                    }
                     self.stored(next);
                     return Ok(());
                 }
@@ -156,7 +213,7 @@ impl BackupLink {
         let Some(backup) = self.backup.as_mut() else {
             return Err(BackupError::Closed(addr).into());
         };
-        match offsets::write(backup, &self.topic, self.partition, next).await {
+        match state::write(backup, &self.topic, self.partition, next).await {
             Ok(()) => {
                 self.stored(next);
                 Ok(())
@@ -191,12 +248,14 @@ impl BackupLink {
         self.backoff.pause().await.map_err(|_| ApplyError::Stopped)
     }
 
-    /// Connects and reads the stored offset, retrying with backoff until
-    /// the backup answers both.
+    /// Connects and reads the stored offset (and the partition's other
+    /// state), retrying with backoff until the backup answers both.
     pub async fn connect(&mut self) -> Result<Option<i64>, ApplyError> {
         loop {
             match self.attempt().await {
-                Ok((backup, stored)) => {
+                Ok((backup, read)) => {
+                    let stored = read.offset;
+                    self.seqs = read.seqs;
                     if self.connected_once {
                         log::info!(
                             "partition {}[{}]: connected to the backup {} again; it stores offset {}",
@@ -223,11 +282,66 @@ impl BackupLink {
         }
     }
 
-    /// One connection attempt: connect, authenticate, read the offset.
-    async fn attempt(&self) -> Result<(Backup, Option<i64>), BackupError> {
+    /// One connection attempt: connect, authenticate, fence the previous
+    /// connection off, read the state.
+    async fn attempt(&mut self) -> Result<(Backup, state::PartitionState), BackupError> {
         let mut backup = Backup::connect(&self.settings).await?;
-        let stored = offsets::read(&mut backup, &self.topic, self.partition).await?;
-        Ok((backup, stored))
+        self.fence(&mut backup).await?;
+        let read = state::read(&mut backup, &self.topic, self.partition).await?;
+        Ok((backup, read))
+    }
+
+    /// The fence: a transaction sent on the previous connection (lost to a
+    /// reply timeout, say) may still wait in the backup's input buffer of
+    /// that connection. Killing it from the new connection before the state
+    /// is read means it either ran already (and the state read says so) or
+    /// never runs. Then learns the new connection's id for the next time.
+    async fn fence(&mut self, backup: &mut Backup) -> Result<(), BackupError> {
+        if let Some(old) = self.client_id.take() {
+            let reply = backup
+                .call(&Command::from_parts([
+                    "CLIENT".to_string(),
+                    "KILL".into(),
+                    "ID".into(),
+                    old.to_string(),
+                ]))
+                .await?;
+            if let Frame::Error(_) = &reply {
+                let text = describe(&reply);
+                if crate::backup::is_unavailable(&text) {
+                    return Err(crate::backup::refused(backup.addr(), "CLIENT KILL", &reply));
+                }
+                if !text.contains("No such client") && !self.fence_refused {
+                    self.fence_refused = true;
+                    log::warn!(
+                        "partition {}[{}]: the backup refused CLIENT KILL ID {old} ({text}): a \
+                         transaction still queued on a lost connection could run after the new \
+                         connection read the stored offset, applying its records twice; grant \
+                         the replay's user +client|kill (and +client|id) to close that window",
+                        self.topic,
+                        self.partition
+                    );
+                }
+            }
+        }
+        let reply = backup.call(&Command::from_parts(["CLIENT", "ID"])).await?;
+        match reply {
+            Frame::Integer(id) => self.client_id = Some(id),
+            other => {
+                if !self.fence_refused {
+                    self.fence_refused = true;
+                    log::warn!(
+                        "partition {}[{}]: the backup refused CLIENT ID ({}): connections lost \
+                         are not fenced off (a transaction queued on one could run after a \
+                         reconnect read the stored offset)",
+                        self.topic,
+                        self.partition,
+                        describe(&other)
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After reconnecting: `Err(Rewind)` when the backup holds an offset

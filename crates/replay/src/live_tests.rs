@@ -114,9 +114,12 @@ impl Server {
     }
 
     async fn stored(&self) -> Option<i64> {
-        self.get(&crate::offsets::key(TOPIC, PARTITION))
-            .await
-            .map(|s| s.parse().expect("offset"))
+        let field = crate::state::offset_field(TOPIC, PARTITION);
+        match self.call(&["HGET", crate::state::STATE_KEY, &field]).await {
+            Frame::Bulk(b) => Some(String::from_utf8_lossy(&b).parse().expect("offset")),
+            Frame::Null => None,
+            other => panic!("HGET {field}: {other:?}"),
+        }
     }
 }
 
@@ -165,6 +168,7 @@ fn applier(
             rewind_when_emptied: true,
         },
         rx,
+        crate::barrier::Barriers::default(),
     );
     (a, tx)
 }
@@ -355,6 +359,62 @@ async fn a_shutdown_while_the_backup_is_down_stops_waiting() {
         .unwrap_err();
     assert!(matches!(e, ApplyError::Stopped), "{e}");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A connection given up on (a reply timeout) may still be open on the
+/// backup with a transaction queued: the next connection kills it before it
+/// reads the stored offset.
+#[tokio::test]
+async fn a_reconnect_kills_the_connection_it_replaces() {
+    let server = Server::start();
+    let (_tx, stop) = watch::channel(false);
+    let mut link = BackupLink::new(
+        server.settings(),
+        TOPIC,
+        PARTITION,
+        Stats::default(),
+        true,
+        stop,
+    );
+    link.connect().await.unwrap();
+    let mut old = link.take_connection().expect("connected");
+    assert!(old.call(&Command::from_parts(["PING"])).await.is_ok());
+    link.connect().await.unwrap();
+    let after = old.call(&Command::from_parts(["PING"])).await;
+    assert!(after.is_err(), "the old connection is gone: {after:?}");
+    assert!(link.backup_answers().await, "the new one works");
+}
+
+/// A backup user that may not `CLIENT KILL`: the reconnect goes on without
+/// the fence (a warning says what that gives up).
+#[tokio::test]
+async fn a_backup_refusing_client_kill_still_reconnects() {
+    let server = Server::start();
+    let created = server
+        .call(&[
+            "ACL",
+            "SETUSER",
+            "replay",
+            "on",
+            ">secret",
+            "~*",
+            "&*",
+            "+@all",
+            "-client|kill",
+        ])
+        .await;
+    assert!(!created.is_error(), "{created:?}");
+    let mut settings = server.settings();
+    settings.username = Some("replay".into());
+    settings.password = Some("secret".into());
+    let (_tx, stop) = watch::channel(false);
+    let mut link = BackupLink::new(settings, TOPIC, PARTITION, Stats::default(), true, stop);
+    link.connect().await.unwrap();
+    let _old = link.take_connection().expect("connected");
+    link.connect()
+        .await
+        .expect("a refused CLIENT KILL is no failure");
+    assert!(link.backup_answers().await);
 }
 
 #[tokio::test]

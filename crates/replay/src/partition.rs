@@ -7,6 +7,7 @@ use remoteback_protocol::{Format, Worker};
 use tokio::sync::{mpsc, watch};
 
 use crate::applier::{Applier, Policy};
+use crate::barrier::Barriers;
 use crate::error::ApplyError;
 use crate::link::BackupLink;
 use crate::receiver::{self, Batch, StartAt};
@@ -22,6 +23,8 @@ pub(crate) struct PartitionJob {
     pub partition: i32,
     pub stop: watch::Receiver<bool>,
     pub stats: Stats,
+    /// The wake-ups shared by this process's partitions at barriers.
+    pub barriers: Barriers,
 }
 
 /// Where a worker reports how its partition ended.
@@ -110,6 +113,7 @@ impl PartitionJob {
                 self.stats.clone(),
                 policy,
                 self.stop.clone(),
+                self.barriers.clone(),
             )),
         };
         let start = match self.start(&mut sink).await {

@@ -1,7 +1,7 @@
 //! Counters the replay keeps about its work, shared by all partitions.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Cheap to clone; every clone counts into the same totals.
 #[derive(Clone, Debug, Default)]
@@ -15,6 +15,12 @@ struct Inner {
     last_primary_ms: AtomicU64,
     /// Partitions waiting for the backup right now.
     waiting: AtomicI64,
+    duplicates: AtomicU64,
+    gaps: AtomicU64,
+    missing: AtomicU64,
+    barriers: AtomicU64,
+    /// Why the backup needs a resync (the first gap seen), once it does.
+    resync: Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -64,5 +70,52 @@ impl Stats {
 
     pub fn reconnects(&self) -> u64 {
         self.0.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// A record already applied (its `rb-seq` at or before the last one
+    /// applied of its source) was skipped.
+    pub fn add_duplicate(&self) {
+        self.0.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records of a source's numbering never arrived: `missing` of them,
+    /// described by `what`. The backup misses writes; only a resync (a
+    /// fresh copy of the primary) makes it right, so the state lasts until
+    /// the replay is restarted.
+    pub fn add_gap(&self, missing: u64, what: String) {
+        self.0.gaps.fetch_add(1, Ordering::Relaxed);
+        self.0.missing.fetch_add(missing, Ordering::Relaxed);
+        let mut resync = self.0.resync.lock().unwrap_or_else(|e| e.into_inner());
+        resync.get_or_insert(what);
+    }
+
+    /// A barrier's command was applied (once for all its copies).
+    pub fn add_barrier(&self) {
+        self.0.barriers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.0.duplicates.load(Ordering::Relaxed)
+    }
+
+    pub fn gaps(&self) -> u64 {
+        self.0.gaps.load(Ordering::Relaxed)
+    }
+
+    pub fn missing(&self) -> u64 {
+        self.0.missing.load(Ordering::Relaxed)
+    }
+
+    pub fn barriers(&self) -> u64 {
+        self.0.barriers.load(Ordering::Relaxed)
+    }
+
+    /// Why the backup needs a resync (the first gap), if it does.
+    pub fn resync_needed(&self) -> Option<String> {
+        self.0
+            .resync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

@@ -1,5 +1,7 @@
 //! What the replay says on `/metrics` and `/health`: its progress, its lag,
-//! and whether it waits for the backup (then it is unhealthy).
+//! whether it waits for the backup, and whether records never arrived (a
+//! gap in a source's numbering: the backup needs a resync). Either makes it
+//! unhealthy.
 
 use std::fmt;
 
@@ -34,6 +36,36 @@ impl Report for ReplayReport {
             "Failed attempts to reach or write the backup, each followed by a backoff.",
             self.stats.reconnects(),
         )?;
+        counter(
+            out,
+            "remoteback_replay_duplicates_skipped_total",
+            "Records skipped because a record with their rb-seq was applied already (in Kafka twice).",
+            self.stats.duplicates(),
+        )?;
+        counter(
+            out,
+            "remoteback_replay_sequence_gaps_total",
+            "Gaps in a source's rb-seq numbering: records that never arrived.",
+            self.stats.gaps(),
+        )?;
+        counter(
+            out,
+            "remoteback_replay_records_missing_total",
+            "Records the gaps leave out (the backup misses their writes).",
+            self.stats.missing(),
+        )?;
+        counter(
+            out,
+            "remoteback_replay_barriers_applied_total",
+            "Barriers (records copied to every partition) applied, once each.",
+            self.stats.barriers(),
+        )?;
+        gauge(
+            out,
+            "remoteback_replay_resync_needed",
+            "1 once a gap was seen: the backup misses writes until a full sync (`remoteback sync`) and a restart of the replay.",
+            self.stats.resync_needed().is_some() as i64,
+        )?;
         gauge(
             out,
             "remoteback_replay_partitions_waiting",
@@ -59,6 +91,13 @@ impl Report for ReplayReport {
     }
 
     fn health(&self) -> Result<String, String> {
+        if let Some(first) = self.stats.resync_needed() {
+            return Err(format!(
+                "resync needed: {} records never arrived in {} gaps, the first: {first}",
+                self.stats.missing(),
+                self.stats.gaps()
+            ));
+        }
         match self.stats.waiting() {
             0 => Ok(format!("ok: {} records applied", self.stats.applied())),
             n => Err(format!(

@@ -228,10 +228,11 @@ pub fn stored_offsets(backup: &RedisServer, topic: &str, partitions: i32) -> Vec
     let mut con = connect(backup.port());
     (0..partitions)
         .map(|p| {
-            redis::cmd("GET")
-                .arg(format!("__remoteback:offset:{topic}:{p}"))
+            redis::cmd("HGET")
+                .arg("__remoteback:state")
+                .arg(format!("offset:{topic}:{p}"))
                 .query(&mut con)
-                .expect("GET offset")
+                .expect("HGET offset")
         })
         .collect()
 }

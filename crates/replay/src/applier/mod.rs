@@ -1,9 +1,13 @@
 //! Applying `STRING` and `PROTOCOL` records to the backup, exactly once.
 //!
 //! Records become `MULTI` ... `EXEC` transactions on the backup that also
-//! store the partition's next offset (see [`offsets`](crate::offsets)). Redis
-//! runs each atomically, so after any crash the stored offset says exactly
-//! which records took effect.
+//! store the partition's next offset and the last record of each source
+//! applied (see [`state`](crate::state)). Redis runs each atomically, so
+//! after any crash the stored offset says exactly which records took
+//! effect. A record numbered at or before the last applied of its source
+//! (in Kafka twice) is skipped; a number skipped is a gap, counted and
+//! reported (resync needed). A barrier copy ends the transaction before it
+//! and meets the other partitions ([`barrier`](crate::barrier)).
 //!
 //! With `on_apply_error = "continue"` a whole batch of consecutive records is
 //! one transaction. With `"stop"` every record is a transaction of its own:
@@ -20,6 +24,7 @@
 //! waits with backoff ([`retry`](crate::retry)), reconnects, reads the stored
 //! offset again and applies only what did not take effect.
 
+mod barrier;
 mod decode;
 mod transaction;
 
@@ -27,11 +32,12 @@ use remoteback_protocol::frame::Frame;
 use tokio::sync::watch;
 
 use crate::backup::BackupError;
+use crate::barrier::Barriers;
 use crate::error::ApplyError;
 use crate::link::BackupLink;
-use crate::offsets;
 use crate::receiver::Received;
 use crate::settings::{BackupSettings, OnApplyError};
+use crate::state::{self, STATE_KEY};
 use crate::stats::Stats;
 use decode::Decoded;
 use transaction::Exec;
@@ -53,6 +59,8 @@ pub struct Applier {
     link: BackupLink,
     stats: Stats,
     policy: Policy,
+    barriers: Barriers,
+    stop: watch::Receiver<bool>,
 }
 
 /// A command of a record that the backup refused inside `EXEC`.
@@ -69,6 +77,7 @@ impl Applier {
         stats: Stats,
         policy: Policy,
         stop: watch::Receiver<bool>,
+        barriers: Barriers,
     ) -> Self {
         Applier {
             link: BackupLink::new(
@@ -77,10 +86,12 @@ impl Applier {
                 partition,
                 stats.clone(),
                 policy.rewind_when_emptied,
-                stop,
+                stop.clone(),
             ),
             stats,
             policy,
+            barriers,
+            stop,
         }
     }
 
@@ -103,7 +114,33 @@ impl Applier {
     /// A record that cannot be decoded ends the batch: the records before it
     /// are applied, then [`ApplyError::BadRecord`] is returned.
     pub async fn apply(&mut self, batch: Vec<Received>) -> Result<(), ApplyError> {
-        let (mut pending, bad) = self.decode_all(batch);
+        let (mut rest, bad) = self.decode_all(batch);
+        while !rest.is_empty() {
+            match rest.iter().position(|r| r.barrier.is_some()) {
+                None => {
+                    self.apply_records(rest).await?;
+                    break;
+                }
+                Some(0) => {
+                    let copy = rest.remove(0);
+                    self.barrier(copy).await?;
+                }
+                Some(i) => {
+                    let after = rest.split_off(i);
+                    self.apply_records(rest).await?;
+                    rest = after;
+                }
+            }
+        }
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies consecutive records without barriers, reconnecting as
+    /// needed.
+    async fn apply_records(&mut self, mut pending: Vec<Decoded>) -> Result<(), ApplyError> {
         while !pending.is_empty() {
             if self.link.backup().is_none() {
                 let stored = self.link.connect().await?;
@@ -130,10 +167,7 @@ impl Applier {
                 Err(e) => return Err(e),
             }
         }
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// After reconnecting: drops the pending records the backup already
@@ -203,6 +237,12 @@ impl Applier {
 
     async fn apply_one(&mut self, record: &Decoded) -> Result<(), ApplyError> {
         let records = std::slice::from_ref(record);
+        // The source's place before the record, to go back to if nothing
+        // of it takes effect.
+        let before = record
+            .seq
+            .as_ref()
+            .map(|(source, _)| (source.as_str(), self.link.seqs.get(source).copied()));
         let (owners, exec) = self.transaction(records).await?;
         let results = match exec {
             Exec::Ran(results) => results,
@@ -240,7 +280,7 @@ impl Applier {
         // Nothing of the record took effect: move the stored offset back to
         // it, so a restart after fixing the backup applies it.
         self.link.position = Some(record.offset);
-        match self.link.store_offset(record.offset).await {
+        match self.link.store_position(record.offset, before).await {
             Ok(()) => Err(self.refused_error(
                 record,
                 reason,
@@ -254,10 +294,11 @@ impl Applier {
                 reason,
                 format!(
                     "nothing of it took effect, but the stored offset could not be moved back to it \
-                     ({e}): it says {}; set {} to {} in database 0 of the backup to apply the \
-                     record after fixing the backup",
+                     ({e}): it says {}; set field {} of {} to {} in database 0 of the backup to \
+                     apply the record after fixing the backup",
                     record.offset + 1,
-                    offsets::key(self.link.topic(), self.link.partition()),
+                    state::offset_field(self.link.topic(), self.link.partition()),
+                    STATE_KEY,
                     record.offset
                 ),
             )),
@@ -276,7 +317,25 @@ impl Applier {
                     self.link.partition(),
                     record.offset
                 );
-                self.link.store_offset(record.offset + 1).await
+                // Its place is stored (nothing else): a later copy of it is
+                // a duplicate, the record after it no gap.
+                let skipped = record.without_commands();
+                match self.transaction(std::slice::from_ref(&skipped)).await? {
+                    (owners, Exec::Ran(results)) => {
+                        self.ran(std::slice::from_ref(&skipped), &owners, &results)?;
+                        Ok(())
+                    }
+                    (_, Exec::Aborted(reason)) => Err(BackupError::BadReply {
+                        addr: self.link.addr(),
+                        reason: format!(
+                            "storing the position after the refused record at {}[{}]@{}: {reason}",
+                            self.link.topic(),
+                            self.link.partition(),
+                            record.offset
+                        ),
+                    }
+                    .into()),
+                }
             }
             OnApplyError::Stop => {
                 let stored = match self.link.position {
@@ -329,11 +388,10 @@ impl Applier {
                             "a SELECT or the offset update remoteback added to the transaction of \
                              records {}..={} failed: {}; the records took effect but the stored \
                              offset may not say so (check the backup: `databases` as many as the \
-                             primary's, {} a string)",
+                             primary's, {STATE_KEY} a hash)",
                             records[0].offset,
                             last.offset,
                             String::from_utf8_lossy(e),
-                            offsets::key(self.link.topic(), self.link.partition())
                         ),
                     }
                     .into());
@@ -341,6 +399,27 @@ impl Applier {
             }
         }
         self.link.position = Some(last.offset + 1);
+        // The last record of each run of one source's records is its place
+        // now (a batch is one source's records, or a few: one map update
+        // per run of records, not per record).
+        for (i, record) in records.iter().enumerate() {
+            let Some((source, at)) = &record.seq else {
+                continue;
+            };
+            let same_next = records
+                .get(i + 1)
+                .and_then(|r| r.seq.as_ref())
+                .is_some_and(|(s, _)| s == source);
+            if same_next {
+                continue;
+            }
+            match self.link.seqs.get_mut(source) {
+                Some(stored) => *stored = *at,
+                None => {
+                    self.link.seqs.insert(source.clone(), *at);
+                }
+            }
+        }
         self.stats.add_refused(refusals.len() as u64);
         let refused_records = {
             let mut offsets: Vec<i64> = refusals.iter().map(|r| r.offset).collect();
@@ -354,8 +433,9 @@ impl Applier {
                     && refusals.iter().filter(|x| x.offset == r.offset).count() >= r.writes()
             })
             .count();
+        let nothing = records.iter().filter(|r| r.commands.is_empty()).count();
         self.stats.add_applied(
-            (records.len() - fully_refused) as u64,
+            (records.len() - fully_refused - nothing) as u64,
             records.iter().rev().find_map(|r| r.time_ms),
         );
         Ok(refusals)
@@ -416,6 +496,7 @@ mod tests {
                 rewind_when_emptied,
             },
             rx,
+            Barriers::default(),
         )
     }
 
@@ -486,7 +567,7 @@ mod tests {
         assert_eq!(
             text,
             "*1 $5 MULTI *2 $6 SELECT $1 2 *2 $4 INCR $1 k *2 $4 INCR $1 k *2 $6 SELECT $1 0 \
-             *3 $3 SET $23 __remoteback:offset:t:3 $1 7 *1 $4 EXEC "
+             *4 $4 HSET $18 __remoteback:state $10 offset:t:3 $1 7 *1 $4 EXEC "
         );
         assert_eq!(plan.owners, [None, Some(5), Some(6), None, None]);
     }
@@ -515,5 +596,99 @@ mod tests {
         a.link.position = Some(11);
         a.resume(&mut pending, None).unwrap();
         assert_eq!(pending.len(), 1, "latest: goes on with what it has");
+    }
+
+    fn numbered(offset: i64, run: u64, seq: u64, payload: &'static [u8]) -> Received {
+        let mut r = received(offset, Some(0), payload);
+        r.meta.source = Some("h:1".into());
+        r.meta.run = Some(run);
+        r.meta.seq = Some(seq);
+        r
+    }
+
+    const INCR: &[u8] = b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n";
+
+    #[test]
+    fn duplicates_lose_their_commands_and_gaps_ask_for_a_resync() {
+        let mut a = applier(OnApplyError::Continue);
+        a.link
+            .seqs
+            .insert("h:1".into(), crate::state::Position { run: 100, n: 5 });
+        let (records, bad) = a.decode_all(vec![
+            numbered(20, 100, 4, INCR),
+            numbered(21, 100, 5, INCR),
+            numbered(22, 100, 6, INCR),
+            numbered(23, 100, 6, INCR),
+            numbered(24, 100, 9, INCR),
+            numbered(25, 99, 50, INCR),
+            numbered(26, 101, 1, INCR),
+        ]);
+        assert!(bad.is_none());
+        let kept: Vec<i64> = records
+            .iter()
+            .filter(|r| !r.commands.is_empty())
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(kept, [22, 24, 26]);
+        assert_eq!(a.stats.duplicates(), 4);
+        assert_eq!((a.stats.gaps(), a.stats.missing()), (1, 2));
+        let why = a.stats.resync_needed().expect("resync needed");
+        assert!(
+            why.starts_with("records 7..=8 of source h:1 run 100 on partition t[3]"),
+            "{why}"
+        );
+        let plan = a.plan(&records);
+        let text = String::from_utf8_lossy(&plan.bytes).replace("\r\n", " ");
+        assert!(
+            text.ends_with("$11 seq:t:3:h:1 $5 101:1 *1 $4 EXEC "),
+            "the last place of the source stored: {text}"
+        );
+        assert_eq!(plan.owners.iter().filter(|o| o.is_some()).count(), 3);
+    }
+
+    #[test]
+    fn a_barrier_header_needs_its_source_and_this_partition() {
+        use remoteback_protocol::record::Barrier;
+        let a = applier(OnApplyError::Continue);
+        let mut anonymous = received(1, Some(0), INCR);
+        anonymous.meta.barrier = Some(Barrier {
+            number: 1,
+            partitions: 4,
+        });
+        let (_, bad) = a.decode_all(vec![anonymous]);
+        let e = bad.expect("bad record").to_string();
+        assert!(e.contains("without rb-source and rb-run"), "{e}");
+        let mut outside = numbered(2, 100, 1, INCR);
+        outside.meta.barrier = Some(Barrier {
+            number: 1,
+            partitions: 2,
+        });
+        let (_, bad) = a.decode_all(vec![outside]);
+        let e = bad.expect("bad record").to_string();
+        assert!(
+            e.contains("on partition 3, outside the barrier's partitions 0..2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_guarded_plan_writes_the_state_back_and_removes_stray_copies() {
+        let a = applier(OnApplyError::Continue);
+        let (records, _) = a.decode_all(vec![received(
+            7,
+            Some(0),
+            b"*3\r\n$6\r\nSWAPDB\r\n$1\r\n0\r\n$1\r\n2\r\n",
+        )]);
+        assert!(records[0].risky);
+        let snapshot = [Bytes::from_static(b"offset:t:1"), Bytes::from_static(b"40")];
+        let plan = a.plan_with(&records, &transaction::Extra::default(), Some(&snapshot));
+        let text = String::from_utf8_lossy(&plan.bytes).replace("\r\n", " ");
+        assert_eq!(
+            text,
+            "*1 $5 MULTI *3 $6 SWAPDB $1 0 $1 2 *2 $6 SELECT $1 2 *2 $3 DEL $18 __remoteback:state \
+             *2 $6 SELECT $1 0 *2 $3 DEL $18 __remoteback:state \
+             *4 $4 HSET $18 __remoteback:state $10 offset:t:1 $2 40 \
+             *4 $4 HSET $18 __remoteback:state $10 offset:t:3 $1 8 *1 $4 EXEC "
+        );
     }
 }

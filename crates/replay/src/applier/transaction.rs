@@ -1,8 +1,17 @@
 //! One transaction on the backup: the records' commands between `MULTI`
-//! and `EXEC`, with the `SELECT`s they need and the offset update that makes
+//! and `EXEC`, with the `SELECT`s they need and the state update that makes
 //! them exactly-once, and what the backup answered.
+//!
+//! The usual transaction is one pipeline: `MULTI`, the commands, one `HSET`
+//! of the partition's fields of `__remoteback:state`, `EXEC`. A transaction
+//! with a command that could touch the state (`state::is_risky`), or a
+//! barrier's, is guarded: `WATCH` of the hash and a read of it come first,
+//! and after the commands the hash is written back as read (copies a
+//! `SWAPDB`/`MOVE`/`COPY` could leave in other databases deleted) before the
+//! partition's own update; a `WATCH` that fired (another partition stored
+//! its state meanwhile) makes it start again.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use remoteback_protocol::frame::Frame;
 use remoteback_protocol::Command;
 
@@ -10,7 +19,16 @@ use super::decode::Decoded;
 use super::Applier;
 use crate::backup::{describe, is_unavailable, refused, BackupError};
 use crate::error::ApplyError;
-use crate::offsets;
+use crate::state::{self, Position, STATE_KEY};
+
+/// What a transaction stores besides the records' positions.
+#[derive(Debug, Default)]
+pub(super) struct Extra {
+    /// More fields of the state to set (a barrier's done mark).
+    pub set: Vec<(String, String)>,
+    /// Guard the transaction even if no command is risky.
+    pub guard: bool,
+}
 
 /// One transaction as the backup will receive it.
 pub(super) struct Plan {
@@ -37,7 +55,89 @@ impl Applier {
         &mut self,
         records: &[Decoded],
     ) -> Result<(Vec<Option<i64>>, Exec), ApplyError> {
-        let plan = self.plan(records);
+        self.transaction_with(records, &Extra::default()).await
+    }
+
+    /// [`transaction`](Self::transaction) storing `extra` too; guarded (and
+    /// repeated while the `WATCH` fires) when asked or needed.
+    pub(super) async fn transaction_with(
+        &mut self,
+        records: &[Decoded],
+        extra: &Extra,
+    ) -> Result<(Vec<Option<i64>>, Exec), ApplyError> {
+        let guarded = extra.guard || records.iter().any(|r| r.risky);
+        loop {
+            let snapshot = match guarded {
+                true => Some(self.snapshot().await?),
+                false => None,
+            };
+            match self.run(records, extra, snapshot.as_deref()).await? {
+                Some(done) => return Ok(done),
+                None => log::debug!(
+                    "partition {}[{}]: the state changed while a guarded transaction was                      queued; again",
+                    self.link.topic(),
+                    self.link.partition()
+                ),
+            }
+        }
+    }
+
+    /// `WATCH`es the state hash and reads it whole (names and values
+    /// alternating). Leaves database 0 selected.
+    async fn snapshot(&mut self) -> Result<Vec<Bytes>, ApplyError> {
+        let closed = self.link.addr();
+        let Some(backup) = self.link.backup() else {
+            return Err(BackupError::Closed(closed).into());
+        };
+        let mut bytes = Command::from_parts(["SELECT", "0"]).to_resp().to_vec();
+        bytes.extend_from_slice(&Command::from_parts(["WATCH", STATE_KEY]).to_resp());
+        bytes.extend_from_slice(&Command::from_parts(["HGETALL", STATE_KEY]).to_resp());
+        backup.send(&bytes).await?;
+        let selected = backup.reply().await?;
+        let watched = backup.reply().await?;
+        let all = backup.reply().await?;
+        let addr = backup.addr().to_string();
+        self.link.db = None;
+        for (what, reply) in [
+            ("SELECT 0", &selected),
+            ("WATCH of the state", &watched),
+            ("reading the state", &all),
+        ] {
+            if reply.is_error() {
+                self.link.disconnect();
+                return Err(refused(&addr, what, reply).into());
+            }
+        }
+        self.link.db = Some(0);
+        let fields = match all {
+            Frame::Array(f) | Frame::Map(f) => f,
+            Frame::Null => Vec::new(),
+            other => {
+                self.link.disconnect();
+                return Err(BackupError::BadReply {
+                    addr,
+                    reason: format!("{STATE_KEY} is not a hash: {}", describe(&other)),
+                }
+                .into());
+            }
+        };
+        Ok(fields
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Bulk(b) => Some(b),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// One attempt; `None` when a guarded transaction's `WATCH` fired.
+    async fn run(
+        &mut self,
+        records: &[Decoded],
+        extra: &Extra,
+        snapshot: Option<&[Bytes]>,
+    ) -> Result<Option<(Vec<Option<i64>>, Exec)>, ApplyError> {
+        let plan = self.plan_with(records, extra, snapshot);
         let closed = self.link.addr();
         let Some(backup) = self.link.backup() else {
             return Err(BackupError::Closed(closed).into());
@@ -74,7 +174,11 @@ impl Applier {
         match exec {
             Frame::Array(results) if results.len() == plan.owners.len() => {
                 self.link.db = Some(plan.db);
-                Ok((plan.owners, Exec::Ran(results)))
+                Ok(Some((plan.owners, Exec::Ran(results))))
+            }
+            Frame::Null if snapshot.is_some() => {
+                self.link.db = None;
+                Ok(None)
             }
             Frame::Error(_) => {
                 // Nothing ran. The queued SELECTs did not either, but the
@@ -102,7 +206,7 @@ impl Applier {
                 } else {
                     format!("{text} ({})", errors.join("; "))
                 };
-                Ok((plan.owners, Exec::Aborted(reason)))
+                Ok(Some((plan.owners, Exec::Aborted(reason))))
             }
             other => {
                 self.link.disconnect();
@@ -119,12 +223,41 @@ impl Applier {
         }
     }
 
+    #[cfg(test)]
     pub(super) fn plan(&self, records: &[Decoded]) -> Plan {
+        self.plan_with(records, &Extra::default(), None)
+    }
+
+    /// The bytes of one transaction. The usual one (no `snapshot`) is
+    /// written by hand into one buffer, no command built per record beyond
+    /// the records' own: it is the hot path.
+    pub(super) fn plan_with(
+        &self,
+        records: &[Decoded],
+        extra: &Extra,
+        snapshot: Option<&[Bytes]>,
+    ) -> Plan {
         let mut bytes = BytesMut::new();
         let mut owners = Vec::new();
-        let mut db = self.link.db;
+        let mut db = match snapshot {
+            Some(_) => Some(0),
+            None => self.link.db,
+        };
+        let mut strays = Vec::new();
+        // The last place of each source in the transaction (a linear
+        // search: a batch holds records of one source, or a few).
+        let mut seqs: Vec<(&str, Position)> = Vec::new();
         Command::from_parts(["MULTI"]).write_resp(&mut bytes);
         for record in records {
+            if let Some((source, at)) = &record.seq {
+                match seqs.iter_mut().find(|(s, _)| *s == source.as_str()) {
+                    Some(entry) => entry.1 = *at,
+                    None => seqs.push((source.as_str(), *at)),
+                }
+            }
+            if record.commands.is_empty() {
+                continue;
+            }
             if db != Some(record.db) {
                 Command::from_parts(["SELECT".as_bytes(), record.db.to_string().as_bytes()])
                     .write_resp(&mut bytes);
@@ -132,6 +265,9 @@ impl Applier {
                 db = Some(record.db);
             }
             for command in &record.commands {
+                if snapshot.is_some() && record.risky {
+                    state::stray_databases(command, db.unwrap_or(0), &mut strays);
+                }
                 if command.is("SELECT") {
                     db = command
                         .arg(1)
@@ -142,12 +278,43 @@ impl Applier {
                 owners.push(Some(record.offset));
             }
         }
+        if snapshot.is_some() {
+            for stray in &strays {
+                Command::from_parts(["SELECT".as_bytes(), stray.to_string().as_bytes()])
+                    .write_resp(&mut bytes);
+                Command::from_parts(["DEL", STATE_KEY]).write_resp(&mut bytes);
+                owners.extend([None, None]);
+                db = Some(*stray);
+            }
+        }
         if db != Some(0) {
             Command::from_parts(["SELECT", "0"]).write_resp(&mut bytes);
             owners.push(None);
         }
+        if let Some(fields) = snapshot {
+            Command::from_parts(["DEL", STATE_KEY]).write_resp(&mut bytes);
+            owners.push(None);
+            if fields.len() >= 2 {
+                let mut parts = vec![
+                    Bytes::from_static(b"HSET"),
+                    Bytes::from_static(STATE_KEY.as_bytes()),
+                ];
+                parts.extend(fields[..fields.len() / 2 * 2].iter().cloned());
+                Command::new(parts).write_resp(&mut bytes);
+                owners.push(None);
+            }
+        }
         let next = records.last().map(|r| r.offset + 1).unwrap_or(0);
-        offsets::store(self.link.topic(), self.link.partition(), next).write_resp(&mut bytes);
+        let mut store = state::store(self.link.topic(), self.link.partition(), next, &seqs);
+        if !extra.set.is_empty() {
+            let mut parts = store.into_args();
+            for (name, value) in &extra.set {
+                parts.push(Bytes::copy_from_slice(name.as_bytes()));
+                parts.push(Bytes::copy_from_slice(value.as_bytes()));
+            }
+            store = Command::new(parts);
+        }
+        store.write_resp(&mut bytes);
         owners.push(None);
         Command::from_parts(["EXEC"]).write_resp(&mut bytes);
         Plan {
