@@ -18,7 +18,7 @@
 //! together or not at all: exactly once without Kafka transactions.
 //!
 //! A batch with a command that could delete, move or rewind the hash
-//! ([`is_risky`]: `FLUSHALL`, `FLUSHDB`, `SWAPDB`, scripts and functions,
+//! ([`is_risky`]: `FLUSHALL`, `FLUSHDB`, `SWAPDB`, scripts that mention them,
 //! any argument naming a `__remoteback:` key) is applied under `WATCH` of
 //! the hash with the whole hash written back after its commands (see
 //! `applier/transaction.rs`).
@@ -350,27 +350,38 @@ pub fn store(topic: &str, partition: i32, next: i64, seqs: &[(&str, Position)]) 
 
 /// Whether a command may delete, move, copy or rewind the state hash (or a
 /// legacy offset key): it empties databases (`FLUSHALL`, `FLUSHDB`),
-/// swaps them (`SWAPDB`), runs code that may name any key (`EVAL`,
-/// `EVALSHA`, `FCALL`, their `_RO` forms, `FUNCTION`), or names a
-/// `__remoteback:` key as any argument (`DEL`, `RENAME`, `MOVE`, `COPY`,
-/// `RESTORE`, ...). Such a batch is applied with the state written back.
+/// swaps them (`SWAPDB`), names a `__remoteback:` key as any argument
+/// (`DEL`, `RENAME`, `MOVE`, `COPY`, `RESTORE`, ...), or is a script whose
+/// body does one of those (`EVAL`/`EVAL_RO` mentioning `FLUSHALL`,
+/// `FLUSHDB`, `SWAPDB` or `__remoteback:`, in any case). Such a batch is
+/// applied with the state written back under `WATCH`.
+///
+/// Other scripts and functions are not: a guarded transaction contends
+/// with every other partition's commit on the one hash, and a steady load
+/// of scripts would starve. A function (`FCALL`) or a script the proxy
+/// passed on as `EVALSHA` that empties databases or names the state by a
+/// computed name can therefore delete the state (docs/guarantees.md).
 pub fn is_risky(command: &Command) -> bool {
-    const RISKY: &[&str] = &[
-        "FLUSHALL",
-        "FLUSHDB",
-        "SWAPDB",
-        "EVAL",
-        "EVALSHA",
-        "EVAL_RO",
-        "EVALSHA_RO",
-        "FCALL",
-        "FCALL_RO",
-        "FUNCTION",
-    ];
-    RISKY.iter().any(|name| command.is(name))
-        || command.args()[1.min(command.args().len())..]
+    const RISKY: &[&str] = &["FLUSHALL", "FLUSHDB", "SWAPDB"];
+    const IN_SCRIPTS: &[&[u8]] = &[b"flushall", b"flushdb", b"swapdb", b"__remoteback:"];
+    let args = command.args();
+    if RISKY.iter().any(|name| command.is(name))
+        || args[1.min(args.len())..]
             .iter()
             .any(|a| a.starts_with(KEY_PREFIX.as_bytes()))
+    {
+        return true;
+    }
+    if !(command.is("EVAL") || command.is("EVAL_RO")) {
+        return false;
+    }
+    let body = args
+        .get(1)
+        .map(|b| b.to_ascii_lowercase())
+        .unwrap_or_default();
+    IN_SCRIPTS
+        .iter()
+        .any(|word| body.windows(word.len()).any(|w| w == *word))
 }
 
 /// The databases besides 0 a risky command may leave a copy of the state
@@ -500,10 +511,9 @@ mod tests {
             &["FLUSHALL"][..],
             &["flushdb", "0"],
             &["SWAPDB", "0", "1"],
-            &["EVAL", "return 1", "0"],
-            &["evalsha", "abc", "0"],
-            &["FCALL", "f", "0"],
-            &["FUNCTION", "FLUSH"],
+            &["EVAL", "redis.call('FlushAll')", "0"],
+            &["eval", "redis.call('del', '__remoteback:state')", "0"],
+            &["EVAL_RO", "redis.call('swapdb', 0, 1)", "0"],
             &["DEL", "a", "__remoteback:state"],
             &["RENAME", "__remoteback:offset:t:0", "x"],
             &["MOVE", "__remoteback:state", "3"],
@@ -517,6 +527,10 @@ mod tests {
             &["DEL", "a", "b"],
             &["RPUSH", "l", "remoteback:x"],
             &["PING"],
+            &["EVAL", "return redis.call('INCR', KEYS[1])", "1", "k"],
+            &["evalsha", "abc", "0"],
+            &["FCALL", "f", "0"],
+            &["FUNCTION", "FLUSH"],
         ] {
             assert!(!is_risky(&command(c)), "{c:?}");
         }

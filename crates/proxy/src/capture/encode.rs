@@ -32,7 +32,11 @@ pub(crate) fn commands<'a>(
     if wrap {
         put(format, &Command::from_parts(["EXEC"]), &mut out);
     }
-    let placement = placement(writes.filter_map(|w| Some(w.spec?.keys(w.command.args()))));
+    let placement = placement(
+        writes
+            .filter(|w| !w.command.is("SELECT"))
+            .map(|w| w.spec.map(|spec| spec.keys(w.command.args()))),
+    );
     Record {
         format,
         db: Some(db),
@@ -49,21 +53,28 @@ pub(crate) fn commands<'a>(
     }
 }
 
-/// The placement of commands naming `keys` (one list per command). Only a
-/// record whose keys are in more than one slot allocates.
-fn placement<'a, K>(keys: impl Iterator<Item = K>) -> Placement
-where
-    K: IntoIterator<Item = &'a Bytes>,
-{
+/// The placement of commands naming `keys` (one list per command; `None`
+/// for a command no table knows). A command without keys (`FLUSHALL`,
+/// `EVAL` with none, a write whose keys cannot be found) makes the whole
+/// record keyless, also inside a transaction with keyed commands: it takes
+/// the ordering barrier (`ordering/plan.rs`), and its record must be one
+/// too. Only a record whose keys are in more than one slot allocates.
+fn placement<'a>(keys: impl Iterator<Item = Option<Vec<&'a Bytes>>>) -> Placement {
     let mut first = None;
     let mut others: Vec<u16> = Vec::new();
-    for key in keys.flat_map(|k| k.into_iter()) {
-        let s = slot::hash_slot(key);
-        match first {
-            None => first = Some(s),
-            Some(f) if f == s => {}
-            Some(_) if others.contains(&s) => {}
-            Some(_) => others.push(s),
+    for command in keys {
+        let command = match command {
+            Some(keys) if !keys.is_empty() => keys,
+            _ => return Placement::Keyless,
+        };
+        for key in command {
+            let s = slot::hash_slot(key);
+            match first {
+                None => first = Some(s),
+                Some(f) if f == s => {}
+                Some(_) if others.contains(&s) => {}
+                Some(_) => others.push(s),
+            }
         }
     }
     match first {
@@ -167,6 +178,25 @@ mod tests {
         let w = writes(&[&["MSET", "{u}a", "1", "{u}b", "2"], &["DEL", "{u}c"]]);
         let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), true, 5);
         assert!(matches!(r.placement, Placement::Slot(_)));
+    }
+
+    #[test]
+    fn a_keyless_command_in_a_transaction_makes_it_a_barrier() {
+        let w = writes(&[
+            &["SET", "a", "1"],
+            &["SELECT", "2"],
+            &["FLUSHALL"],
+            &["SET", "a", "2"],
+        ]);
+        let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), true, 5);
+        assert_eq!(r.placement, Placement::Keyless);
+        assert_eq!(r.placement.partition(4), None);
+        let w = writes(&[&["SET", "a", "1"], &["SELECT", "2"], &["SET", "a", "2"]]);
+        let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), true, 5);
+        assert!(
+            matches!(r.placement, Placement::Slot(_)),
+            "SELECT names no key and is no write"
+        );
     }
 
     #[test]

@@ -313,6 +313,11 @@ impl Sender for KafkaSender {
             None => u64::from(partitions),
         };
         if !self.backlog.admit(size * copies) {
+            // Numbered all the same: the replay sees the gap too.
+            match partition {
+                Some(p) => numbering.seq[p as usize] += 1,
+                None => numbering.seq.iter_mut().for_each(|s| *s += 1),
+            }
             drop(numbering);
             return self.on_dropped(
                 Dropped::BacklogFull {
@@ -338,6 +343,8 @@ impl Sender for KafkaSender {
                     delivery
                 }
                 Err(e) => {
+                    // Numbered all the same: the replay sees the gap too.
+                    numbering.seq[p as usize] = seq;
                     drop(numbering);
                     self.backlog.settle(size);
                     self.on_dropped(Dropped::NotQueued(e), track)
@@ -369,8 +376,13 @@ impl Sender for KafkaSender {
             match self.produce(&record, &headers, p, seq, Some(barrier), size, report) {
                 Ok(()) => numbering.seq[p as usize] = seq,
                 Err(e) => {
-                    // The copies not queued are lost: the replay reports the
-                    // partitions that miss it as a gap in their rb-seq.
+                    // The copies not queued are lost, numbered all the same:
+                    // the replay reports the partitions that miss one as a
+                    // gap in their rb-seq (and no longer waits for them once
+                    // they are past the barrier).
+                    for q in p..partitions {
+                        numbering.seq[q as usize] += 1;
+                    }
                     self.backlog.settle(size * u64::from(partitions - p));
                     if let Some(copies) = &copies {
                         copies.settle(Err(Lost::Dropped(Dropped::NotQueued(e.clone()))));

@@ -196,8 +196,28 @@ impl Applier {
         let records = std::slice::from_ref(copy);
         match self.transaction_with(records, &extra).await? {
             (owners, Exec::Ran(results)) => {
-                for r in &self.ran(records, &owners, &results)? {
+                let refusals = self.ran(records, &owners, &results)?;
+                for r in &refusals {
                     self.log_refusal(r);
+                }
+                if !refusals.is_empty() && self.policy.on_error == OnApplyError::Stop {
+                    // The done mark went with what took effect: the other
+                    // partitions go on, and so does a restart of this one.
+                    self.stats.add_barrier();
+                    let reasons: Vec<&str> = refusals.iter().map(|r| r.reason.as_str()).collect();
+                    return Err(self.refused_error(
+                        copy,
+                        reasons.join("; "),
+                        format!(
+                            "{} of its {} commands took effect and were not undone (Redis has no \
+                             rollback), the refused ones were not applied; the barrier is marked \
+                             done and the stored offset is {} (after the record), so a restart \
+                             goes on after it",
+                            copy.writes() - refusals.len().min(copy.writes()),
+                            copy.writes(),
+                            copy.offset + 1
+                        ),
+                    ));
                 }
             }
             (_, Exec::Aborted(reason)) => {
@@ -238,8 +258,9 @@ impl Applier {
         }
         self.stats.add_barrier();
         log::debug!(
-            "partition {}[0]: applied {id} at offset {}",
+            "partition {}[{}]: applied {id} at offset {}",
             self.link.topic(),
+            self.link.partition(),
             copy.offset
         );
         Ok(())

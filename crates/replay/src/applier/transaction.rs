@@ -11,6 +11,8 @@
 //! partition's own update; a `WATCH` that fired (another partition stored
 //! its state meanwhile) makes it start again.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use remoteback_protocol::frame::Frame;
 use remoteback_protocol::Command;
@@ -31,6 +33,9 @@ pub(super) struct Extra {
 }
 
 /// One transaction as the backup will receive it.
+/// Overtaken this many times, a guarded transaction says so.
+const GUARD_WARN_AFTER: u32 = 100;
+
 pub(super) struct Plan {
     pub bytes: BytesMut,
     /// For each queued command, the offset of the record it came from (`None`
@@ -66,6 +71,7 @@ impl Applier {
         extra: &Extra,
     ) -> Result<(Vec<Option<i64>>, Exec), ApplyError> {
         let guarded = extra.guard || records.iter().any(|r| r.risky);
+        let mut attempts: u32 = 0;
         loop {
             let snapshot = match guarded {
                 true => Some(self.snapshot().await?),
@@ -73,11 +79,24 @@ impl Applier {
             };
             match self.run(records, extra, snapshot.as_deref()).await? {
                 Some(done) => return Ok(done),
-                None => log::debug!(
-                    "partition {}[{}]: the state changed while a guarded transaction was                      queued; again",
-                    self.link.topic(),
-                    self.link.partition()
-                ),
+                None => {
+                    // Other partitions commit to the same hash all the
+                    // time: step aside a little longer each time (up to
+                    // 20 ms, with jitter) so that a window without a
+                    // commit comes.
+                    attempts += 1;
+                    if attempts == GUARD_WARN_AFTER {
+                        log::warn!(
+                            "partition {}[{}]: a transaction that must write the replay state                              back was overtaken by other partitions' commits {attempts} times;                              still trying",
+                            self.link.topic(),
+                            self.link.partition()
+                        );
+                    }
+                    let cap = attempts.min(20);
+                    let jitter =
+                        std::process::id().wrapping_add(attempts.wrapping_mul(7919)) % 1000;
+                    tokio::time::sleep(Duration::from_micros(u64::from(cap * 1000 + jitter))).await;
+                }
             }
         }
     }
