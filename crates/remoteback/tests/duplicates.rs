@@ -119,7 +119,7 @@ fn a_range_the_topic_holds_twice_is_applied_once() {
         copied += range.len() as u64;
         write_again(&s, p as i32, &range);
     }
-    eprintln!("[inject] {copied} records written a second time, a third to all of each partition: {ends:?}");
+    eprintln!("[inject] {copied} records written a second time: the last two thirds of each partition (ends {ends:?})");
     let now = s.converge(PARTITIONS, &[&replay]);
     assert!(now.iter().zip(&ends).all(|(n, e)| n > e), "{now:?}");
     check_tallies(&s.backup, &tallies);
