@@ -570,3 +570,78 @@ fn a_record_that_cannot_be_read_stops_the_replay_after_the_records_before_it() {
             .expect("DEL n");
     }
 }
+
+/// `on_bad_record = "skip"`: a record with a malformed header and one with a
+/// truncated payload are logged with their offsets, counted and passed; the
+/// records around them are applied once, and `/health` asks for a resync.
+#[test]
+fn on_bad_record_skip_counts_logs_and_passes_unreadable_records() {
+    let backup = RedisServer::start();
+    let broker = Broker::start();
+    let topic = "bad-skip";
+    broker.create_topic(topic, 1);
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    let incr = b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n".as_slice();
+    let headers = |db: &str| {
+        OwnedHeaders::new()
+            .insert(Header {
+                key: "rb-format",
+                value: Some("PROTOCOL"),
+            })
+            .insert(Header {
+                key: "rb-db",
+                value: Some(db),
+            })
+    };
+    let records = [
+        (headers("0"), incr),
+        (headers("zero"), incr),
+        (headers("0"), incr),
+        (headers("0"), b"*2\r\n$4\r\nINCR\r\n$1".as_slice()),
+        (headers("0"), incr),
+        (headers("0"), incr),
+    ];
+    for (h, payload) in records {
+        producer
+            .send(BaseRecord::to(topic).key("k").payload(payload).headers(h))
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let port = common::free_port();
+    let mut replay = Service::replay(&replay_config(
+        &broker,
+        &backup,
+        topic,
+        &format!("on_bad_record = \"skip\"\nmetrics = \"127.0.0.1:{port}\""),
+        "",
+    ));
+    replay.wait_port(port);
+    let status = common::status::Status(port);
+    common::wait_until(Duration::from_secs(30), "every record passed", || {
+        stored_offsets(&backup, topic, 1)[0] == Some(6)
+    });
+    assert_eq!(get(backup.port(), 0, "n").as_deref(), Some("4"));
+    assert_eq!(
+        status.value("remoteback_replay_bad_records_skipped_total"),
+        2
+    );
+    let (code, health) = status.get("/health");
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("2 unreadable records skipped"), "{health}");
+    let log = replay.log();
+    for (at, reason) in [("@1", "rb-db: not a number"), ("@3", "PROTOCOL payload")] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("{topic}[0]{at}")) && l.contains("skipped"))
+            .unwrap_or_else(|| panic!("no skip logged for {at}: {log}"));
+        assert!(line.contains(reason) && line.contains("ERROR"), "{line}");
+    }
+    let (applied, ..) = terminate_cleanly(&mut replay);
+    assert_eq!(applied, 4);
+    eprintln!("[check] on_bad_record = \"skip\": offsets 1 (rb-db \"zero\") and 3 (truncated payload) logged and skipped; n = 4 (the other four applied once); bad_records_skipped_total 2; /health 503 \"{health}\"");
+}

@@ -36,7 +36,9 @@ use tokio::sync::{mpsc, watch};
 pub use error::{ApplyError, BadRecord, Unreadable};
 use partition::PartitionJob;
 pub use receiver::ReceiveError;
-pub use settings::{BackupSettings, OnApplyError, ReceiverSettings, ReplaySettings, Start};
+pub use settings::{
+    BackupSettings, OnApplyError, OnBadRecord, ReceiverSettings, ReplaySettings, Start,
+};
 pub use state::{KEY_PREFIX, STATE_KEY};
 pub use stats::Stats;
 
@@ -104,14 +106,15 @@ pub async fn run(
         .map(|(t, p)| format!("{t}[{p}]"))
         .collect();
     log::info!(
-        "replay: partitions {} → backup {}:{}, message={}, worker={}, start={}, on_apply_error={}",
+        "replay: partitions {} → backup {}:{}, message={}, worker={}, start={}, on_apply_error={}, on_bad_record={}",
         listed.join(" "),
         settings.backup.host,
         settings.backup.port,
         settings.message,
         settings.worker,
         settings.receiver.start,
-        settings.on_apply_error
+        settings.on_apply_error,
+        settings.on_bad_record
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let barriers = barrier::Barriers::default();

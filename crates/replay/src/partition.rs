@@ -3,16 +3,17 @@
 
 use std::sync::Arc;
 
+use rdkafka::consumer::StreamConsumer;
 use remoteback_protocol::{Format, Worker};
 use tokio::sync::{mpsc, watch};
 
 use crate::applier::{Applier, Policy};
 use crate::barrier::Barriers;
-use crate::error::ApplyError;
+use crate::error::{ApplyError, BadRecord};
 use crate::link::BackupLink;
-use crate::receiver::{self, Batch, StartAt};
+use crate::receiver::{self, Batch, ReceiveError, StartAt};
 use crate::row::RowApplier;
-use crate::settings::{ReplaySettings, Start};
+use crate::settings::{OnBadRecord, ReplaySettings, Start};
 use crate::stats::Stats;
 use crate::ReplayError;
 
@@ -150,6 +151,12 @@ impl PartitionJob {
                 match sink.apply(records).await {
                     Ok(()) => {}
                     Err(ApplyError::Stopped) => return Ok(()),
+                    Err(ApplyError::BadRecord(bad))
+                        if self.settings.on_bad_record == OnBadRecord::Skip =>
+                    {
+                        consumer = self.skip(&mut sink, &bad).await?;
+                        continue;
+                    }
                     Err(e @ ApplyError::Rewind { .. }) => {
                         let ApplyError::Rewind { to, .. } = &e else {
                             unreachable!()
@@ -167,10 +174,44 @@ impl PartitionJob {
                     Err(e) => return Err(e.into()),
                 }
             }
-            if let Some(e) = error {
-                return Err(e);
+            match error {
+                Some(ReplayError::Receive(ReceiveError::BadRecord(bad)))
+                    if self.settings.on_bad_record == OnBadRecord::Skip =>
+                {
+                    consumer = self.skip(&mut sink, &bad).await?;
+                }
+                Some(e) => return Err(e),
+                None => {}
             }
         }
+    }
+
+    /// `on_bad_record = "skip"`: `bad` (the records before it are applied)
+    /// is logged, counted and passed: the offset after it is stored and the
+    /// partition read again from there, since the rest of its batch was
+    /// left unapplied.
+    async fn skip(
+        &self,
+        sink: &mut PartitionApplier,
+        bad: &BadRecord,
+    ) -> Result<StreamConsumer, ReplayError> {
+        let what = format!(
+            "record at {}[{}]@{}: {}",
+            bad.topic, bad.partition, bad.offset, bad.reason
+        );
+        log::error!("{what}; skipped (on_bad_record = \"skip\"): the backup misses what it held");
+        self.stats.add_bad_skipped(what);
+        match sink.store_offset(bad.offset + 1).await {
+            Ok(()) => {}
+            Err(ApplyError::Stopped) => return Err(ApplyError::Stopped.into()),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(receiver::consumer(
+            &self.settings.receiver,
+            &self.topic,
+            self.partition,
+            StartAt::Offset(bad.offset + 1),
+        )?)
     }
 
     /// Where the partition starts: the offset stored in the backup, else

@@ -15,6 +15,8 @@ pub struct ReplaySettings {
     pub worker: Worker,
     /// What a command the backup refuses does (`on_apply_error`).
     pub on_apply_error: OnApplyError,
+    /// What a record that cannot be read does (`on_bad_record`).
+    pub on_bad_record: OnBadRecord,
     /// Where `/metrics` and `/health` are served (`metrics`), if anywhere.
     pub metrics: Option<String>,
     pub receiver: ReceiverSettings,
@@ -48,6 +50,37 @@ impl OnApplyError {
 }
 
 impl fmt::Display for OnApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What happens to a record the replay cannot read: headers that are not
+/// remoteback's (a malformed `rb-db`, `rb-seq`, `rb-barrier`, no
+/// `rb-format`) or a payload that is not valid in its format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnBadRecord {
+    /// Apply the records before it, store its offset and stop with topic,
+    /// partition, offset and reason: nothing is skipped unseen.
+    #[default]
+    Stop,
+    /// Log it at error level with topic, partition, offset and reason,
+    /// count it (`remoteback_replay_bad_records_skipped_total`), store the
+    /// offset after it and go on. The backup misses what it held.
+    Skip,
+}
+
+impl OnBadRecord {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnBadRecord::Stop => "stop",
+            OnBadRecord::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for OnBadRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }

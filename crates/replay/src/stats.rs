@@ -11,6 +11,7 @@ pub struct Stats(Arc<Inner>);
 struct Inner {
     applied: AtomicU64,
     refused: AtomicU64,
+    bad_skipped: AtomicU64,
     reconnects: AtomicU64,
     last_primary_ms: AtomicU64,
     /// Partitions waiting for the backup right now.
@@ -31,6 +32,20 @@ impl Stats {
         if let Some(t) = primary_ms {
             self.0.last_primary_ms.fetch_max(t, Ordering::Relaxed);
         }
+    }
+
+    /// A record that could not be read was skipped (`on_bad_record =
+    /// "skip"`), described by `what`: the backup misses what it held, as
+    /// after a gap.
+    pub fn add_bad_skipped(&self, what: String) {
+        self.0.bad_skipped.fetch_add(1, Ordering::Relaxed);
+        let mut resync = self.0.resync.lock().unwrap_or_else(|e| e.into_inner());
+        resync.get_or_insert(what);
+    }
+
+    /// Records skipped because they could not be read.
+    pub fn bad_skipped(&self) -> u64 {
+        self.0.bad_skipped.load(Ordering::Relaxed)
     }
 
     /// Commands the backup refused (a sign the backup diverged).

@@ -354,6 +354,7 @@ ack = "redis"
 message = "ROW"
 worker = "coroutine"
 on_apply_error = "continue"
+on_bad_record = "stop"
 # metrics not set: no /metrics or /health endpoint
 
 [receiver]

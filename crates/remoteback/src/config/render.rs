@@ -105,6 +105,7 @@ fn replay(f: &mut String, s: &ReplaySettings) -> fmt::Result {
     writeln!(f, "message = {}", quote(s.message.name()))?;
     writeln!(f, "worker = {}", quote(&s.worker.to_string()))?;
     writeln!(f, "on_apply_error = {}", quote(s.on_apply_error.name()))?;
+    writeln!(f, "on_bad_record = {}", quote(s.on_bad_record.name()))?;
     metrics(f, s.metrics.as_deref())?;
 
     let r = &s.receiver;

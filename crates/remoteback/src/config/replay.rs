@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
 use remoteback_replay::settings::{
-    BackupSettings, OnApplyError, ReceiverSettings, ReplaySettings, Start,
+    BackupSettings, OnApplyError, OnBadRecord, ReceiverSettings, ReplaySettings, Start,
 };
 use toml::de::{DeTable, DeValue};
 
@@ -23,11 +23,13 @@ const KEYS: &[&str] = &[
     "message",
     "worker",
     "on_apply_error",
+    "on_bad_record",
     "metrics",
     "receiver",
     "redis",
 ];
-const KEYS_TEXT: &str = "message, worker, on_apply_error, metrics, [receiver], [redis]";
+const KEYS_TEXT: &str =
+    "message, worker, on_apply_error, on_bad_record, metrics, [receiver], [redis]";
 /// Proxy keys, pointed out when they turn up in a replay file.
 const PROXY_KEYS: &[&str] = &["bindip", "bindport", "rsptimeout", "sender"];
 
@@ -43,6 +45,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
     let mut message = Format::default();
     let mut worker = Worker::default();
     let mut on_apply_error = OnApplyError::default();
+    let mut on_bad_record = OnBadRecord::default();
     let mut metrics = None;
     let mut receiver_settings = None;
     let mut backup_settings = None;
@@ -53,6 +56,14 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
             "message" => message = common::message(src, &path, value)?,
             "worker" => worker = common::worker(src, &path, value)?,
             "on_apply_error" => on_apply_error = self::on_apply_error(src, &path, value)?,
+            "on_bad_record" => {
+                on_bad_record = common::choice(
+                    src,
+                    &path,
+                    value,
+                    &[("stop", OnBadRecord::Stop), ("skip", OnBadRecord::Skip)],
+                )?
+            }
             "metrics" => metrics = Some(common::listen_address(src, &path, value)?),
             "receiver" => receiver_settings = Some(receiver(src, value)?),
             "redis" => backup_settings = Some(redis(src, value)?),
@@ -77,6 +88,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySetti
         message,
         worker,
         on_apply_error,
+        on_bad_record,
         metrics,
         receiver,
         backup,
@@ -390,6 +402,7 @@ mod tests {
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
                 on_apply_error: OnApplyError::Continue,
+                on_bad_record: OnBadRecord::Stop,
                 metrics: None,
                 receiver: ReceiverSettings {
                     topics: vec!["writes".into()],
@@ -441,6 +454,12 @@ password = "pw"
         assert_eq!(s.message, Format::Protocol);
         assert_eq!(s.worker, Worker::Thread);
         assert_eq!(s.on_apply_error, OnApplyError::Stop);
+        let skip = parse(&format!("on_bad_record = 'Skip'\n{MINIMAL}"));
+        assert_eq!(skip.on_bad_record, OnBadRecord::Skip);
+        assert_eq!(
+            error(&format!("on_bad_record = 'continue'\n{MINIMAL}")),
+            "replay.toml:1: on_bad_record: expected one of stop, skip, got \"continue\""
+        );
         assert_eq!(s.receiver.topics, ["a", "b"]);
         assert_eq!(s.receiver.partitions, Some(vec![2, 0]));
         assert_eq!(s.receiver.start, Start::Latest);
@@ -548,7 +567,8 @@ password = "pw"
         assert_eq!(
             error(&format!("on-apply-error = 'stop'\n{MINIMAL}")),
             "replay.toml:1: on-apply-error: unknown key (did you mean `on_apply_error`?); a \
-             replay configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
+             replay configuration takes message, worker, on_apply_error, on_bad_record, metrics, \
+             [receiver], [redis]"
         );
         assert_eq!(
             error(&with("on_apply_error = 'stop'")),
@@ -681,22 +701,26 @@ password = "pw"
         assert_eq!(
             error(&format!("mesage = 'ROW'\n{MINIMAL}")),
             "replay.toml:1: mesage: unknown key (did you mean `message`?); a replay \
-             configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
+             configuration takes message, worker, on_apply_error, on_bad_record, metrics, [receiver], \
+             [redis]"
         );
         assert_eq!(
             error(&format!("connip = '10.0.0.1'\n{MINIMAL}")),
             "replay.toml:1: connip: unknown key (it belongs inside the [redis] table); a replay \
-             configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
+             configuration takes message, worker, on_apply_error, on_bad_record, metrics, [receiver], \
+             [redis]"
         );
         assert_eq!(
             error(&format!("bindport = 6666\n{MINIMAL}")),
             "replay.toml:1: bindport: unknown key (it belongs in a proxy configuration); a \
-             replay configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
+             replay configuration takes message, worker, on_apply_error, on_bad_record, metrics, [receiver], \
+             [redis]"
         );
         assert_eq!(
             error(&format!("group-id = 'g'\n{MINIMAL}")),
             "replay.toml:1: group-id: unknown key (it belongs inside the [receiver] table); a \
-             replay configuration takes message, worker, on_apply_error, metrics, [receiver], [redis]"
+             replay configuration takes message, worker, on_apply_error, on_bad_record, metrics, [receiver], \
+             [redis]"
         );
     }
 }

@@ -132,7 +132,7 @@ fn family_name(name: &str) -> &str {
 }
 
 /// The report, as the registry asks for it at each scrape.
-struct Collected(Arc<dyn Report>);
+pub(super) struct Collected(Arc<dyn Report>);
 
 impl fmt::Debug for Collected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

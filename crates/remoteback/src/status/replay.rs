@@ -32,6 +32,12 @@ impl Report for ReplayReport {
         )?;
         counter(
             out,
+            "remoteback_replay_bad_records_skipped_total",
+            "Records that could not be read, skipped (on_bad_record = skip): the backup misses what they held.",
+            self.stats.bad_skipped(),
+        )?;
+        counter(
+            out,
             "remoteback_replay_backup_retries_total",
             "Failed attempts to reach or write the backup, each followed by a backoff.",
             self.stats.reconnects(),
@@ -92,10 +98,23 @@ impl Report for ReplayReport {
 
     fn health(&self) -> Result<String, String> {
         if let Some(first) = self.stats.resync_needed() {
+            let mut why = Vec::new();
+            if self.stats.gaps() > 0 {
+                why.push(format!(
+                    "{} records never arrived in {} gaps",
+                    self.stats.missing(),
+                    self.stats.gaps()
+                ));
+            }
+            if self.stats.bad_skipped() > 0 {
+                why.push(format!(
+                    "{} unreadable records skipped",
+                    self.stats.bad_skipped()
+                ));
+            }
             return Err(format!(
-                "resync needed: {} records never arrived in {} gaps, the first: {first}",
-                self.stats.missing(),
-                self.stats.gaps()
+                "resync needed: {}, the first: {first}",
+                why.join(", ")
             ));
         }
         match self.stats.waiting() {
@@ -105,5 +124,47 @@ impl Report for ReplayReport {
                 self.stats.reconnects()
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::status::Collected;
+
+    /// Every metric renders (help texts that would need escaping panic in
+    /// debug builds), and a skipped record turns `/health` to a resync.
+    #[test]
+    fn every_metric_renders_and_a_skipped_record_asks_for_a_resync() {
+        let stats = Stats::default();
+        let report = Arc::new(ReplayReport {
+            stats: stats.clone(),
+        });
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Collected(report.clone())));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("renders");
+        for name in [
+            "remoteback_replay_records_applied_total 0",
+            "remoteback_replay_bad_records_skipped_total 0",
+            "remoteback_replay_duplicates_skipped_total 0",
+            "remoteback_replay_resync_needed 0",
+        ] {
+            assert!(text.contains(name), "{name} in:\n{text}");
+        }
+        assert!(report.health().is_ok());
+        stats.add_bad_skipped("record at t[0]@7: payload holds no command".into());
+        assert_eq!(
+            report.health(),
+            Err(
+                "resync needed: 1 unreadable records skipped, the first: record at t[0]@7: \
+                 payload holds no command"
+                    .into()
+            )
+        );
     }
 }
