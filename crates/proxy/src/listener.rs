@@ -15,7 +15,7 @@ use crate::sender::topic::{self, TopicError};
 use crate::sender::{SenderError, Senders, Undelivered};
 use crate::session::{self, SessionContext};
 use crate::settings::{ProxySettings, SenderSettings};
-use crate::shutdown::Drain;
+use crate::shutdown::{Drain, Live};
 use crate::status::Status;
 use crate::sync::SyncControl;
 use crate::table::{self, CommandTable};
@@ -159,9 +159,20 @@ impl Proxy {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
+                        // Counted here, not when the session starts, so a
+                        // burst of connections cannot pass the limit.
+                        let live = self.ctx.drain.enter();
+                        if self.ctx.drain.live() > self.settings.max_clients {
+                            drop(live);
+                            refuse(stream, peer, self.settings.max_clients, &self.ctx.drain);
+                            continue;
+                        }
+                        if let Some(idle) = self.settings.tcp_keepalive {
+                            keepalive(&stream, idle);
+                        }
                         let conn = next_conn.fetch_add(1, Ordering::Relaxed);
-                        spawn_session(self.settings.worker, stream, conn, self.ctx.clone());
+                        spawn_session(self.settings.worker, stream, conn, self.ctx.clone(), live);
                     }
                     Err(e) => {
                         log::warn!("accept failed: {e}");
@@ -187,12 +198,44 @@ impl Proxy {
     }
 }
 
+/// `maxclients` reached: Redis's answer, then the connection closes. The
+/// reply is a few bytes a fresh socket's buffer always takes, so it is
+/// written without waiting.
+fn refuse(stream: TcpStream, peer: std::net::SocketAddr, max: usize, drain: &Drain) {
+    let n = drain.refuse();
+    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+    if n == 1 || n.is_power_of_two() {
+        log::warn!(
+            "client {peer} refused: {max} clients connected (maxclients); {n} refused so far"
+        );
+    }
+}
+
+/// Keepalive probes after `idle` without traffic, as Redis's `tcp-keepalive`,
+/// so a client that vanished without a FIN (a crashed host, a dropped NAT
+/// entry) is noticed and its session ends.
+fn keepalive(stream: &TcpStream, idle: Duration) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval((idle / 3).max(Duration::from_secs(1)));
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
+        log::debug!("cannot set TCP keepalive on a client connection: {e}");
+    }
+}
+
 /// Runs a session as a task on the shared pool (`coroutine`) or on an OS
-/// thread of its own with a single-threaded runtime (`thread`).
-fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, ctx: Arc<SessionContext>) {
+/// thread of its own with a single-threaded runtime (`thread`). `live`
+/// counts it among the connected clients until it ends.
+fn spawn_session(
+    worker: Worker,
+    stream: TcpStream,
+    conn: u64,
+    ctx: Arc<SessionContext>,
+    live: Live,
+) {
     match worker {
         Worker::Coroutine => {
-            tokio::spawn(session::run(stream, conn, ctx));
+            tokio::spawn(session::run(stream, conn, ctx, live));
         }
         Worker::Thread => {
             let std_stream = match stream.into_std() {
@@ -204,7 +247,7 @@ fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, ctx: Arc<SessionC
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("session-{conn}"))
-                .spawn(move || run_on_own_thread(std_stream, conn, ctx));
+                .spawn(move || run_on_own_thread(std_stream, conn, ctx, live));
             if let Err(e) = spawned {
                 log::warn!("client {conn}: cannot start a session thread: {e}");
             }
@@ -212,7 +255,7 @@ fn spawn_session(worker: Worker, stream: TcpStream, conn: u64, ctx: Arc<SessionC
     }
 }
 
-fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, ctx: Arc<SessionContext>) {
+fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, ctx: Arc<SessionContext>, live: Live) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -225,7 +268,7 @@ fn run_on_own_thread(stream: std::net::TcpStream, conn: u64, ctx: Arc<SessionCon
     };
     runtime.block_on(async move {
         match TcpStream::from_std(stream) {
-            Ok(s) => session::run(s, conn, ctx).await,
+            Ok(s) => session::run(s, conn, ctx, live).await,
             Err(e) => log::warn!("client {conn}: {e}"),
         }
     });

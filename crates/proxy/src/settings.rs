@@ -33,6 +33,12 @@ pub struct ProxySettings {
     pub message: Format,
     /// How client sessions are scheduled (`worker`).
     pub worker: Worker,
+    /// Clients connected at most (`maxclients`, Redis's default 10000); one
+    /// more is answered `-ERR max number of clients reached` and closed.
+    pub max_clients: usize,
+    /// TCP keepalive probes on client connections after this long idle
+    /// (`tcp_keepalive`, Redis's default 300 s); `None` sends none.
+    pub tcp_keepalive: Option<Duration>,
     /// How long to wait for the primary's reply to a command (`rsptimeout`);
     /// `None` waits forever. Blocking commands and pub/sub are exempt.
     pub reply_timeout: Option<Duration>,

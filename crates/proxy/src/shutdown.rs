@@ -5,7 +5,7 @@
 //! and only then flushes the senders. A session that cannot finish (a client
 //! blocked on `BLPOP key 0`) is cut after a bounded wait.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ pub(crate) struct Drain {
     closing: watch::Sender<bool>,
     live: AtomicUsize,
     ended: Notify,
+    /// Clients refused at `maxclients`.
+    refused: AtomicU64,
 }
 
 /// Held by a running session; dropping it counts the session as ended.
@@ -36,6 +38,7 @@ impl Drain {
             closing: watch::channel(false).0,
             live: AtomicUsize::new(0),
             ended: Notify::new(),
+            refused: AtomicU64::new(0),
         })
     }
 
@@ -43,6 +46,16 @@ impl Drain {
     pub fn enter(self: &Arc<Self>) -> Live {
         self.live.fetch_add(1, Ordering::AcqRel);
         Live(self.clone())
+    }
+
+    /// A client was refused (`maxclients`); returns how many so far.
+    pub fn refuse(&self) -> u64 {
+        self.refused.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Clients refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Sessions running now: the connected clients.

@@ -61,6 +61,11 @@ impl Status {
         self.sessions.live()
     }
 
+    /// Clients refused because `maxclients` were connected, since start.
+    pub fn clients_refused(&self) -> u64 {
+        self.sessions.refused()
+    }
+
     /// Bytes of records handed to Kafka and not yet acknowledged.
     pub fn backlog_bytes(&self) -> u64 {
         self.senders.backlog().bytes()

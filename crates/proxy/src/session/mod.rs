@@ -28,7 +28,7 @@ use crate::capture::{Capture, Routes, ScriptCache};
 use crate::ordering::{OrderTables, WriteOrder};
 use crate::sender::ack::AckMode;
 use crate::sender::Senders;
-use crate::shutdown::Drain;
+use crate::shutdown::{Drain, Live};
 use output::ReplyOutput;
 
 /// What every session of a proxy shares.
@@ -49,8 +49,8 @@ pub(crate) struct SessionContext {
 }
 
 /// Serves one client until it disconnects or the primary does.
-pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>) {
-    let _live = ctx.drain.enter();
+/// `_live` counts it among the connected clients until it returns.
+pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, _live: Live) {
     let peer = client
         .peer_addr()
         .map(|a| a.to_string())

@@ -24,6 +24,10 @@ const DEFAULT_RSPTIMEOUT_MS: u64 = 10_000;
 const DEFAULT_LOGGER: &str = "remoteback::capture";
 const DEFAULT_LEVEL: log::Level = log::Level::Info;
 
+/// Redis's own defaults for `maxclients` and `tcp-keepalive`.
+const DEFAULT_MAX_CLIENTS: usize = 10_000;
+const DEFAULT_TCP_KEEPALIVE_S: u64 = 300;
+
 /// Top-level keys of a proxy file.
 const KEYS: &[&str] = &[
     "bindip",
@@ -35,6 +39,8 @@ const KEYS: &[&str] = &[
     "message",
     "worker",
     "rsptimeout",
+    "maxclients",
+    "tcp_keepalive",
     "backlog_bytes",
     "on_backlog_full",
     "ack",
@@ -44,8 +50,8 @@ const KEYS: &[&str] = &[
     "sender",
 ];
 const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connpassword, \
-                         message, worker, rsptimeout, backlog_bytes, on_backlog_full, ack, \
-                         metrics, admin_token, admin_token_file, [[sender]]";
+                         message, worker, rsptimeout, maxclients, tcp_keepalive, backlog_bytes, \
+                         on_backlog_full, ack, metrics, admin_token, admin_token_file, [[sender]]";
 
 /// Keys of a `[[sender]]` table that are not Kafka properties.
 const LOG_KEYS: &[&str] = &["class", "logger", "level"];
@@ -66,6 +72,8 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         message: Format::default(),
         worker: Worker::default(),
         reply_timeout: Some(Duration::from_millis(DEFAULT_RSPTIMEOUT_MS)),
+        max_clients: DEFAULT_MAX_CLIENTS,
+        tcp_keepalive: Some(Duration::from_secs(DEFAULT_TCP_KEEPALIVE_S)),
         backlog_bytes: DEFAULT_BACKLOG_BYTES,
         on_backlog_full: OnFull::default(),
         ack: AckMode::default(),
@@ -110,6 +118,20 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
                     "a number of milliseconds >= 0 (0 waits forever)",
                 )?;
                 settings.reply_timeout = (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
+            }
+            "maxclients" => {
+                settings.max_clients =
+                    src.integer(&path, value, 1..=1_000_000, "a number of clients 1-1000000")?
+                        as usize
+            }
+            "tcp_keepalive" => {
+                let s = src.integer(
+                    &path,
+                    value,
+                    0..=86_400,
+                    "a number of seconds 0-86400 (0 sends no keepalive probes)",
+                )?;
+                settings.tcp_keepalive = (s > 0).then(|| Duration::from_secs(s.unsigned_abs()));
             }
             "backlog_bytes" => settings.backlog_bytes = common::bytes(src, &path, value)?,
             "on_backlog_full" => settings.on_backlog_full = on_backlog_full(src, &path, value)?,
@@ -565,6 +587,8 @@ mod tests {
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
                 reply_timeout: Some(Duration::from_secs(10)),
+                max_clients: 10_000,
+                tcp_keepalive: Some(Duration::from_secs(300)),
                 backlog_bytes: 256 * 1024 * 1024,
                 on_backlog_full: OnFull::Block,
                 ack: AckMode::Redis,
@@ -834,6 +858,15 @@ security-protocol = "SASL_SSL"
             "proxy.toml:2: worker: expected one of coroutine, thread, got 4"
         );
         assert_eq!(
+            error("maxclients = 0"),
+            "proxy.toml:1: maxclients: expected a number of clients 1-1000000, got 0"
+        );
+        assert_eq!(
+            parse("maxclients = 2\ntcp_keepalive = 0").tcp_keepalive,
+            None,
+            "0 sends no keepalive probes"
+        );
+        assert_eq!(
             error("rsptimeout = -5"),
             "proxy.toml:1: rsptimeout: expected a number of milliseconds >= 0 (0 waits forever), got -5"
         );
@@ -853,8 +886,8 @@ security-protocol = "SASL_SSL"
             error("bindport = 1\nbindprot = 2\n"),
             "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
              takes bindip, bindport, connip, connport, connusername, connpassword, message, \
-             worker, rsptimeout, backlog_bytes, on_backlog_full, ack, metrics, admin_token, \
-             admin_token_file, [[sender]]"
+             worker, rsptimeout, maxclients, tcp_keepalive, backlog_bytes, on_backlog_full, ack, \
+             metrics, admin_token, admin_token_file, [[sender]]"
         );
         let e = error("listen = 1");
         assert!(

@@ -44,6 +44,11 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
         Some(timeout) => writeln!(f, "rsptimeout = {}", timeout.as_millis())?,
         None => writeln!(f, "rsptimeout = 0 # wait forever")?,
     }
+    writeln!(f, "maxclients = {}", s.max_clients)?;
+    match s.tcp_keepalive {
+        Some(idle) => writeln!(f, "tcp_keepalive = {}", idle.as_secs())?,
+        None => writeln!(f, "tcp_keepalive = 0 # no keepalive probes")?,
+    }
     writeln!(f, "backlog_bytes = {}", s.backlog_bytes)?;
     writeln!(f, "on_backlog_full = {}", quote(s.on_backlog_full.name()))?;
     writeln!(f, "ack = {}", quote(s.ack.name()))?;

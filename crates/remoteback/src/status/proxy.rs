@@ -25,6 +25,12 @@ impl Report for ProxyReport {
             "Client connections open now.",
             status.clients() as i64,
         )?;
+        counter(
+            out,
+            "remoteback_proxy_clients_refused_total",
+            "Client connections refused because maxclients were open.",
+            status.clients_refused(),
+        )?;
         gauge(
             out,
             "remoteback_proxy_backlog_bytes",
