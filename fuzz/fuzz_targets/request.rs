@@ -2,12 +2,13 @@
 //! requests, "need more" or a protocol error, never a panic, and a request
 //! it found lies within the bytes it was given; the bytes of the requests it
 //! found, parsed again alone, give the same requests (a request's end does
-//! not depend on what follows it).
+//! not depend on what follows it); and the first request, fed in pieces to
+//! the resuming parser as reads would bring it, is the one parsed whole.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use remoteback_protocol::request::{parse, Args};
+use remoteback_protocol::request::{parse, parse_resuming, Args};
 
 /// The requests at the start of `buf` until one is incomplete or refused:
 /// their arguments and how many bytes they took.
@@ -43,4 +44,19 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(all, again);
     assert_eq!(used, used_again);
     assert!(!refused_again || refused);
+    // The first request in pieces of 7 bytes, resuming each time.
+    let mut partial = None;
+    let mut end = 0;
+    let in_pieces = loop {
+        end = (end + 7).min(whole.len());
+        match parse_resuming(&whole[..end], &mut partial) {
+            Ok(None) if end < whole.len() => continue,
+            other => break other.map(|p| p.map(|p| p.len)),
+        }
+    };
+    match (parse(&whole), in_pieces) {
+        (Ok(Some(p)), Ok(Some(len))) => assert_eq!(p.len, len),
+        (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+        (a, b) => panic!("whole {a:?}, in pieces {b:?}"),
+    }
 });

@@ -70,9 +70,41 @@ impl Parsed {
 
 /// Parses the request at the start of `buf`: `Ok(None)` if it is incomplete.
 pub fn parse(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
+    parse_resuming(buf, &mut None)
+}
+
+/// Where the parse of an incomplete multi-bulk request stopped: its
+/// argument count, the arguments complete so far and where the next one
+/// starts. Kept between reads so that a large request arriving in many
+/// reads (a 100 MB `MSET` in 16 KB pieces) has each argument header read
+/// once, not once per read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    count: i64,
+    ranges: Vec<Range<usize>>,
+    pos: usize,
+}
+
+impl Partial {
+    /// Arguments complete so far.
+    pub fn args_done(&self) -> usize {
+        self.ranges.len()
+    }
+}
+
+/// [`parse`], resuming from `partial` (what an earlier call on the same
+/// request, at the start of the same bytes, left there) and leaving there
+/// where it stopped when the request is still incomplete.
+pub fn parse_resuming(
+    buf: &[u8],
+    partial: &mut Option<Partial>,
+) -> Result<Option<Parsed>, ProtocolError> {
+    if let Some(state) = partial.take() {
+        return multibulk_args(buf, state, partial);
+    }
     match buf.first() {
         None => Ok(None),
-        Some(b'*') => parse_multibulk(buf),
+        Some(b'*') => parse_multibulk(buf, partial),
         Some(_) => parse_inline(buf),
     }
 }
@@ -95,7 +127,10 @@ fn parse_number(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
-fn parse_multibulk(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
+fn parse_multibulk(
+    buf: &[u8],
+    partial: &mut Option<Partial>,
+) -> Result<Option<Parsed>, ProtocolError> {
     let Some(eol) = find_crlf(buf, 0) else {
         return if buf.len() > MAX_INLINE {
             Err(ProtocolError("too big mbulk count string".into()))
@@ -106,16 +141,32 @@ fn parse_multibulk(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
     let count = parse_number(&buf[1..eol])
         .filter(|n| *n <= MAX_ARGS)
         .ok_or_else(|| ProtocolError("invalid multibulk length".into()))?;
-    let mut pos = eol + 2;
+    let pos = eol + 2;
     if count <= 0 {
         return Ok(Some(Parsed {
             len: pos,
             args: Args::Ranges(Vec::new()),
         }));
     }
-    let mut ranges = Vec::with_capacity(count.min(1024) as usize);
-    for _ in 0..count {
+    let state = Partial {
+        count,
+        ranges: Vec::with_capacity(count.min(1024) as usize),
+        pos,
+    };
+    multibulk_args(buf, state, partial)
+}
+
+/// The arguments of a multi-bulk request from `state` on; an incomplete
+/// request leaves its state in `partial`.
+fn multibulk_args(
+    buf: &[u8],
+    mut state: Partial,
+    partial: &mut Option<Partial>,
+) -> Result<Option<Parsed>, ProtocolError> {
+    while (state.ranges.len() as i64) < state.count {
+        let pos = state.pos;
         let Some(&head) = buf.get(pos) else {
+            *partial = Some(state);
             return Ok(None);
         };
         if head != b'$' {
@@ -125,11 +176,11 @@ fn parse_multibulk(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
             )));
         }
         let Some(eol) = find_crlf(buf, pos) else {
-            return if buf.len() - pos > MAX_INLINE {
-                Err(ProtocolError("too big bulk count string".into()))
-            } else {
-                Ok(None)
-            };
+            if buf.len() - pos > MAX_INLINE {
+                return Err(ProtocolError("too big bulk count string".into()));
+            }
+            *partial = Some(state);
+            return Ok(None);
         };
         let len = parse_number(&buf[pos + 1..eol])
             .filter(|n| (0..=MAX_BULK).contains(n))
@@ -137,15 +188,16 @@ fn parse_multibulk(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
         let start = eol + 2;
         let end = start + len;
         if buf.len() < end + 2 {
+            *partial = Some(state);
             return Ok(None);
         }
         // Redis does not check the CRLF after a bulk; it just skips two bytes.
-        ranges.push(start..end);
-        pos = end + 2;
+        state.ranges.push(start..end);
+        state.pos = end + 2;
     }
     Ok(Some(Parsed {
-        len: pos,
-        args: Args::Ranges(ranges),
+        len: state.pos,
+        args: Args::Ranges(state.ranges),
     }))
 }
 
@@ -265,6 +317,41 @@ fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_arriving_in_pieces_is_read_on_from_where_it_stopped() {
+        let mut whole = b"*2001\r\n$4\r\nMSET\r\n".to_vec();
+        for n in 0..1000 {
+            whole.extend_from_slice(format!("$6\r\nkey{n:03}\r\n$3\r\nval\r\n").as_bytes());
+        }
+        whole.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        let expected = parse(&whole).unwrap().unwrap();
+        let mut partial = None;
+        let mut done = 0;
+        let mut got = None;
+        for end in (16..=whole.len()).step_by(16).chain([whole.len()]) {
+            match parse_resuming(&whole[..end], &mut partial).unwrap() {
+                Some(p) => {
+                    got = Some(p);
+                    break;
+                }
+                None => {
+                    // Never back to the start: the arguments read stay read.
+                    let now = partial.as_ref().map_or(0, Partial::args_done);
+                    assert!(now >= done, "{now} < {done}");
+                    done = now;
+                }
+            }
+        }
+        assert!(done > 1900, "the state held the arguments read: {done}");
+        assert_eq!(got, Some(expected));
+        assert!(partial.is_none(), "a complete request leaves no state");
+        let rest = &whole[got.unwrap().len..];
+        assert_eq!(
+            parse_resuming(rest, &mut partial).unwrap().unwrap().len,
+            rest.len()
+        );
+    }
 
     fn command_at(buf: &[u8]) -> Option<(Command, usize)> {
         let frame = Bytes::copy_from_slice(buf);

@@ -44,6 +44,8 @@ pub(super) async fn forward_requests(
     let mut plan = LockPlan::default();
     let mut blocking: Option<Arc<PopState>> = None;
     let mut closing = ctx.drain.closing();
+    // How far the incomplete request at the start of `buf` was read.
+    let mut partial = None;
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
@@ -61,7 +63,7 @@ pub(super) async fn forward_requests(
         let mut pos = 0;
         let mut error = None;
         while pos < buf.len() {
-            match request::parse(&buf[pos..]) {
+            match request::parse_resuming(&buf[pos..], &mut partial) {
                 Ok(Some(p)) => {
                     let len = p.len;
                     found.push((pos, p));
