@@ -648,6 +648,27 @@ fn a_barrier_waits_for_every_partition_and_names_those_missing() {
         "waiting at its copy"
     );
     eprintln!("[check] partition 0 waits at the barrier, logged after 10 s naming stalled[1]");
+    // Its arrival deleted behind its back: it stores it again.
+    let arrival = || -> Option<String> {
+        redis::cmd("HGET")
+            .arg("__remoteback:state")
+            .arg(format!("arrived:{topic}:0"))
+            .query(&mut connect(backup.port()))
+            .expect("HGET")
+    };
+    let before = arrival().expect("partition 0 stored its arrival");
+    let _: i64 = redis::cmd("HDEL")
+        .arg("__remoteback:state")
+        .arg(format!("arrived:{topic}:0"))
+        .query(&mut connect(backup.port()))
+        .expect("HDEL");
+    wait_until(Duration::from_secs(10), "the arrival stored again", || {
+        arrival().as_deref() == Some(before.as_str())
+    });
+    assert!(zero
+        .log()
+        .contains("is gone from __remoteback:state; stored again"));
+    eprintln!("[check] its arrival deleted from the state, partition 0 stored it again ({before})");
     let one = replay(&broker, &backup, topic, "", "partitions = [1]");
     wait_applied(&broker, &backup, topic, 2, &[&zero, &one]);
     assert_eq!(range("l"), ["before", "B1", "after"]);

@@ -10,7 +10,7 @@ use super::decode::Decoded;
 use super::transaction::{Exec, Extra};
 use super::Applier;
 use crate::backup::{refused, BackupError};
-use crate::barrier::{describe_wait, BarrierId, Step, View, LOG_AFTER, LOG_EVERY, POLL};
+use crate::barrier::{describe_wait, BarrierId, Place, Step, View, LOG_AFTER, LOG_EVERY, POLL};
 use crate::error::ApplyError;
 use crate::settings::OnApplyError;
 use crate::state::{self, STATE_KEY};
@@ -104,7 +104,16 @@ impl Applier {
             }
             Step::Wait => {}
         }
-        if !waiting.arrived {
+        // Not arrived yet, or the arrival is gone from the state (emptied
+        // by hand, or by a FLUSHALL among ROW bytes, without a reconnect):
+        // without storing it again every partition would wait for ever.
+        if !waiting.arrived || view.place(id, me as u32) != Place::At {
+            if waiting.arrived {
+                log::warn!(
+                    "partition {}[{me}]: its arrival at {id} is gone from {STATE_KEY}; stored again",
+                    self.link.topic()
+                );
+            }
             self.arrive(copy, id).await?;
             waiting.arrived = true;
             self.barriers.notify();
