@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::faults::{connect, signal, tail, Setup};
 use common::status::Status;
-use common::workload::Rng;
+use common::workload::{env_seed, Rng};
 use common::{free_port, Service};
 
 const PARTITIONS: i32 = 4;
@@ -31,10 +31,7 @@ const KEYS: u64 = 400;
 const SIGKILL: i32 = 9;
 
 fn seed() -> u64 {
-    std::env::var("REMOTEBACK_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20261201)
+    env_seed().unwrap_or(20261201)
 }
 
 /// What the racing clients did, for the log.

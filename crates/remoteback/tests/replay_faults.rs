@@ -15,13 +15,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::faults::{
     check_tallies, connect, end_offsets, get, replay_config, signal, stored_offsets, tail, Load,
     Setup, DBS, TOPIC,
 };
-use common::workload::Rng;
+use common::workload::{seed, Rng};
 use common::{compare, Broker, RedisServer, Service};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -72,18 +72,6 @@ fn interrupt_cleanly(replay: &mut Service) {
         tail(&replay.log(), 40)
     );
     eprintln!("[check] SIGINT: replay exited 0");
-}
-
-fn seed() -> u64 {
-    std::env::var("REMOTEBACK_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
 }
 
 // ---------------------------------------------------------------------------

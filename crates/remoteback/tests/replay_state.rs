@@ -18,12 +18,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::faults::{connect, end_offsets, stored_offsets, tail};
-use common::workload::Rng;
+use common::status::Status;
+use common::workload::{seed, Rng};
 use common::{compare, free_port, wait_until, Broker, RedisServer, Service};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -158,38 +157,6 @@ fn metrics_top() -> (String, u16) {
     (format!("metrics = \"127.0.0.1:{port}\""), port)
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .expect("send");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    (code, body.trim_end().to_string())
-}
-
-/// The value of metric `name` (panics when absent, so a renamed metric
-/// cannot read as 0).
-fn metric(port: u16, name: &str) -> u64 {
-    let (code, text) = http_get(port, "/metrics");
-    assert_eq!(code, 200, "{text}");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
-/// Waits until every partition's stored offset is the topic's end.
-#[track_caller]
 fn wait_applied(
     broker: &Broker,
     backup: &RedisServer,
@@ -296,11 +263,14 @@ fn records_in_the_topic_twice_are_applied_once_and_counted() {
 
     let (mut first, port) = replay_until_applied(&broker, &backup, topic, 1);
     assert_equal(&reference, &backup, &[0]);
-    let applied = metric(port, "remoteback_replay_records_applied_total");
-    let duplicates = metric(port, "remoteback_replay_duplicates_skipped_total");
+    let applied = Status(port).value("remoteback_replay_records_applied_total");
+    let duplicates = Status(port).value("remoteback_replay_duplicates_skipped_total");
     assert_eq!((applied, duplicates), (30, 11), "applied, duplicates");
-    assert_eq!(metric(port, "remoteback_replay_sequence_gaps_total"), 0);
-    let (code, health) = http_get(port, "/health");
+    assert_eq!(
+        Status(port).value("remoteback_replay_sequence_gaps_total"),
+        0
+    );
+    let (code, health) = Status(port).get("/health");
     assert_eq!(code, 200, "{health}");
     let legacy: Option<String> = redis::cmd("GET")
         .arg(format!("__remoteback:offset:{topic}:0"))
@@ -321,7 +291,10 @@ fn records_in_the_topic_twice_are_applied_once_and_counted() {
 
     let (again, port) = replay_until_applied(&broker, &backup, topic, 1);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(metric(port, "remoteback_replay_records_applied_total"), 0);
+    assert_eq!(
+        Status(port).value("remoteback_replay_records_applied_total"),
+        0
+    );
     assert_equal(&reference, &backup, &[0]);
     assert!(again.log().contains(&format!(
         "starting at offset {} (stored in the backup)",
@@ -345,16 +318,22 @@ fn a_gap_in_the_numbering_turns_health_to_resync_needed() {
         .collect();
     produce(&broker, topic, &records);
     let (service, port) = replay_until_applied(&broker, &backup, topic, 1);
-    let (code, health) = http_get(port, "/health");
+    let (code, health) = Status(port).get("/health");
     assert_eq!(code, 503, "{health}");
     assert!(health.starts_with("resync needed"), "{health}");
     assert!(
         health.contains("records 6..=8 of source test:6379 run 100 on partition gaps[0]"),
         "{health}"
     );
-    assert_eq!(metric(port, "remoteback_replay_sequence_gaps_total"), 1);
-    assert_eq!(metric(port, "remoteback_replay_records_missing_total"), 3);
-    assert_eq!(metric(port, "remoteback_replay_resync_needed"), 1);
+    assert_eq!(
+        Status(port).value("remoteback_replay_sequence_gaps_total"),
+        1
+    );
+    assert_eq!(
+        Status(port).value("remoteback_replay_records_missing_total"),
+        3
+    );
+    assert_eq!(Status(port).value("remoteback_replay_resync_needed"), 1);
     let log = service.log();
     assert!(
         log.contains("ERROR") && log.contains("records 6..=8 of source test:6379 run 100"),
@@ -428,7 +407,7 @@ fn commands_touching_the_state_never_rewind_the_replay() {
     let n = records.len();
     let (mut first, port) = replay_until_applied(&broker, &backup, topic, 1);
     assert_equal(&reference, &backup, &[0, 1, 2, 3]);
-    let applied = metric(port, "remoteback_replay_records_applied_total");
+    let applied = Status(port).value("remoteback_replay_records_applied_total");
     assert_eq!(applied as usize, n);
     assert_eq!(
         hget(&backup, &format!("offset:{topic}:0")),
@@ -455,7 +434,10 @@ fn commands_touching_the_state_never_rewind_the_replay() {
     first.terminate(Duration::from_secs(30));
     let (again, port) = replay_until_applied(&broker, &backup, topic, 1);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(metric(port, "remoteback_replay_records_applied_total"), 0);
+    assert_eq!(
+        Status(port).value("remoteback_replay_records_applied_total"),
+        0
+    );
     assert!(again
         .log()
         .contains(&format!("starting at offset {n} (stored in the backup)")));
@@ -473,15 +455,7 @@ fn commands_touching_the_state_never_rewind_the_replay() {
 /// its place.
 #[test]
 fn barriers_across_two_replays_killed_while_applying_apply_once_in_order() {
-    let seed = std::env::var("REMOTEBACK_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = seed();
     eprintln!("[inject] seed {seed}");
     let mut rng = Rng::new(seed);
     let broker = Broker::start();
@@ -673,7 +647,10 @@ fn a_barrier_waits_for_every_partition_and_names_those_missing() {
     wait_applied(&broker, &backup, topic, 2, &[&zero, &one]);
     assert_eq!(range("l"), ["before", "B1", "after"]);
     assert_eq!(range("m"), ["before", "B1", "after"]);
-    assert_eq!(metric(port, "remoteback_replay_barriers_applied_total"), 1);
+    assert_eq!(
+        Status(port).value("remoteback_replay_barriers_applied_total"),
+        1
+    );
     eprintln!("[check] with partition 1 consumed the barrier ran once, in its place on both lists");
 }
 
@@ -727,8 +704,11 @@ fn a_barrier_copy_lost_by_the_proxy_does_not_stall_the_others() {
         ["a", "b", "B1", "B2", "c"],
         "B1 after m's b: its copy was lost"
     );
-    assert_eq!(metric(port, "remoteback_replay_barriers_applied_total"), 2);
-    let (code, health) = http_get(port, "/health");
+    assert_eq!(
+        Status(port).value("remoteback_replay_barriers_applied_total"),
+        2
+    );
+    let (code, health) = Status(port).get("/health");
     assert_eq!(code, 503, "{health}");
     assert!(
         health.contains("barrier 1/2 of test:6379 run 100 never reached lostcopy[1]"),

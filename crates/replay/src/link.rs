@@ -125,28 +125,13 @@ impl BackupLink {
     /// Stores `next` as the partition's position (outside any transaction),
     /// waiting for the backup as long as it takes.
     pub async fn store_offset(&mut self, next: i64) -> Result<(), ApplyError> {
-        loop {
-            if self.backup.is_none() {
-                let stored = self.connect().await?;
-                self.check_lost(stored, next)?;
-            }
-            let Some(backup) = self.backup.as_mut() else {
-                continue;
-            };
-            match state::write(backup, &self.topic, self.partition, next).await {
-                Ok(()) => {
-                    self.stored(next);
-                    return Ok(());
-                }
-                Err(e) if e.is_retryable() => self.pause(&e, "storing the offset").await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.store_position(next, None).await
     }
 
-    /// Stores `next` as the partition's position and `seq`'s source's last
-    /// record applied as given (`None`: none), in one transaction: moves
-    /// both back before a record of which nothing took effect.
+    /// Stores `next` as the partition's position and, with `seq`, that
+    /// source's last record applied as given (`None`: none), in one
+    /// transaction: moves both back before a record of which nothing took
+    /// effect. Waits for the backup as long as it takes.
     pub async fn store_position(
         &mut self,
         next: i64,
@@ -160,7 +145,13 @@ impl BackupLink {
             let Some(backup) = self.backup.as_mut() else {
                 continue;
             };
-            match state::write_position(backup, &self.topic, self.partition, next, seq).await {
+            let written = match seq {
+                None => state::write(backup, &self.topic, self.partition, next).await,
+                Some(_) => {
+                    state::write_position(backup, &self.topic, self.partition, next, seq).await
+                }
+            };
+            match written {
                 Ok(()) => {
                     if let Some((source, at)) = seq {
                         match at {

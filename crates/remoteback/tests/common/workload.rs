@@ -7,6 +7,24 @@ use redis::Connection;
 /// A small deterministic generator (xorshift64*), so a failing seed replays.
 pub struct Rng(u64);
 
+/// `REMOTEBACK_TEST_SEED`, when set to a number: a run's random choices
+/// repeated.
+pub fn env_seed() -> Option<u64> {
+    std::env::var("REMOTEBACK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+}
+
+/// [`env_seed`], else one from the clock (the test prints it).
+pub fn seed() -> u64 {
+    env_seed().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    })
+}
+
 impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
