@@ -13,6 +13,7 @@ use crate::ordering::OrderTables;
 use crate::primary::Primary;
 use crate::sender::topic::{self, TopicError};
 use crate::sender::{SenderError, Senders, Undelivered};
+use crate::session::limits::ClientLimits;
 use crate::session::{self, SessionContext};
 use crate::settings::{ProxySettings, SenderSettings};
 use crate::shutdown::{Drain, Live};
@@ -107,6 +108,10 @@ impl Proxy {
             senders: Arc::new(senders),
             scripts: Arc::new(ScriptCache::new()),
             reply_timeout: settings.reply_timeout,
+            limits: Arc::new(ClientLimits::new(
+                settings.output_limit,
+                settings.idle_timeout,
+            )),
             drain: Drain::new(),
         });
         let sync = SyncControl::new(
@@ -129,6 +134,7 @@ impl Proxy {
         Status::new(
             self.ctx.senders.clone(),
             self.ctx.drain.clone(),
+            self.ctx.limits.clone(),
             self.sync.clone(),
             self.table.clone(),
         )

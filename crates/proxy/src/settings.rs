@@ -9,6 +9,7 @@ pub use crate::capture::Filter;
 pub use crate::sender::ack::AckMode;
 pub use crate::sender::backlog::OnFull;
 pub use crate::sender::MAX_SENDERS;
+pub use crate::session::limits::OutputLimit;
 
 /// The default bound of the backlog between capture and Kafka: 256 MiB.
 pub const DEFAULT_BACKLOG_BYTES: u64 = 256 * 1024 * 1024;
@@ -39,6 +40,12 @@ pub struct ProxySettings {
     /// TCP keepalive probes on client connections after this long idle
     /// (`tcp_keepalive`, Redis's default 300 s); `None` sends none.
     pub tcp_keepalive: Option<Duration>,
+    /// A client that sent nothing for this long, with nothing owed to it
+    /// and not subscribed, is closed (`timeout`, Redis's default 0: never).
+    pub idle_timeout: Option<Duration>,
+    /// Replies the proxy holds for a client that does not read them
+    /// (`client_output_buffer_limit`).
+    pub output_limit: OutputLimit,
     /// How long to wait for the primary's reply to a command (`rsptimeout`);
     /// `None` waits forever. Blocking commands and pub/sub are exempt.
     pub reply_timeout: Option<Duration>,

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::sender::Senders;
+use crate::session::limits::ClientLimits;
 use crate::shutdown::Drain;
 use crate::sync::{SyncControl, SyncProgress};
 use crate::table::CommandTable;
@@ -14,6 +15,7 @@ use crate::table::CommandTable;
 pub struct Status {
     senders: Arc<Senders>,
     sessions: Arc<Drain>,
+    limits: Arc<ClientLimits>,
     sync: Arc<SyncControl>,
     table: Arc<CommandTable>,
 }
@@ -40,12 +42,14 @@ impl Status {
     pub(crate) fn new(
         senders: Arc<Senders>,
         sessions: Arc<Drain>,
+        limits: Arc<ClientLimits>,
         sync: Arc<SyncControl>,
         table: Arc<CommandTable>,
     ) -> Status {
         Status {
             senders,
             sessions,
+            limits,
             sync,
             table,
         }
@@ -64,6 +68,17 @@ impl Status {
     /// Clients refused because `maxclients` were connected, since start.
     pub fn clients_refused(&self) -> u64 {
         self.sessions.refused()
+    }
+
+    /// Clients closed because their unread replies passed
+    /// `client_output_buffer_limit`, since start.
+    pub fn clients_closed_output_limit(&self) -> u64 {
+        self.limits.output_closed()
+    }
+
+    /// Clients closed because they were idle past `timeout`, since start.
+    pub fn clients_closed_idle(&self) -> u64 {
+        self.limits.idle_closed()
     }
 
     /// Bytes of records handed to Kafka and not yet acknowledged.

@@ -442,3 +442,102 @@ fn a_client_that_half_closes_still_gets_every_reply() {
         "+OK\r\n$1\r\n1\r\n+PONG\r\n"
     );
 }
+
+/// Reads from `s` until `needle` appeared in what was read (or panics after
+/// the read timeout); returns everything read.
+fn read_until_contains(s: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !out.windows(needle.len()).any(|w| w == needle) {
+        let n = s.read(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "waiting for {:?}: {e}; read so far: {:?}",
+                String::from_utf8_lossy(needle),
+                String::from_utf8_lossy(&out)
+            )
+        });
+        assert!(
+            n > 0,
+            "closed; read so far: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+/// `SYNC` or `PSYNC` as a client's first command turns its connection into a
+/// plain tunnel to the primary: the client gets the RDB payload and then the
+/// primary's replication stream, with the writes other clients make through
+/// the proxy. A `SYNC` the primary refuses (inside `MULTI`) is an ordinary
+/// error reply, and the connection goes on being proxied and captured.
+#[test]
+fn sync_and_psync_become_a_tunnel_to_the_primary_replication_stream() {
+    let primary = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+    let port = free_port();
+    let proxy = Service::proxy(&format!(
+        "bindport = {port}\nconnport = {}\n\n[[sender]]\nclass = \"LogSender\"\nlogger = \"capture\"\nlevel = \"info\"\n",
+        primary.port()
+    ));
+    proxy.wait_port(port);
+    let mut writer = connect(port);
+    let mut replicas = Vec::new();
+    for (name, request, start) in [
+        ("SYNC", &b"SYNC\r\n"[..], &b"$"[..]),
+        (
+            "PSYNC",
+            &b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n"[..],
+            &b"+FULLRESYNC"[..],
+        ),
+    ] {
+        let mut replica = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        replica
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        replica.write_all(request).unwrap();
+        let head = read_until_contains(&mut replica, b"REDIS");
+        let first = head.iter().position(|b| *b != b'\n').unwrap();
+        assert!(
+            head[first..].starts_with(start),
+            "{name}: {:?}",
+            String::from_utf8_lossy(&head[..head.len().min(80)])
+        );
+        let key = format!("through-{name}");
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("streamed")
+            .query(&mut writer)
+            .unwrap();
+        read_until_contains(&mut replica, key.as_bytes());
+        // The replica's acknowledgements go to the primary unchanged.
+        replica
+            .write_all(b"*3\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n$1\r\n0\r\n")
+            .unwrap();
+        replicas.push(replica);
+    }
+    let mut direct = connect(primary.port());
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut direct)
+        .unwrap();
+    assert!(info.contains("connected_slaves:2"), "{info}");
+
+    let refused = exchange(
+        port,
+        b"MULTI\r\nSYNC\r\nEXEC\r\nSET after-refusal 1\r\n",
+        "+OK\r\n-ERR Command not allowed inside a transaction\r\n".len()
+            + "-EXECABORT Transaction discarded because of previous errors.\r\n".len()
+            + "+OK\r\n".len(),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&refused),
+        "+OK\r\n-ERR Command not allowed inside a transaction\r\n\
+         -EXECABORT Transaction discarded because of previous errors.\r\n+OK\r\n"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the SET after the refusal captured",
+        || proxy.log().contains("after-refusal"),
+    );
+    eprintln!("[check] SYNC and PSYNC through the proxy: RDB payload, then the stream with a SET made by another client; REPLCONF ACK passed; a refused SYNC inside MULTI left the session proxied and captured");
+}

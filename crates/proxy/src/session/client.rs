@@ -6,9 +6,15 @@
 //! full backlog (`on_backlog_full = "block"`), for key locks another
 //! session holds, or for a blocking pop before it to be answered; each wait
 //! happens with everything before the write already sent.
+//!
+//! It also stops reading while the client holds its whole in-flight budget
+//! ([`InFlightBudget`]), closes a client idle past `timeout`, and hands the
+//! connection over to a plain tunnel when the client asks for the primary's
+//! replication stream (`SYNC`, `PSYNC`).
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use remoteback_protocol::record::now_ms;
@@ -16,15 +22,21 @@ use remoteback_protocol::request;
 use remoteback_protocol::Format;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::budget::InFlightBudget;
 use super::inflight::{InFlight, Pending, ReplyMode};
+use super::tunnel::{self, Handover, HandoverRequest};
 use super::SessionContext;
 use crate::ordering::{LockPlan, PopState, Prepared, WriteOrder};
 use crate::sender::backlog::{Backlog, OnFull};
 
 /// Read buffer growth step; large enough for a typical pipelined burst.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
+
+/// How soon a client found busy when its idle timeout came is looked at
+/// again.
+const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Client → primary. Ends at client EOF or a protocol error (which it hands
 /// to the upstream side so the client gets it after its earlier replies).
@@ -35,6 +47,7 @@ pub(super) async fn forward_requests(
     ctx: Arc<SessionContext>,
     conn: u64,
     ordering: Option<WriteOrder>,
+    budget: Arc<InFlightBudget>,
 ) -> io::Result<()> {
     let row = ctx.routes.format() == Format::Row;
     let backlog = ctx.senders.backlog().clone();
@@ -46,18 +59,41 @@ pub(super) async fn forward_requests(
     let mut closing = ctx.drain.closing();
     // How far the incomplete request at the start of `buf` was read.
     let mut partial = None;
+    let idle_timeout = ctx.limits.idle_timeout;
+    let mut last_read = Instant::now();
+    let idle = tokio::time::sleep(idle_timeout.unwrap_or_default());
+    tokio::pin!(idle);
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
         // At shutdown, stop reading as if the client had hung up: what was
-        // forwarded still gets its reply and its capture.
+        // forwarded still gets its reply and its capture. A client holding
+        // its whole budget is not read until replies gave some back.
         let read = tokio::select! {
-            read = client.read_buf(&mut buf) => read?,
+            read = async {
+                budget.room().await;
+                client.read_buf(&mut buf).await
+            } => read?,
             _ = closing.wait_for(|c| *c) => 0,
+            () = &mut idle, if idle_timeout.is_some() => {
+                let timeout = idle_timeout.unwrap_or_default();
+                if last_read.elapsed() >= timeout && budget.is_idle() {
+                    let closed = ctx.limits.closed_for_idle();
+                    log::info!("client {conn} closed: idle for {} s (timeout); {closed} closed so far", timeout.as_secs());
+                    return Ok(());
+                }
+                // Busy (a reply owed, a subscription): look again later.
+                let again = (last_read + timeout).max(Instant::now() + IDLE_RECHECK);
+                idle.as_mut().reset(again.into());
+                continue;
+            }
         };
         if read == 0 {
             return Ok(());
+        }
+        if idle_timeout.is_some() {
+            last_read = Instant::now();
         }
         let mut found = Vec::new();
         let mut pos = 0;
@@ -94,7 +130,28 @@ pub(super) async fn forward_requests(
                 if parsed.is_empty() {
                     continue;
                 }
+                let len = parsed.len;
                 let command = parsed.command(&chunk.slice(offset..));
+                if tunnel::asks_for_replication(&command) {
+                    upstream.write_all(&chunk[flushed..offset]).await?;
+                    if let Some(ordering) = &ordering {
+                        pops.drain(..).for_each(|w| ordering.watch_pop(w));
+                    }
+                    let verdict = ctx.routes.verdict(&command);
+                    let shape = mode.shape_of(&command);
+                    let entry = InFlight::new(command, verdict, shape, None, 0);
+                    match hand_over(&tx, entry, upstream, &chunk[offset..offset + len]).await? {
+                        Handover::Refused => {
+                            flushed = offset + len;
+                            continue;
+                        }
+                        Handover::Taken => {
+                            upstream.write_all(&chunk[offset + len..]).await?;
+                            upstream.write_all(&buf).await?;
+                            return tunnel::requests(client, upstream).await;
+                        }
+                    }
+                }
                 let verdict = ctx.routes.verdict(&command);
                 let shape = mode.shape_of(&command);
                 let mut hold = None;
@@ -142,7 +199,9 @@ pub(super) async fn forward_requests(
                 // The reply timeout counts from here (`InFlight::new`): the
                 // waits above (a full backlog, another session's locks, a
                 // blocking pop before it) are the proxy's, not the primary's.
-                let entry = InFlight::new(command, verdict, shape, hold);
+                let cost = InFlightBudget::cost(len, command.args().len());
+                budget.charge(cost);
+                let entry = InFlight::new(command, verdict, shape, hold, cost);
                 if tx.send(Pending::Command(entry)).is_err() {
                     return Ok(());
                 }
@@ -157,6 +216,31 @@ pub(super) async fn forward_requests(
             return Ok(());
         }
     }
+}
+
+/// Offers the connection to the replication stream `SYNC`/`PSYNC` asks
+/// for: once everything before it was answered (Redis refuses it with
+/// replies pending), it is sent, and the reply side tells whether the
+/// primary started the stream (the connection becomes a tunnel) or refused
+/// it with an error (the session goes on).
+async fn hand_over(
+    tx: &mpsc::UnboundedSender<Pending>,
+    entry: InFlight,
+    upstream: &mut OwnedWriteHalf,
+    request: &[u8],
+) -> io::Result<Handover> {
+    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "reply side gone");
+    let (answered_tx, answered) = oneshot::channel();
+    let (outcome_tx, outcome) = oneshot::channel();
+    tx.send(Pending::Handover(HandoverRequest {
+        answered: Some(answered_tx),
+        outcome: outcome_tx,
+    }))
+    .map_err(|_| gone())?;
+    answered.await.map_err(|_| gone())?;
+    tx.send(Pending::Command(entry)).map_err(|_| gone())?;
+    upstream.write_all(request).await?;
+    outcome.await.map_err(|_| gone())
 }
 
 /// Waits for room in the backlog; `false` when shutdown began first.

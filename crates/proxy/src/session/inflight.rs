@@ -16,6 +16,7 @@ use remoteback_protocol::frame::{self, Frame};
 use remoteback_protocol::request::ProtocolError;
 use remoteback_protocol::Command;
 
+use super::tunnel::HandoverRequest;
 use crate::capture::Verdict;
 use crate::ordering::Hold;
 
@@ -27,6 +28,8 @@ pub(crate) enum Pending {
     /// The client sent a malformed request: after the replies to everything
     /// before it, the client gets this error and the connection closes.
     ProtocolError(ProtocolError),
+    /// The client's next command asks for the replication stream.
+    Handover(HandoverRequest),
 }
 
 /// A forwarded command waiting for its reply.
@@ -41,18 +44,27 @@ pub(crate) struct InFlight {
     /// Key locks (or a blocking pop's registration) held until the reply
     /// was captured.
     pub hold: Option<Hold>,
+    /// What it counts against the client's in-flight budget.
+    pub cost: usize,
 }
 
 impl InFlight {
     /// The entry for a command forwarded now, with its verdict, the shape of
     /// its answer and what it holds.
-    pub fn new(command: Command, verdict: Verdict, shape: Shape, hold: Option<Hold>) -> InFlight {
+    pub fn new(
+        command: Command,
+        verdict: Verdict,
+        shape: Shape,
+        hold: Option<Hold>,
+        cost: usize,
+    ) -> InFlight {
         InFlight {
             command,
             verdict,
             sent_at: Instant::now(),
             shape,
             hold,
+            cost,
         }
     }
 }
@@ -236,6 +248,12 @@ impl InFlightQueue {
         !self.monitoring && !self.queue.is_empty()
     }
 
+    /// Subscribed to something or monitoring: replies come without
+    /// commands.
+    pub fn listening(&self) -> bool {
+        self.monitoring || self.subscribed()
+    }
+
     fn subscribed(&self) -> bool {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shards.is_empty())
     }
@@ -384,7 +402,7 @@ mod tests {
             let command = Command::from_parts(c.iter());
             let verdict = routes.verdict(&command);
             let shape = mode.shape_of(&command);
-            q.push(InFlight::new(command, verdict, shape, None));
+            q.push(InFlight::new(command, verdict, shape, None, 0));
         }
         q
     }

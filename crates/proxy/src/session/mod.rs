@@ -9,9 +9,12 @@
 //! output ([`output`]). Neither loop waits for the other, so pipelining is
 //! preserved.
 
+mod budget;
 mod client;
 pub(crate) mod inflight;
+pub(crate) mod limits;
 mod output;
+mod tunnel;
 mod upstream;
 
 use std::sync::Arc;
@@ -29,7 +32,9 @@ use crate::ordering::{OrderTables, WriteOrder};
 use crate::sender::ack::AckMode;
 use crate::sender::Senders;
 use crate::shutdown::{Drain, Live};
-use output::ReplyOutput;
+use budget::InFlightBudget;
+use limits::ClientLimits;
+use output::{ClientWriter, ReplyOutput};
 
 /// What every session of a proxy shares.
 pub(crate) struct SessionContext {
@@ -44,6 +49,8 @@ pub(crate) struct SessionContext {
     /// Script bodies seen on any connection (`EVALSHA` → `EVAL`).
     pub scripts: Arc<ScriptCache>,
     pub reply_timeout: Option<Duration>,
+    /// The output buffer limit and idle timeout, and the clients they closed.
+    pub limits: Arc<ClientLimits>,
     /// Shutdown: sessions stop reading requests and finish what is in flight.
     pub drain: Arc<Drain>,
 }
@@ -90,7 +97,10 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let (replies_out, release) = match ctx.senders.ack() {
-        AckMode::Redis => (ReplyOutput::Direct(client_wr), None),
+        AckMode::Redis => (
+            ReplyOutput::Direct(ClientWriter::new(client_wr, ctx.limits.clone())),
+            None,
+        ),
         AckMode::Kafka => {
             let (held_tx, held_rx) = mpsc::channel(output::MAX_WAITING_CHUNKS);
             (
@@ -103,6 +113,7 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
     // The request loop borrows the upstream's write half, so the half stays
     // open after the loop ends: dropping it would send FIN, and Redis drops
     // a connection at EOF without sending the replies it still owes.
+    let budget = Arc::new(InFlightBudget::default());
     let requests = client::forward_requests(
         client_rd,
         &mut upstream_wr,
@@ -110,6 +121,7 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
         ctx.clone(),
         conn,
         ordering.clone(),
+        budget.clone(),
     );
     let capture = Capture::new(ctx.routes.clone(), ctx.senders.clone(), ctx.scripts.clone());
     let replies = upstream::forward_replies(
@@ -118,8 +130,11 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
         rx,
         capture,
         ctx.reply_timeout,
-        ordering,
-        client_id,
+        upstream::Order {
+            ordering,
+            client_id,
+        },
+        budget,
     );
     // With held replies, the reply loop is done when the writer wrote the
     // last of them.

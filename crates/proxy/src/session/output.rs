@@ -12,14 +12,24 @@
 //! by the producer) took effect on the primary but may never reach the
 //! backup: its client gets an error in place of the reply, never a success
 //! it cannot rely on.
+//!
+//! Replies written straight to the client never make the reply loop wait
+//! for a client that reads slowly or not at all: what its socket does not
+//! take is kept as unread output, written when the socket has room, and
+//! bounded by the output buffer limit ([`OutputLimit`]): past it the client
+//! is closed, as Redis closes one past `client-output-buffer-limit`.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
+use super::limits::{ClientLimits, OutputLimit};
 use crate::sender::ack::{Delivery, Lost};
 
 /// One reply that waits for deliveries: its span in a chunk of replies.
@@ -45,7 +55,7 @@ pub(crate) const MAX_WAITING_CHUNKS: usize = 256;
 /// Where the reply loop writes the client's replies.
 pub(crate) enum ReplyOutput {
     /// `ack = "redis"`: written as soon as they are matched.
-    Direct(OwnedWriteHalf),
+    Direct(ClientWriter),
     /// `ack = "kafka"`: handed to [`release_acked`], which writes them when
     /// their deliveries are in.
     AfterAck(mpsc::Sender<ReplyChunk>),
@@ -55,23 +65,172 @@ pub(crate) enum ReplyOutput {
 
 impl ReplyOutput {
     /// Sends `bytes` to the client, after their `waits` (which lie within
-    /// `bytes`, in order) resolved. Direct replies never wait. When the
-    /// client cannot take them any more, this and every later send drops
-    /// the replies: the reply loop must go on capturing what the client's
-    /// commands did.
+    /// `bytes`, in order) resolved. Direct replies never wait: what the
+    /// client's socket does not take now stays unread output. When the
+    /// client cannot take them any more, or its unread output passed the
+    /// limit, this and every later send drops the replies: the reply loop
+    /// must go on capturing what the client's commands did.
     pub async fn send(&mut self, bytes: Bytes, waits: Vec<AckWait>) {
         let result = match self {
-            ReplyOutput::Direct(client) => client.write_all(&bytes).await,
+            ReplyOutput::Direct(client) => client.push(bytes),
             ReplyOutput::AfterAck(tx) => tx
                 .send(ReplyChunk { bytes, waits })
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client writer gone")),
             ReplyOutput::Gone => Ok(()),
         };
+        self.on_result(result);
+    }
+
+    /// Whether replies wait for the client's socket to take them.
+    pub fn has_unread(&self) -> bool {
+        matches!(self, ReplyOutput::Direct(client) if !client.unread.is_empty())
+    }
+
+    /// Waits until the client's socket takes some of its unread output, and
+    /// writes what it takes. Only meaningful while [`Self::has_unread`].
+    pub async fn write_unread(&mut self) {
+        if let ReplyOutput::Direct(client) = self {
+            let result = client.write_some().await;
+            self.on_result(result);
+        }
+    }
+
+    /// Writes all unread output, however long the client takes: the last
+    /// replies of a session are owed to it like the others.
+    pub async fn finish(&mut self) {
+        if let ReplyOutput::Direct(client) = self {
+            let result = client.write_all().await;
+            self.on_result(result);
+        }
+    }
+
+    fn on_result(&mut self, result: io::Result<()>) {
         if let Err(e) = result {
             log::debug!("client gone ({e}); its replies are still captured, then dropped");
+            if let ReplyOutput::Direct(client) = self {
+                client.close();
+            }
             *self = ReplyOutput::Gone;
         }
+    }
+}
+
+/// A client's socket and the replies it did not take yet.
+pub(crate) struct ClientWriter {
+    client: OwnedWriteHalf,
+    unread: VecDeque<Bytes>,
+    unread_bytes: u64,
+    above_soft_since: Option<Instant>,
+    limits: Arc<ClientLimits>,
+}
+
+/// How many pieces of unread output one write hands the kernel at most.
+const MAX_SLICES: usize = 64;
+
+impl ClientWriter {
+    pub fn new(client: OwnedWriteHalf, limits: Arc<ClientLimits>) -> ClientWriter {
+        ClientWriter {
+            client,
+            unread: VecDeque::new(),
+            unread_bytes: 0,
+            above_soft_since: None,
+            limits,
+        }
+    }
+
+    /// Writes what the socket takes now, keeps the rest; an error once the
+    /// unread output passed the limit (the client was closed).
+    fn push(&mut self, mut bytes: Bytes) -> io::Result<()> {
+        if self.unread.is_empty() {
+            // The common case: the socket takes it all, nothing is kept.
+            match self.client.try_write(&bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => bytes.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.unread_bytes += bytes.len() as u64;
+        self.unread.push_back(bytes);
+        self.check_limit()
+    }
+
+    fn check_limit(&mut self) -> io::Result<()> {
+        let limit: OutputLimit = self.limits.output;
+        if !limit.exceeded(
+            self.unread_bytes,
+            &mut self.above_soft_since,
+            Instant::now(),
+        ) {
+            return Ok(());
+        }
+        let closed = self.limits.closed_for_output();
+        let peer = self
+            .client
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        log::warn!(
+            "client {peer} closed: {} bytes of replies unread, over client_output_buffer_limit              (hard {} soft {} for {} s); {closed} closed so far",
+            self.unread_bytes,
+            limit.hard,
+            limit.soft,
+            limit.soft_for.as_secs()
+        );
+        Err(io::Error::other("over client_output_buffer_limit"))
+    }
+
+    /// Waits for room in the socket, then writes as much unread output as
+    /// it takes.
+    async fn write_some(&mut self) -> io::Result<()> {
+        self.client.writable().await?;
+        while !self.unread.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .unread
+                .iter()
+                .take(MAX_SLICES)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let mut n = match self.client.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            self.unread_bytes -= n as u64;
+            while n > 0 {
+                let Some(front) = self.unread.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    self.unread.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        self.check_limit()
+    }
+
+    async fn write_all(&mut self) -> io::Result<()> {
+        while let Some(bytes) = self.unread.pop_front() {
+            self.client.write_all(&bytes).await?;
+        }
+        self.unread_bytes = 0;
+        Ok(())
+    }
+
+    /// Ends the connection both ways, so the request side sees the client
+    /// gone too and stops reading it.
+    fn close(&mut self) {
+        self.unread.clear();
+        self.unread_bytes = 0;
+        let _ = socket2::SockRef::from(self.client.as_ref()).shutdown(std::net::Shutdown::Both);
     }
 }
 

@@ -8,6 +8,7 @@
 //! session ends.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -19,9 +20,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 
+use super::budget::InFlightBudget;
 use super::client::READ_CHUNK;
 use super::inflight::{self, waits_by_design, InFlight, InFlightQueue, Matched, Pending};
 use super::output::{AckWait, ReplyOutput};
+use super::tunnel::{self, Handover, HandoverRequest};
 use crate::capture::Capture;
 use crate::ordering::{ClientId, Hold, WriteOrder};
 
@@ -36,6 +39,14 @@ pub(super) enum SessionEnd {
     BadReply(#[source] remoteback_protocol::frame::FrameError),
     #[error("no reply from the primary within {0:?}")]
     Timeout(Duration),
+}
+
+/// The session's part in ordering writes across clients, when it has one:
+/// its handle, and where the primary's answer to the proxy's own
+/// `CLIENT ID` goes.
+pub(super) struct Order {
+    pub ordering: Option<WriteOrder>,
+    pub client_id: Option<ClientId>,
 }
 
 /// Primary → client, with capture. Ends when the primary closes, or when the
@@ -53,19 +64,34 @@ pub(super) async fn forward_replies(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     mut capture: Capture,
     timeout: Option<Duration>,
-    ordering: Option<WriteOrder>,
-    mut client_id: Option<ClientId>,
+    order: Order,
+    budget: Arc<InFlightBudget>,
 ) -> Result<(), SessionEnd> {
+    let Order {
+        ordering,
+        mut client_id,
+    } = order;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = Scanner::new();
     let mut lens = Vec::new();
     let mut queue = InFlightQueue::default();
     let mut protocol_error: Option<ProtocolError> = None;
+    let mut handover: Option<HandoverRequest> = None;
     let mut requests_open = true;
     let mut unblocked = false;
     let result = async {
         loop {
-            queue.drain_silent(|c| silent(&mut capture, c));
+            let mut freed = 0;
+            queue.drain_silent(|c| freed += silent(&mut capture, c));
+            budget.release(freed);
+            budget.set_listening(queue.listening());
+            // A SYNC waits for everything before it to be answered,
+            // the proxy's own CLIENT ID included.
+            if let Some(h) = handover.as_mut().filter(|_| !queue.awaiting() && client_id.is_none()) {
+                if let Some(answered) = h.answered.take() {
+                    let _ = answered.send(());
+                }
+            }
             // The client is gone (or the proxy shuts down) while its command
             // blocks: Redis would end the block at the disconnect.
             if let (false, false, None, Some(ordering), Some(head)) =
@@ -78,10 +104,10 @@ pub(super) async fn forward_replies(
             }
             if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
                 client.send(format!("-ERR {msg}\r\n").into(), Vec::new()).await;
-                return Ok(());
+                return Ok(None);
             }
             if !requests_open && !queue.awaiting() {
-                return Ok(());
+                return Ok(None);
             }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
@@ -89,7 +115,7 @@ pub(super) async fn forward_replies(
             let deadline = deadline(&queue, timeout);
             tokio::select! {
                 entry = rx.recv(), if requests_open && protocol_error.is_none() => match entry {
-                    Some(p) => accept(p, &mut queue, &mut protocol_error),
+                    Some(p) => accept(p, &mut queue, &mut protocol_error, &mut handover),
                     None => requests_open = false,
                 },
                 read = upstream.read_buf(&mut buf) => {
@@ -98,7 +124,16 @@ pub(super) async fn forward_replies(
                     }
                     // Everything forwarded before these replies is in the channel.
                     while let Ok(p) = rx.try_recv() {
-                        accept(p, &mut queue, &mut protocol_error);
+                        accept(p, &mut queue, &mut protocol_error, &mut handover);
+                    }
+                    // The first bytes after a SYNC tell a refusal from the
+                    // replication stream.
+                    if let Some(h) = handover.take_if(|h| h.answered.is_none() && !buf.is_empty()) {
+                        let outcome = tunnel::outcome(buf[0]);
+                        let _ = h.outcome.send(outcome);
+                        if outcome == Handover::Taken {
+                            return Ok(Some(std::mem::take(&mut buf)));
+                        }
                     }
                     lens.clear();
                     scan_replies(&buf, &mut scanner, &mut lens)?;
@@ -112,10 +147,12 @@ pub(super) async fn forward_replies(
                             id.set(&replies.slice(..own));
                             replies = replies.slice(own..);
                         }
-                        let waits = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
+                        let (waits, freed) = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
+                        budget.release(freed);
                         client.send(replies, waits).await;
                     }
                 }
+                () = client.write_unread(), if client.has_unread() => {}
                 _ = sleep_until(deadline) => {
                     let limit = timeout.unwrap_or_default();
                     let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
@@ -126,33 +163,55 @@ pub(super) async fn forward_replies(
         }
     }
     .await;
-    if result.is_err() {
-        while let Ok(p) = rx.try_recv() {
-            accept(p, &mut queue, &mut protocol_error);
+    match result {
+        // The primary started its replication stream: from here on the
+        // connection is a tunnel (the SYNC itself is all that was in flight).
+        Ok(Some(stream)) => {
+            let tunneled = tunnel::replies(upstream, &mut client, stream).await;
+            client.finish().await;
+            tunneled.map_err(SessionEnd::Io)
         }
-        capture.abandon(queue.commands().map(|c| (&c.command, &c.verdict)));
+        Ok(None) => {
+            client.finish().await;
+            Ok(())
+        }
+        Err(e) => {
+            while let Ok(p) = rx.try_recv() {
+                accept(p, &mut queue, &mut protocol_error, &mut handover);
+            }
+            capture.abandon(queue.commands().map(|c| (&c.command, &c.verdict)));
+            client.finish().await;
+            Err(e)
+        }
     }
-    result
 }
 
-fn accept(p: Pending, queue: &mut InFlightQueue, protocol_error: &mut Option<ProtocolError>) {
+fn accept(
+    p: Pending,
+    queue: &mut InFlightQueue,
+    protocol_error: &mut Option<ProtocolError>,
+    handover: &mut Option<HandoverRequest>,
+) {
     match p {
         Pending::Command(c) => queue.push(c),
         Pending::ProtocolError(msg) => *protocol_error = Some(msg),
+        Pending::Handover(h) => *handover = Some(h),
     }
 }
 
 /// A command that gets no reply (`CLIENT REPLY OFF|SKIP`): captured as if
-/// it succeeded; what it held goes after its capture.
-fn silent(capture: &mut Capture, done: InFlight) {
+/// it succeeded; what it held goes after its capture. Returns its cost.
+fn silent(capture: &mut Capture, done: InFlight) -> usize {
     let InFlight {
         command,
         verdict,
         hold,
+        cost,
         ..
     } = done;
     capture.on_silent(command, &verdict);
     drop(hold);
+    cost
 }
 
 /// Finds the complete replies at the start of `buf`, appending their lengths
@@ -172,27 +231,31 @@ fn scan_replies(
 
 /// Matches each reply in `replies` (lengths in `lens`) to its command, and
 /// gives back each write's locks after its capture. Returns the replies
-/// that must wait for Kafka (`ack = "kafka"`).
+/// that must wait for Kafka (`ack = "kafka"`), and the in-flight budget the
+/// answered commands give back.
 async fn match_replies(
     replies: &Bytes,
     lens: &[usize],
     queue: &mut InFlightQueue,
     capture: &mut Capture,
     ordering: Option<&WriteOrder>,
-) -> Vec<AckWait> {
+) -> (Vec<AckWait>, usize) {
     let mut waits = Vec::new();
+    let mut freed = 0;
     let mut pos = 0;
     for &len in lens {
         let reply = replies.slice(pos..pos + len);
-        queue.drain_silent(|c| silent(capture, c));
+        queue.drain_silent(|c| freed += silent(capture, c));
         match queue.match_reply(&reply) {
             Matched::Reply(done) => {
                 let InFlight {
                     command,
                     verdict,
                     hold,
+                    cost,
                     ..
                 } = done;
+                freed += cost;
                 if let Some(ordering) = ordering {
                     ordering.observe(&command, &reply).await;
                     ordering.before_capture(hold.as_ref(), &reply).await;
@@ -218,7 +281,7 @@ async fn match_replies(
         }
         pos += len;
     }
-    waits
+    (waits, freed)
 }
 
 /// Whether `command` blocks until data arrives or its timeout expires (what

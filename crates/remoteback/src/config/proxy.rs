@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
 use remoteback_proxy::settings::{
-    AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, ProxySettings, SenderSettings,
-    DEFAULT_BACKLOG_BYTES, MAX_SENDERS,
+    AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, OutputLimit, ProxySettings,
+    SenderSettings, DEFAULT_BACKLOG_BYTES, MAX_SENDERS,
 };
 use toml::de::{DeTable, DeValue};
 
@@ -41,6 +41,8 @@ const KEYS: &[&str] = &[
     "rsptimeout",
     "maxclients",
     "tcp_keepalive",
+    "timeout",
+    "client_output_buffer_limit",
     "backlog_bytes",
     "on_backlog_full",
     "ack",
@@ -50,8 +52,9 @@ const KEYS: &[&str] = &[
     "sender",
 ];
 const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connpassword, \
-                         message, worker, rsptimeout, maxclients, tcp_keepalive, backlog_bytes, \
-                         on_backlog_full, ack, metrics, admin_token, admin_token_file, [[sender]]";
+                         message, worker, rsptimeout, maxclients, tcp_keepalive, timeout, \
+                         client_output_buffer_limit, backlog_bytes, on_backlog_full, ack, \
+                         metrics, admin_token, admin_token_file, [[sender]]";
 
 /// Keys of a `[[sender]]` table that are not Kafka properties.
 const LOG_KEYS: &[&str] = &["class", "logger", "level"];
@@ -74,6 +77,8 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         reply_timeout: Some(Duration::from_millis(DEFAULT_RSPTIMEOUT_MS)),
         max_clients: DEFAULT_MAX_CLIENTS,
         tcp_keepalive: Some(Duration::from_secs(DEFAULT_TCP_KEEPALIVE_S)),
+        idle_timeout: None,
+        output_limit: OutputLimit::default(),
         backlog_bytes: DEFAULT_BACKLOG_BYTES,
         on_backlog_full: OnFull::default(),
         ack: AckMode::default(),
@@ -133,6 +138,18 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
                 )?;
                 settings.tcp_keepalive = (s > 0).then(|| Duration::from_secs(s.unsigned_abs()));
             }
+            "timeout" => {
+                let s = src.integer(
+                    &path,
+                    value,
+                    0..=i64::from(u32::MAX),
+                    "a number of seconds >= 0 (0 never closes an idle client)",
+                )?;
+                settings.idle_timeout = (s > 0).then(|| Duration::from_secs(s.unsigned_abs()));
+            }
+            "client_output_buffer_limit" => {
+                settings.output_limit = output_limit(src, &path, value)?
+            }
             "backlog_bytes" => settings.backlog_bytes = common::bytes(src, &path, value)?,
             "on_backlog_full" => settings.on_backlog_full = on_backlog_full(src, &path, value)?,
             "ack" => {
@@ -172,6 +189,41 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         );
     }
     Ok(settings)
+}
+
+/// `client_output_buffer_limit = "<hard> <soft> <seconds>"`, as Redis's
+/// directive without its class: sizes as `backlog_bytes` takes them in a
+/// string ("256mb"), 0 for none.
+fn output_limit(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+) -> Result<OutputLimit, ConfigError> {
+    const EXPECTED: &str = "\"<hard> <soft> <seconds>\" such as \"256mb 64mb 60\" \
+                            (sizes in bytes or with k, kb, m, mb, g, gb; 0 for no limit)";
+    let text = src.string(path, value, EXPECTED)?;
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [hard, soft, seconds] = parts[..] else {
+        return Err(src.unexpected(path, value, EXPECTED));
+    };
+    let size = |t: &str| common::parse_size(t).ok_or_else(|| src.unexpected(path, value, EXPECTED));
+    let limit = OutputLimit {
+        hard: size(hard)?,
+        soft: size(soft)?,
+        soft_for: Duration::from_secs(
+            seconds
+                .parse::<u64>()
+                .map_err(|_| src.unexpected(path, value, EXPECTED))?,
+        ),
+    };
+    if limit.hard > 0 && limit.soft > limit.hard {
+        return Err(src.error(
+            &value.span(),
+            path,
+            format!("the soft limit ({soft}) is above the hard limit ({hard})"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// The admin token: the value of `admin_token`, or the first line of the
@@ -589,6 +641,8 @@ mod tests {
                 reply_timeout: Some(Duration::from_secs(10)),
                 max_clients: 10_000,
                 tcp_keepalive: Some(Duration::from_secs(300)),
+                idle_timeout: None,
+                output_limit: OutputLimit::default(),
                 backlog_bytes: 256 * 1024 * 1024,
                 on_backlog_full: OnFull::Block,
                 ack: AckMode::Redis,
@@ -865,6 +919,35 @@ security-protocol = "SASL_SSL"
             parse("maxclients = 2\ntcp_keepalive = 0").tcp_keepalive,
             None,
             "0 sends no keepalive probes"
+        );
+        assert_eq!(
+            parse("timeout = 30").idle_timeout,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(parse("timeout = 0").idle_timeout, None);
+        assert_eq!(
+            error("timeout = -1"),
+            "proxy.toml:1: timeout: expected a number of seconds >= 0 (0 never closes an idle client), got -1"
+        );
+        assert_eq!(
+            parse("client_output_buffer_limit = \"1mb 512kb 10\"").output_limit,
+            OutputLimit {
+                hard: 1024 * 1024,
+                soft: 512 * 1024,
+                soft_for: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(
+            parse("client_output_buffer_limit = \"0 0 0\"").output_limit,
+            OutputLimit::NONE
+        );
+        assert_eq!(
+            error("client_output_buffer_limit = \"1mb\""),
+            "proxy.toml:1: client_output_buffer_limit: expected \"<hard> <soft> <seconds>\" such as \"256mb 64mb 60\" (sizes in bytes or with k, kb, m, mb, g, gb; 0 for no limit), got \"1mb\""
+        );
+        assert_eq!(
+            error("client_output_buffer_limit = \"1mb 2mb 60\""),
+            "proxy.toml:1: client_output_buffer_limit: the soft limit (2mb) is above the hard limit (1mb)"
         );
         assert_eq!(
             error("rsptimeout = -5"),

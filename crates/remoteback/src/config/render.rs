@@ -49,6 +49,18 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
         Some(idle) => writeln!(f, "tcp_keepalive = {}", idle.as_secs())?,
         None => writeln!(f, "tcp_keepalive = 0 # no keepalive probes")?,
     }
+    match s.idle_timeout {
+        Some(idle) => writeln!(f, "timeout = {}", idle.as_secs())?,
+        None => writeln!(f, "timeout = 0 # idle clients are never closed")?,
+    }
+    let limit = s.output_limit;
+    writeln!(
+        f,
+        "client_output_buffer_limit = \"{} {} {}\"",
+        limit.hard,
+        limit.soft,
+        limit.soft_for.as_secs()
+    )?;
     writeln!(f, "backlog_bytes = {}", s.backlog_bytes)?;
     writeln!(f, "on_backlog_full = {}", quote(s.on_backlog_full.name()))?;
     writeln!(f, "ack = {}", quote(s.ack.name()))?;

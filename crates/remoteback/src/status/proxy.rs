@@ -31,6 +31,18 @@ impl Report for ProxyReport {
             "Client connections refused because maxclients were open.",
             status.clients_refused(),
         )?;
+        counter(
+            out,
+            "remoteback_proxy_clients_closed_output_limit_total",
+            "Clients closed because their unread replies passed client_output_buffer_limit.",
+            status.clients_closed_output_limit(),
+        )?;
+        counter(
+            out,
+            "remoteback_proxy_clients_closed_idle_total",
+            "Clients closed because they sent nothing for timeout seconds.",
+            status.clients_closed_idle(),
+        )?;
         gauge(
             out,
             "remoteback_proxy_backlog_bytes",

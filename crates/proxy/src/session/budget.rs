@@ -1,0 +1,126 @@
+//! How much of one client's requests the proxy holds while they wait for
+//! their replies.
+//!
+//! Every forwarded command stays in memory until the primary answered it
+//! (capture needs its arguments). A client that pipelines faster than the
+//! primary answers, or whose replies cannot leave (Kafka slow with
+//! `ack = "kafka"`), would otherwise make the proxy hold everything it
+//! sends. The request side charges each command it forwards; the reply side
+//! gives the charge back when it matched the reply; once a client holds
+//! [`MAX_IN_FLIGHT_BYTES`], the request side reads nothing more from it until
+//! replies came back. The client then waits in its own socket, as it would
+//! behind a busy Redis.
+
+use std::mem::size_of;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::inflight::InFlight;
+
+/// What one client may have in flight: its requests' bytes plus what the
+/// proxy keeps for each. Enough for tens of thousands of small pipelined
+/// commands; a single command larger than this is still taken, alone.
+pub(crate) const MAX_IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
+
+/// One session's charge, shared by its two sides.
+#[derive(Debug, Default)]
+pub(crate) struct InFlightBudget {
+    used: AtomicUsize,
+    room: Notify,
+    /// Subscribed or monitoring: the client waits for the primary by
+    /// design, so sending nothing does not make it idle (as in Redis).
+    listening: AtomicBool,
+}
+
+impl InFlightBudget {
+    /// What the proxy holds for a forwarded command of `request_len` bytes
+    /// and `args` arguments until its reply.
+    pub fn cost(request_len: usize, args: usize) -> usize {
+        request_len + args * size_of::<Bytes>() + size_of::<InFlight>()
+    }
+
+    /// Charges `bytes` (the sum of a batch's costs: one atomic per read).
+    pub fn charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Gives back `bytes` once their replies were matched.
+    pub fn release(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
+        if before >= MAX_IN_FLIGHT_BYTES && before - bytes < MAX_IN_FLIGHT_BYTES {
+            self.room.notify_one();
+        }
+    }
+
+    /// Waits until the client holds less than [`MAX_IN_FLIGHT_BYTES`].
+    /// Everything charged must have been sent to the primary already, or
+    /// its reply, and with it the room, would never come.
+    pub async fn room(&self) {
+        while self.used.load(Ordering::Acquire) >= MAX_IN_FLIGHT_BYTES {
+            // A wake-up given while nobody waited is kept, so one sent
+            // between the check and this wait is not missed.
+            self.room.notified().await;
+        }
+    }
+
+    /// Set by the reply side, which knows the connection's pub/sub state.
+    pub fn set_listening(&self, listening: bool) {
+        if self.listening.load(Ordering::Relaxed) != listening {
+            self.listening.store(listening, Ordering::Relaxed);
+        }
+    }
+
+    /// Nothing in flight and not listening: what the idle `timeout` closes.
+    pub fn is_idle(&self) -> bool {
+        self.used.load(Ordering::Acquire) == 0 && !self.listening.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Whether `room` would wait now (polled once, never slept on).
+    async fn would_wait(budget: &InFlightBudget) -> bool {
+        tokio::time::timeout(Duration::ZERO, budget.room())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_waits_until_replies_give_room_back() {
+        let budget = Arc::new(InFlightBudget::default());
+        budget.charge(MAX_IN_FLIGHT_BYTES - 1);
+        assert!(!would_wait(&budget).await);
+        budget.charge(10);
+        assert!(
+            would_wait(&budget).await,
+            "over the budget, the reader waits"
+        );
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.room().await }
+        });
+        budget.release(5);
+        assert!(would_wait(&budget).await, "still over it");
+        budget.release(10);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room given back wakes the reader")
+            .unwrap();
+        assert_eq!(budget.used(), MAX_IN_FLIGHT_BYTES - 6);
+    }
+}

@@ -1,0 +1,132 @@
+//! What a client may cost the proxy before it is closed, and how many were.
+//!
+//! Two of Redis's own client limits, applied by the proxy to its clients so
+//! that a client that never reads or never speaks holds bounded memory and
+//! no connection for ever: the output buffer limit (Redis's
+//! `client-output-buffer-limit`) and the idle `timeout`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The bound on replies a client has not read yet, as Redis's
+/// `client-output-buffer-limit <class> <hard> <soft> <seconds>`: the client
+/// is closed when its unread replies pass `hard`, or stay above `soft` for
+/// `soft_for`. A limit of 0 is off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputLimit {
+    pub hard: u64,
+    pub soft: u64,
+    pub soft_for: Duration,
+}
+
+impl Default for OutputLimit {
+    /// `256mb 64mb 60`: Redis's limit for replicas. Its limit for normal
+    /// clients is none at all, which would let one client that pipelines
+    /// without reading take the proxy's memory.
+    fn default() -> Self {
+        OutputLimit {
+            hard: 256 * 1024 * 1024,
+            soft: 64 * 1024 * 1024,
+            soft_for: Duration::from_secs(60),
+        }
+    }
+}
+
+impl OutputLimit {
+    /// No limit: what Redis applies to normal clients by default.
+    pub const NONE: OutputLimit = OutputLimit {
+        hard: 0,
+        soft: 0,
+        soft_for: Duration::ZERO,
+    };
+
+    /// Whether `unread` bytes break the limit now; `above_soft_since` keeps
+    /// when the soft limit was first passed (cleared once back under it).
+    pub(crate) fn exceeded(
+        &self,
+        unread: u64,
+        above_soft_since: &mut Option<Instant>,
+        now: Instant,
+    ) -> bool {
+        if self.hard > 0 && unread > self.hard {
+            return true;
+        }
+        if self.soft == 0 || unread <= self.soft {
+            *above_soft_since = None;
+            return false;
+        }
+        let since = *above_soft_since.get_or_insert(now);
+        now.duration_since(since) >= self.soft_for
+    }
+}
+
+/// The limits every session applies, and the clients they closed.
+#[derive(Debug, Default)]
+pub(crate) struct ClientLimits {
+    pub output: OutputLimit,
+    /// `timeout`: `None` never closes an idle client.
+    pub idle_timeout: Option<Duration>,
+    closed_output: AtomicU64,
+    closed_idle: AtomicU64,
+}
+
+impl ClientLimits {
+    pub fn new(output: OutputLimit, idle_timeout: Option<Duration>) -> ClientLimits {
+        ClientLimits {
+            output,
+            idle_timeout,
+            ..ClientLimits::default()
+        }
+    }
+
+    /// A client was closed for its unread replies; returns how many so far.
+    pub fn closed_for_output(&self) -> u64 {
+        self.closed_output.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A client was closed for being idle; returns how many so far.
+    pub fn closed_for_idle(&self) -> u64 {
+        self.closed_idle.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Clients closed by the output buffer limit since start.
+    pub fn output_closed(&self) -> u64 {
+        self.closed_output.load(Ordering::Relaxed)
+    }
+
+    /// Clients closed by `timeout` since start.
+    pub fn idle_closed(&self) -> u64 {
+        self.closed_idle.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_limit_closes_at_once_soft_limit_after_its_time() {
+        let limit = OutputLimit {
+            hard: 1000,
+            soft: 100,
+            soft_for: Duration::from_secs(10),
+        };
+        let t0 = Instant::now();
+        let mut since = None;
+        assert!(!limit.exceeded(100, &mut since, t0));
+        assert!(limit.exceeded(1001, &mut since, t0), "over hard");
+        assert!(!limit.exceeded(500, &mut since, t0), "soft just passed");
+        assert!(!limit.exceeded(500, &mut since, t0 + Duration::from_secs(9)));
+        assert!(limit.exceeded(500, &mut since, t0 + Duration::from_secs(10)));
+        // Back under the soft limit, the clock starts again.
+        assert!(!limit.exceeded(50, &mut since, t0 + Duration::from_secs(11)));
+        assert_eq!(since, None);
+        assert!(!limit.exceeded(500, &mut since, t0 + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn zero_is_no_limit() {
+        let mut since = None;
+        assert!(!OutputLimit::NONE.exceeded(u64::MAX, &mut since, Instant::now()));
+    }
+}

@@ -1,0 +1,266 @@
+//! Clients that read slowly, never read, or go quiet cost the proxy bounded
+//! memory and no lost write (docs/limits.md): the in-flight budget, the
+//! output buffer limit and the idle timeout, against real redis-server,
+//! tansu, proxy and replay processes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::pipeline::connect;
+use common::pipeline::{Pipeline, Setup};
+use common::status::Status;
+use common::{free_port, rss_bytes, wait_until, RedisServer, Service};
+
+fn pipeline(extra: &str) -> (Pipeline, Status) {
+    let metrics = free_port();
+    let p = Pipeline::start(Setup {
+        proxy_extra: format!("metrics = \"127.0.0.1:{metrics}\"\n{extra}"),
+        ..Setup::default()
+    });
+    p.proxy.wait_port(metrics);
+    (p, Status(metrics))
+}
+
+fn raw_client(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    stream
+}
+
+fn set_get(con: &mut redis::Connection, key: &str) {
+    let _: () = redis::cmd("SET").arg(key).arg("v").query(con).expect("SET");
+    let got: String = redis::cmd("GET").arg(key).query(con).expect("GET");
+    assert_eq!(got, "v");
+}
+
+/// Reads until the proxy closes the connection; returns the bytes read.
+fn read_until_closed(stream: &mut TcpStream) -> usize {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return total,
+            Err(e) => panic!("reading until the proxy closes: {e}"),
+        }
+    }
+}
+
+/// A client that asks for far more than the output buffer limit and never
+/// reads is closed and counted; the writes it pipelined still reach the
+/// backup, and another client is not affected.
+#[test]
+fn a_client_over_the_output_limit_is_closed_and_its_writes_still_replicate() {
+    let (p, status) = pipeline("client_output_buffer_limit = \"1mb 0 0\"\n");
+    let mut other = p.client();
+    let mut primary = p.on_primary();
+    let big = vec![b'x'; 100 * 1024];
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut primary)
+        .unwrap();
+
+    // 400 GETs of 100 KB (40 MB of replies) with an INCR after each, sent
+    // without reading a byte.
+    let mut reader = raw_client(p.proxy_port);
+    let mut request = Vec::new();
+    for _ in 0..400 {
+        request.extend_from_slice(
+            b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n",
+        );
+    }
+    let mut writer = reader.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        // The proxy may close the connection before it read everything.
+        let _ = writer.write_all(&request);
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "the client to be closed at the output limit",
+        || status.value("remoteback_proxy_clients_closed_output_limit_total") == 1,
+    );
+    sender.join().unwrap();
+    let read = read_until_closed(&mut reader);
+    assert!(
+        read < 40 * 100 * 1024,
+        "the client was closed before it got all its replies ({read} bytes)"
+    );
+    set_get(&mut other, "other");
+
+    let done: i64 = redis::cmd("GET")
+        .arg("counter")
+        .query(&mut primary)
+        .unwrap();
+    assert!(done > 0, "some INCRs ran before the close");
+    p.wait_backup_value(0, "counter", &done.to_string());
+    p.wait_backup_value(0, "other", "v");
+    let log = p.proxy.log();
+    assert!(log.contains("over client_output_buffer_limit"), "{log}");
+    eprintln!(
+        "[check] output limit 1 MB: the non-reading client was closed after {read} bytes \
+         read, counted once; {done} INCRs ran on the primary and the backup has the same \
+         value; another client's SET/GET answered"
+    );
+}
+
+/// A client that pipelines 300,000 writes without reading its replies
+/// takes bounded memory from the proxy: its in-flight budget and its unread
+/// replies. (The records of its writes wait for Kafka in the backlog, which
+/// `backlog_bytes` bounds for all clients together; a LogSender keeps that
+/// out of this measure.) It gets every reply once it reads.
+#[test]
+fn a_client_that_pipelines_without_reading_costs_bounded_memory() {
+    const WRITES: usize = 300_000;
+    let primary = RedisServer::start();
+    let port = free_port();
+    let proxy = Service::proxy(&format!(
+        "bindport = {port}\nconnport = {}\n\n[[sender]]\nclass = \"LogSender\"\nlevel = \"trace\"\n",
+        primary.port()
+    ));
+    proxy.wait_port(port);
+    let pid = proxy.pid().expect("proxy pid");
+    let mut other = connect(port);
+    set_get(&mut other, "warm");
+    let before = rss_bytes(pid);
+
+    let mut stream = raw_client(port);
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let value = "v".repeat(64);
+        let mut batch = Vec::new();
+        for i in 0..WRITES {
+            let key = format!("key:{i}");
+            batch.extend_from_slice(
+                format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                    key.len(),
+                    value.len()
+                )
+                .as_bytes(),
+            );
+            if batch.len() > 1 << 20 {
+                writer.write_all(&batch).expect("send");
+                batch.clear();
+            }
+        }
+        writer.write_all(&batch).expect("send");
+    });
+    // While the writes go in unread, the proxy's memory stays near where
+    // it was.
+    let mut peak = before;
+    while !sender.is_finished() {
+        peak = peak.max(rss_bytes(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sender.join().unwrap();
+    peak = peak.max(rss_bytes(pid));
+    set_get(&mut other, "during");
+
+    // Now the client reads: every reply is there, in order.
+    let mut replies = Vec::with_capacity(WRITES * 5);
+    let mut buf = vec![0u8; 1 << 16];
+    while replies.len() < WRITES * 5 {
+        let n = stream.read(&mut buf).expect("read replies");
+        assert!(n > 0, "the proxy closed the connection");
+        replies.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(replies.len(), WRITES * 5);
+    assert!(replies.chunks(5).all(|r| r == b"+OK\r\n"));
+    stream.shutdown(Shutdown::Both).ok();
+    let after = rss_bytes(pid);
+    let mb = |b: u64| b as f64 / 1024.0 / 1024.0;
+    assert!(
+        peak < before + 32 * 1024 * 1024,
+        "proxy RSS went from {:.1} MB to {:.1} MB",
+        mb(before),
+        mb(peak)
+    );
+    let mut on_primary = connect(primary.port());
+    let size: u64 = redis::cmd("DBSIZE").query(&mut on_primary).unwrap();
+    assert_eq!(size, WRITES as u64 + 2, "every write, plus warm and during");
+    eprintln!(
+        "[check] {WRITES} SETs pipelined unread: proxy RSS {:.1} MB before, {:.1} MB at most \
+         while they went in, {:.1} MB after; all {WRITES} replies +OK in order",
+        mb(before),
+        mb(peak),
+        mb(after)
+    );
+}
+
+/// `timeout = 1`: a client that sends nothing is closed and counted; one
+/// that is subscribed or blocked is not (as in Redis), and a busy one is
+/// never cut.
+#[test]
+fn an_idle_client_is_closed_after_timeout_but_not_a_subscriber_or_a_blocked_one() {
+    let (p, status) = pipeline("timeout = 1\n");
+    let started = Instant::now();
+    let mut idle = raw_client(p.proxy_port);
+    idle.write_all(b"PING\r\n").unwrap();
+    let mut subscriber = raw_client(p.proxy_port);
+    subscriber
+        .write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nnews\r\n")
+        .unwrap();
+    let mut blocked = raw_client(p.proxy_port);
+    blocked
+        .write_all(b"*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$1\r\n0\r\n")
+        .unwrap();
+    let mut pong = [0u8; 7];
+    idle.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    let mut confirmation = vec![0u8; 1024];
+    let n = subscriber.read(&mut confirmation).unwrap();
+    assert!(confirmation[..n].starts_with(b"*3\r\n$9\r\nsubscribe"));
+
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest)
+        .expect("the proxy closes the idle client");
+    assert!(rest.is_empty(), "closed without a reply: {rest:?}");
+    let idle_for = started.elapsed();
+    assert!(idle_for >= Duration::from_secs(1), "not before the timeout");
+    assert_eq!(
+        status.value("remoteback_proxy_clients_closed_idle_total"),
+        1
+    );
+
+    // Twice the timeout later, the subscriber and the blocked client are
+    // still served.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut other = p.client();
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hello")
+        .query(&mut other)
+        .unwrap();
+    assert_eq!(receivers, 1);
+    let n = subscriber.read(&mut confirmation).unwrap();
+    assert!(
+        String::from_utf8_lossy(&confirmation[..n]).contains("hello"),
+        "the subscriber still receives"
+    );
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("queue")
+        .arg("job")
+        .query(&mut other)
+        .unwrap();
+    let n = blocked.read(&mut confirmation).unwrap();
+    assert_eq!(
+        &confirmation[..n],
+        b"*2\r\n$5\r\nqueue\r\n$3\r\njob\r\n",
+        "the blocked client gets its reply"
+    );
+    assert_eq!(
+        status.value("remoteback_proxy_clients_closed_idle_total"),
+        1
+    );
+    eprintln!(
+        "[check] timeout = 1: the idle client was closed after {idle_for:?}, counted once; a \
+         subscriber and a client blocked in BLPOP were kept and served 3 s later"
+    );
+}
