@@ -121,7 +121,7 @@ fn a_client_that_pipelines_without_reading_costs_bounded_memory() {
     let primary = RedisServer::start();
     let port = free_port();
     let proxy = Service::proxy(&format!(
-        "bindport = {port}\nconnport = {}\n\n[[sender]]\nclass = \"LogSender\"\nlevel = \"trace\"\n",
+        "bindport = {port}\nconnport = {}\nrsptimeout = 0\n\n[[sender]]\nclass = \"LogSender\"\nlogger = \"unlogged\"\nlevel = \"trace\"\n",
         primary.port()
     ));
     proxy.wait_port(port);
@@ -263,4 +263,87 @@ fn an_idle_client_is_closed_after_timeout_but_not_a_subscriber_or_a_blocked_one(
         "[check] timeout = 1: the idle client was closed after {idle_for:?}, counted once; a \
          subscriber and a client blocked in BLPOP were kept and served 3 s later"
     );
+}
+
+/// Many clients pipelining without reading at once: the proxy's memory is
+/// bounded per client, not by what they send. 100 clients × 2,000 writes by
+/// default; `REMOTEBACK_SLOW_FULL=1` runs the documented 1,000 × 10,000.
+#[test]
+fn many_clients_pipelining_without_reading_cost_bounded_memory() {
+    let full = std::env::var_os("REMOTEBACK_SLOW_FULL").is_some();
+    let (clients, writes) = if full { (1_000, 10_000) } else { (100, 2_000) };
+    let primary = RedisServer::start();
+    let port = free_port();
+    let proxy = Service::proxy(&format!(
+        "bindport = {port}\nconnport = {}\nrsptimeout = 0\n\n[[sender]]\nclass = \"LogSender\"\nlogger = \"unlogged\"\nlevel = \"trace\"\n",
+        primary.port()
+    ));
+    proxy.wait_port(port);
+    let pid = proxy.pid().expect("proxy pid");
+    let before = rss_bytes(pid);
+
+    let streams: Vec<TcpStream> = (0..clients).map(|_| raw_client(port)).collect();
+    let senders: Vec<_> = streams
+        .iter()
+        .enumerate()
+        .map(|(c, s)| {
+            let mut writer = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut batch = Vec::new();
+                for i in 0..writes {
+                    let key = format!("c{c}:{i}");
+                    batch.extend_from_slice(
+                        format!(
+                            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$5\r\nvalue\r\n",
+                            key.len()
+                        )
+                        .as_bytes(),
+                    );
+                }
+                writer.write_all(&batch).expect("send");
+            })
+        })
+        .collect();
+    let mut peak = before;
+    while senders.iter().any(|s| !s.is_finished()) {
+        peak = peak.max(rss_bytes(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    let mut on_primary = connect(primary.port());
+    let total = (clients * writes) as u64;
+    wait_until(
+        Duration::from_secs(300),
+        "every write on the primary",
+        || {
+            peak = peak.max(rss_bytes(pid));
+            redis::cmd("DBSIZE").query::<u64>(&mut on_primary).unwrap() == total
+        },
+    );
+    let during = rss_bytes(pid);
+    for mut s in streams {
+        let mut replies = vec![0u8; writes * 5];
+        s.read_exact(&mut replies).expect("every reply");
+        assert!(replies.chunks(5).all(|r| r == b"+OK\r\n"));
+    }
+    let mut other = connect(port);
+    set_get(&mut other, "after");
+    let after = rss_bytes(pid);
+    let mb = |b: u64| b as f64 / 1024.0 / 1024.0;
+    eprintln!(
+        "[check] {clients} clients x {writes} SETs pipelined unread: proxy RSS {:.1} MB before, \
+         {:.1} MB at most while they went in, {:.1} MB with all replies unread, {:.1} MB after \
+         they were read; every reply +OK",
+        mb(before),
+        mb(peak),
+        mb(during),
+        mb(after)
+    );
+    // Each client may hold its budget and its unread replies; far below
+    // what they sent (clients × writes × ~40 bytes, plus the proxy's
+    // per-command state).
+    let bound = before + clients as u64 * 1024 * 1024;
+    assert!(peak < bound, "peak {:.1} MB", mb(peak));
 }

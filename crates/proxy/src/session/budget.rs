@@ -20,9 +20,9 @@ use tokio::sync::Notify;
 use super::inflight::InFlight;
 
 /// What one client may have in flight: its requests' bytes plus what the
-/// proxy keeps for each. Enough for tens of thousands of small pipelined
+/// proxy keeps for each. Enough for thousands of small pipelined
 /// commands; a single command larger than this is still taken, alone.
-pub(crate) const MAX_IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_IN_FLIGHT_BYTES: usize = 1024 * 1024;
 
 /// One session's charge, shared by its two sides.
 #[derive(Debug, Default)]
