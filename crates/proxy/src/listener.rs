@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use remoteback_protocol::{Format, Worker};
+use remoteback_protocol::{request, Format, Worker};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::capture::{Routes, ScriptCache};
@@ -107,6 +107,7 @@ impl Proxy {
             senders: Arc::new(senders),
             scripts: Arc::new(ScriptCache::new()),
             reply_timeout: settings.reply_timeout,
+            request_limits: request::Limits::default(),
             drain: Drain::new(),
         });
         let sync = SyncControl::new(

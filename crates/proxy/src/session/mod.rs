@@ -44,6 +44,8 @@ pub(crate) struct SessionContext {
     /// Script bodies seen on any connection (`EVALSHA` → `EVAL`).
     pub scripts: Arc<ScriptCache>,
     pub reply_timeout: Option<Duration>,
+    /// The limits client requests are parsed under (`proto_max_bulk_len`).
+    pub request_limits: remoteback_protocol::request::Limits,
     /// Shutdown: sessions stop reading requests and finish what is in flight.
     pub drain: Arc<Drain>,
 }
