@@ -107,7 +107,9 @@ impl Proxy {
             senders: Arc::new(senders),
             scripts: Arc::new(ScriptCache::new()),
             reply_timeout: settings.reply_timeout,
-            request_limits: request::Limits::default(),
+            request_limits: request::Limits {
+                max_bulk_len: settings.proto_max_bulk_len,
+            },
             drain: Drain::new(),
         });
         let sync = SyncControl::new(

@@ -49,6 +49,7 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
         Some(idle) => writeln!(f, "tcp_keepalive = {}", idle.as_secs())?,
         None => writeln!(f, "tcp_keepalive = 0 # no keepalive probes")?,
     }
+    writeln!(f, "proto_max_bulk_len = {}", s.proto_max_bulk_len)?;
     writeln!(f, "backlog_bytes = {}", s.backlog_bytes)?;
     writeln!(f, "on_backlog_full = {}", quote(s.on_backlog_full.name()))?;
     writeln!(f, "ack = {}", quote(s.ack.name()))?;
