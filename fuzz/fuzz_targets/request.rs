@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use remoteback_protocol::request::{parse, parse_resuming, Args};
+use remoteback_protocol::request::{parse, parse_resuming, Args, Limits};
 
 /// The requests at the start of `buf` until one is incomplete or refused:
 /// their arguments and how many bytes they took.
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let mut end = 0;
     let in_pieces = loop {
         end = (end + 7).min(whole.len());
-        match parse_resuming(&whole[..end], &mut partial) {
+        match parse_resuming(&whole[..end], &mut partial, Limits::default()) {
             Ok(None) if end < whole.len() => continue,
             other => break other.map(|p| p.map(|p| p.len)),
         }

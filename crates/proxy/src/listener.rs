@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use remoteback_protocol::{Format, Worker};
+use remoteback_protocol::{request, Format, Worker};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::capture::{Routes, ScriptCache};
@@ -112,6 +112,9 @@ impl Proxy {
                 settings.output_limit,
                 settings.idle_timeout,
             )),
+            request_limits: request::Limits {
+                max_bulk_len: settings.proto_max_bulk_len,
+            },
             drain: Drain::new(),
         });
         let sync = SyncControl::new(

@@ -46,6 +46,11 @@ pub struct ProxySettings {
     /// Replies the proxy holds for a client that does not read them
     /// (`client_output_buffer_limit`).
     pub output_limit: OutputLimit,
+    /// The largest bulk argument of a client's request
+    /// (`proto_max_bulk_len`, Redis's `proto-max-bulk-len`, 512 MiB); a
+    /// longer one is answered `-ERR Protocol error: invalid bulk length`
+    /// and the connection closed.
+    pub proto_max_bulk_len: u64,
     /// How long to wait for the primary's reply to a command (`rsptimeout`);
     /// `None` waits forever. Blocking commands and pub/sub are exempt.
     pub reply_timeout: Option<Duration>,

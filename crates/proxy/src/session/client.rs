@@ -99,7 +99,7 @@ pub(super) async fn forward_requests(
         let mut pos = 0;
         let mut error = None;
         while pos < buf.len() {
-            match request::parse_resuming(&buf[pos..], &mut partial) {
+            match request::parse_resuming(&buf[pos..], &mut partial, ctx.request_limits) {
                 Ok(Some(p)) => {
                     let len = p.len;
                     found.push((pos, p));

@@ -51,6 +51,8 @@ pub(crate) struct SessionContext {
     pub reply_timeout: Option<Duration>,
     /// The output buffer limit and idle timeout, and the clients they closed.
     pub limits: Arc<ClientLimits>,
+    /// The limits client requests are parsed under (`proto_max_bulk_len`).
+    pub request_limits: remoteback_protocol::request::Limits,
     /// Shutdown: sessions stop reading requests and finish what is in flight.
     pub drain: Arc<Drain>,
 }

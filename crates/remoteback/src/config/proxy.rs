@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::time::Duration;
 
+use remoteback_protocol::request::DEFAULT_MAX_BULK_LEN;
 use remoteback_protocol::{Format, Worker};
 use remoteback_proxy::settings::{
     AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, OutputLimit, ProxySettings,
@@ -27,6 +28,8 @@ const DEFAULT_LEVEL: log::Level = log::Level::Info;
 /// Redis's own defaults for `maxclients` and `tcp-keepalive`.
 const DEFAULT_MAX_CLIENTS: usize = 10_000;
 const DEFAULT_TCP_KEEPALIVE_S: u64 = 300;
+/// The least `proto-max-bulk-len` Redis takes (1 MiB).
+const MIN_PROTO_MAX_BULK_LEN: u64 = 1024 * 1024;
 
 /// Top-level keys of a proxy file.
 const KEYS: &[&str] = &[
@@ -43,6 +46,7 @@ const KEYS: &[&str] = &[
     "tcp_keepalive",
     "timeout",
     "client_output_buffer_limit",
+    "proto_max_bulk_len",
     "backlog_bytes",
     "on_backlog_full",
     "ack",
@@ -53,8 +57,8 @@ const KEYS: &[&str] = &[
 ];
 const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connpassword, \
                          message, worker, rsptimeout, maxclients, tcp_keepalive, timeout, \
-                         client_output_buffer_limit, backlog_bytes, on_backlog_full, ack, \
-                         metrics, admin_token, admin_token_file, [[sender]]";
+                         client_output_buffer_limit, proto_max_bulk_len, backlog_bytes, \
+                         on_backlog_full, ack, metrics, admin_token, admin_token_file, [[sender]]";
 
 /// Keys of a `[[sender]]` table that are not Kafka properties.
 const LOG_KEYS: &[&str] = &["class", "logger", "level"];
@@ -79,6 +83,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         tcp_keepalive: Some(Duration::from_secs(DEFAULT_TCP_KEEPALIVE_S)),
         idle_timeout: None,
         output_limit: OutputLimit::default(),
+        proto_max_bulk_len: DEFAULT_MAX_BULK_LEN,
         backlog_bytes: DEFAULT_BACKLOG_BYTES,
         on_backlog_full: OnFull::default(),
         ack: AckMode::default(),
@@ -149,6 +154,9 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
             }
             "client_output_buffer_limit" => {
                 settings.output_limit = output_limit(src, &path, value)?
+            }
+            "proto_max_bulk_len" => {
+                settings.proto_max_bulk_len = proto_max_bulk_len(src, &path, value)?
             }
             "backlog_bytes" => settings.backlog_bytes = common::bytes(src, &path, value)?,
             "on_backlog_full" => settings.on_backlog_full = on_backlog_full(src, &path, value)?,
@@ -224,6 +232,17 @@ fn output_limit(
         ));
     }
     Ok(limit)
+}
+
+/// `proto_max_bulk_len`: a size as `backlog_bytes` takes it, within the
+/// range Redis takes for `proto-max-bulk-len` (1mb up).
+fn proto_max_bulk_len(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<u64, ConfigError> {
+    const EXPECTED: &str = "a size in bytes of 1mb (1048576) or more, as Redis's \
+                            proto-max-bulk-len: an integer, or a string such as \"512mb\"";
+    common::bytes(src, path, value)
+        .ok()
+        .filter(|n| (MIN_PROTO_MAX_BULK_LEN..=i64::MAX.unsigned_abs()).contains(n))
+        .ok_or_else(|| src.unexpected(path, value, EXPECTED))
 }
 
 /// The admin token: the value of `admin_token`, or the first line of the
@@ -643,6 +662,7 @@ mod tests {
                 tcp_keepalive: Some(Duration::from_secs(300)),
                 idle_timeout: None,
                 output_limit: OutputLimit::default(),
+                proto_max_bulk_len: 512 * 1024 * 1024,
                 backlog_bytes: 256 * 1024 * 1024,
                 on_backlog_full: OnFull::Block,
                 ack: AckMode::Redis,
@@ -916,6 +936,24 @@ security-protocol = "SASL_SSL"
             "proxy.toml:1: maxclients: expected a number of clients 1-1000000, got 0"
         );
         assert_eq!(
+            parse("proto_max_bulk_len = '2mb'").proto_max_bulk_len,
+            2 * 1024 * 1024
+        );
+        assert_eq!(
+            parse("proto_max_bulk_len = 1048576").proto_max_bulk_len,
+            1024 * 1024
+        );
+        assert_eq!(
+            error("proto_max_bulk_len = '1kb'"),
+            "proxy.toml:1: proto_max_bulk_len: expected a size in bytes of 1mb (1048576) or more, \
+             as Redis's proto-max-bulk-len: an integer, or a string such as \"512mb\", got \"1kb\""
+        );
+        assert_eq!(
+            error("proto_max_bulk_len = -1"),
+            "proxy.toml:1: proto_max_bulk_len: expected a size in bytes of 1mb (1048576) or more, \
+             as Redis's proto-max-bulk-len: an integer, or a string such as \"512mb\", got -1"
+        );
+        assert_eq!(
             parse("maxclients = 2\ntcp_keepalive = 0").tcp_keepalive,
             None,
             "0 sends no keepalive probes"
@@ -969,8 +1007,8 @@ security-protocol = "SASL_SSL"
             error("bindport = 1\nbindprot = 2\n"),
             "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
              takes bindip, bindport, connip, connport, connusername, connpassword, message, \
-             worker, rsptimeout, maxclients, tcp_keepalive, backlog_bytes, on_backlog_full, ack, \
-             metrics, admin_token, admin_token_file, [[sender]]"
+             worker, rsptimeout, maxclients, tcp_keepalive, proto_max_bulk_len, backlog_bytes, \
+             on_backlog_full, ack, metrics, admin_token, admin_token_file, [[sender]]"
         );
         let e = error("listen = 1");
         assert!(
