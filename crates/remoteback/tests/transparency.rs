@@ -539,5 +539,5 @@ fn sync_and_psync_become_a_tunnel_to_the_primary_replication_stream() {
         "the SET after the refusal captured",
         || proxy.log().contains("after-refusal"),
     );
-    eprintln!("[check] SYNC and PSYNC through the proxy: RDB payload, then the stream with a SET made by another client; REPLCONF ACK passed; a refused SYNC inside MULTI left the session proxied and captured");
+    eprintln!("[check] SYNC and PSYNC through the proxy: RDB payload, then the stream with a SET made by another client; REPLCONF ACK passed; a refused SYNC inside MULTI left the session proxied and captured; a subscriber's SYNC was refused by Redis and the subscription went on");
 }

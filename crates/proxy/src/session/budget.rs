@@ -41,7 +41,8 @@ impl InFlightBudget {
         request_len + args * size_of::<Bytes>() + size_of::<InFlight>()
     }
 
-    /// Charges `bytes` (the sum of a batch's costs: one atomic per read).
+    /// Charges `bytes`, before the command is handed to the reply side (so
+    /// its release can never come first).
     pub fn charge(&self, bytes: usize) {
         self.used.fetch_add(bytes, Ordering::Relaxed);
     }

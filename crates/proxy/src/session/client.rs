@@ -25,7 +25,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::budget::InFlightBudget;
-use super::inflight::{InFlight, Pending, ReplyMode};
+use super::inflight::{InFlight, Pending, ReplyMode, Shape};
 use super::tunnel::{self, Handover, HandoverRequest};
 use super::SessionContext;
 use crate::ordering::{LockPlan, PopState, Prepared, WriteOrder};
@@ -132,28 +132,29 @@ pub(super) async fn forward_requests(
                 }
                 let len = parsed.len;
                 let command = parsed.command(&chunk.slice(offset..));
-                if tunnel::asks_for_replication(&command) {
+                let verdict = ctx.routes.verdict(&command);
+                let shape = mode.shape_of(&command);
+                // With replies off the primary's refusal would never be
+                // seen: such a SYNC is an ordinary command.
+                if tunnel::asks_for_replication(&command) && shape != Shape::Silent {
                     upstream.write_all(&chunk[flushed..offset]).await?;
+                    flushed = offset + len;
                     if let Some(ordering) = &ordering {
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
                     }
-                    let verdict = ctx.routes.verdict(&command);
-                    let shape = mode.shape_of(&command);
                     let entry = InFlight::new(command, verdict, shape, None, 0);
                     match hand_over(&tx, entry, upstream, &chunk[offset..offset + len]).await? {
-                        Handover::Refused => {
-                            flushed = offset + len;
-                            continue;
-                        }
+                        Handover::Refused => continue,
                         Handover::Taken => {
+                            // Redis itself refuses keyspace commands from a
+                            // connection it streams to (it closes it), so
+                            // what the client sends on cannot bypass capture.
                             upstream.write_all(&chunk[offset + len..]).await?;
                             upstream.write_all(&buf).await?;
                             return tunnel::requests(client, upstream).await;
                         }
                     }
                 }
-                let verdict = ctx.routes.verdict(&command);
-                let shape = mode.shape_of(&command);
                 let mut hold = None;
                 if hold_writes && backlog.is_full() && verdict.is_captured() {
                     // Kafka is behind: this write waits, with everything
@@ -222,7 +223,10 @@ pub(super) async fn forward_requests(
 /// for: once everything before it was answered (Redis refuses it with
 /// replies pending), it is sent, and the reply side tells whether the
 /// primary started the stream (the connection becomes a tunnel) or refused
-/// it with an error (the session goes on).
+/// it with an error (the session goes on). A subscribed or monitoring
+/// connection, whose replies cannot be told from events by their first
+/// byte, is not offered: its `SYNC` is sent as an ordinary command, which
+/// Redis refuses there.
 async fn hand_over(
     tx: &mpsc::UnboundedSender<Pending>,
     entry: InFlight,
@@ -237,9 +241,12 @@ async fn hand_over(
         outcome: outcome_tx,
     }))
     .map_err(|_| gone())?;
-    answered.await.map_err(|_| gone())?;
+    let offered = answered.await.map_err(|_| gone())?;
     tx.send(Pending::Command(entry)).map_err(|_| gone())?;
     upstream.write_all(request).await?;
+    if !offered {
+        return Ok(Handover::Refused);
+    }
     outcome.await.map_err(|_| gone())
 }
 

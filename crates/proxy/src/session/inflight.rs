@@ -220,11 +220,28 @@ pub(crate) struct InFlightQueue {
     /// Confirmations still owed to the subscription command at the head.
     owed: Option<usize>,
     monitoring: bool,
+    /// In-flight budget of commands done without a reply of their own (a
+    /// subscription's last confirmation, a command sent while monitoring),
+    /// not yet given back.
+    freed: usize,
 }
 
 impl InFlightQueue {
     pub fn push(&mut self, command: InFlight) {
+        if self.monitoring {
+            // Redis answers a monitoring client's commands only inside its
+            // feed ("Replica can't interact with the keyspace"): nothing
+            // to match or capture, nothing to keep.
+            self.freed += command.cost;
+            return;
+        }
         self.queue.push_back(command);
+    }
+
+    /// The in-flight budget of commands that ended without a reply of
+    /// their own since the last call.
+    pub fn take_freed(&mut self) -> usize {
+        std::mem::take(&mut self.freed)
     }
 
     #[cfg(test)]
@@ -379,7 +396,9 @@ impl InFlightQueue {
             .unwrap_or_else(|| channels.unwrap_or(set_size_before.max(1)));
         let owed = owed.saturating_sub(1);
         if owed == 0 {
-            self.queue.pop_front();
+            if let Some(done) = self.queue.pop_front() {
+                self.freed += done.cost;
+            }
             self.owed = None;
         } else {
             self.owed = Some(owed);
@@ -507,5 +526,38 @@ mod tests {
             Matched::Event
         ));
         assert!(!q.awaiting());
+    }
+
+    /// A command pushed with an in-flight cost, as the request side does.
+    fn push_costing(q: &mut InFlightQueue, parts: &[&str], cost: usize) {
+        let routes = Routes::from_parts(Format::Protocol, "t", vec![Filter::Writes]);
+        let command = Command::from_parts(parts.iter());
+        let verdict = routes.verdict(&command);
+        let shape = ReplyMode::default().shape_of(&command);
+        q.push(InFlight::new(command, verdict, shape, None, cost));
+    }
+
+    #[test]
+    fn commands_done_without_a_reply_of_their_own_give_their_budget_back() {
+        let mut q = InFlightQueue::default();
+        push_costing(&mut q, &["SUBSCRIBE", "a", "b"], 100);
+        assert!(matches!(
+            q.match_reply(&reply(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n")),
+            Matched::Event
+        ));
+        assert_eq!(q.take_freed(), 0, "one confirmation still owed");
+        assert!(matches!(
+            q.match_reply(&reply(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n")),
+            Matched::Event
+        ));
+        assert_eq!(q.take_freed(), 100, "the last confirmation ends it");
+        assert_eq!(q.take_freed(), 0);
+        assert!(q.is_empty());
+
+        push_costing(&mut q, &["MONITOR"], 10);
+        assert_eq!(replied(q.match_reply(&reply(b"+OK\r\n"))), "MONITOR");
+        push_costing(&mut q, &["GET", "a"], 30);
+        assert_eq!(q.take_freed(), 30, "answered inside the feed only");
+        assert!(q.is_empty());
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 /// The bound on replies a client has not read yet, as Redis's
 /// `client-output-buffer-limit <class> <hard> <soft> <seconds>`: the client
-/// is closed when its unread replies pass `hard`, or stay above `soft` for
-/// `soft_for`. A limit of 0 is off.
+/// is closed when its unread replies reach `hard`, or stay at `soft` or
+/// above for `soft_for`. A limit of 0 is off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputLimit {
     pub hard: u64,
@@ -48,10 +48,11 @@ impl OutputLimit {
         above_soft_since: &mut Option<Instant>,
         now: Instant,
     ) -> bool {
-        if self.hard > 0 && unread > self.hard {
+        // Reached, not only passed, as Redis counts it.
+        if self.hard > 0 && unread >= self.hard {
             return true;
         }
-        if self.soft == 0 || unread <= self.soft {
+        if self.soft == 0 || unread < self.soft {
             *above_soft_since = None;
             return false;
         }
@@ -113,13 +114,13 @@ mod tests {
         };
         let t0 = Instant::now();
         let mut since = None;
-        assert!(!limit.exceeded(100, &mut since, t0));
-        assert!(limit.exceeded(1001, &mut since, t0), "over hard");
+        assert!(!limit.exceeded(99, &mut since, t0));
+        assert!(limit.exceeded(1000, &mut since, t0), "at hard");
         assert!(!limit.exceeded(500, &mut since, t0), "soft just passed");
         assert!(!limit.exceeded(500, &mut since, t0 + Duration::from_secs(9)));
         assert!(limit.exceeded(500, &mut since, t0 + Duration::from_secs(10)));
         // Back under the soft limit, the clock starts again.
-        assert!(!limit.exceeded(50, &mut since, t0 + Duration::from_secs(11)));
+        assert!(!limit.exceeded(99, &mut since, t0 + Duration::from_secs(11)));
         assert_eq!(since, None);
         assert!(!limit.exceeded(500, &mut since, t0 + Duration::from_secs(20)));
     }

@@ -175,7 +175,7 @@ impl ClientWriter {
             .map(|a| a.to_string())
             .unwrap_or_default();
         log::warn!(
-            "client {peer} closed: {} bytes of replies unread, over client_output_buffer_limit              (hard {} soft {} for {} s); {closed} closed so far",
+            "client {peer} closed: {} bytes of replies unread, over client_output_buffer_limit (hard {} soft {} for {} s); {closed} closed so far",
             self.unread_bytes,
             limit.hard,
             limit.soft,
@@ -185,9 +185,16 @@ impl ClientWriter {
     }
 
     /// Waits for room in the socket, then writes as much unread output as
-    /// it takes.
+    /// it takes; or, above the soft limit, until its time ran out, so that
+    /// a client that reads nothing more is closed then too.
     async fn write_some(&mut self) -> io::Result<()> {
-        self.client.writable().await?;
+        let soft_deadline = self
+            .above_soft_since
+            .map(|since| since + self.limits.output.soft_for);
+        tokio::select! {
+            ready = self.client.writable() => ready?,
+            () = sleep_until(soft_deadline) => return self.check_limit(),
+        }
         while !self.unread.is_empty() {
             let slices: Vec<IoSlice<'_>> = self
                 .unread
@@ -217,11 +224,11 @@ impl ClientWriter {
         self.check_limit()
     }
 
+    /// Writes everything unread, under the same limits.
     async fn write_all(&mut self) -> io::Result<()> {
-        while let Some(bytes) = self.unread.pop_front() {
-            self.client.write_all(&bytes).await?;
+        while !self.unread.is_empty() {
+            self.write_some().await?;
         }
-        self.unread_bytes = 0;
         Ok(())
     }
 
@@ -231,6 +238,13 @@ impl ClientWriter {
         self.unread.clear();
         self.unread_bytes = 0;
         let _ = socket2::SockRef::from(self.client.as_ref()).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -33,7 +33,9 @@ pub(crate) enum Handover {
 /// `SYNC` was answered, then what the primary made of it.
 #[derive(Debug)]
 pub(crate) struct HandoverRequest {
-    pub answered: Option<oneshot::Sender<()>>,
+    /// `true`: the stream may start; `false`: the connection is subscribed
+    /// or monitoring, the `SYNC` goes as an ordinary command.
+    pub answered: Option<oneshot::Sender<bool>>,
     pub outcome: oneshot::Sender<Handover>,
 }
 
@@ -45,9 +47,12 @@ pub(crate) fn asks_for_replication(command: &Command) -> bool {
 /// What the primary's first bytes after a `SYNC` mean: an error line is a
 /// refusal; anything else (`+FULLRESYNC`, `+CONTINUE`, the payload's `$`,
 /// or the newlines a primary sends while it prepares the payload) starts
-/// the stream.
+/// the stream. A RESP3 push (`>`, a tracking invalidation that came first)
+/// is read as a refusal: if the stream did start, the reply loop cannot
+/// frame it and ends the session, which loses nothing, where reading a
+/// refusal as a stream would leave the connection uncaptured.
 pub(crate) fn outcome(first: u8) -> Handover {
-    if first == b'-' {
+    if first == b'-' || first == b'>' {
         Handover::Refused
     } else {
         Handover::Taken

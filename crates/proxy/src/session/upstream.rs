@@ -83,13 +83,17 @@ pub(super) async fn forward_replies(
         loop {
             let mut freed = 0;
             queue.drain_silent(|c| freed += silent(&mut capture, c));
-            budget.release(freed);
+            budget.release(freed + queue.take_freed());
             budget.set_listening(queue.listening());
             // A SYNC waits for everything before it to be answered,
             // the proxy's own CLIENT ID included.
             if let Some(h) = handover.as_mut().filter(|_| !queue.awaiting() && client_id.is_none()) {
                 if let Some(answered) = h.answered.take() {
-                    let _ = answered.send(());
+                    let offered = !queue.listening();
+                    let _ = answered.send(offered);
+                    if !offered {
+                        handover = None;
+                    }
                 }
             }
             // The client is gone (or the proxy shuts down) while its command
@@ -148,7 +152,7 @@ pub(super) async fn forward_replies(
                             replies = replies.slice(own..);
                         }
                         let (waits, freed) = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
-                        budget.release(freed);
+                        budget.release(freed + queue.take_freed());
                         client.send(replies, waits).await;
                     }
                 }
