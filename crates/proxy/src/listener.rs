@@ -111,6 +111,7 @@ impl Proxy {
             limits: Arc::new(ClientLimits::new(
                 settings.output_limit,
                 settings.idle_timeout,
+                settings.query_buffer_limit,
             )),
             request_limits: request::Limits {
                 max_bulk_len: settings.proto_max_bulk_len,

@@ -9,7 +9,7 @@ pub use crate::capture::Filter;
 pub use crate::sender::ack::AckMode;
 pub use crate::sender::backlog::OnFull;
 pub use crate::sender::MAX_SENDERS;
-pub use crate::session::limits::OutputLimit;
+pub use crate::session::limits::{OutputLimit, DEFAULT_QUERY_BUFFER_LIMIT};
 
 /// The default bound of the backlog between capture and Kafka: 256 MiB.
 pub const DEFAULT_BACKLOG_BYTES: u64 = 256 * 1024 * 1024;
@@ -46,6 +46,10 @@ pub struct ProxySettings {
     /// Replies the proxy holds for a client that does not read them
     /// (`client_output_buffer_limit`).
     pub output_limit: OutputLimit,
+    /// Bytes of an unfinished request a client may make the proxy hold
+    /// (`client_query_buffer_limit`, Redis's default 1 GiB); past it the
+    /// client is closed.
+    pub query_buffer_limit: u64,
     /// The largest bulk argument of a client's request
     /// (`proto_max_bulk_len`, Redis's `proto-max-bulk-len`, 512 MiB); a
     /// longer one is answered `-ERR Protocol error: invalid bulk length`

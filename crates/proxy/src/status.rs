@@ -76,6 +76,12 @@ impl Status {
         self.limits.output_closed()
     }
 
+    /// Clients closed because an unfinished request passed
+    /// `client_query_buffer_limit`, since start.
+    pub fn clients_closed_query_limit(&self) -> u64 {
+        self.limits.query_closed()
+    }
+
     /// Clients closed because they were idle past `timeout`, since start.
     pub fn clients_closed_idle(&self) -> u64 {
         self.limits.idle_closed()

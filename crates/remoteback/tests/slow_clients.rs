@@ -347,3 +347,48 @@ fn many_clients_pipelining_without_reading_cost_bounded_memory() {
     let bound = before + clients as u64 * 1024 * 1024;
     assert!(peak < bound, "peak {:.1} MB", mb(peak));
 }
+
+/// `client_query_buffer_limit = "1mb"`: a client that sends more than that
+/// of one request without finishing it is closed and counted, and nothing
+/// of that request reaches the primary; the requests before it are served.
+#[test]
+fn an_unfinished_request_over_the_query_buffer_limit_closes_the_client() {
+    let (p, status) = pipeline("client_query_buffer_limit = \"1mb\"\n");
+    let mut client = raw_client(p.proxy_port);
+    client
+        .write_all(b"*3\r\n$3\r\nSET\r\n$6\r\nbefore\r\n$1\r\n1\r\n")
+        .unwrap();
+    client
+        .write_all(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$4000000\r\n")
+        .unwrap();
+    // 2 MB of the 4 MB value, then nothing: the rest never comes.
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..32 {
+        if client.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    assert_eq!(
+        got, b"+OK\r\n",
+        "the SET before is answered, then the close"
+    );
+    assert_eq!(
+        status.value("remoteback_proxy_clients_closed_query_limit_total"),
+        1
+    );
+    let mut other = p.client();
+    set_get(&mut other, "other");
+    let mut primary = p.on_primary();
+    let exists: i64 = redis::cmd("EXISTS").arg("big").query(&mut primary).unwrap();
+    assert_eq!(
+        exists, 0,
+        "nothing of the unfinished request reached the primary"
+    );
+    p.wait_backup_value(0, "before", "1");
+    p.wait_backup_value(0, "other", "v");
+    let log = p.proxy.log();
+    assert!(log.contains("over client_query_buffer_limit"), "{log}");
+    eprintln!("[check] client_query_buffer_limit 1 MB: the client sending 2 MB of an unfinished 4 MB SET was closed after the reply to the SET before it, counted once; 'big' is not on the primary; another client was served");
+}

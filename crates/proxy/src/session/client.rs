@@ -216,6 +216,18 @@ pub(super) async fn forward_requests(
             let _ = tx.send(Pending::ProtocolError(e));
             return Ok(());
         }
+        // What is left is one unfinished request: as Redis, a client may
+        // not make the proxy hold more of it than the query buffer limit.
+        if buf.len() as u64 > ctx.limits.query_buffer {
+            let closed = ctx.limits.closed_for_query();
+            log::warn!(
+                "client {conn} closed: {} bytes of an unfinished request, over \
+                 client_query_buffer_limit ({}); {closed} closed so far",
+                buf.len(),
+                ctx.limits.query_buffer
+            );
+            return Ok(());
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! What a client may cost the proxy before it is closed, and how many were.
 //!
-//! Two of Redis's own client limits, applied by the proxy to its clients so
-//! that a client that never reads or never speaks holds bounded memory and
-//! no connection for ever: the output buffer limit (Redis's
-//! `client-output-buffer-limit`) and the idle `timeout`.
+//! Three of Redis's own client limits, applied by the proxy to its clients
+//! so that a client that never reads, never finishes its request or never
+//! speaks holds bounded memory and no connection for ever: the output
+//! buffer limit (Redis's `client-output-buffer-limit`), the query buffer
+//! limit (`client-query-buffer-limit`) and the idle `timeout`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -67,17 +68,40 @@ pub(crate) struct ClientLimits {
     pub output: OutputLimit,
     /// `timeout`: `None` never closes an idle client.
     pub idle_timeout: Option<Duration>,
+    /// `client_query_buffer_limit`: the bytes of an unfinished request a
+    /// client may make the proxy hold.
+    pub query_buffer: u64,
     closed_output: AtomicU64,
     closed_idle: AtomicU64,
+    closed_query: AtomicU64,
 }
 
+/// Redis's default `client-query-buffer-limit`: 1 GiB.
+pub const DEFAULT_QUERY_BUFFER_LIMIT: u64 = 1024 * 1024 * 1024;
+
 impl ClientLimits {
-    pub fn new(output: OutputLimit, idle_timeout: Option<Duration>) -> ClientLimits {
+    pub fn new(
+        output: OutputLimit,
+        idle_timeout: Option<Duration>,
+        query_buffer: u64,
+    ) -> ClientLimits {
         ClientLimits {
             output,
             idle_timeout,
+            query_buffer,
             ..ClientLimits::default()
         }
+    }
+
+    /// A client was closed for its unfinished request; returns how many so
+    /// far.
+    pub fn closed_for_query(&self) -> u64 {
+        self.closed_query.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Clients closed by the query buffer limit since start.
+    pub fn query_closed(&self) -> u64 {
+        self.closed_query.load(Ordering::Relaxed)
     }
 
     /// A client was closed for its unread replies; returns how many so far.

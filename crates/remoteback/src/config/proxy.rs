@@ -9,7 +9,7 @@ use remoteback_protocol::request::DEFAULT_MAX_BULK_LEN;
 use remoteback_protocol::{Format, Worker};
 use remoteback_proxy::settings::{
     AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, OutputLimit, ProxySettings,
-    SenderSettings, DEFAULT_BACKLOG_BYTES, MAX_SENDERS,
+    SenderSettings, DEFAULT_BACKLOG_BYTES, DEFAULT_QUERY_BUFFER_LIMIT, MAX_SENDERS,
 };
 use toml::de::{DeTable, DeValue};
 
@@ -46,6 +46,7 @@ const KEYS: &[&str] = &[
     "tcp_keepalive",
     "timeout",
     "client_output_buffer_limit",
+    "client_query_buffer_limit",
     "proto_max_bulk_len",
     "backlog_bytes",
     "on_backlog_full",
@@ -57,8 +58,9 @@ const KEYS: &[&str] = &[
 ];
 const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connpassword, \
                          message, worker, rsptimeout, maxclients, tcp_keepalive, timeout, \
-                         client_output_buffer_limit, proto_max_bulk_len, backlog_bytes, \
-                         on_backlog_full, ack, metrics, admin_token, admin_token_file, [[sender]]";
+                         client_output_buffer_limit, client_query_buffer_limit, \
+                         proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, metrics, \
+                         admin_token, admin_token_file, [[sender]]";
 
 /// Keys of a `[[sender]]` table that are not Kafka properties.
 const LOG_KEYS: &[&str] = &["class", "logger", "level"];
@@ -83,6 +85,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         tcp_keepalive: Some(Duration::from_secs(DEFAULT_TCP_KEEPALIVE_S)),
         idle_timeout: None,
         output_limit: OutputLimit::default(),
+        query_buffer_limit: DEFAULT_QUERY_BUFFER_LIMIT,
         proto_max_bulk_len: DEFAULT_MAX_BULK_LEN,
         backlog_bytes: DEFAULT_BACKLOG_BYTES,
         on_backlog_full: OnFull::default(),
@@ -155,8 +158,13 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
             "client_output_buffer_limit" => {
                 settings.output_limit = output_limit(src, &path, value)?
             }
+            "client_query_buffer_limit" => {
+                settings.query_buffer_limit =
+                    at_least_1mb(src, &path, value, "client-query-buffer-limit", "1gb")?
+            }
             "proto_max_bulk_len" => {
-                settings.proto_max_bulk_len = proto_max_bulk_len(src, &path, value)?
+                settings.proto_max_bulk_len =
+                    at_least_1mb(src, &path, value, "proto-max-bulk-len", "512mb")?
             }
             "backlog_bytes" => settings.backlog_bytes = common::bytes(src, &path, value)?,
             "on_backlog_full" => settings.on_backlog_full = on_backlog_full(src, &path, value)?,
@@ -234,15 +242,24 @@ fn output_limit(
     Ok(limit)
 }
 
-/// `proto_max_bulk_len`: a size as `backlog_bytes` takes it, within the
-/// range Redis takes for `proto-max-bulk-len` (1mb up).
-fn proto_max_bulk_len(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<u64, ConfigError> {
-    const EXPECTED: &str = "a size in bytes of 1mb (1048576) or more, as Redis's \
-                            proto-max-bulk-len: an integer, or a string such as \"512mb\"";
+/// `proto_max_bulk_len`, `client_query_buffer_limit`: a size as
+/// `backlog_bytes` takes it, within the range Redis takes for its
+/// directive `redis_name` (1mb up).
+fn at_least_1mb(
+    src: Source<'_>,
+    path: &str,
+    value: &Value<'_>,
+    redis_name: &str,
+    example: &str,
+) -> Result<u64, ConfigError> {
+    let expected = format!(
+        "a size in bytes of 1mb (1048576) or more, as Redis's {redis_name}: an integer, or a \
+         string such as \"{example}\""
+    );
     common::bytes(src, path, value)
         .ok()
         .filter(|n| (MIN_PROTO_MAX_BULK_LEN..=i64::MAX.unsigned_abs()).contains(n))
-        .ok_or_else(|| src.unexpected(path, value, EXPECTED))
+        .ok_or_else(|| src.unexpected(path, value, &expected))
 }
 
 /// The admin token: the value of `admin_token`, or the first line of the
@@ -662,6 +679,7 @@ mod tests {
                 tcp_keepalive: Some(Duration::from_secs(300)),
                 idle_timeout: None,
                 output_limit: OutputLimit::default(),
+                query_buffer_limit: 1024 * 1024 * 1024,
                 proto_max_bulk_len: 512 * 1024 * 1024,
                 backlog_bytes: 256 * 1024 * 1024,
                 on_backlog_full: OnFull::Block,
@@ -1007,8 +1025,9 @@ security-protocol = "SASL_SSL"
             error("bindport = 1\nbindprot = 2\n"),
             "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
              takes bindip, bindport, connip, connport, connusername, connpassword, message, \
-             worker, rsptimeout, maxclients, tcp_keepalive, proto_max_bulk_len, backlog_bytes, \
-             on_backlog_full, ack, metrics, admin_token, admin_token_file, [[sender]]"
+             worker, rsptimeout, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
+             client_query_buffer_limit, proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, \
+             metrics, admin_token, admin_token_file, [[sender]]"
         );
         let e = error("listen = 1");
         assert!(

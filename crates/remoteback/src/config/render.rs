@@ -61,6 +61,7 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
         limit.soft,
         limit.soft_for.as_secs()
     )?;
+    writeln!(f, "client_query_buffer_limit = {}", s.query_buffer_limit)?;
     writeln!(f, "proto_max_bulk_len = {}", s.proto_max_bulk_len)?;
     writeln!(f, "backlog_bytes = {}", s.backlog_bytes)?;
     writeln!(f, "on_backlog_full = {}", quote(s.on_backlog_full.name()))?;

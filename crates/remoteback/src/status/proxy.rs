@@ -39,6 +39,12 @@ impl Report for ProxyReport {
         )?;
         counter(
             out,
+            "remoteback_proxy_clients_closed_query_limit_total",
+            "Clients closed because an unfinished request passed client_query_buffer_limit.",
+            status.clients_closed_query_limit(),
+        )?;
+        counter(
+            out,
             "remoteback_proxy_clients_closed_idle_total",
             "Clients closed because they sent nothing for timeout seconds.",
             status.clients_closed_idle(),
