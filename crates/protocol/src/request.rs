@@ -42,10 +42,28 @@ impl Default for Limits {
 }
 
 /// A request the client got wrong. The connection is closed after replying
-/// `-ERR Protocol error: <reason>`, as Redis does.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Protocol error: {0}")]
-pub struct ProtocolError(pub String);
+/// `-ERR Protocol error: <reason>`, as Redis does. The reason is bytes: it
+/// can quote the client's own byte, which Redis sends back raw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub Vec<u8>);
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Protocol error: {}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl ProtocolError {
+    /// The reply Redis gives: `-ERR Protocol error: <reason>`, byte for byte.
+    pub fn reply(&self) -> Vec<u8> {
+        let mut out = b"-ERR Protocol error: ".to_vec();
+        out.extend_from_slice(&self.0);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+}
 
 /// The arguments of one parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +191,7 @@ fn string2ll(s: &[u8]) -> Option<i64> {
 }
 
 fn error(reason: &str) -> ProtocolError {
-    ProtocolError(reason.to_owned())
+    ProtocolError(reason.as_bytes().to_vec())
 }
 
 fn parse_multibulk(
@@ -228,10 +246,10 @@ fn multibulk_args(
             }
         };
         if buf[pos] != b'$' {
-            return Err(ProtocolError(format!(
-                "expected '$', got '{}'",
-                reply_char(buf[pos])
-            )));
+            let mut reason = b"expected '$', got '".to_vec();
+            reason.push(reply_byte(buf[pos]));
+            reason.push(b'\'');
+            return Err(ProtocolError(reason));
         }
         let len = string2ll(&buf[pos + 1..eol])
             .and_then(|n| u64::try_from(n).ok())
@@ -258,10 +276,12 @@ fn multibulk_args(
 
 /// A byte as Redis's error replies show it: `\r` and `\n` become spaces
 /// (`addReplyErrorFormat`), so that the reply stays one line.
-fn reply_char(b: u8) -> char {
+/// The client's byte as Redis quotes it: raw, but a line end shown as a
+/// space so that the error stays one line.
+fn reply_byte(b: u8) -> u8 {
     match b {
-        b'\r' | b'\n' => ' ',
-        b => b as char,
+        b'\r' | b'\n' => b' ',
+        b => b,
     }
 }
 
@@ -602,6 +622,11 @@ mod tests {
         assert_eq!(
             err(b"*1\r\n\n\r\n"),
             "Protocol error: expected '$', got ' '"
+        );
+        // Any other byte goes back raw, as Redis sends it, not re-encoded.
+        assert_eq!(
+            parse(b"*1\r\n\xe9\r\n").unwrap_err().reply(),
+            b"-ERR Protocol error: expected '$', got '\xe9'\r\n"
         );
         let mut long = b"*1\r\n:".to_vec();
         long.resize(4 + MAX_INLINE, b'1');

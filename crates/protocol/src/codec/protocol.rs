@@ -36,7 +36,7 @@ pub fn decode(payload: &Bytes) -> Result<Vec<Command>, ProtocolPayloadError> {
             return Err(err("expected a multi-bulk command".into()));
         }
         let parsed = request::parse(&payload[pos..])
-            .map_err(|e| err(e.0))?
+            .map_err(|e| err(String::from_utf8_lossy(&e.0).into_owned()))?
             .ok_or_else(|| err("truncated command".into()))?;
         if let Args::Ranges(ranges) = &parsed.args {
             if !ranges.is_empty() {

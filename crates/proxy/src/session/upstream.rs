@@ -107,7 +107,7 @@ pub(super) async fn forward_replies(
                 }
             }
             if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
-                client.send(format!("-ERR {msg}\r\n").into(), Vec::new()).await;
+                client.send(msg.reply().into(), Vec::new()).await;
                 return Ok(None);
             }
             if !requests_open && !queue.awaiting() {
