@@ -314,14 +314,11 @@ fn many_clients_pipelining_without_reading_cost_bounded_memory() {
     }
     let mut on_primary = connect(primary.port());
     let total = (clients * writes) as u64;
-    wait_until(
-        Duration::from_secs(300),
-        "every write on the primary",
-        || {
-            peak = peak.max(rss_bytes(pid));
-            redis::cmd("DBSIZE").query::<u64>(&mut on_primary).unwrap() == total
-        },
-    );
+    let patience = Duration::from_secs(if full { 1800 } else { 120 });
+    wait_until(patience, "every write on the primary", || {
+        peak = peak.max(rss_bytes(pid));
+        redis::cmd("DBSIZE").query::<u64>(&mut on_primary).unwrap() == total
+    });
     let during = rss_bytes(pid);
     for mut s in streams {
         let mut replies = vec![0u8; writes * 5];
