@@ -238,7 +238,7 @@ remoteback is running:
 Try it:
   redis-cli -p $PROXY_PORT set a a     # write through the proxy
   redis-cli -p $BACKUP_PORT get a       # read it from the backup
-  curl -s $PROXY_METRICS/health           # "ok", or why the backup needs a resync
+  curl -s $PROXY_METRICS/health           # {"state":"ok",...}, or why the backup needs a resync
   curl -s $REPLAY_METRICS/metrics         # records applied, lag, retries
 
 Copy what the primary holds, then prove the copy (docs/operations.md):

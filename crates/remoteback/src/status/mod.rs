@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -51,6 +51,7 @@ const MAX_HEAD: usize = 8 * 1024;
 /// The content type of the OpenMetrics text exposition.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 /// What a service reports.
 ///
@@ -179,12 +180,32 @@ async fn metrics(State(service): State<Arc<Reporting>>) -> Response {
     }
 }
 
-async fn health(State(service): State<Arc<Reporting>>) -> Response {
-    let (status, text) = match service.report.health() {
-        Ok(text) => (StatusCode::OK, text),
-        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
+/// `/health`: 200 or 503, and why. JSON (`{"state": "ok"|"unhealthy",
+/// "reasons": [...], "summary": "..."}`) for monitoring systems; the one
+/// line of text for a client that asks for `text/plain` (a person with
+/// `curl -H 'Accept: text/plain'`, or a script that greps it).
+async fn health(State(service): State<Arc<Reporting>>, headers: HeaderMap) -> Response {
+    let health = service.report.health();
+    let status = match health {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (status, [(header::CONTENT_TYPE, TEXT)], format!("{text}\n")).into_response()
+    let wants_text = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/plain") && !v.contains("application/json"));
+    if wants_text {
+        let text = match health {
+            Ok(text) | Err(text) => text,
+        };
+        return (status, [(header::CONTENT_TYPE, TEXT)], format!("{text}\n")).into_response();
+    }
+    let body = match &health {
+        Ok(text) => serde_json::json!({"state": "ok", "reasons": [], "summary": text}),
+        Err(text) => serde_json::json!({"state": "unhealthy", "reasons": [text], "summary": text}),
+    };
+    (status, [(header::CONTENT_TYPE, JSON)], format!("{body}\n")).into_response()
 }
 
 async fn method_not_allowed() -> Response {
@@ -374,7 +395,17 @@ remoteback_offsets_total{topic=\"a\\\"b\\\\c\\nd\",partition=\"1\"} 9
     }
 
     async fn get(addr: SocketAddr, path: &str) -> (String, Vec<(String, String)>, String) {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: test\r\n\r\n");
+        get_accepting(addr, path, "*/*").await
+    }
+
+    async fn get_accepting(
+        addr: SocketAddr,
+        path: &str,
+        accept: &str,
+    ) -> (String, Vec<(String, String)>, String) {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: test\r\nAccept: {accept}\r\n\r\n"
+        );
         let (status, headers, body) = send(addr, request.as_bytes()).await;
         assert_eq!(
             header(&headers, "content-length"),
@@ -398,17 +429,28 @@ remoteback_offsets_total{topic=\"a\\\"b\\\\c\\nd\",partition=\"1\"} 9
     #[tokio::test]
     async fn health_follows_the_report() {
         let server = start().await;
-        let (status, headers, body) = get(server.addr, "/health").await;
+        let (status, headers, body) = get_accepting(server.addr, "/health", "text/plain").await;
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert_eq!(
             header(&headers, "content-type"),
             Some("text/plain; charset=utf-8")
         );
         assert_eq!(body, "replaying\n");
+        let (_, headers, body) = get(server.addr, "/health").await;
+        assert_eq!(header(&headers, "content-type"), Some(JSON));
+        assert_eq!(
+            body,
+            "{\"reasons\":[],\"state\":\"ok\",\"summary\":\"replaying\"}\n"
+        );
         server.fake.healthy.store(false, Ordering::SeqCst);
-        let (status, _, body) = get(server.addr, "/health?probe").await;
+        let (status, _, body) = get_accepting(server.addr, "/health?probe", "text/plain").await;
         assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
         assert_eq!(body, "kafka unreachable\n");
+        let (status, _, body) = get(server.addr, "/health").await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["state"], "unhealthy");
+        assert_eq!(json["reasons"][0], "kafka unreachable");
         server.fake.healthy.store(true, Ordering::SeqCst);
         let (status, _, _) = get(server.addr, "/health").await;
         assert_eq!(status, "HTTP/1.1 200 OK");

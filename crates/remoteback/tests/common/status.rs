@@ -16,7 +16,10 @@ impl Status {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("read timeout");
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n")
+                    .as_bytes(),
+            )
             .expect("send the request");
         let mut raw = String::new();
         stream.read_to_string(&mut raw).expect("read the response");
