@@ -3,6 +3,7 @@
 mod config;
 mod logging;
 mod status;
+mod status_command;
 mod sync_command;
 mod verify_command;
 
@@ -55,6 +56,12 @@ enum Action {
     /// reported. Exit code 0: no difference; 1: differences (listed on
     /// stdout); 2: verify could not run.
     Verify(Box<verify_command::VerifyArgs>),
+    /// One screen for a person: the health, clients, rates, backlog, losses
+    /// and lag of running proxies and replays, from their metrics
+    /// addresses; redrawn every second on a terminal, printed once
+    /// otherwise. Exit code 0: all healthy; 1: one is not; 2: one cannot
+    /// be reached.
+    Status(status_command::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
         Action::CheckConfig { file } => check_config(file),
         Action::Sync(args) => sync_command::run(args),
         Action::Verify(args) => verify_command::run(*args),
+        Action::Status(args) => status_command::run(args),
     }
 }
 

@@ -1,0 +1,95 @@
+//! `remoteback status` against a running proxy and replay: what a person
+//! on call reads, and the exit code a script checks.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::pipeline::{Pipeline, Setup};
+use common::{free_port, remoteback_bin, wait_until, Service};
+
+fn status(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(remoteback_bin())
+        .arg("status")
+        .args(args)
+        .output()
+        .expect("run remoteback status");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn status_shows_health_rates_and_lag_and_exits_by_health() {
+    let proxy_metrics = free_port();
+    let mut p = Pipeline::start(Setup {
+        proxy_extra: format!("metrics = \"127.0.0.1:{proxy_metrics}\"\n"),
+        replay: false,
+        ..Setup::default()
+    });
+    p.proxy.wait_port(proxy_metrics);
+    let replay_metrics = free_port();
+    let config = format!(
+        "metrics = \"127.0.0.1:{replay_metrics}\"\n{}",
+        p.replay_config("PROTOCOL", "coroutine")
+    );
+    p.replay = Some(Service::replay(&config));
+    p.replay.as_ref().unwrap().wait_port(replay_metrics);
+    let mut client = p.client();
+    for i in 0..10 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut client)
+            .unwrap();
+    }
+    p.wait_backup_value(0, "k9", "9");
+
+    let (proxy_addr, replay_addr) = (
+        format!("127.0.0.1:{proxy_metrics}"),
+        format!("127.0.0.1:{replay_metrics}"),
+    );
+    let args = [
+        "--proxy",
+        proxy_addr.as_str(),
+        "--replay",
+        replay_addr.as_str(),
+    ];
+    let mut shown = String::new();
+    wait_until(
+        Duration::from_secs(20),
+        "every record delivered and applied in the status",
+        || {
+            let (code, text) = status(&args);
+            shown = text;
+            code == Some(0)
+                && shown.contains("records delivered -/s (10 in all)")
+                && shown.contains("records applied -/s (10 in all)")
+        },
+    );
+    assert!(
+        shown.contains(&format!("proxy {proxy_addr}: ok: backlog")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("replay {replay_addr}: ok")),
+        "{shown}"
+    );
+    assert!(shown.contains("clients 1"), "{shown}");
+    assert!(shown.contains("lag "), "{shown}");
+
+    // A replay that is gone: exit 2, and which one.
+    p.replay.take();
+    let (code, text) = status(&args);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!("replay {replay_addr}: UNREACHABLE")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("proxy {proxy_addr}: ok")), "{text}");
+    let (code, text) = status(&[]);
+    assert_eq!(code, Some(2), "{text}");
+    eprintln!("[check] status: both ok with 10 records delivered and applied, exit 0; replay gone: UNREACHABLE, exit 2\n{shown}");
+}
