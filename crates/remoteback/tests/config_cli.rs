@@ -127,7 +127,14 @@ fn replay_refuses_a_missing_file() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["proxy", "replay", "check-config", "sync", "verify", "status"] {
+    for sub in [
+        "proxy",
+        "replay",
+        "check-config",
+        "sync",
+        "verify",
+        "status",
+    ] {
         let out = run(&[sub, "--help"]);
         assert!(out.status.success());
         assert!(
