@@ -61,3 +61,52 @@ fn a_script_answered_thousands_of_levels_deep_does_not_stop_the_replay() {
     assert_eq!(p.backup_get(0, "after").as_deref(), Some("2"));
     p.assert_converges(&[0], Duration::from_secs(10));
 }
+
+/// A script that writes and then fails keeps its writes on the primary
+/// (Redis does not roll scripts back), so the backup must run it too; the
+/// proxy used to drop every script answered with an error. A script
+/// refused before it ran (`NOSCRIPT`) still replicates nothing.
+#[test]
+fn scripts_that_fail_after_writing_reach_the_backup() {
+    let p = Pipeline::start(Setup::default());
+    let mut c = p.client();
+    let failed = |c: &mut redis::Connection, cmd: &mut redis::Cmd| {
+        let err = cmd.query::<redis::Value>(c).expect_err("the script fails");
+        err.to_string()
+    };
+    let raised = failed(
+        &mut c,
+        redis::cmd("EVAL")
+            .arg("redis.call('set', KEYS[1], 'a'); error('boom')")
+            .arg(1)
+            .arg("raised"),
+    );
+    assert!(raised.contains("boom"), "{raised}");
+    let returned = failed(
+        &mut c,
+        redis::cmd("EVAL")
+            .arg("redis.call('set', KEYS[1], 'b'); return redis.error_reply('no')")
+            .arg(1)
+            .arg("returned"),
+    );
+    assert!(returned.contains("no"), "{returned}");
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=lib\nredis.register_function('f', function(keys) redis.call('set', keys[1], 'c'); redis.call('incr', keys[1]) end)")
+        .query(&mut c)
+        .expect("FUNCTION LOAD");
+    let wrongtype = failed(&mut c, redis::cmd("FCALL").arg("f").arg(1).arg("function"));
+    assert!(wrongtype.contains("not an integer"), "{wrongtype}");
+    let noscript = failed(
+        &mut c,
+        redis::cmd("EVALSHA")
+            .arg("0000000000000000000000000000000000000000")
+            .arg(0),
+    );
+    assert!(noscript.contains("No matching script"), "{noscript}");
+    p.wait_applied();
+    assert_eq!(p.backup_get(0, "raised").as_deref(), Some("a"));
+    assert_eq!(p.backup_get(0, "returned").as_deref(), Some("b"));
+    assert_eq!(p.backup_get(0, "function").as_deref(), Some("c"));
+    p.assert_converges(&[0], Duration::from_secs(10));
+}
