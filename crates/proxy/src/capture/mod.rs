@@ -288,7 +288,7 @@ impl Capture {
 /// took effect (Redis does not roll a script back): an error raised while
 /// it ran carries `script: NAME, on @user_script:LINE.` (`@user_function`
 /// for `FCALL`); one the script returned (`redis.error_reply`) carries
-/// nothing, like a refusal before it ran. Of those, the refusals that depend
+/// nothing, like a refusal before it ran. A killed script wrote nothing. Of those, the refusals that depend
 /// on the primary's state (an unknown SHA-1, ACL, `maxmemory`, a busy or
 /// read-only or loading server, cluster redirections) say the script did
 /// not run and the backup, in another state, might run it; the others
@@ -298,6 +298,11 @@ fn script_ran(command: &Command, verdict: &Verdict, error: &[u8]) -> bool {
         return false;
     }
     let contains = |needle: &[u8]| error.windows(needle.len()).any(|w| w == needle);
+    // `SCRIPT KILL` / `FUNCTION KILL` stop only scripts that wrote nothing
+    // (one that wrote is unkillable); run again, the backup would loop.
+    if contains(b"Script killed by user") {
+        return false;
+    }
     if contains(b" script: ")
         && (contains(b", on @user_script:") || contains(b", on @user_function:"))
     {
@@ -506,6 +511,12 @@ mod tests {
                 "0",
             ],
             "-no\r\n",
+        );
+        // Killed (a busy script that wrote nothing): the backup would loop.
+        reply(
+            &mut c,
+            &["FCALL", "busy", "0"],
+            "-ERR Script killed by user with SCRIPT KILL... script: busy, on @user_function:2.\r\n",
         );
         // Refused before it ran.
         reply(
