@@ -14,7 +14,10 @@ use bytes::{Bytes, BytesMut};
 #[error("invalid RESP reply: {0}")]
 pub struct FrameError(pub String);
 
-/// Deepest nesting [`decode`] accepts; Redis never comes near it.
+/// Deepest nesting [`decode`] builds frames for. Redis's own replies never
+/// come near it, but a Lua script's can (a table nested in itself is
+/// answered level by level until Lua's stack limit, thousands deep): a value
+/// nested deeper is kept whole, undecoded, as [`Frame::Deep`].
 const MAX_DEPTH: usize = 512;
 
 /// Finds where complete RESP values end in a growing buffer.
@@ -206,6 +209,10 @@ pub enum Frame {
     Boolean(bool),
     /// RESP3 double `,` and big number `(`, as their text.
     Number(Bytes),
+    /// A value nested more than `MAX_DEPTH` (512) levels deep, as its RESP
+    /// bytes: framed by [`Scanner`], which needs no recursion, but not
+    /// decoded.
+    Deep(Bytes),
 }
 
 impl Frame {
@@ -254,7 +261,11 @@ pub fn decode(buf: &Bytes) -> Result<Option<(Frame, usize)>, FrameError> {
 
 fn decode_at(buf: &Bytes, pos: &mut usize, depth: usize) -> Result<Option<Frame>, FrameError> {
     if depth > MAX_DEPTH {
-        return Err(FrameError("nesting too deep".into()));
+        return Ok(Scanner::new().next(&buf[*pos..])?.map(|len| {
+            let deep = buf.slice(*pos..*pos + len);
+            *pos += len;
+            Frame::Deep(deep)
+        }));
     }
     let Some((head, line_end)) = read_line(buf, *pos)? else {
         return Ok(None);
@@ -361,6 +372,40 @@ mod tests {
         assert_eq!(
             decode(&Bytes::from_static(reply)).unwrap().map(|(_, n)| n),
             Some(6)
+        );
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_limit_are_kept_whole() {
+        // What Redis answers `EVAL "local a = {}; local b = {a}; a[1] = b;
+        // return a" 0` with: arrays of one array, then an error at Lua's
+        // stack limit.
+        let levels = 4000;
+        let mut reply = b"*1\r\n".repeat(levels);
+        reply.extend_from_slice(b"-ERR reached lua stack limit\r\n");
+        let bytes = Bytes::from(reply.clone());
+        assert_eq!(Scanner::new().next(&reply), Ok(Some(reply.len())));
+        let (mut frame, len) = decode(&bytes).unwrap().unwrap();
+        assert_eq!(len, reply.len());
+        for _ in 0..=MAX_DEPTH {
+            match frame {
+                Frame::Array(mut items) if items.len() == 1 => frame = items.remove(0),
+                other => panic!("expected a one-element array, got {other:?}"),
+            }
+        }
+        let deep_start = (MAX_DEPTH + 1) * b"*1\r\n".len();
+        assert_eq!(frame, Frame::Deep(bytes.slice(deep_start..)));
+        // Incomplete stays incomplete.
+        assert_eq!(decode(&bytes.slice(..bytes.len() - 2)), Ok(None));
+        // And the decoder reads on after it.
+        let mut two = reply.clone();
+        two.extend_from_slice(b"+OK\r\n");
+        let mut buf = BytesMut::from(&two[..]);
+        let mut scanner = Scanner::new();
+        assert!(scanner.take(&mut buf).unwrap().is_some());
+        assert_eq!(
+            scanner.take(&mut buf).unwrap(),
+            Some(Frame::Simple(Bytes::from_static(b"OK")))
         );
     }
 

@@ -142,7 +142,13 @@ impl Capture {
             return;
         }
         if frame::is_error(reply) {
-            self.refused(&command, verdict, reply.get(1..).unwrap_or_default());
+            let error = reply.get(1..).unwrap_or_default();
+            self.refused(&command, verdict, error);
+            if script_ran(&command, verdict, error) {
+                // Its writes before the error stay on the primary: the
+                // backup runs it too, to the same error.
+                self.capture_one(command, verdict, outcome);
+            }
             return;
         }
         if command.is("MULTI") {
@@ -254,6 +260,9 @@ impl Capture {
         for ((command, verdict), result) in transaction.queued.into_iter().zip(results.iter()) {
             if let Frame::Error(error) = result {
                 self.refused(&command, &verdict, error);
+                if script_ran(&command, &verdict, error) {
+                    self.replicated(command, &verdict, Reply::Frame(result), now, &mut kept);
+                }
             } else if command.is("SELECT") {
                 self.db = selected_db(&command).unwrap_or(self.db);
                 kept.push(Captured::verbatim(command, &verdict));
@@ -272,6 +281,64 @@ impl Capture {
             );
         }
     }
+}
+
+/// Whether a script call (`EVAL`, `EVALSHA`, `FCALL`) that the primary
+/// answered with `error` ran, so that the writes it made before failing
+/// took effect (Redis does not roll a script back): an error raised while
+/// it ran carries `script: NAME, on @user_script:LINE.` (`@user_function`
+/// for `FCALL`); one the script returned (`redis.error_reply`) carries
+/// nothing, like a refusal before it ran. A killed script wrote nothing. Of those, the refusals that depend
+/// on the primary's state (an unknown SHA-1, ACL, `maxmemory`, a busy or
+/// read-only or loading server, cluster redirections) say the script did
+/// not run and the backup, in another state, might run it; the others
+/// (syntax, `numkeys`, compile errors) the backup refuses alike.
+fn script_ran(command: &Command, verdict: &Verdict, error: &[u8]) -> bool {
+    if !verdict.is_captured() || !["EVAL", "EVALSHA", "FCALL"].iter().any(|n| command.is(n)) {
+        return false;
+    }
+    let contains = |needle: &[u8]| error.windows(needle.len()).any(|w| w == needle);
+    // `SCRIPT KILL` / `FUNCTION KILL` stop only scripts that wrote nothing
+    // (one that wrote is unkillable); run again, the backup would loop.
+    if contains(b"Script killed by user") {
+        return false;
+    }
+    if contains(b" script: ")
+        && (contains(b", on @user_script:") || contains(b", on @user_function:"))
+    {
+        return true;
+    }
+    const REFUSED_BEFORE_RUNNING: &[&[u8]] = &[
+        b"NOSCRIPT",
+        b"NOAUTH",
+        b"NOPERM",
+        b"BUSY",
+        b"LOADING",
+        b"MISCONF",
+        b"NOREPLICAS",
+        b"READONLY",
+        b"MASTERDOWN",
+        b"OOM",
+        b"MOVED",
+        b"ASK",
+        b"TRYAGAIN",
+        b"CLUSTERDOWN",
+        b"CROSSSLOT",
+        b"ERR Error compiling script",
+        b"ERR Number of keys",
+        b"ERR wrong number of arguments",
+        b"ERR unknown command",
+        b"ERR Function not found",
+        b"ERR value is not an integer",
+    ];
+    let code = error.split(|&b| b == b' ').next().unwrap_or_default();
+    !REFUSED_BEFORE_RUNNING.iter().any(|refused| {
+        if refused.contains(&b' ') {
+            error.starts_with(refused)
+        } else {
+            code == *refused
+        }
+    })
 }
 
 fn selected_db(command: &Command) -> Option<u32> {
@@ -413,6 +480,97 @@ mod tests {
         );
         reply(&mut runner, &["EVALSHA", sha, "0"], ":1\r\n");
         assert_eq!(rec.take(), vec![vec!["EVAL return 1 0".to_string()]]);
+    }
+
+    #[test]
+    fn scripts_that_failed_while_running_are_captured() {
+        let (mut c, rec) = capture(&Arc::new(ScriptCache::new()));
+        let body = "redis.call('set','k','1'); error('boom')";
+        // Raised while running: its SET stays on the primary.
+        reply(
+            &mut c,
+            &["EVAL", body, "0"],
+            "-ERR user_script:1: boom script: 0123, on @user_script:1.\r\n",
+        );
+        reply(
+            &mut c,
+            &["FCALL", "f", "0"],
+            "-ERR user_function:2: boom script: f, on @user_function:2.\r\n",
+        );
+        reply(
+            &mut c,
+            &["EVAL", "redis.call('set','x','1')", "0"],
+            "-OOM command not allowed when used memory > 'maxmemory'. script: 0123, on @user_script:1.\r\n",
+        );
+        // Returned by the script itself.
+        reply(
+            &mut c,
+            &[
+                "EVAL",
+                "redis.call('set','k','2'); return redis.error_reply('no')",
+                "0",
+            ],
+            "-no\r\n",
+        );
+        // Killed (a busy script that wrote nothing): the backup would loop.
+        reply(
+            &mut c,
+            &["FCALL", "busy", "0"],
+            "-ERR Script killed by user with SCRIPT KILL... script: busy, on @user_function:2.\r\n",
+        );
+        // Refused before it ran.
+        reply(
+            &mut c,
+            &["EVALSHA", "0000000000000000000000000000000000000000", "0"],
+            "-NOSCRIPT No matching script. Please use EVAL.\r\n",
+        );
+        reply(
+            &mut c,
+            &["EVAL", "#!lua\nredis.call('set','x','1')", "0"],
+            "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+        );
+        reply(
+            &mut c,
+            &["EVAL", "return 1", "2", "k"],
+            "-ERR Number of keys can't be greater than number of args\r\n",
+        );
+        reply(
+            &mut c,
+            &["EVAL", "return", "0"],
+            "-ERR Error compiling script (new function): user_script:1: bad\r\n",
+        );
+        // Not a script: refused, nothing happened.
+        reply(
+            &mut c,
+            &["INCR", "k"],
+            "-ERR value is not an integer or out of range\r\n",
+        );
+        // Inside a transaction, the same.
+        reply(&mut c, &["MULTI"], "+OK\r\n");
+        reply(&mut c, &["EVAL", body, "0"], "+QUEUED\r\n");
+        reply(
+            &mut c,
+            &["EVALSHA", "0000000000000000000000000000000000000000", "0"],
+            "+QUEUED\r\n",
+        );
+        reply(
+            &mut c,
+            &["EXEC"],
+            "*2\r\n-ERR user_script:1: boom script: 0123, on @user_script:1.\r\n-NOSCRIPT No matching script.\r\n",
+        );
+        assert_eq!(
+            rec.take(),
+            vec![
+                vec![format!("EVAL {body} 0")],
+                vec!["FCALL f 0".to_string()],
+                vec!["EVAL redis.call('set','x','1') 0".to_string()],
+                vec![
+                    "EVAL redis.call('set','k','2'); return redis.error_reply('no') 0".to_string()
+                ],
+                // What is left of the transaction: one command, no MULTI/EXEC.
+                vec![format!("EVAL {body} 0")],
+            ]
+        );
     }
 
     #[test]
