@@ -105,6 +105,20 @@ fn scripts_that_fail_after_writing_reach_the_backup() {
     );
     assert!(noscript.contains("No matching script"), "{noscript}");
     p.wait_applied();
+    // The replay told the scripts that raised (the EVAL and the FCALL)
+    // from refusals (it tells once the backup answered the batch, which
+    // may come just after the backup shows the data).
+    let raised = |log: &str| {
+        log.matches("raised on the backup, as on the primary")
+            .count()
+    };
+    common::wait_until(
+        Duration::from_secs(10),
+        "two scripts told as raised",
+        || raised(&p.logs()) >= 2,
+    );
+    let log = p.logs();
+    assert_eq!(raised(&log), 2, "{log}");
     assert_eq!(p.backup_get(0, "raised").as_deref(), Some("a"));
     assert_eq!(p.backup_get(0, "returned").as_deref(), Some("b"));
     assert_eq!(p.backup_get(0, "function").as_deref(), Some("c"));

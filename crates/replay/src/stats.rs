@@ -11,6 +11,7 @@ pub struct Stats(Arc<Inner>);
 struct Inner {
     applied: AtomicU64,
     refused: AtomicU64,
+    scripts_raised: AtomicU64,
     bad_skipped: AtomicU64,
     reconnects: AtomicU64,
     last_primary_ms: AtomicU64,
@@ -51,6 +52,17 @@ impl Stats {
     /// Commands the backup refused (a sign the backup diverged).
     pub fn add_refused(&self, n: u64) {
         self.0.refused.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A replayed script raised an error while it ran on the backup, as
+    /// the proxy captures only scripts that ran on the primary and raised
+    /// there too or succeeded.
+    pub fn add_script_raised(&self) {
+        self.0.scripts_raised.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn scripts_raised(&self) -> u64 {
+        self.0.scripts_raised.load(Ordering::Relaxed)
     }
 
     /// Failed attempts to reach the backup.

@@ -32,6 +32,12 @@ impl Report for ReplayReport {
         )?;
         counter(
             out,
+            "remoteback_replay_scripts_raised_total",
+            "Replayed scripts that raised an error while they ran on the backup, as they did on the primary (not refusals).",
+            self.stats.scripts_raised(),
+        )?;
+        counter(
+            out,
             "remoteback_replay_bad_records_skipped_total",
             "Records that could not be read, skipped (on_bad_record = skip): the backup misses what they held.",
             self.stats.bad_skipped(),
