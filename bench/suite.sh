@@ -94,8 +94,10 @@ target_dir() { # MANIFEST
 BIN="$(target_dir "$ROOT/Cargo.toml")/release/remoteback"
 LOAD="$(target_dir "$ROOT/bench/load/Cargo.toml")/release/remoteback-load"
 
-# name=pid of the long-running processes, for their CPU time at the end.
+# name=pid of the long-running processes, for their CPU time at the end
+# and to notice one that exited; LOG_OF[name] is its log.
 CPU_PIDS=()
+declare -A LOG_OF
 cpu_seconds() { # PID: user + system CPU seconds so far
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.0f", ($12 + $13) / hz }' "/proc/$1/stat"
 }
@@ -107,12 +109,14 @@ for port in $P_PRIMARY $P_BACKUP $P_BACKUP2; do
         --dir "$WORK/redis-$port" >"$WORK/redis-$port.log" 2>&1 &
     PIDS+=($!)
     CPU_PIDS+=("redis-server :$port=$!")
+    LOG_OF["redis-server :$port"]="$WORK/redis-$port.log"
 done
 (cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$P_KAFKA" \
     --advertised-listener-url "tcp://127.0.0.1:$P_KAFKA" --storage-engine sqlite://tansu.db) \
     >"$WORK/tansu.log" 2>&1 &
 PIDS+=($!)
 CPU_PIDS+=("tansu=$!")
+LOG_OF[tansu]="$WORK/tansu.log"
 cat >"$WORK/nutcracker.yml" <<YAML
 bench:
   listen: 127.0.0.1:$P_TWEM
@@ -129,6 +133,7 @@ nutcracker -c "$WORK/nutcracker.yml" -s $P_TWEM_STATS -a 127.0.0.1 \
     -o "$WORK/nutcracker.log" -p "$WORK/nutcracker.pid" &
 PIDS+=($!)
 CPU_PIDS+=("twemproxy=$!")
+LOG_OF[twemproxy]="$WORK/nutcracker.log"
 wait_port $P_PRIMARY
 wait_port $P_BACKUP
 wait_port $P_BACKUP2
@@ -161,9 +166,11 @@ TOML
 PROXY_PID=$!
 PIDS+=($!)
 CPU_PIDS+=("proxy=$!")
+LOG_OF[proxy]="$WORK/proxy.log"
 "$BIN" replay --config "$WORK/replay.toml" 2>"$WORK/replay.log" &
 PIDS+=($!)
 CPU_PIDS+=("replay=$!")
+LOG_OF[replay]="$WORK/replay.log"
 wait_port $P_PROXY 60
 wait_port $P_REPLAY_M 30
 
@@ -178,11 +185,31 @@ rss_kib() { # PID
 mib() { # KIB
     awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'
 }
+# Stops the suite if a service exited or the proxy lost records (Kafka
+# gave up on them): the figures after that would not mean what they say.
+check() {
+    local np name lost
+    for np in "${CPU_PIDS[@]}"; do
+        name="${np%%=*}"
+        if ! kill -0 "${np#*=}" 2>/dev/null; then
+            step "ERROR: $name exited; the end of its log:"
+            tail -n 20 "${LOG_OF[$name]}" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-300 >&2
+            exit 1
+        fi
+    done
+    lost=$(($(metric $P_PROXY_M remoteback_proxy_records_failed_total) + $(metric $P_PROXY_M remoteback_proxy_records_dropped_total)))
+    if [ "$lost" -gt 0 ]; then
+        step "ERROR: the proxy lost $lost records (Kafka did not take them); stopping. The proxy's errors:"
+        grep -E 'ERROR' "$WORK/proxy.log" | tail -n 5 | cut -c1-300 >&2
+        exit 1
+    fi
+}
 # Waits until Kafka acknowledged every record of the proxy and the replay
 # applied them all; prints the seconds that took.
 drain() {
     local started=$SECONDS backlog delivered applied
     while :; do
+        check
         backlog="$(metric $P_PROXY_M remoteback_proxy_backlog_bytes)"
         delivered="$(metric $P_PROXY_M remoteback_proxy_records_delivered_total)"
         applied="$(metric $P_REPLAY_M remoteback_replay_records_applied_total)"
@@ -191,7 +218,7 @@ drain() {
             step "WARNING: not drained after $DRAIN_MAX s (backlog $backlog B, delivered $delivered, applied $applied)"
             break
         fi
-        sleep 0.2
+        sleep 0.5
     done
     echo $((SECONDS - started))
 }
@@ -292,6 +319,7 @@ PIDS+=($!)
 SUS_SERIES=""
 for t in $(seq 1 "$SUSTAIN"); do
     sleep 1
+    check
     if [ $((t % (SUSTAIN / 6))) -eq 0 ]; then
         b="$(metric $P_PROXY_M remoteback_proxy_backlog_bytes)"
         a="$(metric $P_REPLAY_M remoteback_replay_age_of_last_applied_ms)"

@@ -101,6 +101,17 @@ fn client(addr: &str) -> Result<redis::Client> {
     Ok(redis::Client::open(format!("redis://{addr}/"))?)
 }
 
+/// A connection that waits for its replies as long as they take: the
+/// crate's default gives up after 500 ms, which a loaded proxy exceeds.
+async fn connect(client: &redis::Client) -> Result<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(None);
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
 /// A cheap xorshift generator: keys spread over the keyspace without a
 /// dependency on `rand`.
 struct Xorshift(u64);
@@ -151,7 +162,7 @@ async fn lag(args: Args) -> Result<()> {
 
     // The backup announces every string write to a key as a keyspace event.
     let backup_client = client(&backup)?;
-    let mut backup_conn = backup_client.get_multiplexed_async_connection().await?;
+    let mut backup_conn = connect(&backup_client).await?;
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("notify-keyspace-events")
@@ -178,7 +189,7 @@ async fn lag(args: Args) -> Result<()> {
     });
 
     let proxy_client = client(&proxy)?;
-    let mut probe_conn = proxy_client.get_multiplexed_async_connection().await?;
+    let mut probe_conn = connect(&proxy_client).await?;
     let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let mut probes: HashMap<u64, Probe> = HashMap::new();
     let mut next_id = 0u64;
@@ -196,7 +207,7 @@ async fn lag(args: Args) -> Result<()> {
         let mut writers = Vec::new();
         if phase == Phase::Load && rate > 0 {
             for w in 0..conns {
-                let mut conn = proxy_client.get_multiplexed_async_connection().await?;
+                let mut conn = connect(&proxy_client).await?;
                 let per_conn = rate as f64 / conns as f64;
                 let stop = Arc::clone(&stop);
                 writers.push(tokio::spawn(async move {
