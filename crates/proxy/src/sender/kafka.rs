@@ -38,10 +38,14 @@ use crate::settings::KafkaSenderSettings;
 /// Redis value may be far larger than Kafka's usual 1 MB (the broker's
 /// `message.max.bytes` must allow what the proxy sends); librdkafka's own
 /// queue as large as it goes, so that the proxy's backlog is the bound that
-/// applies.
+/// applies; and no local timeout, so that a record waiting in that backlog
+/// for a slow broker is delivered late rather than given up on (with
+/// librdkafka's 300 s, a full 256 MiB backlog draining at a few hundred
+/// records a second lost records that were never refused).
 const DEFAULTS: &[(&str, &str)] = &[
     ("enable.idempotence", "true"),
     ("acks", "all"),
+    ("message.timeout.ms", "0"),
     ("message.max.bytes", "67108864"),
     ("queue.buffering.max.messages", "2147483647"),
     ("queue.buffering.max.kbytes", "2147483647"),
