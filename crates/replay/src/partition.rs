@@ -124,6 +124,7 @@ impl PartitionJob {
         };
         let mut consumer =
             receiver::consumer(&self.settings.receiver, &self.topic, self.partition, start)?;
+        let mut outage = Outage::default();
         loop {
             if *self.stop.borrow() {
                 return Ok(());
@@ -180,8 +181,19 @@ impl PartitionJob {
                 {
                     consumer = self.skip(&mut sink, &bad).await?;
                 }
+                // The brokers are unreachable for now: librdkafka connects
+                // again by itself, and the partition goes on where it was.
+                Some(ReplayError::Receive(ReceiveError::Kafka(e)))
+                    if receiver::is_transient(&e) =>
+                {
+                    outage.report(&self.topic, self.partition, &e);
+                    tokio::select! {
+                        _ = self.stop.changed() => return Ok(()),
+                        _ = tokio::time::sleep(OUTAGE_PAUSE) => {}
+                    }
+                }
                 Some(e) => return Err(e),
-                None => {}
+                None => outage.end(&self.topic, self.partition),
             }
         }
     }
@@ -246,5 +258,37 @@ fn describe(at: StartAt) -> String {
     match at {
         StartAt::Beginning => "its beginning".into(),
         StartAt::Offset(o) => format!("offset {o}"),
+    }
+}
+
+/// How long a partition waits after a consumer error that says the brokers
+/// are unreachable, before it polls again.
+const OUTAGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A broker outage seen by one partition: told once when it starts, once
+/// when it ends.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+}
+
+impl Outage {
+    fn report(&mut self, topic: &str, partition: i32, e: &rdkafka::error::KafkaError) {
+        if self.since.is_none() {
+            log::warn!(
+                "partition {topic}[{partition}]: {e}; waiting for the brokers (librdkafka \
+                 reconnects), the partition goes on where it was"
+            );
+            self.since = Some(std::time::Instant::now());
+        }
+    }
+
+    fn end(&mut self, topic: &str, partition: i32) {
+        if let Some(since) = self.since.take() {
+            log::info!(
+                "partition {topic}[{partition}]: brokers reachable again after {:.1} s",
+                since.elapsed().as_secs_f64()
+            );
+        }
     }
 }

@@ -224,6 +224,29 @@ pub fn consumer(
     Ok(consumer)
 }
 
+/// Whether a consumer error says only that the brokers cannot be reached
+/// now (librdkafka connects again by itself), rather than that records are
+/// gone or the configuration is wrong.
+pub fn is_transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::BrokerNotAvailable
+                | Code::NetworkException
+                | Code::RequestTimedOut
+                | Code::OperationTimedOut
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::Resolve
+        )
+    )
+}
+
 /// Waits up to `poll_timeout` for a record, then takes whatever else is
 /// already there, up to the batch limits. Empty when nothing arrived. A
 /// record that cannot be read or a consumer error ends the batch; the
@@ -273,4 +296,27 @@ fn convert(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<Received, 
         meta,
         payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    use super::*;
+
+    #[test]
+    fn unreachable_brokers_are_waited_for_lost_records_are_not() {
+        assert!(is_transient(&KafkaError::MessageConsumption(
+            Code::AllBrokersDown
+        )));
+        assert!(is_transient(&KafkaError::MessageConsumption(
+            Code::BrokerTransportFailure
+        )));
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            Code::OffsetOutOfRange
+        )));
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            Code::UnknownTopicOrPartition
+        )));
+    }
 }
