@@ -4,7 +4,8 @@
 //! The modules follow a command through the proxy (docs/architecture.md
 //! draws the whole flow):
 //!
-//! - [`listener`] accepts clients and starts a session for each;
+//! - [`listener`] accepts clients and starts a session for each
+//!   (`open_files`: the descriptors they need);
 //! - `session`: the client side reads requests and forwards them, the
 //!   upstream side reads the primary's replies, matches them to the
 //!   commands in flight and writes them to the client;
@@ -21,6 +22,7 @@
 
 mod capture;
 pub mod listener;
+mod open_files;
 mod ordering;
 mod primary;
 mod sender;

@@ -9,6 +9,7 @@ use remoteback_protocol::{request, Format, Worker};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::capture::{Routes, ScriptCache};
+use crate::open_files;
 use crate::ordering::OrderTables;
 use crate::primary::Primary;
 use crate::sender::topic::{self, TopicError};
@@ -94,6 +95,7 @@ impl Proxy {
         let mut watch = table::Watch::default();
         watch.poll(&primary, &table).await;
         let table_watch = tokio::spawn(table::watch(watch, primary, table.clone()));
+        open_files::raise_for(settings.max_clients);
         let addr = format!("{}:{}", settings.bind_ip, settings.bind_port);
         let listener = TcpListener::bind(&addr)
             .await
