@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::pipeline::{connect, Pipeline, Setup, TOPIC};
 use common::status::Status;
-use common::{free_port, wait_until, RedisServer, Service};
+use common::{free_port, raise_open_files_limit, rss_bytes, wait_until, RedisServer, Service};
 
 fn ping(con: &mut redis::Connection) -> String {
     redis::cmd("PING").query(con).expect("PING")
@@ -323,16 +323,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The resident memory of process `pid`, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("VmRSS in {status}"))
-}
-
 const SLOW_CLIENTS: usize = 1000;
 
 /// Slowloris: 1,000 clients each send one `SET` a byte at a time, every
@@ -344,6 +334,9 @@ const SLOW_CLIENTS: usize = 1000;
 /// grows.
 #[test]
 fn a_thousand_clients_trickling_requests_hold_connections_not_memory() {
+    // The test holds a socket per client (the proxy and redis-server raise
+    // their own limits).
+    raise_open_files_limit(SLOW_CLIENTS as u64 + 256);
     let p = Pipeline::start(Setup::default());
     let pid = p.proxy.pid().expect("the proxy's pid");
     let mut other = p.client();
@@ -352,7 +345,7 @@ fn a_thousand_clients_trickling_requests_hold_connections_not_memory() {
         .arg("up")
         .query(&mut other)
         .expect("SET");
-    let before = rss_kib(pid);
+    let before = rss_bytes(pid) / 1024;
 
     let requests: Vec<Vec<u8>> = (0..SLOW_CLIENTS)
         .map(|n| {
@@ -390,7 +383,7 @@ fn a_thousand_clients_trickling_requests_hold_connections_not_memory() {
         let got: usize = redis::cmd("GET").arg(&key).query(&mut other).expect("GET");
         assert_eq!(got, i);
         served += 1;
-        during = during.max(rss_kib(pid));
+        during = during.max(rss_bytes(pid) / 1024);
         // The trickle's pace, not a wait for a condition.
         std::thread::sleep(Duration::from_millis(150));
     }
@@ -416,11 +409,11 @@ fn a_thousand_clients_trickling_requests_hold_connections_not_memory() {
             "slow:{n:04} on the primary"
         );
     }
-    let replied = rss_kib(pid);
+    let replied = rss_bytes(pid) / 1024;
     drop(slow);
     p.wait_applied();
     p.assert_converges(&[0], Duration::from_secs(30));
-    let after = rss_kib(pid);
+    let after = rss_bytes(pid) / 1024;
     eprintln!(
         "[check] {SLOW_CLIENTS} clients trickled a SET a byte per 150 ms ({longest} bytes); the other client was served {served} SET/GET pairs meanwhile; every SET reached the primary and the backup; proxy VmRSS: before {before} KiB, at most {during} KiB during, {replied} KiB when all were answered, {after} KiB after they left"
     );

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::pipeline::connect;
 use common::pipeline::{Pipeline, Setup};
 use common::status::Status;
-use common::{free_port, rss_bytes, wait_until, RedisServer, Service};
+use common::{free_port, raise_open_files_limit, rss_bytes, wait_until, RedisServer, Service};
 
 fn pipeline(extra: &str) -> (Pipeline, Status) {
     let metrics = free_port();
@@ -30,6 +30,19 @@ fn raw_client(port: u16) -> TcpStream {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("read timeout");
     stream
+}
+
+/// A proxy whose memory is the sessions': records go to a LogSender whose
+/// lines are not written (no Kafka backlog, no log I/O) and no reply
+/// timeout cuts a client that waits long.
+fn measured_proxy(primary: &RedisServer) -> (Service, u16) {
+    let port = free_port();
+    let proxy = Service::proxy(&format!(
+        "bindport = {port}\nconnport = {}\nrsptimeout = 0\n\n[[sender]]\nclass = \"LogSender\"\nlogger = \"unlogged\"\nlevel = \"trace\"\n",
+        primary.port()
+    ));
+    proxy.wait_port(port);
+    (proxy, port)
 }
 
 fn set_get(con: &mut redis::Connection, key: &str) {
@@ -119,12 +132,7 @@ fn a_client_over_the_output_limit_is_closed_and_its_writes_still_replicate() {
 fn a_client_that_pipelines_without_reading_costs_bounded_memory() {
     const WRITES: usize = 300_000;
     let primary = RedisServer::start();
-    let port = free_port();
-    let proxy = Service::proxy(&format!(
-        "bindport = {port}\nconnport = {}\nrsptimeout = 0\n\n[[sender]]\nclass = \"LogSender\"\nlogger = \"unlogged\"\nlevel = \"trace\"\n",
-        primary.port()
-    ));
-    proxy.wait_port(port);
+    let (proxy, port) = measured_proxy(&primary);
     let pid = proxy.pid().expect("proxy pid");
     let mut other = connect(port);
     set_get(&mut other, "warm");
@@ -272,13 +280,9 @@ fn an_idle_client_is_closed_after_timeout_but_not_a_subscriber_or_a_blocked_one(
 fn many_clients_pipelining_without_reading_cost_bounded_memory() {
     let full = std::env::var_os("REMOTEBACK_SLOW_FULL").is_some();
     let (clients, writes) = if full { (1_000, 10_000) } else { (100, 2_000) };
+    raise_open_files_limit(clients as u64 + 256);
     let primary = RedisServer::start();
-    let port = free_port();
-    let proxy = Service::proxy(&format!(
-        "bindport = {port}\nconnport = {}\nrsptimeout = 0\n\n[[sender]]\nclass = \"LogSender\"\nlogger = \"unlogged\"\nlevel = \"trace\"\n",
-        primary.port()
-    ));
-    proxy.wait_port(port);
+    let (proxy, port) = measured_proxy(&primary);
     let pid = proxy.pid().expect("proxy pid");
     let before = rss_bytes(pid);
 

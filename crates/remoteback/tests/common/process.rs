@@ -303,3 +303,27 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .map(|kb| kb * 1024)
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
+
+/// Raises this process's soft open-files limit to at least `want` (up to
+/// the hard limit), for tests that hold many sockets: many systems give a
+/// process 1,024.
+pub fn raise_open_files_limit(want: u64) {
+    #[repr(C)]
+    struct Rlimit {
+        cur: u64,
+        max: u64,
+    }
+    extern "C" {
+        fn getrlimit(resource: i32, limit: *mut Rlimit) -> i32;
+        fn setrlimit(resource: i32, limit: *const Rlimit) -> i32;
+    }
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut limit = Rlimit { cur: 0, max: 0 };
+    // SAFETY: both calls only read or write the struct given.
+    unsafe {
+        if getrlimit(RLIMIT_NOFILE, &mut limit) == 0 && limit.cur < want {
+            limit.cur = want.min(limit.max);
+            setrlimit(RLIMIT_NOFILE, &limit);
+        }
+    }
+}
