@@ -243,6 +243,15 @@ pub fn is_error(reply: &[u8]) -> bool {
     matches!(reply.first(), Some(b'-') | Some(b'!'))
 }
 
+/// Whether error text `error` (without its `-`) was raised inside a running
+/// script (`EVAL`, `FCALL`): Redis appends `script: NAME, on
+/// @user_script:LINE.` (or `@user_function:`) to those, and to nothing
+/// else. Such a script ran up to the error, and its writes before it stay.
+pub fn raised_in_script(error: &[u8]) -> bool {
+    let contains = |needle: &[u8]| error.windows(needle.len()).any(|w| w == needle);
+    contains(b" script: ") && (contains(b", on @user_script:") || contains(b", on @user_function:"))
+}
+
 /// Whether the complete reply in `reply` is a RESP3 push (`>`).
 pub fn is_push(reply: &[u8]) -> bool {
     reply.first() == Some(&b'>')
@@ -333,6 +342,23 @@ fn decode_at(buf: &Bytes, pos: &mut usize, depth: usize) -> Result<Option<Frame>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_raised_inside_scripts_are_told_from_refusals() {
+        assert!(raised_in_script(
+            b"ERR user_script:1: boom script: 9b1c, on @user_script:1."
+        ));
+        assert!(raised_in_script(
+            b"ERR value is not an integer or out of range script: f, on @user_function:1."
+        ));
+        assert!(!raised_in_script(
+            b"WRONGTYPE Operation against a key holding the wrong kind of value"
+        ));
+        assert!(!raised_in_script(
+            b"NOSCRIPT No matching script. Please use EVAL."
+        ));
+        assert!(!raised_in_script(b"no"), "an error the script returned");
+    }
 
     #[test]
     fn lengths_from_the_peer_cannot_overflow() {

@@ -303,9 +303,7 @@ fn script_ran(command: &Command, verdict: &Verdict, error: &[u8]) -> bool {
     if contains(b"Script killed by user") {
         return false;
     }
-    if contains(b" script: ")
-        && (contains(b", on @user_script:") || contains(b", on @user_function:"))
-    {
+    if frame::raised_in_script(error) {
         return true;
     }
     const REFUSED_BEFORE_RUNNING: &[&[u8]] = &[

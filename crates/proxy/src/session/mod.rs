@@ -174,3 +174,12 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
     }
     log::debug!("client {conn} ({peer}) closed");
 }
+
+/// Sleeps until `deadline`; for ever when there is none (a `select!` branch
+/// that never fires).
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -193,7 +193,7 @@ impl ClientWriter {
             .map(|since| since + self.limits.output.soft_for);
         tokio::select! {
             ready = self.client.writable() => ready?,
-            () = sleep_until(soft_deadline) => return self.check_limit(),
+            () = super::sleep_until(soft_deadline.map(Into::into)) => return self.check_limit(),
         }
         while !self.unread.is_empty() {
             let slices: Vec<IoSlice<'_>> = self
@@ -238,13 +238,6 @@ impl ClientWriter {
         self.unread.clear();
         self.unread_bytes = 0;
         let _ = socket2::SockRef::from(self.client.as_ref()).shutdown(std::net::Shutdown::Both);
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -24,6 +24,7 @@ use super::budget::InFlightBudget;
 use super::client::READ_CHUNK;
 use super::inflight::{self, waits_by_design, InFlight, InFlightQueue, Matched, Pending};
 use super::output::{AckWait, ReplyOutput};
+use super::sleep_until;
 use super::tunnel::{self, Handover, HandoverRequest};
 use crate::capture::Capture;
 use crate::ordering::{ClientId, Hold, WriteOrder};
@@ -302,11 +303,4 @@ fn deadline(queue: &InFlightQueue, timeout: Option<Duration>) -> Option<tokio::t
         return None;
     }
     Some(tokio::time::Instant::from_std(head.sent_at + timeout))
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

@@ -28,7 +28,7 @@ mod barrier;
 mod decode;
 mod transaction;
 
-use remoteback_protocol::frame::Frame;
+use remoteback_protocol::frame::{self, Frame};
 use tokio::sync::watch;
 
 use crate::backup::BackupError;
@@ -378,7 +378,7 @@ impl Applier {
                 // error took effect, as on the primary, where it raised too
                 // (the proxy captures a failed script only then). Not a
                 // refusal: counted, and told at warn level.
-                Some(offset) if raised_in_script(e) => {
+                Some(offset) if frame::raised_in_script(e) => {
                     self.stats.add_script_raised();
                     log::warn!(
                         "a script of the record at {}[{}]@{} raised on the backup, as on the primary: {}",
@@ -466,14 +466,6 @@ impl Applier {
     }
 }
 
-/// Whether `error` was raised inside a running script (`EVAL`, `FCALL`):
-/// Redis appends `script: NAME, on @user_script:LINE.` (or
-/// `@user_function:`) to those, and to nothing else.
-fn raised_in_script(error: &[u8]) -> bool {
-    let contains = |needle: &[u8]| error.windows(needle.len()).any(|w| w == needle);
-    contains(b" script: ") && (contains(b", on @user_script:") || contains(b", on @user_function:"))
-}
-
 /// A refusal's text, with what to do about the refusals an operator can
 /// fix: a `RESTORE` from `remoteback sync` whose payload the backup cannot
 /// read comes from a newer Redis than the backup's (or from Redis to
@@ -486,28 +478,6 @@ fn with_advice(reason: String) -> String {
         )
     } else {
         reason
-    }
-}
-
-#[cfg(test)]
-mod script_error_tests {
-    use super::raised_in_script;
-
-    #[test]
-    fn errors_raised_inside_scripts_are_told_from_refusals() {
-        assert!(raised_in_script(
-            b"ERR user_script:1: boom script: 9b1c, on @user_script:1."
-        ));
-        assert!(raised_in_script(
-            b"ERR value is not an integer or out of range script: f, on @user_function:1."
-        ));
-        assert!(!raised_in_script(
-            b"WRONGTYPE Operation against a key holding the wrong kind of value"
-        ));
-        assert!(!raised_in_script(
-            b"NOSCRIPT No matching script. Please use EVAL."
-        ));
-        assert!(!raised_in_script(b"no"), "an error the script returned");
     }
 }
 
