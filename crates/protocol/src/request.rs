@@ -96,6 +96,14 @@ impl Parsed {
         }
     }
 
+    /// How many arguments it has, the command name included.
+    pub fn arg_count(&self) -> usize {
+        match &self.args {
+            Args::Ranges(ranges) => ranges.len(),
+            Args::Inline(args) => args.len(),
+        }
+    }
+
     /// Whether Redis would ignore this request without replying.
     pub fn is_empty(&self) -> bool {
         match &self.args {

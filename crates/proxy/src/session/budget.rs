@@ -48,8 +48,8 @@ impl InFlightBudget {
         request_len + args * size_of::<Bytes>() + size_of::<InFlight>() + COMMAND_OVERHEAD
     }
 
-    /// Charges `bytes`, before the command is handed to the reply side (so
-    /// its release can never come first).
+    /// Charges `bytes` (a read's commands together), before any of them is
+    /// handed to the reply side (so a release can never come first).
     pub fn charge(&self, bytes: usize) {
         self.used.fetch_add(bytes, Ordering::Relaxed);
     }

@@ -123,6 +123,10 @@ pub(super) async fn forward_requests(
                 ctx.routes
                     .dispatch_row(&ctx.senders, conn, chunk.clone(), false, now_ms());
             }
+            // The read's commands are charged at once (one atomic per read,
+            // not per command), before the reply side can see any of them;
+            // each entry carries its own cost for the release.
+            budget.charge(found.iter().map(|(_, p)| cost_of(p)).sum());
             // Bytes up to `flushed` are with the primary already.
             let mut flushed = 0;
             let mut pops = Vec::new();
@@ -131,6 +135,7 @@ pub(super) async fn forward_requests(
                     continue;
                 }
                 let len = parsed.len;
+                let cost = cost_of(&parsed);
                 let command = parsed.command(&chunk.slice(offset..));
                 let verdict = ctx.routes.verdict(&command);
                 let shape = mode.shape_of(&command);
@@ -142,7 +147,7 @@ pub(super) async fn forward_requests(
                     if let Some(ordering) = &ordering {
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
                     }
-                    let entry = InFlight::new(command, verdict, shape, None, 0);
+                    let entry = InFlight::new(command, verdict, shape, None, cost);
                     match hand_over(&tx, entry, upstream, &chunk[offset..offset + len]).await? {
                         Handover::Refused => continue,
                         Handover::Taken => {
@@ -200,8 +205,6 @@ pub(super) async fn forward_requests(
                 // The reply timeout counts from here (`InFlight::new`): the
                 // waits above (a full backlog, another session's locks, a
                 // blocking pop before it) are the proxy's, not the primary's.
-                let cost = InFlightBudget::cost(len, command.args().len());
-                budget.charge(cost);
                 let entry = InFlight::new(command, verdict, shape, hold, cost);
                 if tx.send(Pending::Command(entry)).is_err() {
                     return Ok(());
@@ -228,6 +231,16 @@ pub(super) async fn forward_requests(
             );
             return Ok(());
         }
+    }
+}
+
+/// What `parsed` costs the client's in-flight budget until its reply; an
+/// ignored request (`*0`, a blank line) costs nothing, as it gets none.
+fn cost_of(parsed: &request::Parsed) -> usize {
+    if parsed.is_empty() {
+        0
+    } else {
+        InFlightBudget::cost(parsed.len, parsed.arg_count())
     }
 }
 
