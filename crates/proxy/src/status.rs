@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::sender::Senders;
-use crate::session::limits::ClientLimits;
+use crate::session::limits::{ClientLimits, Closed};
 use crate::shutdown::Drain;
 use crate::sync::{SyncControl, SyncProgress};
 use crate::table::CommandTable;
@@ -73,18 +73,18 @@ impl Status {
     /// Clients closed because their unread replies passed
     /// `client_output_buffer_limit`, since start.
     pub fn clients_closed_output_limit(&self) -> u64 {
-        self.limits.output_closed()
+        self.limits.closed(Closed::OutputBuffer)
     }
 
     /// Clients closed because an unfinished request passed
     /// `client_query_buffer_limit`, since start.
     pub fn clients_closed_query_limit(&self) -> u64 {
-        self.limits.query_closed()
+        self.limits.closed(Closed::QueryBuffer)
     }
 
     /// Clients closed because they were idle past `timeout`, since start.
     pub fn clients_closed_idle(&self) -> u64 {
-        self.limits.idle_closed()
+        self.limits.closed(Closed::Idle)
     }
 
     /// Bytes of records handed to Kafka and not yet acknowledged.

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::budget::InFlightBudget;
 use super::inflight::{InFlight, Pending, ReplyMode, Shape};
+use super::limits::Closed;
 use super::tunnel::{self, Handover, HandoverRequest};
 use super::SessionContext;
 use crate::ordering::{LockPlan, PopState, Prepared, WriteOrder};
@@ -79,7 +80,7 @@ pub(super) async fn forward_requests(
             () = &mut idle, if idle_timeout.is_some() => {
                 let timeout = idle_timeout.unwrap_or_default();
                 if last_read.elapsed() >= timeout && budget.is_idle() {
-                    let closed = ctx.limits.closed_for_idle();
+                    let closed = ctx.limits.close(Closed::Idle);
                     log::info!("client {conn} closed: idle for {} s (timeout); {closed} closed so far", timeout.as_secs());
                     return Ok(());
                 }
@@ -222,7 +223,7 @@ pub(super) async fn forward_requests(
         // What is left is one unfinished request: as Redis, a client may
         // not make the proxy hold more of it than the query buffer limit.
         if buf.len() as u64 > ctx.limits.query_buffer {
-            let closed = ctx.limits.closed_for_query();
+            let closed = ctx.limits.close(Closed::QueryBuffer);
             log::warn!(
                 "client {conn} closed: {} bytes of an unfinished request, over \
                  client_query_buffer_limit ({}); {closed} closed so far",

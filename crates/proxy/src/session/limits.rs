@@ -71,9 +71,19 @@ pub(crate) struct ClientLimits {
     /// `client_query_buffer_limit`: the bytes of an unfinished request a
     /// client may make the proxy hold.
     pub query_buffer: u64,
-    closed_output: AtomicU64,
-    closed_idle: AtomicU64,
-    closed_query: AtomicU64,
+    /// Clients closed, by [`Closed`] reason.
+    closed: [AtomicU64; 3],
+}
+
+/// Why a limit closed a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// Its unread replies passed `client_output_buffer_limit`.
+    OutputBuffer = 0,
+    /// An unfinished request passed `client_query_buffer_limit`.
+    QueryBuffer = 1,
+    /// It sent nothing for `timeout`.
+    Idle = 2,
 }
 
 /// Redis's default `client-query-buffer-limit`: 1 GiB.
@@ -93,35 +103,14 @@ impl ClientLimits {
         }
     }
 
-    /// A client was closed for its unfinished request; returns how many so
-    /// far.
-    pub fn closed_for_query(&self) -> u64 {
-        self.closed_query.fetch_add(1, Ordering::Relaxed) + 1
+    /// A client was closed for `why`; returns how many were so far.
+    pub fn close(&self, why: Closed) -> u64 {
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Clients closed by the query buffer limit since start.
-    pub fn query_closed(&self) -> u64 {
-        self.closed_query.load(Ordering::Relaxed)
-    }
-
-    /// A client was closed for its unread replies; returns how many so far.
-    pub fn closed_for_output(&self) -> u64 {
-        self.closed_output.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// A client was closed for being idle; returns how many so far.
-    pub fn closed_for_idle(&self) -> u64 {
-        self.closed_idle.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Clients closed by the output buffer limit since start.
-    pub fn output_closed(&self) -> u64 {
-        self.closed_output.load(Ordering::Relaxed)
-    }
-
-    /// Clients closed by `timeout` since start.
-    pub fn idle_closed(&self) -> u64 {
-        self.closed_idle.load(Ordering::Relaxed)
+    /// Clients closed for `why` since start.
+    pub fn closed(&self, why: Closed) -> u64 {
+        self.closed[why as usize].load(Ordering::Relaxed)
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use super::limits::{ClientLimits, OutputLimit};
+use super::limits::{ClientLimits, Closed, OutputLimit};
 use crate::sender::ack::{Delivery, Lost};
 
 /// One reply that waits for deliveries: its span in a chunk of replies.
@@ -168,7 +168,7 @@ impl ClientWriter {
         ) {
             return Ok(());
         }
-        let closed = self.limits.closed_for_output();
+        let closed = self.limits.close(Closed::OutputBuffer);
         let peer = self
             .client
             .peer_addr()
