@@ -217,7 +217,7 @@ drain() {
         check
         backlog="$(metric $P_PROXY_M remoteback_proxy_backlog_bytes)"
         delivered="$(metric $P_PROXY_M remoteback_proxy_records_delivered_total)"
-        applied="$(metric $P_REPLAY_M remoteback_replay_records_applied_total)"
+        applied="$(metric $P_REPLAY_M remoteback_replay_commands_applied_total)"
         if [ "$backlog" = 0 ] && [ "$applied" -ge "$delivered" ]; then break; fi
         if [ $((SECONDS - started)) -ge "$DRAIN_MAX" ]; then
             step "WARNING: not drained after $DRAIN_MAX s (backlog $backlog B, delivered $delivered, applied $applied)"
@@ -315,8 +315,9 @@ set_calls() {
         | awk -F'[=,]' '/^cmdstat_set:/ { print $2 }'
 }
 calls0="$(set_calls)"
-applied0="$(metric $P_REPLAY_M remoteback_replay_records_applied_total)"
+applied0="$(metric $P_REPLAY_M remoteback_replay_commands_applied_total)"
 delivered0="$(metric $P_PROXY_M remoteback_proxy_records_delivered_total)"
+messages0="$(metric $P_PROXY_M remoteback_proxy_kafka_messages_total)"
 timeout "$SUSTAIN" redis-benchmark -h 127.0.0.1 -p $P_PROXY -t set -n "$SUS_N" -P 16 \
     -c "$CLIENTS" -r 1000000 -q >/dev/null 2>&1 &
 bench_pid=$!
@@ -333,13 +334,15 @@ for t in $(seq 1 "$SUSTAIN"); do
 done
 wait "$bench_pid" 2>/dev/null || true
 calls1="$(set_calls)"
-applied1="$(metric $P_REPLAY_M remoteback_replay_records_applied_total)"
+applied1="$(metric $P_REPLAY_M remoteback_replay_commands_applied_total)"
 delivered1="$(metric $P_PROXY_M remoteback_proxy_records_delivered_total)"
+messages1="$(metric $P_PROXY_M remoteback_proxy_kafka_messages_total)"
+SUS_MESSAGES=$(((messages1 - messages0) / SUSTAIN))
 SUS_ACCEPTED=$(((calls1 - calls0) / SUSTAIN))
 SUS_DELIVERED=$(((delivered1 - delivered0) / SUSTAIN))
 SUS_APPLIED=$(((applied1 - applied0) / SUSTAIN))
 SUS_WAITS="$(metric $P_PROXY_M remoteback_proxy_backlog_waits_total)"
-step "sustained: accepted $SUS_ACCEPTED/s, delivered $SUS_DELIVERED/s, applied $SUS_APPLIED/s; backlog, replay lag: $SUS_SERIES"
+step "sustained: accepted $SUS_ACCEPTED/s, delivered $SUS_DELIVERED/s in $SUS_MESSAGES messages/s, applied $SUS_APPLIED/s; backlog, replay lag: $SUS_SERIES"
 SUS_CATCHUP="$(drain)"
 step "sustained: the replay caught up $SUS_CATCHUP s after the clients stopped"
 
@@ -384,6 +387,7 @@ wait_port $P_PRE 60
 redis-benchmark -h 127.0.0.1 -p $P_PRE -t set -n "$NPREFILL" -P 16 -c "$CLIENTS" -r 1000000 -q >/dev/null 2>&1
 until [ "$(metric $P_PRE_M remoteback_proxy_backlog_bytes)" = 0 ]; do sleep 0.2; done
 PREFILLED="$(metric $P_PRE_M remoteback_proxy_records_delivered_total)"
+PREFILL_MSGS="$(metric $P_PRE_M remoteback_proxy_kafka_messages_total)"
 kill "$pre_pid"
 wait "$pre_pid" 2>/dev/null || true
 cat >"$WORK/replay2.toml" <<TOML
@@ -396,14 +400,14 @@ bootstrap-servers = "127.0.0.1:$P_KAFKA"
 [redis]
 connport = $P_BACKUP2
 TOML
-step "replay only: a fresh replay applying the $PREFILLED records from the start"
+step "replay only: a fresh replay applying the $PREFILLED writes ($PREFILL_MSGS messages) from the start"
 t0="$(date +%s.%N)"
 "$BIN" replay --config "$WORK/replay2.toml" 2>"$WORK/replay2.log" &
 replay2_pid=$!
 PIDS+=($!)
 wait_port $P_REPLAY2_M 30
 while :; do
-    applied="$(metric $P_REPLAY2_M remoteback_replay_records_applied_total)"
+    applied="$(metric $P_REPLAY2_M remoteback_replay_commands_applied_total)"
     [ "$applied" -ge "$PREFILLED" ] && break
     sleep 0.1
 done
@@ -412,7 +416,7 @@ kill "$replay2_pid"
 wait "$replay2_pid" 2>/dev/null || true
 REPLAY_S="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
 REPLAY_RATE="$(awk -v a="$t0" -v b="$t1" -v n="$PREFILLED" 'BEGIN { printf "%.0f", n / (b - a) }')"
-step "replay only: $PREFILLED records in $REPLAY_S s from its start, $REPLAY_RATE records/s"
+step "replay only: $PREFILLED writes in $REPLAY_S s from its start, $REPLAY_RATE writes/s"
 
 step "checking for lost records"
 drain >/dev/null
@@ -423,9 +427,9 @@ gaps="$(metric $P_REPLAY_M remoteback_replay_sequence_gaps_total)"
 dups="$(metric $P_REPLAY_M remoteback_replay_duplicates_skipped_total)"
 refused="$(metric $P_REPLAY_M remoteback_replay_commands_refused_total)"
 delivered="$(metric $P_PROXY_M remoteback_proxy_records_delivered_total)"
-applied="$(metric $P_REPLAY_M remoteback_replay_records_applied_total)"
+applied="$(metric $P_REPLAY_M remoteback_replay_commands_applied_total)"
 HEALTH="$(curl -s 127.0.0.1:$P_PROXY_M/health | head -c 200); $(curl -s 127.0.0.1:$P_REPLAY_M/health | head -c 200)"
-INTEGRITY="records delivered $delivered, applied $applied; failed $failed, dropped $dropped, uncaptured $uncaptured, sequence gaps $gaps, duplicates skipped $dups, commands refused $refused; lag probes unseen: ${LAG[idle_unseen]}/${LAG[load_unseen]}/${LAG[tail_unseen]}; health: $HEALTH"
+INTEGRITY="writes delivered $delivered, applied $applied (in $(metric $P_PROXY_M remoteback_proxy_kafka_messages_total) Kafka messages); failed $failed, dropped $dropped, uncaptured $uncaptured, sequence gaps $gaps, duplicates skipped $dups, commands refused $refused; lag probes unseen: ${LAG[idle_unseen]}/${LAG[load_unseen]}/${LAG[tail_unseen]}; health: $HEALTH"
 step "$INTEGRITY"
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 CPU=""
@@ -461,9 +465,9 @@ step "CPU time over the run: ${CPU%, }"
     echo "| Lag, idle (probe SET every 50 ms, ${LAG_IDLE} s) | p50 ${LAG[idle_p50_ms]} ms, p99 ${LAG[idle_p99_ms]} ms, max ${LAG[idle_max_ms]} ms |"
     echo "| Lag under ${LAG_RATE} writes/s for ${LAG_LOAD} s (achieved ${LAG[writes_per_s]}/s) | p50 ${LAG[load_p50_ms]} ms, p99 ${LAG[load_p99_ms]} ms, max ${LAG[load_max_ms]} ms; p50 by thirds of the phase ${LAG[load_thirds_p50_ms]} ms |"
     echo "| Lag, idle again after the load (${LAG_TAIL} s) | p50 ${LAG[tail_p50_ms]} ms, p99 ${LAG[tail_p99_ms]} ms, max ${LAG[tail_max_ms]} ms |"
-    echo "| Sustained: SET -P 16 -c $CLIENTS through remoteback for $SUSTAIN s | accepted $(kfmt $SUS_ACCEPTED) writes/s, Kafka acknowledged $(kfmt $SUS_DELIVERED) records/s, the replay applied $(kfmt $SUS_APPLIED) records/s; writes held at a full backlog: $SUS_WAITS |"
+    echo "| Sustained: SET -P 16 -c $CLIENTS through remoteback for $SUSTAIN s | accepted $(kfmt $SUS_ACCEPTED) writes/s, Kafka acknowledged $(kfmt $SUS_DELIVERED) writes/s (in $(kfmt $SUS_MESSAGES) messages/s), the replay applied $(kfmt $SUS_APPLIED) writes/s; writes held at a full backlog: $SUS_WAITS |"
     echo "| Sustained: backlog, replay lag (age of the last applied write) | ${SUS_SERIES% } then caught up $SUS_CATCHUP s after the clients stopped |"
-    echo "| Replay only: fresh replay, $PREFILLED records from the start of a topic | $REPLAY_S s from the process's start: $(kfmt "$REPLAY_RATE") records/s |"
+    echo "| Replay only: fresh replay, $PREFILLED writes in $PREFILL_MSGS Kafka messages from the start of a topic | $REPLAY_S s from the process's start: $(kfmt "$REPLAY_RATE") writes/s |"
     echo "| Broker ceiling: one bare librdkafka producer, $NCEIL records, the proxy's producer settings | $(kfmt "$CEIL_H") records/s with the six headers the proxy's records carry, $(kfmt "$CEIL") without headers (same payloads) |"
     echo "| Proxy RSS | fresh $(mib "$RSS_FRESH") MiB; $IDLE_SEEN idle clients $(mib "$RSS_IDLE") MiB; $CLIENTS busy clients, peak during GET -P 16 $(mib "$RSS_GET16") MiB, during SET -P 16 $(mib "$RSS_SET16") MiB (the backlog of records for Kafka included) |"
     for p in 16 1; do

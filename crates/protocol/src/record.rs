@@ -142,6 +142,10 @@ pub struct Record {
     pub format: Format,
     /// Database index, for `STRING` and `PROTOCOL`.
     pub db: Option<u32>,
+    /// The database selected after its commands: `db`, unless a
+    /// transaction's `SELECT` changed it. A sender packing records after
+    /// this one selects theirs again when it differs.
+    pub db_after: Option<u32>,
     pub payload: Bytes,
     /// The Kafka key: the hash slot of the first key (`STRING`/`PROTOCOL`)
     /// or the connection id (`ROW`), as decimal text; none for keyless
@@ -286,6 +290,7 @@ mod tests {
         let r = Record {
             format: Format::Row,
             db: None,
+            db_after: None,
             payload: Bytes::new(),
             key: Some("7".into()),
             placement: Placement::Keyless,

@@ -99,4 +99,12 @@ pub struct KafkaSenderSettings {
     /// librdkafka properties, already renamed (`bootstrap-servers` →
     /// `bootstrap.servers`) and rendered as strings, in file order.
     pub kafka: Vec<(String, String)>,
+    /// The most payload bytes packed into one Kafka message (`pack_bytes`);
+    /// 0 sends each record as its own message.
+    pub pack_bytes: usize,
 }
+
+/// `pack_bytes` unless the configuration says otherwise: well under the
+/// 1 MB a Kafka broker takes per message by default (`message.max.bytes`),
+/// and a few thousand small writes.
+pub const DEFAULT_PACK_BYTES: usize = 512 * 1024;

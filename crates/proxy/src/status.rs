@@ -36,6 +36,8 @@ pub struct SenderStatus {
     /// Barriers written: records copied to every partition because their
     /// keys span partitions or they name none.
     pub barriers: u64,
+    /// Kafka messages queued: records packed together are one.
+    pub messages: u64,
 }
 
 impl Status {
@@ -114,6 +116,7 @@ impl Status {
                 failed: k.counters.failed.load(Ordering::Relaxed),
                 dropped: k.counters.dropped.load(Ordering::Relaxed),
                 barriers: k.counters.barriers.load(Ordering::Relaxed),
+                messages: k.counters.messages.load(Ordering::Relaxed),
             })
             .collect()
     }

@@ -178,7 +178,7 @@ fn describe(screen: &mut String, kind: Kind, addr: &str, now: &Reading, before: 
         Kind::Proxy => {
             let _ = writeln!(
                 screen,
-                "  clients {:.0}   records delivered {} ({:.0} in all)   backlog {} of {}",
+                "  clients {:.0}   writes delivered {} ({:.0} in all)   backlog {} of {}",
                 value("remoteback_proxy_clients"),
                 rate("remoteback_proxy_records_delivered_total"),
                 value("remoteback_proxy_records_delivered_total"),
@@ -199,9 +199,9 @@ fn describe(screen: &mut String, kind: Kind, addr: &str, now: &Reading, before: 
         Kind::Replay => {
             let _ = writeln!(
                 screen,
-                "  records applied {} ({:.0} in all)   lag {} (age of the newest write applied)",
-                rate("remoteback_replay_records_applied_total"),
-                value("remoteback_replay_records_applied_total"),
+                "  writes applied {} ({:.0} in all)   lag {} (age of the newest write applied)",
+                rate("remoteback_replay_commands_applied_total"),
+                value("remoteback_replay_commands_applied_total"),
                 millis(value("remoteback_replay_age_of_last_applied_ms")),
             );
             let _ = writeln!(

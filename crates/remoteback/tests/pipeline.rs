@@ -117,8 +117,8 @@ fn ack_kafka_answers_a_deep_pipeline_in_order() {
         replies, expected,
         "replies in order, each GET after its INCR"
     );
-    let records = p.topic_records();
-    assert_eq!(records.len(), 2000, "every acknowledged INCR is in Kafka");
+    let incrs = p.topic_commands().iter().filter(|c| c.is("INCR")).count();
+    assert_eq!(incrs, 2000, "every acknowledged INCR is in Kafka");
 }
 
 /// A client that pipelines writes and hangs up without reading a reply: the
@@ -280,15 +280,9 @@ fn filter_sends_only_listed_commands() {
         .query(&mut c)
         .expect("SET");
     p.wait_backup_value(0, "s2", "2");
-    let payloads: Vec<Vec<u8>> = p.topic_records().into_iter().map(|(_, p)| p).collect();
-    assert_eq!(
-        payloads,
-        vec![
-            b"SET s 1\n".to_vec(),
-            b"INCR n\n".to_vec(),
-            b"SET s2 2\n".to_vec()
-        ]
-    );
+    // However the proxy packed them into messages: the commands, in order.
+    let lines = String::from_utf8(p.topic_payload()).expect("STRING is text");
+    assert_eq!(lines, "SET s 1\nINCR n\nSET s2 2\n");
     let exists: i64 = redis::cmd("EXISTS")
         .arg("l")
         .query(&mut connect(p.backup.port()))
@@ -351,14 +345,27 @@ fn transactions_replicate_only_what_ran() {
         .query(&mut c)
         .expect("SET");
     p.wait_backup_value(0, "last", "1");
-    let payloads: Vec<Vec<u8>> = p.topic_records().into_iter().map(|(_, p)| p).collect();
+    let commands = p.topic_commands();
+    let names: Vec<String> = commands
+        .iter()
+        .map(|c| String::from_utf8_lossy(c.name()).to_ascii_uppercase())
+        .collect();
+    let multi = names
+        .iter()
+        .position(|n| n == "MULTI")
+        .expect("the transaction");
     assert_eq!(
-        payloads.len(),
-        2,
-        "one record for the transaction, one for SET last"
+        names.iter().filter(|n| *n == "MULTI").count(),
+        1,
+        "only the transaction that ran: {names:?}"
     );
-    assert!(payloads[0].starts_with(b"*1\r\n$5\r\nMULTI\r\n"));
-    assert!(payloads[0].ends_with(b"*1\r\n$4\r\nEXEC\r\n"));
+    let exec = names.iter().position(|n| n == "EXEC").expect("its EXEC");
+    assert!(multi < exec, "{names:?}");
+    assert_eq!(
+        commands.last().map(|c| c.args()[1].to_vec()),
+        Some(b"last".to_vec()),
+        "SET last after it: {names:?}"
+    );
     let mut backup = connect(p.backup.port());
     for gone in ["discarded", "aborted", "watched", "w"] {
         let n: i64 = redis::cmd("EXISTS")
@@ -475,13 +482,14 @@ fn thread_replay_applies_each_partition_on_its_own_thread() {
                 .expect("HGET offset")
         })
         .collect();
-    let total: i64 = stored
+    let stored: Vec<i64> = stored
         .iter()
         .map(|o| o.expect("every partition got records"))
-        .sum();
+        .collect();
     assert_eq!(
-        total, 300,
-        "the stored next offsets add up to the records applied"
+        stored,
+        common::faults::end_offsets(&p.broker, TOPIC, 3),
+        "each partition's stored next offset is its end: all of it applied"
     );
 }
 
@@ -567,4 +575,65 @@ fn sigterm_lets_commands_in_flight_finish_and_delivers_their_records() {
     );
     p.wait_backup_value(0, "in-flight", "1");
     eprintln!("[check] the client got +OK after SIGTERM, the proxy exited 0, the record reached the backup");
+}
+
+/// Writes pipelined faster than Kafka acknowledges messages travel packed,
+/// several to a message, and still apply in order, each in its database,
+/// exactly once; with `pack_bytes = 0` each is a message of its own.
+#[test]
+fn pipelined_writes_travel_packed_and_apply_in_order_in_their_databases() {
+    for (pack_bytes, packed) in [("\"512kb\"", true), ("0", false)] {
+        let metrics = common::free_port();
+        let p = Pipeline::start(Setup {
+            proxy_extra: format!("metrics = \"127.0.0.1:{metrics}\""),
+            sender_extra: format!("pack_bytes = {pack_bytes}"),
+            ..Setup::default()
+        });
+        const N: usize = 3000;
+        let mut c = p.client();
+        let mut pipe = redis::pipe();
+        for i in 0..N {
+            // A database switch every few writes: a pack selects each
+            // write's database.
+            let db = i / 7 % 3;
+            pipe.cmd("SELECT").arg(db).ignore();
+            pipe.cmd("RPUSH").arg("order").arg(i).ignore();
+            pipe.cmd("INCR").arg(format!("n{db}")).ignore();
+        }
+        pipe.cmd("SELECT").arg(0).ignore();
+        let () = pipe.query(&mut c).expect("the pipeline through the proxy");
+        p.wait_applied();
+        p.assert_converges(&[0, 1, 2], Duration::from_secs(60));
+        let status = common::status::Status(metrics);
+        let writes = status.value("remoteback_proxy_records_delivered_total");
+        let messages = status.value("remoteback_proxy_kafka_messages_total");
+        assert_eq!(writes, 2 * N as u64 + 1, "every write and the sentinel");
+        assert_eq!(
+            p.topic_commands()
+                .iter()
+                .filter(|c| !c.is("SELECT"))
+                .count() as u64,
+            writes
+        );
+        if packed {
+            assert!(
+                messages * 10 < writes,
+                "{writes} writes in {messages} messages: a message of several while one is on its way"
+            );
+        } else {
+            assert_eq!(messages, writes, "pack_bytes = 0: a message each");
+        }
+        let mut backup = p.on_backup();
+        for db in 0..3 {
+            let _: () = redis::cmd("SELECT").arg(db).query(&mut backup).unwrap();
+            let order: Vec<usize> = redis::cmd("LRANGE")
+                .arg("order")
+                .arg(0)
+                .arg(-1)
+                .query(&mut backup)
+                .unwrap();
+            let expected: Vec<usize> = (0..N).filter(|i| i / 7 % 3 == db).collect();
+            assert_eq!(order, expected, "db {db}: in order, each once");
+        }
+    }
 }

@@ -65,8 +65,8 @@ fn status_shows_health_rates_and_lag_and_exits_by_health() {
             let (code, text) = status(&args);
             shown = text;
             code == Some(0)
-                && shown.contains("records delivered -/s (10 in all)")
-                && shown.contains("records applied -/s (10 in all)")
+                && shown.contains("writes delivered -/s (10 in all)")
+                && shown.contains("writes applied -/s (10 in all)")
         },
     );
     assert!(
@@ -91,5 +91,5 @@ fn status_shows_health_rates_and_lag_and_exits_by_health() {
     assert!(text.contains(&format!("proxy {proxy_addr}: ok")), "{text}");
     let (code, text) = status(&[]);
     assert_eq!(code, Some(2), "{text}");
-    eprintln!("[check] status: both ok with 10 records delivered and applied, exit 0; replay gone: UNREACHABLE, exit 2\n{shown}");
+    eprintln!("[check] status: both ok with 10 writes delivered and applied, exit 0; replay gone: UNREACHABLE, exit 2\n{shown}");
 }

@@ -89,6 +89,7 @@ impl RowApplier {
         }
         self.stats.add_applied(
             batch.len() as u64,
+            batch.len() as u64,
             batch.iter().rev().find_map(|r| r.time_ms()),
         );
         Ok(())

@@ -10,6 +10,7 @@ pub struct Stats(Arc<Inner>);
 #[derive(Debug, Default)]
 struct Inner {
     applied: AtomicU64,
+    commands: AtomicU64,
     refused: AtomicU64,
     scripts_raised: AtomicU64,
     bad_skipped: AtomicU64,
@@ -26,10 +27,12 @@ struct Inner {
 }
 
 impl Stats {
-    /// `n` records took effect; the last was answered by the primary at
+    /// `n` records took effect, holding `commands` writes (a packed record
+    /// holds several); the last was answered by the primary at
     /// `primary_ms` (when known), which defines the replication lag.
-    pub fn add_applied(&self, n: u64, primary_ms: Option<u64>) {
+    pub fn add_applied(&self, n: u64, commands: u64, primary_ms: Option<u64>) {
         self.0.applied.fetch_add(n, Ordering::Relaxed);
+        self.0.commands.fetch_add(commands, Ordering::Relaxed);
         if let Some(t) = primary_ms {
             self.0.last_primary_ms.fetch_max(t, Ordering::Relaxed);
         }
@@ -42,6 +45,11 @@ impl Stats {
         self.0.bad_skipped.fetch_add(1, Ordering::Relaxed);
         let mut resync = self.0.resync.lock().unwrap_or_else(|e| e.into_inner());
         resync.get_or_insert(what);
+    }
+
+    /// Commands applied (`SELECT`s and `MULTI`/`EXEC` not counted).
+    pub fn commands(&self) -> u64 {
+        self.0.commands.load(Ordering::Relaxed)
     }
 
     /// Records skipped because they could not be read.

@@ -34,12 +34,24 @@ pub(crate) fn commands<'a>(
     }
     let placement = placement(
         writes
+            .clone()
             .filter(|w| !w.command.is("SELECT"))
             .map(|w| w.spec.map(|spec| spec.keys(w.command.args()))),
     );
+    let db_after = match transaction {
+        // The last SELECT queued among the writes is the one in effect.
+        true => writes
+            .clone()
+            .filter(|w| w.command.is("SELECT"))
+            .filter_map(|w| std::str::from_utf8(w.command.arg(1)?).ok()?.parse().ok())
+            .last()
+            .unwrap_or(db),
+        false => db,
+    };
     Record {
         format,
         db: Some(db),
+        db_after: Some(db_after),
         payload: out.freeze(),
         key: placement.first_slot().map(|s| s.to_string()),
         placement,
@@ -108,6 +120,7 @@ pub(crate) fn row(
     Record {
         format: Format::Row,
         db: None,
+        db_after: None,
         payload: bytes,
         key: Some(conn.to_string()),
         placement: Placement::Connection(conn),

@@ -17,7 +17,7 @@
 //! logged at error level, and the backup is reported as needing a resync.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -25,11 +25,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use remoteback_protocol::record::{Barrier, HEADER_BARRIER, HEADER_SEQ};
+use remoteback_protocol::record::Barrier;
 use remoteback_protocol::Record;
 
 use super::ack::{Delivery, DeliveryReport, Dropped, Lost, Track};
 use super::backlog::Backlog;
+use super::pack::Pack;
 use super::{FlushError, Sender};
 use crate::settings::KafkaSenderSettings;
 
@@ -41,8 +42,11 @@ use crate::settings::KafkaSenderSettings;
 /// applies; and no local timeout, so that a record waiting in that backlog
 /// for a slow broker is delivered late rather than given up on (with
 /// librdkafka's 300 s, a full 256 MiB backlog draining at a few hundred
-/// records a second lost records that were never refused).
+/// records a second lost records that were never refused). No linger:
+/// the sender packs records itself while a partition's message is on its
+/// way, so librdkafka's wait (5 ms by default) would only add latency.
 const DEFAULTS: &[(&str, &str)] = &[
+    ("linger.ms", "0"),
     ("enable.idempotence", "true"),
     ("acks", "all"),
     ("message.timeout.ms", "0"),
@@ -54,7 +58,8 @@ const DEFAULTS: &[(&str, &str)] = &[
 /// Delivery counters, shared with librdkafka's delivery callback.
 #[derive(Default)]
 pub struct Counters {
-    /// Records the broker acknowledged.
+    /// Records the broker acknowledged (a message of several packed
+    /// records counts each).
     pub delivered: AtomicU64,
     /// Records the producer gave up on after its retries.
     pub failed: AtomicU64,
@@ -62,6 +67,8 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Barriers written (each a copy to every partition).
     pub barriers: AtomicU64,
+    /// Kafka messages queued: records packed together are one.
+    pub messages: AtomicU64,
 }
 
 impl Counters {
@@ -88,12 +95,17 @@ impl LossLog {
     }
 }
 
-/// What travels with a record through librdkafka to its delivery report.
+/// What travels with a message through librdkafka to its delivery report.
 struct Queued {
     /// Its share of the backlog.
     size: u64,
-    /// Who waits for it (`ack = "kafka"`, the sync).
-    report: Option<Report>,
+    /// Its partition, whose lane has one message less on its way after the
+    /// report.
+    partition: u32,
+    /// The records packed in it.
+    records: u64,
+    /// Who waits for them (`ack = "kafka"`, the sync).
+    reports: Vec<Report>,
 }
 
 /// Where a delivery outcome goes.
@@ -135,11 +147,13 @@ impl Report {
 }
 
 /// What librdkafka hands each delivery report to: the counters, the
-/// backlog the record is settled in, and the loss log.
+/// backlog the message is settled in, the lanes whose packing thread may
+/// send the next message, and the loss log.
 struct DeliveryContext {
     topic: String,
     counters: Arc<Counters>,
     backlog: Arc<Backlog>,
+    packing: Arc<Packing>,
     failures: LossLog,
 }
 
@@ -152,47 +166,93 @@ impl ProducerContext for DeliveryContext {
         self.backlog.settle(queued.size);
         let outcome = match result {
             Ok(_) => {
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .delivered
+                    .fetch_add(queued.records, Ordering::Relaxed);
                 Ok(())
             }
             Err((e, _)) => {
-                let n = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                let n = self
+                    .counters
+                    .failed
+                    .fetch_add(queued.records, Ordering::Relaxed)
+                    + queued.records;
                 if self.failures.due() {
                     log::error!(
-                        "KafkaSender(topic={}): a record was not delivered: {e} ({n} lost so far); the backup needs a resync",
-                        self.topic
+                        "KafkaSender(topic={}): a message of {} records was not delivered: {e} ({n} \
+                         records lost so far); the backup needs a resync",
+                        self.topic,
+                        queued.records
                     );
                 }
                 Err(Lost::NotAcknowledged(e.clone()))
             }
         };
-        if let Some(report) = queued.report {
-            report.settle(outcome);
+        {
+            let mut lanes = self.packing.lock();
+            if let Some(lane) = lanes.lanes.get_mut(queued.partition as usize) {
+                lane.in_flight = lane.in_flight.saturating_sub(1);
+                if lane.pack.is_some() && lane.in_flight < IN_FLIGHT {
+                    self.packing.wake.notify_one();
+                }
+            }
+        }
+        for report in queued.reports {
+            report.settle(outcome.clone());
         }
     }
 }
 
-/// The numbering of what this sender queued, held while producing.
-struct Numbering {
-    /// The last `rb-seq` of each partition: one entry per partition of the
-    /// topic, as read when the proxy started.
-    seq: Vec<u64>,
-    /// The last barrier number.
-    barrier: u64,
+/// How many messages of a partition may be on their way to the broker at
+/// once. The records that follow gather in the partition's [`Pack`] and
+/// leave together when one was acknowledged, so the broker gets fewer,
+/// larger messages as the load grows (see `sender/pack.rs`).
+const IN_FLIGHT: u32 = 1;
+
+/// One partition of the topic, as this sender writes it.
+#[derive(Default)]
+struct Lane {
+    /// The last `rb-seq` given to a message of this partition.
+    seq: u64,
+    /// The records gathered for its next message.
+    pack: Option<Pack<Report>>,
+    /// Its messages not yet settled by a delivery report.
+    in_flight: u32,
 }
 
-/// Produces records to one topic.
-pub struct KafkaSender {
+/// What this sender queued, held while producing so that `rb-seq` follows
+/// the order messages enter each partition's queue and barriers enter every
+/// partition in the same order.
+struct Lanes {
+    /// One per partition of the topic, as read when the proxy started.
+    lanes: Vec<Lane>,
+    /// The last barrier number.
+    barrier: u64,
+    /// The sender is gone: the packing thread ends.
+    stop: bool,
+}
+
+/// The lanes and what wakes the packing thread: a delivery that leaves a
+/// partition with a pack waiting and room to send it.
+struct Packing {
+    lanes: Mutex<Lanes>,
+    wake: Condvar,
+}
+
+impl Packing {
+    fn lock(&self) -> MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The producer and what its messages are counted in: shared by the sender
+/// and its packing thread.
+struct Outbox {
     topic: String,
     producer: ThreadedProducer<DeliveryContext>,
     counters: Arc<Counters>,
     backlog: Arc<Backlog>,
-    /// Whether each record comes with a [`Delivery`] (`ack = "kafka"`).
-    acks: bool,
-    /// Held while producing, so that `rb-seq` follows the order records
-    /// enter each partition's queue and barriers enter every partition in
-    /// the same order.
-    numbering: Mutex<Numbering>,
+    packing: Arc<Packing>,
     drops: LossLog,
 }
 
@@ -209,6 +269,18 @@ pub fn client_config(settings: &KafkaSenderSettings) -> ClientConfig {
     config
 }
 
+/// Produces records to one topic.
+pub struct KafkaSender {
+    outbox: Arc<Outbox>,
+    /// Whether each record comes with a [`Delivery`] (`ack = "kafka"`).
+    acks: bool,
+    /// The most payload bytes a pack takes (`pack_bytes`); 0 sends every
+    /// record as its own message.
+    pack_bytes: usize,
+    /// Sends the packs that waited for a delivery.
+    packer: Option<std::thread::JoinHandle<()>>,
+}
+
 impl KafkaSender {
     /// Creates the producer, counting its records in `backlog`; with `acks`
     /// each send returns a [`Delivery`]. Fails with librdkafka's error for a
@@ -220,200 +292,254 @@ impl KafkaSender {
         acks: bool,
     ) -> Result<Self, KafkaError> {
         let counters = Arc::new(Counters::default());
+        let packing = Arc::new(Packing {
+            lanes: Mutex::new(Lanes {
+                lanes: vec![Lane::default()],
+                barrier: 0,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+        });
         let context = DeliveryContext {
             topic: settings.topic.clone(),
             counters: counters.clone(),
             backlog: backlog.clone(),
+            packing: packing.clone(),
             failures: LossLog::default(),
         };
         let producer = client_config(settings).create_with_context(context)?;
-        Ok(KafkaSender {
+        let outbox = Arc::new(Outbox {
             topic: settings.topic.clone(),
             producer,
             counters,
             backlog,
-            acks,
-            numbering: Mutex::new(Numbering {
-                seq: vec![0],
-                barrier: 0,
-            }),
+            packing,
             drops: LossLog::default(),
+        });
+        let packer = std::thread::Builder::new()
+            .name("kafka-packer".into())
+            .spawn({
+                let outbox = outbox.clone();
+                move || outbox.send_waiting_packs()
+            })
+            .map_err(|e| {
+                KafkaError::ClientCreation(format!("cannot start the packing thread: {e}"))
+            })?;
+        Ok(KafkaSender {
+            outbox,
+            acks,
+            pack_bytes: settings.pack_bytes,
+            packer: Some(packer),
         })
     }
 
     pub fn counters(&self) -> Arc<Counters> {
-        self.counters.clone()
+        self.outbox.counters.clone()
     }
 
-    fn on_dropped(&self, reason: Dropped, track: Track) -> Option<Delivery> {
-        let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+    fn tracked(&self, track: Track) -> bool {
+        self.acks || track == Track::Always
+    }
+
+    /// A report for a tracked record, and the delivery its client or the
+    /// sync waits on.
+    fn report(&self, track: Track) -> (Option<Report>, Option<Delivery>) {
+        match self.tracked(track) {
+            true => {
+                let (report, delivery) = Delivery::pending();
+                (Some(Report::One(report)), Some(delivery))
+            }
+            false => (None, None),
+        }
+    }
+}
+
+impl Drop for KafkaSender {
+    fn drop(&mut self) {
+        self.outbox.packing.lock().stop = true;
+        self.outbox.packing.wake.notify_all();
+        if let Some(packer) = self.packer.take() {
+            let _ = packer.join();
+        }
+    }
+}
+
+/// What the proxy holds per queued message besides its bytes: librdkafka's
+/// message and header structures, the delivery report's state, allocator
+/// rounding. Measured: 300,000 small records waiting for a slow broker, one
+/// a message, took about 700 bytes of the proxy's memory each, of which
+/// about 140 were payload, key and headers. Counting it makes
+/// `backlog_bytes` a bound on memory, not only on payload.
+const RECORD_OVERHEAD: usize = 512;
+
+/// The headers' bytes besides `rb-source`: names and numbers.
+const HEADERS_SIZE: usize = 96;
+
+/// What a record packed after others holds besides its bytes: a `SELECT`,
+/// its delivery report's place, buffer growth.
+const PACKED_OVERHEAD: usize = 64;
+
+/// What a record weighs in the backlog as the first of its message.
+fn message_size(record: &Record) -> u64 {
+    let key = record.key.as_ref().map_or(0, |k| k.len());
+    (record.payload.len() + key + record.source.len() + HEADERS_SIZE + RECORD_OVERHEAD) as u64
+}
+
+/// What a record weighs in the backlog packed after others.
+fn packed_size(record: &Record) -> u64 {
+    (record.payload.len() + PACKED_OVERHEAD) as u64
+}
+
+impl Outbox {
+    /// The packing thread: sends each waiting pack once its partition has
+    /// room, until the sender is dropped.
+    fn send_waiting_packs(&self) {
+        let mut lanes = self.packing.lock();
+        loop {
+            if lanes.stop {
+                return;
+            }
+            for p in 0..lanes.lanes.len() {
+                let lane = &lanes.lanes[p];
+                if lane.pack.is_some() && lane.in_flight < IN_FLIGHT {
+                    self.send_pack(&mut lanes, p as u32);
+                }
+            }
+            lanes = self
+                .packing
+                .wake
+                .wait(lanes)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Sends partition `p`'s pack, if it has one, whatever is in flight.
+    fn send_pack(&self, lanes: &mut Lanes, p: u32) {
+        if let Some(pack) = lanes.lanes[p as usize].pack.take() {
+            self.produce(lanes, p, pack, None);
+        }
+    }
+
+    /// Sends every partition's pack: before a barrier, a flush, a gap.
+    fn send_all_packs(&self, lanes: &mut Lanes) {
+        for p in 0..lanes.lanes.len() {
+            self.send_pack(lanes, p as u32);
+        }
+    }
+
+    /// Numbers `pack` as partition `p`'s next message (a copy of `barrier`)
+    /// and queues it. A message librdkafka does not take is lost, numbered
+    /// all the same so that the replay sees the gap: its records are
+    /// counted, logged and reported lost.
+    fn produce(&self, lanes: &mut Lanes, p: u32, pack: Pack<Report>, barrier: Option<Barrier>) {
+        let lane = &mut lanes.lanes[p as usize];
+        lane.seq += 1;
+        let (size, records) = (pack.size(), pack.records());
+        let (message, reports) = pack.into_message(lane.seq, barrier);
+        let mut headers = OwnedHeaders::new_with_capacity(8);
+        for (key, value) in message.headers() {
+            headers = headers.insert(Header {
+                key,
+                value: Some(&value),
+            });
+        }
+        let queued = Box::new(Queued {
+            size,
+            partition: p,
+            records,
+            reports,
+        });
+        let mut record = BaseRecord::<str, [u8], Box<Queued>>::with_opaque_to(&self.topic, queued)
+            .payload(&message.payload[..])
+            .partition(p as i32)
+            .headers(headers);
+        if let Some(key) = message.key.as_deref() {
+            record = record.key(key);
+        }
+        match self.producer.send(record) {
+            Ok(()) => {
+                lane.in_flight += 1;
+                self.counters.messages.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, record)) => {
+                let queued = record.delivery_opaque;
+                self.backlog.settle(queued.size);
+                self.count_dropped(queued.records, &Dropped::NotQueued(e.clone()));
+                for report in queued.reports {
+                    report.settle(Err(Lost::Dropped(Dropped::NotQueued(e.clone()))));
+                }
+            }
+        }
+    }
+
+    /// Counts `n` records dropped for `reason`, and logs it (once a second).
+    fn count_dropped(&self, n: u64, reason: &Dropped) {
+        let total = self.counters.dropped.fetch_add(n, Ordering::Relaxed) + n;
         if self.drops.due() {
             log::error!(
-                "KafkaSender(topic={}): record dropped, {reason}: {n} records lost so far; the backup needs a resync",
+                "KafkaSender(topic={}): record dropped, {reason}: {total} records lost so far; the backup needs a resync",
                 self.topic
             );
         }
-        (self.acks || track == Track::Always).then_some(Delivery::Lost(Lost::Dropped(reason)))
-    }
-}
-
-/// What the proxy holds per queued record besides its bytes: librdkafka's
-/// message and header structures, the delivery report's state, allocator
-/// rounding. Measured: 300,000 small records waiting for a slow broker
-/// took about 700 bytes of the proxy's memory each, of which about 140 were
-/// payload, key and headers. Counting it makes `backlog_bytes` a bound on
-/// memory, not only on payload.
-const RECORD_OVERHEAD: usize = 512;
-
-/// What a record weighs in the backlog: what librdkafka keeps of it.
-fn size_of(record: &Record, headers: &[(&str, String)]) -> u64 {
-    let headers: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    (record.payload.len() + record.key.as_ref().map_or(0, |k| k.len()) + headers + RECORD_OVERHEAD)
-        as u64
-}
-
-impl KafkaSender {
-    /// Queues one copy of `record` to `partition` with `rb-seq` `seq` (and
-    /// `rb-barrier` for a barrier's copy).
-    #[allow(clippy::too_many_arguments)]
-    fn produce(
-        &self,
-        record: &Record,
-        headers: &[(&str, String)],
-        partition: u32,
-        seq: u64,
-        barrier: Option<Barrier>,
-        size: u64,
-        report: Option<Report>,
-    ) -> Result<(), KafkaError> {
-        let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len() + 1);
-        let seq = seq.to_string();
-        for (key, value) in headers {
-            let value = if *key == HEADER_SEQ { &seq } else { value };
-            kafka_headers = kafka_headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        let barrier = barrier.map(|b| b.to_string());
-        if let Some(barrier) = &barrier {
-            kafka_headers = kafka_headers.insert(Header {
-                key: HEADER_BARRIER,
-                value: Some(barrier),
-            });
-        }
-        let queued = Box::new(Queued { size, report });
-        let mut message = BaseRecord::<str, [u8], Box<Queued>>::with_opaque_to(&self.topic, queued)
-            .payload(&record.payload[..])
-            .partition(partition as i32)
-            .headers(kafka_headers);
-        if let Some(key) = record.key.as_deref() {
-            message = message.key(key);
-        }
-        self.producer.send(message).map_err(|(e, _)| e)
     }
 }
 
 impl Sender for KafkaSender {
     fn send(&self, record: Record, track: Track) -> Option<Delivery> {
-        let headers = record.headers();
-        let size = size_of(&record, &headers);
-        let mut numbering = self.numbering.lock().unwrap_or_else(|e| e.into_inner());
-        let partitions = numbering.seq.len() as u32;
-        let partition = record.placement.partition(partitions);
-        let copies = match partition {
-            Some(_) => 1,
-            None => u64::from(partitions),
+        let outbox = &*self.outbox;
+        let mut lanes = outbox.packing.lock();
+        let partitions = lanes.lanes.len() as u32;
+        let Some(p) = record.placement.partition(partitions) else {
+            return self.send_barrier(&mut lanes, record, track);
         };
-        if !self.backlog.admit(size * copies) {
-            // Numbered all the same: the replay sees the gap too.
-            match partition {
-                Some(p) => numbering.seq[p as usize] += 1,
-                None => numbering.seq.iter_mut().for_each(|s| *s += 1),
-            }
-            drop(numbering);
-            return self.on_dropped(
-                Dropped::BacklogFull {
-                    bytes: self.backlog.bytes(),
-                    limit: self.backlog.limit(),
-                },
-                track,
-            );
-        }
-        let tracked = self.acks || track == Track::Always;
-        if let Some(p) = partition {
-            let (report, delivery) = match tracked {
-                true => {
-                    let (report, delivery) = Delivery::pending();
-                    (Some(Report::One(report)), Some(delivery))
-                }
-                false => (None, None),
+        let packable = self.pack_bytes > 0 && Pack::<Report>::packable(&record);
+        let joins = packable
+            && lanes.lanes[p as usize]
+                .pack
+                .as_ref()
+                .is_some_and(|pack| pack.bytes() + record.payload.len() <= self.pack_bytes);
+        let size = match joins {
+            true => packed_size(&record),
+            false => message_size(&record),
+        };
+        if !outbox.backlog.admit(size) {
+            // What was packed goes first; the record is numbered all the
+            // same after it: the replay sees the gap too.
+            outbox.send_pack(&mut lanes, p);
+            lanes.lanes[p as usize].seq += 1;
+            drop(lanes);
+            let reason = Dropped::BacklogFull {
+                bytes: outbox.backlog.bytes(),
+                limit: outbox.backlog.limit(),
             };
-            let seq = numbering.seq[p as usize] + 1;
-            return match self.produce(&record, &headers, p, seq, None, size, report) {
-                Ok(()) => {
-                    numbering.seq[p as usize] = seq;
-                    delivery
-                }
-                Err(e) => {
-                    // Numbered all the same: the replay sees the gap too.
-                    numbering.seq[p as usize] = seq;
-                    drop(numbering);
-                    self.backlog.settle(size);
-                    self.on_dropped(Dropped::NotQueued(e), track)
-                }
-            };
+            outbox.count_dropped(1, &reason);
+            return self
+                .tracked(track)
+                .then_some(Delivery::Lost(Lost::Dropped(reason)));
         }
-        // A barrier: a copy to every partition, numbered in each.
-        let barrier = Barrier {
-            number: numbering.barrier + 1,
-            partitions,
-        };
-        numbering.barrier = barrier.number;
-        self.counters.barriers.fetch_add(1, Ordering::Relaxed);
-        let (copies, delivery) = match tracked {
-            true => {
-                let (report, delivery) = Delivery::pending();
-                let copies = Arc::new(Copies {
-                    remaining: AtomicU64::new(copies),
-                    report: Mutex::new(Some(report)),
-                });
-                (Some(copies), Some(delivery))
-            }
-            false => (None, None),
-        };
-        let mut outcome = delivery;
-        for p in 0..partitions {
-            let seq = numbering.seq[p as usize] + 1;
-            let report = copies.clone().map(Report::Copy);
-            match self.produce(&record, &headers, p, seq, Some(barrier), size, report) {
-                Ok(()) => numbering.seq[p as usize] = seq,
-                Err(e) => {
-                    // The copies not queued are lost, numbered all the same:
-                    // the replay reports the partitions that miss one as a
-                    // gap in their rb-seq (and no longer waits for them once
-                    // they are past the barrier).
-                    for q in p..partitions {
-                        numbering.seq[q as usize] += 1;
-                    }
-                    self.backlog.settle(size * u64::from(partitions - p));
-                    if let Some(copies) = &copies {
-                        copies.settle(Err(Lost::Dropped(Dropped::NotQueued(e.clone()))));
-                    }
-                    let lost = self.on_dropped(Dropped::NotQueued(e), track);
-                    outcome = outcome.and(lost);
-                    break;
-                }
+        let (report, delivery) = self.report(track);
+        match lanes.lanes[p as usize].pack.as_mut() {
+            Some(pack) if joins => pack.push(&record, size, report),
+            _ => {
+                // A full pack, or a record that travels alone, leaves
+                // before the record's own.
+                outbox.send_pack(&mut lanes, p);
+                lanes.lanes[p as usize].pack = Some(Pack::new(record, size, report));
             }
         }
-        outcome
+        if !packable || lanes.lanes[p as usize].in_flight < IN_FLIGHT {
+            outbox.send_pack(&mut lanes, p);
+        }
+        delivery
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
-        let result = self.producer.flush(timeout);
-        let queued = self.producer.in_flight_count();
-        let failed = self.counters.failed.load(Ordering::Relaxed);
-        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        let outbox = &*self.outbox;
+        outbox.send_all_packs(&mut outbox.packing.lock());
+        let result = outbox.producer.flush(timeout);
+        let queued = outbox.producer.in_flight_count();
+        let failed = outbox.counters.failed.load(Ordering::Relaxed);
+        let dropped = outbox.counters.dropped.load(Ordering::Relaxed);
         match (result, queued, failed + dropped) {
             (Ok(()), 0, 0) => Ok(()),
             (result, queued, _) => Err(FlushError {
@@ -426,11 +552,61 @@ impl Sender for KafkaSender {
     }
 
     fn describe(&self) -> String {
-        format!("KafkaSender(topic={})", self.topic)
+        format!("KafkaSender(topic={})", self.outbox.topic)
     }
 
     fn set_partitions(&self, partitions: u32) {
-        let mut numbering = self.numbering.lock().unwrap_or_else(|e| e.into_inner());
-        numbering.seq.resize(partitions.max(1) as usize, 0);
+        let mut lanes = self.outbox.packing.lock();
+        lanes
+            .lanes
+            .resize_with(partitions.max(1) as usize, Lane::default);
+    }
+}
+
+impl KafkaSender {
+    /// A barrier: what each partition packed goes first, then a copy of
+    /// the record to every partition, numbered in each.
+    fn send_barrier(&self, lanes: &mut Lanes, record: Record, track: Track) -> Option<Delivery> {
+        let outbox = &*self.outbox;
+        outbox.send_all_packs(lanes);
+        let partitions = lanes.lanes.len() as u32;
+        let size = message_size(&record);
+        if !outbox.backlog.admit(size * u64::from(partitions)) {
+            // Numbered all the same: the replay sees the gap too.
+            lanes.lanes.iter_mut().for_each(|lane| lane.seq += 1);
+            let reason = Dropped::BacklogFull {
+                bytes: outbox.backlog.bytes(),
+                limit: outbox.backlog.limit(),
+            };
+            outbox.count_dropped(1, &reason);
+            return self
+                .tracked(track)
+                .then_some(Delivery::Lost(Lost::Dropped(reason)));
+        }
+        let barrier = Barrier {
+            number: lanes.barrier + 1,
+            partitions,
+        };
+        lanes.barrier = barrier.number;
+        outbox.counters.barriers.fetch_add(1, Ordering::Relaxed);
+        let (copies, delivery) = match self.tracked(track) {
+            true => {
+                let (report, delivery) = Delivery::pending();
+                let copies = Arc::new(Copies {
+                    remaining: AtomicU64::new(u64::from(partitions)),
+                    report: Mutex::new(Some(report)),
+                });
+                (Some(copies), Some(delivery))
+            }
+            false => (None, None),
+        };
+        // A copy that is not queued is lost and numbered all the same: the
+        // replay reports the partition that misses it as a gap in its
+        // rb-seq (and no longer waits for it once it is past the barrier).
+        for p in 0..partitions {
+            let copy = Pack::new(record.clone(), size, copies.clone().map(Report::Copy));
+            outbox.produce(lanes, p, copy, Some(barrier));
+        }
+        delivery
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod ack;
 pub(crate) mod backlog;
 pub(crate) mod kafka;
 mod log;
+mod pack;
 #[cfg(test)]
 pub(crate) mod recorder;
 pub(crate) mod topic;

@@ -9,7 +9,8 @@ use remoteback_protocol::request::DEFAULT_MAX_BULK_LEN;
 use remoteback_protocol::{Format, Worker};
 use remoteback_proxy::settings::{
     AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, OutputLimit, ProxySettings,
-    SenderSettings, DEFAULT_BACKLOG_BYTES, DEFAULT_QUERY_BUFFER_LIMIT, MAX_SENDERS,
+    SenderSettings, DEFAULT_BACKLOG_BYTES, DEFAULT_PACK_BYTES, DEFAULT_QUERY_BUFFER_LIMIT,
+    MAX_SENDERS,
 };
 use toml::de::{DeTable, DeValue};
 
@@ -64,7 +65,7 @@ const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connp
 
 /// Keys of a `[[sender]]` table that are not Kafka properties.
 const LOG_KEYS: &[&str] = &["class", "logger", "level"];
-const KAFKA_KEYS: &[&str] = &["class", "topic", "filter"];
+const KAFKA_KEYS: &[&str] = &["class", "topic", "filter", "pack_bytes"];
 
 const CLASSES_TEXT: &str = "LogSender or KafkaSender (fully qualified names ending in \
                             .LogSender, .LogRxSender or .KafkaSender are accepted too)";
@@ -491,6 +492,7 @@ fn kafka_sender(
 ) -> Result<KafkaSenderSettings, ConfigError> {
     let mut topic = None;
     let mut filter = Filter::Writes;
+    let mut pack_bytes = DEFAULT_PACK_BYTES;
     let mut properties = Properties::new(path);
     for (key, value) in in_file_order(table) {
         let name = key.get_ref().as_ref();
@@ -499,6 +501,7 @@ fn kafka_sender(
             "class" => {}
             "topic" => topic = Some(src.word(&key_path, value, "a topic name")?),
             "filter" => filter = self::filter(src, &key_path, value)?,
+            "pack_bytes" => pack_bytes = self::pack_bytes(src, &key_path, value)?,
             // LogSender's keys, and top-level keys written after the header.
             _ if name == "logger" || name == "level" || KEYS.contains(&name) => {
                 return Err(not_allowed(src, label, Class::Kafka, key, KAFKA_KEYS))
@@ -512,7 +515,7 @@ fn kafka_sender(
                     label,
                     Class::Kafka,
                     key,
-                    &["topic", "filter"],
+                    &["topic", "filter", "pack_bytes"],
                 ))
             }
             _ => properties.add(src, key, value)?,
@@ -537,7 +540,32 @@ fn kafka_sender(
         topic,
         filter,
         kafka: properties.into_vec(),
+        pack_bytes,
     })
+}
+
+/// `pack_bytes`: 0 (every record its own message), or a size up to the
+/// 64 MiB a message may have (the producer's `message.max.bytes`).
+fn pack_bytes(src: Source<'_>, path: &str, value: &Value<'_>) -> Result<usize, ConfigError> {
+    const MAX: u64 = 64 * 1024 * 1024;
+    if let DeValue::Integer(_) = value.get_ref() {
+        if src.integer(path, value, 0..=0, "0").is_ok() {
+            return Ok(0);
+        }
+    }
+    let size = common::bytes(src, path, value)?;
+    if size > MAX {
+        return Err(src.error(
+            &value.span(),
+            path,
+            format!(
+                "{size} bytes is more than a Kafka message takes here (64mb, the producer's \
+                 message.max.bytes); the broker's own limit (message.max.bytes, 1 MB by default) \
+                 should be above it too"
+            ),
+        ));
+    }
+    Ok(size as usize)
 }
 
 /// `filter = ["set", "del", ...]`: command names, stored upper case.
@@ -599,6 +627,34 @@ mod tests {
             SenderSettings::Log(l) => l,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn pack_bytes_is_a_size_or_zero() {
+        let with = |v: &str| {
+            format!("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\npack_bytes = {v}\n")
+        };
+        let default =
+            parse("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\n");
+        assert_eq!(kafka(&default, 0).pack_bytes, 512 * 1024);
+        assert_eq!(kafka(&parse(&with("0")), 0).pack_bytes, 0);
+        assert_eq!(kafka(&parse(&with("'1mb'")), 0).pack_bytes, 1024 * 1024);
+        assert_eq!(kafka(&parse(&with("4096")), 0).pack_bytes, 4096);
+        let p = parse(&with("4096"));
+        assert!(
+            !kafka(&p, 0).kafka.iter().any(|(k, _)| k.contains("pack")),
+            "not a librdkafka property"
+        );
+        let e = error(&with("'65mb'"));
+        assert!(
+            e.contains("sender[0].pack_bytes") && e.contains("64mb"),
+            "{e}"
+        );
+        let e = error(&with("-1"));
+        assert!(
+            e.contains("sender[0].pack_bytes") && e.contains("a size in bytes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -107,6 +107,12 @@ impl Report for ProxyReport {
             "Records written to every partition of the topic because their keys span partitions or they name none (each copy also counts as a record).",
             |s| s.barriers,
         )?;
+        per_sender(
+            out,
+            "remoteback_proxy_kafka_messages_total",
+            "Kafka messages queued: the records of a partition that gather while its previous message is on its way travel as one.",
+            |s| s.messages,
+        )?;
         counter(
             out,
             "remoteback_proxy_writes_uncaptured_total",

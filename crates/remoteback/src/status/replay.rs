@@ -26,6 +26,12 @@ impl Report for ReplayReport {
         )?;
         counter(
             out,
+            "remoteback_replay_commands_applied_total",
+            "Commands applied to the backup: the writes of the records applied (a packed record holds several; SELECT, MULTI and EXEC not counted; ROW: records).",
+            self.stats.commands(),
+        )?;
+        counter(
+            out,
             "remoteback_replay_commands_refused_total",
             "Commands the backup refused (a sign it diverged).",
             self.stats.refused(),

@@ -8,7 +8,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use remoteback_protocol::codec::protocol;
 
 use super::process::*;
 
@@ -237,4 +240,80 @@ impl Drop for Broker {
         kill_child(&mut self.child);
         remove_temp(&self.dir);
     }
+}
+
+impl Broker {
+    /// `each` of every record of `topic[partition]`, up to its end at the
+    /// time of the call.
+    pub fn read_partition<T>(
+        &self,
+        topic: &str,
+        partition: i32,
+        each: impl Fn(&BorrowedMessage<'_>) -> T,
+    ) -> Vec<T> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .expect("watermarks");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let mut next = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while next < high {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "read only up to offset {next} of {high}"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    out.push(each(&m));
+                    next = m.offset() + 1;
+                }
+                Some(Err(e)) => panic!("consume: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// The writes captured in `topic`'s first `partitions` partitions, as
+    /// the proxy counts them (`remoteback_proxy_records_delivered_total`):
+    /// a command, or a transaction's `MULTI` ... `EXEC`, however many were
+    /// packed into one record (the `SELECT`s a pack adds between them are
+    /// none); a barrier counts in each partition it was copied to.
+    pub fn writes_in_topic(&self, topic: &str, partitions: i32) -> i64 {
+        (0..partitions)
+            .flat_map(|p| {
+                self.read_partition(topic, p, |m| {
+                    let payload = bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                    captured_writes(&payload)
+                })
+            })
+            .sum()
+    }
+}
+
+/// The writes in one `PROTOCOL` payload (see [`Broker::writes_in_topic`]).
+pub fn captured_writes(payload: &bytes::Bytes) -> i64 {
+    let mut writes = 0;
+    let mut in_transaction = false;
+    for command in protocol::decode(payload).expect("a PROTOCOL payload") {
+        if command.is("MULTI") {
+            in_transaction = true;
+            writes += 1;
+        } else if command.is("EXEC") {
+            in_transaction = false;
+        } else if !in_transaction && !command.is("SELECT") {
+            writes += 1;
+        }
+    }
+    writes
 }

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use bytes::Bytes;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use remoteback_protocol::codec::protocol;
+use remoteback_protocol::Command;
 
 use super::{compare, free_port, Broker, RedisServer, ServerKind, Service};
 
@@ -234,6 +235,18 @@ impl Pipeline {
         })
     }
 
+    /// The payloads of partition 0 one after the other: the commands
+    /// captured, in order, however the proxy packed them into messages.
+    pub fn topic_payload(&self) -> Vec<u8> {
+        self.read_partition_0(|m| m.payload().unwrap_or_default().to_vec())
+            .concat()
+    }
+
+    /// The `PROTOCOL` commands of partition 0, in order.
+    pub fn topic_commands(&self) -> Vec<Command> {
+        protocol::decode(&Bytes::from(self.topic_payload())).expect("PROTOCOL payloads")
+    }
+
     /// The Kafka key and payload of every record of partition 0.
     pub fn topic_keys(&self) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
         self.read_partition_0(|m| {
@@ -245,38 +258,7 @@ impl Pipeline {
     }
 
     fn read_partition_0<T>(&self, each: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
-        let consumer: BaseConsumer = self
-            .broker
-            .client_config()
-            .set("group.id", "test-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let (_, high) = consumer
-            .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
-            .expect("watermarks");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-            .expect("partition");
-        consumer.assign(&tpl).expect("assign");
-        let mut out = Vec::new();
-        let mut next = 0;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while next < high {
-            assert!(
-                Instant::now() < deadline,
-                "read only up to offset {next} of {high}"
-            );
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    out.push(each(&m));
-                    next = m.offset() + 1;
-                }
-                Some(Err(e)) => panic!("consume: {e}"),
-                None => {}
-            }
-        }
-        out
+        self.broker.read_partition(TOPIC, 0, each)
     }
 }
 

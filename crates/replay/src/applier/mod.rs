@@ -448,8 +448,10 @@ impl Applier {
             })
             .count();
         let nothing = records.iter().filter(|r| r.commands.is_empty()).count();
+        let writes: usize = records.iter().map(Decoded::writes).sum();
         self.stats.add_applied(
             (records.len() - fully_refused - nothing) as u64,
+            writes.saturating_sub(refusals.len()) as u64,
             records.iter().rev().find_map(|r| r.time_ms),
         );
         Ok(refusals)
