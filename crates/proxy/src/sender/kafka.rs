@@ -328,7 +328,7 @@ impl KafkaSender {
         Ok(KafkaSender {
             outbox,
             acks,
-            pack_bytes: settings.pack_bytes,
+            pack_bytes: pack_limit(settings),
             packer: Some(packer),
         })
     }
@@ -354,9 +354,31 @@ impl KafkaSender {
     }
 }
 
+/// `pack_bytes`, within the producer's `message.max.bytes` where the
+/// configuration lowered it: a pack librdkafka refuses for its size would
+/// lose every record in it. Half of it leaves room for the headers and a
+/// first record's own size.
+fn pack_limit(settings: &KafkaSenderSettings) -> usize {
+    let max = settings
+        .kafka
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "message.max.bytes")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    match max {
+        Some(max) => settings.pack_bytes.min(max / 2),
+        None => settings.pack_bytes,
+    }
+}
+
 impl Drop for KafkaSender {
     fn drop(&mut self) {
-        self.outbox.packing.lock().stop = true;
+        // What still waits in a pack goes to librdkafka, whose own drop
+        // delivers or reports it: no record leaves uncounted.
+        let mut lanes = self.outbox.packing.lock();
+        self.outbox.send_all_packs(&mut lanes);
+        lanes.stop = true;
+        drop(lanes);
         self.outbox.packing.wake.notify_all();
         if let Some(packer) = self.packer.take() {
             let _ = packer.join();
@@ -378,6 +400,9 @@ const HEADERS_SIZE: usize = 96;
 /// What a record packed after others holds besides its bytes: a `SELECT`,
 /// its delivery report's place, buffer growth.
 const PACKED_OVERHEAD: usize = 64;
+
+/// The most a `SELECT` a pack puts before a record takes.
+const SELECT_BYTES: usize = 32;
 
 /// What a record weighs in the backlog as the first of its message.
 fn message_size(record: &Record) -> u64 {
@@ -494,10 +519,9 @@ impl Sender for KafkaSender {
         };
         let packable = self.pack_bytes > 0 && Pack::<Report>::packable(&record);
         let joins = packable
-            && lanes.lanes[p as usize]
-                .pack
-                .as_ref()
-                .is_some_and(|pack| pack.bytes() + record.payload.len() <= self.pack_bytes);
+            && lanes.lanes[p as usize].pack.as_ref().is_some_and(|pack| {
+                pack.bytes() + record.payload.len() + SELECT_BYTES <= self.pack_bytes
+            });
         let size = match joins {
             true => packed_size(&record),
             false => message_size(&record),
@@ -535,8 +559,18 @@ impl Sender for KafkaSender {
 
     fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let outbox = &*self.outbox;
-        outbox.send_all_packs(&mut outbox.packing.lock());
-        let result = outbox.producer.flush(timeout);
+        let deadline = Instant::now() + timeout;
+        // A record sent meanwhile may wait in a pack for a delivery: send
+        // the packs, flush, again until nothing waits or the time is up.
+        let result = loop {
+            outbox.send_all_packs(&mut outbox.packing.lock());
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = outbox.producer.flush(left);
+            let packed = outbox.packing.lock().lanes.iter().any(|l| l.pack.is_some());
+            if result.is_err() || !packed || Instant::now() >= deadline {
+                break result;
+            }
+        };
         let queued = outbox.producer.in_flight_count();
         let failed = outbox.counters.failed.load(Ordering::Relaxed);
         let dropped = outbox.counters.dropped.load(Ordering::Relaxed);

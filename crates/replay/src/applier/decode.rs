@@ -122,7 +122,7 @@ impl Applier {
                     at.run, d.offset, at.n
                 );
                 log::error!(
-                    "{what}: the backup misses {} writes; resync needed (`remoteback sync`)",
+                    "{what}: the backup misses the writes of {} records; resync needed (`remoteback sync`)",
                     to - from + 1
                 );
                 self.stats.add_gap(to - from + 1, what);

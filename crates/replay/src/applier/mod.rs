@@ -308,14 +308,18 @@ impl Applier {
     /// The backup refused a whole record while queueing it (`EXECABORT`),
     /// so nothing of it ran: skip it (`continue`) or stop at it (`stop`).
     async fn aborted(&mut self, record: &Decoded, reason: &str) -> Result<(), ApplyError> {
-        self.stats.add_refused(1);
+        // Nothing of it ran: every write it holds (a packed record holds
+        // several) is one the backup misses.
+        self.stats.add_refused(record.writes().max(1) as u64);
         match self.policy.on_error {
             OnApplyError::Continue => {
                 log::error!(
-                    "backup refused the record at {}[{}]@{}: {reason}; skipped (on_apply_error = \"continue\")",
+                    "backup refused the record at {}[{}]@{}: {reason}; skipped with its {} writes \
+                     (on_apply_error = \"continue\")",
                     self.link.topic(),
                     self.link.partition(),
-                    record.offset
+                    record.offset,
+                    record.writes()
                 );
                 // Its place is stored (nothing else): a later copy of it is
                 // a duplicate, the record after it no gap.
@@ -399,10 +403,10 @@ impl Applier {
                     return Err(BackupError::BadReply {
                         addr: self.link.addr(),
                         reason: format!(
-                            "a SELECT or the offset update remoteback added to the transaction of \
-                             records {}..={} failed: {}; the records took effect but the stored \
-                             offset may not say so (check the backup: `databases` as many as the \
-                             primary's, {STATE_KEY} a hash)",
+                            "a SELECT or the offset update in the transaction of records {}..={} \
+                             failed: {}; the records took effect but the stored offset may not say \
+                             so, or they took effect in another database (check the backup: \
+                             `databases` as many as the primary's, {STATE_KEY} a hash)",
                             records[0].offset,
                             last.offset,
                             String::from_utf8_lossy(e),

@@ -294,7 +294,11 @@ impl Applier {
                         .and_then(|s| s.parse().ok());
                 }
                 command.write_resp(&mut bytes);
-                owners.push(Some(record.offset));
+                // A SELECT is no write: one the backup refuses (fewer
+                // databases) would put the commands after it in another
+                // database, so it fails the transaction like remoteback's
+                // own SELECTs, never counting as a refused write.
+                owners.push((!command.is("SELECT")).then_some(record.offset));
             }
         }
         if snapshot.is_some() {
