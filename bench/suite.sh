@@ -53,14 +53,14 @@ ROUNDS=3
 if [ "$QUICK" = 1 ]; then
     N1=5000 N16=10000 NHOT16=5000 NHOT1=2000
     LAG_RATE=2000 LAG_IDLE=2 LAG_LOAD=3 LAG_TAIL=2
-    SUSTAIN=6 SUS_N=20000 NPREFILL=5000 NCEIL=5000 IDLE_CLIENTS=1000
+    SUSTAIN=6 SUS_N=20000 NPREFILL=50000 NCEIL=5000 IDLE_CLIENTS=1000
     DRAIN_MAX=300
 else
-    # tansu takes some thousands of records a second here: every record
-    # captured costs the drains before the next measurement.
+    # Every write captured costs the drains before the next measurement:
+    # the counts stay moderate.
     N1=20000 N16=100000 NHOT16=50000 NHOT1=10000
     LAG_RATE=20000 LAG_IDLE=10 LAG_LOAD=15 LAG_TAIL=10
-    SUSTAIN=60 SUS_N=2000000000 NPREFILL=50000 NCEIL=50000 IDLE_CLIENTS=1000
+    SUSTAIN=60 SUS_N=2000000000 NPREFILL=1000000 NCEIL=50000 IDLE_CLIENTS=1000
     DRAIN_MAX=900
 fi
 
@@ -164,6 +164,8 @@ metrics = "127.0.0.1:$P_REPLAY_M"
 class = "KafkaReceiver"
 topic = "bench"
 bootstrap-servers = "127.0.0.1:$P_KAFKA"
+# As scripts/up.sh: tansu holds each fetch for the whole wait.
+fetch-wait-max-ms = 2
 [redis]
 connport = $P_BACKUP
 TOML
@@ -397,6 +399,7 @@ metrics = "127.0.0.1:$P_REPLAY2_M"
 class = "KafkaReceiver"
 topic = "prefill"
 bootstrap-servers = "127.0.0.1:$P_KAFKA"
+fetch-wait-max-ms = 2
 [redis]
 connport = $P_BACKUP2
 TOML
