@@ -65,7 +65,8 @@ impl OrderTables {
     /// to that key runs) if no one else holds it.
     pub fn try_lock_key(&self, holder: u64, db: u32, key: &Bytes) -> Option<LockGuard> {
         self.locks
-            .try_acquire(holder, &Need::Keys(vec![(db, key.clone())]))
+            .try_acquire(holder, Need::Keys(vec![(db, key.clone())]))
+            .ok()
     }
 
     /// Waits for `key`'s lock in `db`, then takes it for `holder`.
@@ -169,9 +170,9 @@ impl WriteOrder {
                 Some(Some(_)) => {}
             }
         }
-        match self.shared.locks.try_acquire(self.conn, &need) {
-            Some(locks) => Prepared::Ready(Some(self.hold(verdict, locks, client_id.flatten()))),
-            None => Prepared::Wait(need),
+        match self.shared.locks.try_acquire(self.conn, need) {
+            Ok(locks) => Prepared::Ready(Some(self.hold(verdict, locks, client_id.flatten()))),
+            Err(need) => Prepared::Wait(need),
         }
     }
 
