@@ -93,3 +93,50 @@ fn status_shows_health_rates_and_lag_and_exits_by_health() {
     assert_eq!(code, Some(2), "{text}");
     eprintln!("[check] status: both ok with 10 writes delivered and applied, exit 0; replay gone: UNREACHABLE, exit 2\n{shown}");
 }
+
+/// The alert rules and the dashboard in docs/ name only metrics the
+/// services serve: a renamed metric cannot leave an alert that never fires.
+#[test]
+fn the_alerts_and_the_dashboard_name_only_served_metrics() {
+    let proxy_metrics = free_port();
+    let mut p = Pipeline::start(Setup {
+        proxy_extra: format!("metrics = \"127.0.0.1:{proxy_metrics}\"\n"),
+        replay: false,
+        ..Setup::default()
+    });
+    p.proxy.wait_port(proxy_metrics);
+    let replay_metrics = free_port();
+    let config = format!(
+        "metrics = \"127.0.0.1:{replay_metrics}\"\n{}",
+        p.replay_config("PROTOCOL", "coroutine")
+    );
+    p.replay = Some(Service::replay(&config));
+    p.replay.as_ref().unwrap().wait_port(replay_metrics);
+    let mut served = std::collections::BTreeSet::new();
+    for port in [proxy_metrics, replay_metrics] {
+        let (code, text) = common::status::Status(port).get("/metrics");
+        assert_eq!(code, 200, "{text}");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            served.insert(name.to_string());
+        }
+    }
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    for file in ["alerts.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(docs.join(file)).expect("the docs file");
+        let named: std::collections::BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("remoteback_"))
+            .collect();
+        assert!(named.len() >= 10, "{file} names {named:?}");
+        let unknown: Vec<&&str> = named.iter().filter(|n| !served.contains(**n)).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names metrics no service serves: {unknown:?}\nserved: {served:?}"
+        );
+        eprintln!(
+            "[check] {file}: all {} metrics it names are served",
+            named.len()
+        );
+    }
+}
