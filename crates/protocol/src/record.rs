@@ -40,6 +40,11 @@ pub const HEADER_CONN: &str = "rb-conn";
 /// payload is then empty.
 pub const HEADER_CLOSE: &str = "rb-close";
 
+/// Header: present with value `1` on a heartbeat: a record with an empty
+/// payload that a proxy writes to a partition that had no record for a
+/// while, so that a consumer's lag stays true when no one writes. Applied
+/// by nothing; it has its `rb-seq` and `rb-time` like any record.
+pub const HEADER_HEARTBEAT: &str = "rb-heartbeat";
 /// Prefix of every key remoteback itself keeps in the backup (the replay's
 /// offsets): never data, never reported as a difference, kept when the
 /// sync empties the backup.
@@ -165,6 +170,8 @@ pub struct Record {
     pub conn: Option<u64>,
     /// Whether this `ROW` record marks the end of its connection.
     pub close: bool,
+    /// Whether this is a heartbeat (no commands).
+    pub heartbeat: bool,
 }
 
 impl Record {
@@ -174,9 +181,13 @@ impl Record {
             (HEADER_FORMAT, self.format.name().to_string()),
             (HEADER_SOURCE, self.source.clone()),
             (HEADER_RUN, self.run.to_string()),
-            (HEADER_SEQ, self.seq.to_string()),
-            (HEADER_TIME, self.time_ms.to_string()),
         ];
+        // A heartbeat has no number: it changes nothing, so a lost or
+        // repeated one is no gap and no duplicate.
+        if !self.heartbeat {
+            h.push((HEADER_SEQ, self.seq.to_string()));
+        }
+        h.push((HEADER_TIME, self.time_ms.to_string()));
         if let Some(barrier) = self.barrier {
             h.push((HEADER_BARRIER, barrier.to_string()));
         }
@@ -188,6 +199,9 @@ impl Record {
         }
         if self.close {
             h.push((HEADER_CLOSE, "1".to_string()));
+        }
+        if self.heartbeat {
+            h.push((HEADER_HEARTBEAT, "1".to_string()));
         }
         h
     }
@@ -213,6 +227,7 @@ pub struct Meta {
     pub time_ms: Option<u64>,
     pub conn: Option<u64>,
     pub close: bool,
+    pub heartbeat: bool,
 }
 
 impl Meta {
@@ -232,6 +247,7 @@ impl Meta {
             time_ms: None,
             conn: None,
             close: false,
+            heartbeat: false,
         };
         for (name, value) in headers {
             match name {
@@ -256,6 +272,7 @@ impl Meta {
                 HEADER_TIME => meta.time_ms = Some(number(HEADER_TIME, value)?),
                 HEADER_CONN => meta.conn = Some(number(HEADER_CONN, value)?),
                 HEADER_CLOSE => meta.close = value == b"1",
+                HEADER_HEARTBEAT => meta.heartbeat = value == b"1",
                 _ => {}
             }
         }
@@ -304,6 +321,7 @@ mod tests {
             time_ms: 1700000000000,
             conn: Some(7),
             close: true,
+            heartbeat: false,
         };
         let h = r.headers();
         let meta = Meta::from_headers(h.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap();

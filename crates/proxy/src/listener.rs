@@ -120,6 +120,12 @@ impl Proxy {
             },
             drain: Drain::new(),
         });
+        if let Some(heartbeat) = settings
+            .heartbeat
+            .and_then(|every| ctx.routes.heartbeat(every))
+        {
+            ctx.senders.start_heartbeats(&heartbeat);
+        }
         let sync = SyncControl::new(
             ctx.clone(),
             settings.upstream_username.clone(),

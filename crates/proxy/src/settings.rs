@@ -58,6 +58,10 @@ pub struct ProxySettings {
     /// How long to wait for the primary's reply to a command (`rsptimeout`);
     /// `None` waits forever. Blocking commands and pub/sub are exempt.
     pub reply_timeout: Option<Duration>,
+    /// How long a partition of a Kafka sender's topic may go without a
+    /// record before the sender writes a heartbeat to it (`heartbeat_ms`);
+    /// `None` writes none.
+    pub heartbeat: Option<Duration>,
     /// Bytes of records not yet acknowledged by Kafka the proxy keeps at
     /// most (`backlog_bytes`).
     pub backlog_bytes: u64,

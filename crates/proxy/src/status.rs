@@ -38,6 +38,8 @@ pub struct SenderStatus {
     pub barriers: u64,
     /// Kafka messages queued: records packed together are one.
     pub messages: u64,
+    /// Heartbeats queued.
+    pub heartbeats: u64,
 }
 
 impl Status {
@@ -117,6 +119,7 @@ impl Status {
                 dropped: k.counters.dropped.load(Ordering::Relaxed),
                 barriers: k.counters.barriers.load(Ordering::Relaxed),
                 messages: k.counters.messages.load(Ordering::Relaxed),
+                heartbeats: k.counters.heartbeats.load(Ordering::Relaxed),
             })
             .collect()
     }

@@ -29,7 +29,11 @@ fn original_example_set_reaches_backup_and_get_does_not_reach_kafka() {
     let got: String = redis::cmd("GET").arg("a").query(&mut c).expect("GET");
     assert_eq!(got, "a");
     p.wait_backup_value(0, "a", "a");
-    let records = p.topic_records();
+    let records: Vec<_> = p
+        .topic_records()
+        .into_iter()
+        .filter(|(headers, _)| !headers.iter().any(|(k, _)| k == "rb-heartbeat"))
+        .collect();
     assert_eq!(records.len(), 1, "only the SET is in Kafka: {records:?}");
     let (headers, payload) = &records[0];
     assert_eq!(payload, b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\na\r\n");
@@ -636,4 +640,75 @@ fn pipelined_writes_travel_packed_and_apply_in_order_in_their_databases() {
             assert_eq!(order, expected, "db {db}: in order, each once");
         }
     }
+}
+
+/// With no writes the proxy's heartbeats keep the replay's lag at about
+/// their interval; they apply nothing, carry no number and count as no
+/// record; when the proxy stops, the lag grows.
+#[test]
+fn heartbeats_keep_the_lag_true_when_no_one_writes_and_show_a_dead_proxy() {
+    let (proxy_metrics, replay_metrics) = (common::free_port(), common::free_port());
+    let mut p = Pipeline::start(Setup {
+        proxy_extra: format!("metrics = \"127.0.0.1:{proxy_metrics}\"\nheartbeat_ms = 200"),
+        replay: false,
+        ..Setup::default()
+    });
+    let config = format!(
+        "metrics = \"127.0.0.1:{replay_metrics}\"\n{}",
+        p.replay_config("PROTOCOL", "coroutine")
+    );
+    p.replay = Some(Service::replay(&config));
+    p.replay.as_ref().unwrap().wait_port(replay_metrics);
+    let _: () = redis::cmd("SET")
+        .arg("one")
+        .arg("write")
+        .query(&mut p.client())
+        .unwrap();
+    p.wait_backup_value(0, "one", "write");
+    let (proxy, replay) = (
+        common::status::Status(proxy_metrics),
+        common::status::Status(replay_metrics),
+    );
+    let read = replay.value("remoteback_replay_heartbeats_total");
+    common::wait_until(Duration::from_secs(20), "ten heartbeats more", || {
+        replay.value("remoteback_replay_heartbeats_total") >= read + 10
+    });
+    let age = replay.value("remoteback_replay_age_of_last_applied_ms");
+    assert!(
+        age < 1000,
+        "idle for 2 s, the lag is about the 200 ms interval: {age} ms"
+    );
+    assert_eq!(
+        proxy.value("remoteback_proxy_records_delivered_total"),
+        1,
+        "a heartbeat is no record"
+    );
+    assert!(proxy.value("remoteback_proxy_heartbeats_total") >= 10);
+    let records = p.topic_records();
+    let heartbeats: Vec<_> = records
+        .iter()
+        .filter(|(headers, _)| {
+            headers
+                .iter()
+                .any(|(k, v)| k == "rb-heartbeat" && v == b"1")
+        })
+        .collect();
+    assert!(heartbeats.len() >= 10, "{} heartbeats", heartbeats.len());
+    for (headers, payload) in &heartbeats {
+        assert!(payload.is_empty());
+        assert!(
+            !headers.iter().any(|(k, _)| k == "rb-seq"),
+            "a heartbeat has no number: {headers:?}"
+        );
+    }
+    assert_eq!(p.topic_commands().len(), 1, "nothing but the SET to apply");
+    assert_eq!(
+        replay.value("remoteback_replay_sequence_gaps_total")
+            + replay.value("remoteback_replay_duplicates_skipped_total"),
+        0
+    );
+    p.proxy.kill();
+    common::wait_until(Duration::from_secs(20), "the lag to grow", || {
+        replay.value("remoteback_replay_age_of_last_applied_ms") > 2000
+    });
 }

@@ -539,7 +539,7 @@ fn writes_held_at_a_full_backlog_longer_than_rsptimeout_are_answered_and_capture
     wait_until(
         Duration::from_secs(30),
         "the first INCR in the topic",
-        || end_offsets(&s.broker, TOPIC, 1)[0] == 1 && status.value(BACKLOG_BYTES) == 0,
+        || s.broker.writes_in_topic(TOPIC, 1) == 1 && status.value(BACKLOG_BYTES) == 0,
     );
     let frozen = Frozen::start(&s.broker);
     // Taken into the backlog (it was empty): the backlog is full now.

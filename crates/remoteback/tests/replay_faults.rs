@@ -287,13 +287,16 @@ fn two_replays_sharing_a_three_partition_topic_converge() {
 /// write its own record (the proxy packs writes that follow each other
 /// faster than Kafka acknowledges them otherwise).
 const ONE_RECORD_PER_WRITE: &str = "pack_bytes = 0";
+/// The proxy's top-level lines for the same tests: no heartbeats, which
+/// would take offsets of their own while the test counts them.
+const NO_HEARTBEATS: &str = "heartbeat_ms = 0";
 
 /// `start = "latest"`: what was written before the first start is not
 /// applied; the position is stored at once, so what is written while the
 /// replay is down later is applied after its restart.
 #[test]
 fn start_latest_skips_the_past_and_then_keeps_its_position() {
-    let s = Setup::start_with(&[], 1, "", ONE_RECORD_PER_WRITE);
+    let s = Setup::start_with(&[], 1, NO_HEARTBEATS, ONE_RECORD_PER_WRITE);
     let mut c = s.client();
     let incr = |c: &mut redis::Connection, n: usize| {
         for _ in 0..n {
@@ -388,7 +391,7 @@ fn diverge(s: Setup, replay: &mut Service) -> Diverged {
 
 #[test]
 fn on_apply_error_stop_stops_at_the_refused_record_and_resumes_at_it() {
-    let s = Setup::start_with(&[], 1, "", ONE_RECORD_PER_WRITE);
+    let s = Setup::start_with(&[], 1, NO_HEARTBEATS, ONE_RECORD_PER_WRITE);
     let mut replay = s.replay("on_apply_error = \"stop\"", "");
     let Diverged { s, bad } = diverge(s, &mut replay);
     replay.restart();
@@ -434,7 +437,7 @@ fn on_apply_error_stop_stops_at_the_refused_record_and_resumes_at_it() {
 
 #[test]
 fn on_apply_error_continue_logs_and_counts_the_refusal_and_goes_on() {
-    let s = Setup::start_with(&[], 1, "", ONE_RECORD_PER_WRITE);
+    let s = Setup::start_with(&[], 1, NO_HEARTBEATS, ONE_RECORD_PER_WRITE);
     let mut replay = s.replay("", "");
     let Diverged { s, bad } = diverge(s, &mut replay);
     replay.restart();

@@ -147,6 +147,7 @@ fn record(offset: i64, commands: &[&[&str]]) -> Received {
             time_ms: None,
             conn: None,
             close: false,
+            heartbeat: false,
         },
         payload: payload.freeze(),
     }
@@ -444,6 +445,7 @@ async fn row_records_are_sent_again_after_the_backup_went_away() {
             time_ms: None,
             conn: Some(1),
             close: false,
+            heartbeat: false,
         },
         payload: Bytes::from_static(bytes),
     };

@@ -11,6 +11,7 @@ pub struct Stats(Arc<Inner>);
 struct Inner {
     applied: AtomicU64,
     commands: AtomicU64,
+    heartbeats: AtomicU64,
     refused: AtomicU64,
     scripts_raised: AtomicU64,
     bad_skipped: AtomicU64,
@@ -45,6 +46,16 @@ impl Stats {
         self.0.bad_skipped.fetch_add(1, Ordering::Relaxed);
         let mut resync = self.0.resync.lock().unwrap_or_else(|e| e.into_inner());
         resync.get_or_insert(what);
+    }
+
+    /// A heartbeat arrived: no command, only its time and place.
+    pub fn add_heartbeat(&self) {
+        self.0.heartbeats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Heartbeats read.
+    pub fn heartbeats(&self) -> u64 {
+        self.0.heartbeats.load(Ordering::Relaxed)
     }
 
     /// Commands applied (`SELECT`s and `MULTI`/`EXEC` not counted).

@@ -62,6 +62,7 @@ pub(crate) fn commands<'a>(
         time_ms,
         conn: None,
         close: false,
+        heartbeat: false,
     }
 }
 
@@ -131,6 +132,7 @@ pub(crate) fn row(
         time_ms,
         conn: Some(conn),
         close,
+        heartbeat: false,
     }
 }
 

@@ -12,6 +12,7 @@
 //! take them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use remoteback_protocol::commands::CommandSpec;
@@ -21,7 +22,7 @@ use super::encode;
 use super::filter::Filter;
 use super::rewrite::Rewrite;
 use crate::sender::ack::{Delivery, Track};
-use crate::sender::{SenderSet, Senders};
+use crate::sender::{Heartbeat, SenderSet, Senders};
 use crate::settings::{ProxySettings, SenderSettings};
 use crate::table::CommandTable;
 
@@ -103,6 +104,17 @@ impl Routes {
             run,
             row_base: encode::row_base(run),
         }
+    }
+
+    /// What the senders' heartbeats carry, every `every`; none for `ROW`,
+    /// whose records name a client connection.
+    pub fn heartbeat(&self, every: Duration) -> Option<Heartbeat> {
+        (self.format != Format::Row).then(|| Heartbeat {
+            format: self.format,
+            source: self.source.clone(),
+            run: self.run,
+            every,
+        })
     }
 
     /// Routes built directly, for tests.

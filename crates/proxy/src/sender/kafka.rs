@@ -20,18 +20,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use remoteback_protocol::record::Barrier;
+use remoteback_protocol::record::{now_ms, Barrier, Placement};
 use remoteback_protocol::Record;
 
 use super::ack::{Delivery, DeliveryReport, Dropped, Lost, Track};
 use super::backlog::Backlog;
 use super::pack::Pack;
-use super::{FlushError, Sender};
+use super::{FlushError, Heartbeat, Sender};
 use crate::settings::KafkaSenderSettings;
 
 /// Producer properties remoteback sets unless the configuration overrides them:
@@ -69,6 +70,8 @@ pub struct Counters {
     pub barriers: AtomicU64,
     /// Kafka messages queued: records packed together are one.
     pub messages: AtomicU64,
+    /// Heartbeats queued (counted in no other counter).
+    pub heartbeats: AtomicU64,
 }
 
 impl Counters {
@@ -177,7 +180,8 @@ impl ProducerContext for DeliveryContext {
                     .failed
                     .fetch_add(queued.records, Ordering::Relaxed)
                     + queued.records;
-                if self.failures.due() {
+                // A heartbeat holds no record: nothing is lost with it.
+                if queued.records > 0 && self.failures.due() {
                     log::error!(
                         "KafkaSender(topic={}): a message of {} records was not delivered: {e} ({n} \
                          records lost so far); the backup needs a resync",
@@ -210,7 +214,6 @@ impl ProducerContext for DeliveryContext {
 const IN_FLIGHT: u32 = 1;
 
 /// One partition of the topic, as this sender writes it.
-#[derive(Default)]
 struct Lane {
     /// The last `rb-seq` given to a message of this partition.
     seq: u64,
@@ -218,6 +221,19 @@ struct Lane {
     pack: Option<Pack<Report>>,
     /// Its messages not yet settled by a delivery report.
     in_flight: u32,
+    /// When its last message (or heartbeat) was queued.
+    last_sent: Instant,
+}
+
+impl Default for Lane {
+    fn default() -> Self {
+        Lane {
+            seq: 0,
+            pack: None,
+            in_flight: 0,
+            last_sent: Instant::now(),
+        }
+    }
 }
 
 /// What this sender queued, held while producing so that `rb-seq` follows
@@ -228,6 +244,9 @@ struct Lanes {
     lanes: Vec<Lane>,
     /// The last barrier number.
     barrier: u64,
+    /// What the packing thread writes to an idle partition, once it was
+    /// told ([`Sender::start_heartbeats`]).
+    heartbeat: Option<Heartbeat>,
     /// The sender is gone: the packing thread ends.
     stop: bool,
 }
@@ -296,6 +315,7 @@ impl KafkaSender {
             lanes: Mutex::new(Lanes {
                 lanes: vec![Lane::default()],
                 barrier: 0,
+                heartbeat: None,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -417,7 +437,8 @@ fn packed_size(record: &Record) -> u64 {
 
 impl Outbox {
     /// The packing thread: sends each waiting pack once its partition has
-    /// room, until the sender is dropped.
+    /// room, and a heartbeat to each partition idle for the heartbeat's
+    /// interval, until the sender is dropped.
     fn send_waiting_packs(&self) {
         let mut lanes = self.packing.lock();
         loop {
@@ -430,12 +451,63 @@ impl Outbox {
                     self.send_pack(&mut lanes, p as u32);
                 }
             }
-            lanes = self
-                .packing
-                .wake
-                .wait(lanes)
-                .unwrap_or_else(|e| e.into_inner());
+            let next = self.send_heartbeats(&mut lanes);
+            lanes = match next {
+                Some(wait) => {
+                    self.packing
+                        .wake
+                        .wait_timeout(lanes, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self
+                    .packing
+                    .wake
+                    .wait(lanes)
+                    .unwrap_or_else(|e| e.into_inner()),
+            };
         }
+    }
+
+    /// Queues a heartbeat to every partition with nothing packed, nothing
+    /// on its way and nothing sent for the heartbeat's interval (a partition
+    /// whose messages are not acknowledged gets none: its lag grows, as it
+    /// should); says how long until the next one is due.
+    fn send_heartbeats(&self, lanes: &mut Lanes) -> Option<Duration> {
+        let heartbeat = lanes.heartbeat.clone()?;
+        let mut next = heartbeat.every;
+        for p in 0..lanes.lanes.len() {
+            let lane = &lanes.lanes[p];
+            let idle = lane.last_sent.elapsed();
+            if lane.pack.is_some() || lane.in_flight > 0 {
+                continue;
+            }
+            if idle < heartbeat.every {
+                next = next.min(heartbeat.every - idle);
+                continue;
+            }
+            let record = Record {
+                format: heartbeat.format,
+                db: None,
+                db_after: None,
+                payload: Bytes::new(),
+                key: None,
+                placement: Placement::Keyless,
+                source: heartbeat.source.clone(),
+                run: heartbeat.run,
+                seq: 0,
+                barrier: None,
+                time_ms: now_ms(),
+                conn: None,
+                close: false,
+                heartbeat: true,
+            };
+            // Not in the backlog: at most one per partition is on its way
+            // (none is sent while anything is), and a full backlog must
+            // not hold writes for a heartbeat.
+            self.produce(lanes, p as u32, Pack::heartbeat(record), None);
+        }
+        Some(next)
     }
 
     /// Sends partition `p`'s pack, if it has one, whatever is in flight.
@@ -458,8 +530,12 @@ impl Outbox {
     /// counted, logged and reported lost.
     fn produce(&self, lanes: &mut Lanes, p: u32, pack: Pack<Report>, barrier: Option<Barrier>) {
         let lane = &mut lanes.lanes[p as usize];
-        lane.seq += 1;
         let (size, records) = (pack.size(), pack.records());
+        let heartbeat = pack.is_heartbeat();
+        if !heartbeat {
+            lane.seq += 1;
+        }
+        lane.last_sent = Instant::now();
         let (message, reports) = pack.into_message(lane.seq, barrier);
         let mut headers = OwnedHeaders::new_with_capacity(8);
         for (key, value) in message.headers() {
@@ -484,12 +560,18 @@ impl Outbox {
         match self.producer.send(record) {
             Ok(()) => {
                 lane.in_flight += 1;
-                self.counters.messages.fetch_add(1, Ordering::Relaxed);
+                let counter = match heartbeat {
+                    true => &self.counters.heartbeats,
+                    false => &self.counters.messages,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             Err((e, record)) => {
                 let queued = record.delivery_opaque;
                 self.backlog.settle(queued.size);
-                self.count_dropped(queued.records, &Dropped::NotQueued(e.clone()));
+                if queued.records > 0 {
+                    self.count_dropped(queued.records, &Dropped::NotQueued(e.clone()));
+                }
                 for report in queued.reports {
                     report.settle(Err(Lost::Dropped(Dropped::NotQueued(e.clone()))));
                 }
@@ -594,6 +676,11 @@ impl Sender for KafkaSender {
         lanes
             .lanes
             .resize_with(partitions.max(1) as usize, Lane::default);
+    }
+
+    fn start_heartbeats(&self, heartbeat: Heartbeat) {
+        self.outbox.packing.lock().heartbeat = Some(heartbeat);
+        self.outbox.packing.wake.notify_all();
     }
 }
 

@@ -42,6 +42,19 @@ pub(crate) trait Sender: Send + Sync {
     /// The topic has `partitions` partitions (read at start, before any
     /// record): where records go and which are barriers.
     fn set_partitions(&self, _partitions: u32) {}
+    /// Writes `heartbeat`'s records from now on (Kafka senders).
+    fn start_heartbeats(&self, _heartbeat: Heartbeat) {}
+}
+
+/// What a Kafka sender needs to write heartbeats: a record with no
+/// commands to each partition that went `every` without a record, so that
+/// the replay's lag stays true when no one writes (record-format.md).
+#[derive(Clone, Debug)]
+pub(crate) struct Heartbeat {
+    pub format: remoteback_protocol::Format,
+    pub source: String,
+    pub run: u64,
+    pub every: Duration,
 }
 
 /// The most `[[sender]]` tables a proxy takes: a [`SenderSet`] is one bit
@@ -219,6 +232,13 @@ impl Senders {
             Track::AsAcked,
             &mut Vec::new(),
         );
+    }
+
+    /// Every Kafka sender writes `heartbeat`'s records from now on.
+    pub fn start_heartbeats(&self, heartbeat: &Heartbeat) {
+        for sender in &self.senders {
+            sender.start_heartbeats(heartbeat.clone());
+        }
     }
 
     /// Sender `index` writes to a topic of `partitions` partitions.

@@ -57,6 +57,20 @@ impl<R> Pack<R> {
         }
     }
 
+    /// A heartbeat: a message of no record, which nothing joins.
+    pub fn heartbeat(record: Record) -> Pack<R> {
+        debug_assert!(record.heartbeat);
+        Pack {
+            records: 0,
+            ..Pack::new(record, 0, None)
+        }
+    }
+
+    /// Whether this is a heartbeat.
+    pub fn is_heartbeat(&self) -> bool {
+        self.head.heartbeat
+    }
+
     /// Whether `record` may join a pack at all: `ROW` records carry their
     /// connection in their headers, and a record without keys stays alone
     /// so that a restore to a point in time can stop right before a
@@ -159,6 +173,7 @@ mod tests {
             time_ms: 100 + u64::from(db),
             conn: None,
             close: false,
+            heartbeat: false,
         }
     }
 

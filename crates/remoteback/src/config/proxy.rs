@@ -23,6 +23,8 @@ use super::ConfigError;
 const DEFAULT_BIND_IP: &str = "127.0.0.1";
 const DEFAULT_BIND_PORT: u16 = 6666;
 const DEFAULT_RSPTIMEOUT_MS: u64 = 10_000;
+/// `heartbeat_ms` unless set: a second without a record on a partition.
+const DEFAULT_HEARTBEAT_MS: u64 = 1_000;
 const DEFAULT_LOGGER: &str = "remoteback::capture";
 const DEFAULT_LEVEL: log::Level = log::Level::Info;
 
@@ -43,6 +45,7 @@ const KEYS: &[&str] = &[
     "message",
     "worker",
     "rsptimeout",
+    "heartbeat_ms",
     "maxclients",
     "tcp_keepalive",
     "timeout",
@@ -58,7 +61,7 @@ const KEYS: &[&str] = &[
     "sender",
 ];
 const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connpassword, \
-                         message, worker, rsptimeout, maxclients, tcp_keepalive, timeout, \
+                         message, worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, \
                          client_output_buffer_limit, client_query_buffer_limit, \
                          proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, metrics, \
                          admin_token, admin_token_file, [[sender]]";
@@ -82,6 +85,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         message: Format::default(),
         worker: Worker::default(),
         reply_timeout: Some(Duration::from_millis(DEFAULT_RSPTIMEOUT_MS)),
+        heartbeat: Some(Duration::from_millis(DEFAULT_HEARTBEAT_MS)),
         max_clients: DEFAULT_MAX_CLIENTS,
         tcp_keepalive: Some(Duration::from_secs(DEFAULT_TCP_KEEPALIVE_S)),
         idle_timeout: None,
@@ -132,6 +136,15 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
                     "a number of milliseconds >= 0 (0 waits forever)",
                 )?;
                 settings.reply_timeout = (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
+            }
+            "heartbeat_ms" => {
+                let ms = src.integer(
+                    &path,
+                    value,
+                    0..=3_600_000,
+                    "a number of milliseconds 0-3600000 (0 writes no heartbeats)",
+                )?;
+                settings.heartbeat = (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
             }
             "maxclients" => {
                 settings.max_clients =
@@ -731,6 +744,7 @@ mod tests {
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
                 reply_timeout: Some(Duration::from_secs(10)),
+                heartbeat: Some(Duration::from_secs(1)),
                 max_clients: 10_000,
                 tcp_keepalive: Some(Duration::from_secs(300)),
                 idle_timeout: None,
@@ -831,6 +845,13 @@ bootstrap-servers = "k1:9092"
     #[test]
     fn rsptimeout_zero_waits_forever() {
         assert_eq!(parse("rsptimeout = 0").reply_timeout, None);
+        assert_eq!(parse("heartbeat_ms = 0").heartbeat, None);
+        assert_eq!(
+            parse("heartbeat_ms = 250").heartbeat,
+            Some(Duration::from_millis(250))
+        );
+        let e = error("heartbeat_ms = -1");
+        assert!(e.contains("heartbeat_ms") && e.contains("0-3600000"), "{e}");
         assert_eq!(
             parse("rsptimeout = 1").reply_timeout,
             Some(Duration::from_millis(1))
@@ -1081,7 +1102,7 @@ security-protocol = "SASL_SSL"
             error("bindport = 1\nbindprot = 2\n"),
             "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
              takes bindip, bindport, connip, connport, connusername, connpassword, message, \
-             worker, rsptimeout, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
+             worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
              client_query_buffer_limit, proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, \
              metrics, admin_token, admin_token_file, [[sender]]"
         );

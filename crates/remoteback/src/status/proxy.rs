@@ -113,6 +113,12 @@ impl Report for ProxyReport {
             "Kafka messages queued: the records of a partition that gather while its previous message is on its way travel as one.",
             |s| s.messages,
         )?;
+        per_sender(
+            out,
+            "remoteback_proxy_heartbeats_total",
+            "Heartbeats written: records without commands to partitions that had none for heartbeat_ms, so that the replay's lag stays true when no one writes.",
+            |s| s.heartbeats,
+        )?;
         counter(
             out,
             "remoteback_proxy_writes_uncaptured_total",

@@ -32,6 +32,12 @@ impl Report for ReplayReport {
         )?;
         counter(
             out,
+            "remoteback_replay_heartbeats_total",
+            "Heartbeats read: records without commands the proxy writes to idle partitions; their time keeps the lag true when no one writes.",
+            self.stats.heartbeats(),
+        )?;
+        counter(
+            out,
             "remoteback_replay_commands_refused_total",
             "Commands the backup refused (a sign it diverged).",
             self.stats.refused(),
@@ -93,7 +99,7 @@ impl Report for ReplayReport {
         gauge(
             out,
             "remoteback_replay_last_applied_primary_time_ms",
-            "When the primary answered the newest write applied (ms since the epoch; 0 before the first).",
+            "When the primary answered the newest write applied, or the proxy wrote the newest heartbeat read (ms since the epoch; 0 before the first).",
             self.stats.last_primary_ms().min(i64::MAX as u64) as i64,
         )?;
         let lag = match self.stats.last_primary_ms() {
@@ -103,7 +109,7 @@ impl Report for ReplayReport {
         gauge(
             out,
             "remoteback_replay_age_of_last_applied_ms",
-            "Milliseconds since the primary answered the newest write applied: the lag while writes flow.",
+            "Milliseconds since the primary answered the newest write applied or the proxy wrote the newest heartbeat read: the replication lag (with heartbeats it stays true when no one writes).",
             lag.min(i64::MAX as u64) as i64,
         )
     }

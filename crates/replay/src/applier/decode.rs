@@ -145,6 +145,20 @@ impl Applier {
                 reason,
             })
         };
+        if record.meta.heartbeat {
+            // Nothing to apply and no number to check: its place is
+            // stored with the batch, and its time is the lag's.
+            self.stats.add_heartbeat();
+            return Ok(Decoded {
+                offset: record.offset,
+                db: record.meta.db.unwrap_or(0),
+                time_ms: record.meta.time_ms,
+                commands: Vec::new(),
+                seq: None,
+                barrier: None,
+                risky: false,
+            });
+        }
         let commands = match record.meta.format {
             Format::Protocol => {
                 protocol::decode(&record.payload).map_err(|e| bad(Unreadable::Protocol(e)))?

@@ -533,6 +533,7 @@ mod tests {
                 time_ms: None,
                 conn: None,
                 close: false,
+                heartbeat: false,
             },
             payload: Bytes::from_static(payload),
         }
