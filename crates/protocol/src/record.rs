@@ -43,7 +43,8 @@ pub const HEADER_CLOSE: &str = "rb-close";
 /// Header: present with value `1` on a heartbeat: a record with an empty
 /// payload that a proxy writes to a partition that had no record for a
 /// while, so that a consumer's lag stays true when no one writes. Applied
-/// by nothing; it has its `rb-seq` and `rb-time` like any record.
+/// by nothing; it has an `rb-time` but no `rb-seq` (a lost or repeated
+/// heartbeat is neither a gap nor a duplicate).
 pub const HEADER_HEARTBEAT: &str = "rb-heartbeat";
 /// Prefix of every key remoteback itself keeps in the backup (the replay's
 /// offsets): never data, never reported as a difference, kept when the

@@ -68,6 +68,8 @@ pub enum Unreadable {
     String(#[source] StringError),
     #[error("payload holds no command")]
     Empty,
+    #[error("a heartbeat (rb-heartbeat: 1) with a payload of {0} bytes: a heartbeat holds none")]
+    Heartbeat(usize),
     #[error("header {HEADER_DB} is missing (every {0} record names its database)")]
     NoDatabase(Format),
     #[error("ROW records are applied per connection, not in transactions")]

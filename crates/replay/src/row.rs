@@ -88,6 +88,7 @@ impl RowApplier {
             }
         }
         self.stats.add_applied(
+            (self.control.topic(), self.control.partition()),
             batch.len() as u64,
             batch.len() as u64,
             batch.iter().rev().find_map(|r| r.time_ms()),
@@ -121,6 +122,10 @@ impl RowApplier {
             record.meta.source.clone().unwrap_or_default(),
             record.meta.conn.unwrap_or(0),
         );
+        if record.meta.heartbeat {
+            // No bytes of any connection: nothing to send.
+            return Ok(());
+        }
         if record.meta.close {
             if let Some(mut m) = self.connections.remove(&key) {
                 let _ = m.write.shutdown().await;

@@ -16,7 +16,6 @@ struct Inner {
     scripts_raised: AtomicU64,
     bad_skipped: AtomicU64,
     reconnects: AtomicU64,
-    last_primary_ms: AtomicU64,
     /// Partitions waiting for the backup right now.
     waiting: AtomicI64,
     duplicates: AtomicU64,
@@ -25,18 +24,45 @@ struct Inner {
     barriers: AtomicU64,
     /// Why the backup needs a resync (the first gap seen), once it does.
     resync: Mutex<Option<String>>,
+    /// The newest primary time applied per (topic, partition): the lag is
+    /// the partition furthest behind's, so that heartbeats of idle
+    /// partitions cannot hide one that is stuck.
+    partitions: Mutex<Vec<((String, i32), u64)>>,
 }
 
 impl Stats {
     /// `n` records took effect, holding `commands` writes (a packed record
     /// holds several); the last was answered by the primary at
     /// `primary_ms` (when known), which defines the replication lag.
-    pub fn add_applied(&self, n: u64, commands: u64, primary_ms: Option<u64>) {
+    pub fn add_applied(
+        &self,
+        (topic, partition): (&str, i32),
+        n: u64,
+        commands: u64,
+        primary_ms: Option<u64>,
+    ) {
         self.0.applied.fetch_add(n, Ordering::Relaxed);
         self.0.commands.fetch_add(commands, Ordering::Relaxed);
         if let Some(t) = primary_ms {
-            self.0.last_primary_ms.fetch_max(t, Ordering::Relaxed);
+            let mut partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            match partitions
+                .iter_mut()
+                .find(|((tp, p), _)| *p == partition && tp == topic)
+            {
+                Some((_, at)) => *at = (*at).max(t),
+                None => partitions.push(((topic.to_string(), partition), t)),
+            }
         }
+    }
+
+    /// When the primary answered the newest write applied (or the proxy
+    /// wrote the newest heartbeat read) in the partition furthest behind:
+    /// everything the primary answered before it is on the backup, as far
+    /// as the partitions seen so far go (ms since the epoch; 0 before the
+    /// first).
+    pub fn applied_everywhere_ms(&self) -> u64 {
+        let partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        partitions.iter().map(|(_, t)| *t).min().unwrap_or(0)
     }
 
     /// A record that could not be read was skipped (`on_bad_record =
@@ -100,12 +126,6 @@ impl Stats {
         self.0.waiting.load(Ordering::Relaxed)
     }
 
-    /// When the primary answered the newest write applied so far (ms since
-    /// the epoch; 0 before the first).
-    pub fn last_primary_ms(&self) -> u64 {
-        self.0.last_primary_ms.load(Ordering::Relaxed)
-    }
-
     pub fn applied(&self) -> u64 {
         self.0.applied.load(Ordering::Relaxed)
     }
@@ -163,5 +183,27 @@ impl Stats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recovery_point_is_the_partition_furthest_behind() {
+        let stats = Stats::default();
+        assert_eq!(stats.applied_everywhere_ms(), 0, "nothing applied yet");
+        stats.add_applied(("t", 0), 1, 1, Some(100));
+        stats.add_applied(("t", 1), 1, 1, Some(50));
+        // Heartbeats keep partition 0 current; partition 1 is stuck.
+        stats.add_applied(("t", 0), 0, 0, Some(900));
+        stats.add_applied(("u", 1), 0, 0, Some(950));
+        assert_eq!(stats.applied_everywhere_ms(), 50);
+        stats.add_applied(("t", 1), 0, 0, Some(40));
+        assert_eq!(stats.applied_everywhere_ms(), 50, "a time never goes back");
+        stats.add_applied(("t", 1), 1, 1, Some(800));
+        assert_eq!(stats.applied_everywhere_ms(), 800);
+        assert_eq!((stats.applied(), stats.commands()), (3, 3));
     }
 }

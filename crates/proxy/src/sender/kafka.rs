@@ -107,6 +107,8 @@ struct Queued {
     partition: u32,
     /// The records packed in it.
     records: u64,
+    /// Whether it is a heartbeat.
+    heartbeat: bool,
     /// Who waits for them (`ack = "kafka"`, the sync).
     reports: Vec<Report>,
 }
@@ -195,7 +197,10 @@ impl ProducerContext for DeliveryContext {
         {
             let mut lanes = self.packing.lock();
             if let Some(lane) = lanes.lanes.get_mut(queued.partition as usize) {
-                lane.in_flight = lane.in_flight.saturating_sub(1);
+                match queued.heartbeat {
+                    true => lane.heartbeat_in_flight = false,
+                    false => lane.in_flight = lane.in_flight.saturating_sub(1),
+                }
                 if lane.pack.is_some() && lane.in_flight < IN_FLIGHT {
                     self.packing.wake.notify_one();
                 }
@@ -221,6 +226,9 @@ struct Lane {
     pack: Option<Pack<Report>>,
     /// Its messages not yet settled by a delivery report.
     in_flight: u32,
+    /// Whether a heartbeat of it is on its way (apart from `in_flight`: a
+    /// heartbeat holds no pack back).
+    heartbeat_in_flight: bool,
     /// When its last message (or heartbeat) was queued.
     last_sent: Instant,
 }
@@ -231,6 +239,7 @@ impl Default for Lane {
             seq: 0,
             pack: None,
             in_flight: 0,
+            heartbeat_in_flight: false,
             last_sent: Instant::now(),
         }
     }
@@ -476,10 +485,11 @@ impl Outbox {
     fn send_heartbeats(&self, lanes: &mut Lanes) -> Option<Duration> {
         let heartbeat = lanes.heartbeat.clone()?;
         let mut next = heartbeat.every;
+        let now = Instant::now();
         for p in 0..lanes.lanes.len() {
             let lane = &lanes.lanes[p];
-            let idle = lane.last_sent.elapsed();
-            if lane.pack.is_some() || lane.in_flight > 0 {
+            let idle = now.saturating_duration_since(lane.last_sent);
+            if lane.pack.is_some() || lane.in_flight > 0 || lane.heartbeat_in_flight {
                 continue;
             }
             if idle < heartbeat.every {
@@ -548,6 +558,7 @@ impl Outbox {
             size,
             partition: p,
             records,
+            heartbeat,
             reports,
         });
         let mut record = BaseRecord::<str, [u8], Box<Queued>>::with_opaque_to(&self.topic, queued)
@@ -558,13 +569,13 @@ impl Outbox {
             record = record.key(key);
         }
         match self.producer.send(record) {
+            Ok(()) if heartbeat => {
+                lane.heartbeat_in_flight = true;
+                self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(()) => {
                 lane.in_flight += 1;
-                let counter = match heartbeat {
-                    true => &self.counters.heartbeats,
-                    false => &self.counters.messages,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                self.counters.messages.fetch_add(1, Ordering::Relaxed);
             }
             Err((e, record)) => {
                 let queued = record.delivery_opaque;
@@ -641,6 +652,9 @@ impl Sender for KafkaSender {
 
     fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let outbox = &*self.outbox;
+        // The proxy is stopping: no more heartbeats, so that what is left
+        // to deliver is only records.
+        outbox.packing.lock().heartbeat = None;
         let deadline = Instant::now() + timeout;
         // A record sent meanwhile may wait in a pack for a delivery: send
         // the packs, flush, again until nothing waits or the time is up.

@@ -138,12 +138,13 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
                 settings.reply_timeout = (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
             }
             "heartbeat_ms" => {
-                let ms = src.integer(
-                    &path,
-                    value,
-                    0..=3_600_000,
-                    "a number of milliseconds 0-3600000 (0 writes no heartbeats)",
-                )?;
+                const EXPECTED: &str = "0 (no heartbeats) or a number of milliseconds 100-3600000";
+                let ms = src.integer(&path, value, 0..=3_600_000, EXPECTED)?;
+                if (1..100).contains(&ms) {
+                    // Each heartbeat is a message and a state update on the
+                    // backup, per partition.
+                    return Err(src.unexpected(&path, value, EXPECTED));
+                }
                 settings.heartbeat = (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
             }
             "maxclients" => {
@@ -850,8 +851,13 @@ bootstrap-servers = "k1:9092"
             parse("heartbeat_ms = 250").heartbeat,
             Some(Duration::from_millis(250))
         );
-        let e = error("heartbeat_ms = -1");
-        assert!(e.contains("heartbeat_ms") && e.contains("0-3600000"), "{e}");
+        for bad in ["-1", "50"] {
+            let e = error(&format!("heartbeat_ms = {bad}"));
+            assert!(
+                e.contains("heartbeat_ms") && e.contains("100-3600000"),
+                "{e}"
+            );
+        }
         assert_eq!(
             parse("rsptimeout = 1").reply_timeout,
             Some(Duration::from_millis(1))

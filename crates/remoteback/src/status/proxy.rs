@@ -116,7 +116,7 @@ impl Report for ProxyReport {
         per_sender(
             out,
             "remoteback_proxy_heartbeats_total",
-            "Heartbeats written: records without commands to partitions that had none for heartbeat_ms, so that the replay's lag stays true when no one writes.",
+            "Heartbeats queued: records without commands to partitions that had none for heartbeat_ms, so that the replay's lag stays true when no one writes.",
             |s| s.heartbeats,
         )?;
         counter(

@@ -99,17 +99,17 @@ impl Report for ReplayReport {
         gauge(
             out,
             "remoteback_replay_last_applied_primary_time_ms",
-            "When the primary answered the newest write applied, or the proxy wrote the newest heartbeat read (ms since the epoch; 0 before the first).",
-            self.stats.last_primary_ms().min(i64::MAX as u64) as i64,
+            "When the primary answered the newest write applied, or the proxy wrote the newest heartbeat read, in the partition furthest behind: the recovery point (ms since the epoch; 0 before the first).",
+            self.stats.applied_everywhere_ms().min(i64::MAX as u64) as i64,
         )?;
-        let lag = match self.stats.last_primary_ms() {
+        let lag = match self.stats.applied_everywhere_ms() {
             0 => 0,
             t => now_ms().saturating_sub(t),
         };
         gauge(
             out,
             "remoteback_replay_age_of_last_applied_ms",
-            "Milliseconds since the primary answered the newest write applied or the proxy wrote the newest heartbeat read: the replication lag (with heartbeats it stays true when no one writes).",
+            "Milliseconds since remoteback_replay_last_applied_primary_time_ms: the replication lag of the partition furthest behind (with heartbeats it stays true when no one writes).",
             lag.min(i64::MAX as u64) as i64,
         )
     }

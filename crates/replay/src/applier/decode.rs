@@ -146,6 +146,9 @@ impl Applier {
             })
         };
         if record.meta.heartbeat {
+            if !record.payload.is_empty() {
+                return Err(bad(Unreadable::Heartbeat(record.payload.len())));
+            }
             // Nothing to apply and no number to check: its place is
             // stored with the batch, and its time is the lag's.
             self.stats.add_heartbeat();

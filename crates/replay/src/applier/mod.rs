@@ -454,6 +454,7 @@ impl Applier {
         let nothing = records.iter().filter(|r| r.commands.is_empty()).count();
         let writes: usize = records.iter().map(Decoded::writes).sum();
         self.stats.add_applied(
+            (self.link.topic(), self.link.partition()),
             (records.len() - fully_refused - nothing) as u64,
             writes.saturating_sub(refusals.len()) as u64,
             records.iter().rev().find_map(|r| r.time_ms),
