@@ -12,7 +12,9 @@
 //! behind a busy Redis.
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -39,6 +41,18 @@ pub(crate) struct InFlightBudget {
     /// Subscribed or monitoring: the client waits for the primary by
     /// design, so sending nothing does not make it idle (as in Redis).
     listening: AtomicBool,
+    /// When the client last had nothing in flight again (its last reply
+    /// matched, or it stopped listening), in nanoseconds since [`epoch`];
+    /// 0 for never. A client's idle time counts from then or from its last
+    /// request, whichever is later, as Redis's counts from its last
+    /// interaction: a client answered after a long `BLPOP` is not idle.
+    settled_at: AtomicU64,
+}
+
+/// The instant [`InFlightBudget::settled_at`] counts from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl InFlightBudget {
@@ -63,6 +77,22 @@ impl InFlightBudget {
         if before >= MAX_IN_FLIGHT_BYTES && before - bytes < MAX_IN_FLIGHT_BYTES {
             self.room.notify_one();
         }
+        if before == bytes {
+            self.settled();
+        }
+    }
+
+    fn settled(&self) {
+        let nanos = epoch().elapsed().as_nanos().max(1) as u64;
+        self.settled_at.store(nanos, Ordering::Relaxed);
+    }
+
+    /// When the client last had nothing in flight again, if ever.
+    pub fn settled_since(&self) -> Option<Instant> {
+        match self.settled_at.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(epoch() + std::time::Duration::from_nanos(n)),
+        }
     }
 
     /// Waits until the client holds less than [`MAX_IN_FLIGHT_BYTES`].
@@ -80,6 +110,9 @@ impl InFlightBudget {
     pub fn set_listening(&self, listening: bool) {
         if self.listening.load(Ordering::Relaxed) != listening {
             self.listening.store(listening, Ordering::Relaxed);
+            if !listening {
+                self.settled();
+            }
         }
     }
 

@@ -79,13 +79,21 @@ pub(super) async fn forward_requests(
             _ = closing.wait_for(|c| *c) => 0,
             () = &mut idle, if idle_timeout.is_some() => {
                 let timeout = idle_timeout.unwrap_or_default();
-                if last_read.elapsed() >= timeout && budget.is_idle() {
+                // Idle since its last request or its last reply, whichever
+                // came later.
+                let since = budget.settled_since().map_or(last_read, |t| t.max(last_read));
+                let idle_now = budget.is_idle();
+                if idle_now && since.elapsed() >= timeout {
                     let closed = ctx.limits.close(Closed::Idle);
                     log::info!("client {conn} closed: idle for {} s (timeout); {closed} closed so far", timeout.as_secs());
                     return Ok(());
                 }
-                // Busy (a reply owed, a subscription): look again later.
-                let again = (last_read + timeout).max(Instant::now() + IDLE_RECHECK);
+                // Busy (a reply owed, a subscription): look again later;
+                // idle for less than the timeout: when it is up.
+                let again = match idle_now {
+                    true => since + timeout,
+                    false => (since + timeout).max(Instant::now() + IDLE_RECHECK),
+                };
                 idle.as_mut().reset(again.into());
                 continue;
             }
