@@ -678,6 +678,13 @@ fn heartbeats_keep_the_lag_true_when_no_one_writes_and_show_a_dead_proxy() {
         age < 1000,
         "idle for 2 s, the lag is about the 200 ms interval: {age} ms"
     );
+    let (_, text) = replay.get("/metrics");
+    let lag: f64 = text
+        .lines()
+        .find(|l| l.starts_with("remoteback_replay_lag_seconds{") && l.contains("partition=\"0\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("a lag for partition 0 in:\n{text}"));
+    assert!(lag < 1.0, "partition 0's lag: {lag} s");
     assert_eq!(
         proxy.value("remoteback_proxy_records_delivered_total"),
         1,

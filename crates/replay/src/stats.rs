@@ -60,6 +60,19 @@ impl Stats {
     /// everything the primary answered before it is on the backup, as far
     /// as the partitions seen so far go (ms since the epoch; 0 before the
     /// first).
+    /// Each (topic, partition) seen so far with the newest primary time
+    /// applied in it.
+    pub fn partition_times(&self) -> Vec<((String, i32), u64)> {
+        let mut times = self
+            .0
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        times.sort();
+        times
+    }
+
     pub fn applied_everywhere_ms(&self) -> u64 {
         let partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
         partitions.iter().map(|(_, t)| *t).min().unwrap_or(0)

@@ -97,6 +97,23 @@ pub fn counter_family<const N: usize>(
     Ok(())
 }
 
+/// A gauge family of seconds (fractions allowed) whose samples differ by
+/// their labels. Label values may hold any text.
+pub fn seconds_family<const N: usize>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: &[([(&str, &str); N], f64)],
+) -> fmt::Result {
+    let kind = ConstGauge::new(0f64).metric_type();
+    let mut family = out.encode_descriptor(name, plain(help), None, kind)?;
+    for (labels, value) in samples {
+        let labels = labels.map(|(name, value)| (name, Escaped(value)));
+        ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// A label value as the exposition formats spell it: `\`, `"` and line
 /// feeds escaped. prometheus-client writes label values as they are
 /// (prometheus/client_rust#151), so this is done here.

@@ -9,7 +9,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use remoteback_protocol::record::now_ms;
 use remoteback_replay::Stats;
 
-use super::{counter, gauge, Report};
+use super::{counter, gauge, seconds_family, Report};
 
 /// The replay's progress and its wait for the backup.
 pub struct ReplayReport {
@@ -102,9 +102,26 @@ impl Report for ReplayReport {
             "When the primary answered the newest write applied, or the proxy wrote the newest heartbeat read, in the partition furthest behind: the recovery point (ms since the epoch; 0 before the first).",
             self.stats.applied_everywhere_ms().min(i64::MAX as u64) as i64,
         )?;
+        let now = now_ms();
+        let times = self.stats.partition_times();
+        let partitions: Vec<String> = times.iter().map(|((_, p), _)| p.to_string()).collect();
+        let samples: Vec<_> = times
+            .iter()
+            .zip(&partitions)
+            .map(|(((topic, _), t), p)| {
+                let lag = now.saturating_sub(*t) as f64 / 1000.0;
+                ([("topic", topic.as_str()), ("partition", p.as_str())], lag)
+            })
+            .collect();
+        seconds_family(
+            out,
+            "remoteback_replay_lag_seconds",
+            "Seconds since the primary answered the newest write applied, or the proxy wrote the newest heartbeat read, per partition (from its first record on).",
+            &samples,
+        )?;
         let lag = match self.stats.applied_everywhere_ms() {
             0 => 0,
-            t => now_ms().saturating_sub(t),
+            t => now.saturating_sub(t),
         };
         gauge(
             out,
