@@ -112,6 +112,19 @@ fn the_alerts_and_the_dashboard_name_only_served_metrics() {
     );
     p.replay = Some(Service::replay(&config));
     p.replay.as_ref().unwrap().wait_port(replay_metrics);
+    // A write applied: the per-partition families have a sample then.
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut p.client())
+        .unwrap();
+    p.wait_backup_value(0, "k", "v");
+    wait_until(Duration::from_secs(20), "a partition's lag", || {
+        common::status::Status(replay_metrics)
+            .get("/metrics")
+            .1
+            .contains("remoteback_replay_lag_seconds{")
+    });
     let mut served = std::collections::BTreeSet::new();
     for port in [proxy_metrics, replay_metrics] {
         let (code, text) = common::status::Status(port).get("/metrics");
