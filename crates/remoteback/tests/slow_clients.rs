@@ -101,8 +101,10 @@ fn a_client_over_the_output_limit_is_closed_and_its_writes_still_replicate() {
     );
     sender.join().unwrap();
     let read = read_until_closed(&mut reader);
+    // Less than all 400 replies; how much got through before the close
+    // depends on the socket buffers the kernel gave (a few MB on loopback).
     assert!(
-        read < 40 * 100 * 1024,
+        read < 400 * 100 * 1024,
         "the client was closed before it got all its replies ({read} bytes)"
     );
     set_get(&mut other, "other");
