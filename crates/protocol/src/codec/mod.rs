@@ -27,6 +27,15 @@ impl Format {
             Format::Protocol => "PROTOCOL",
         }
     }
+
+    /// Appends `command` to a payload of this format (`ROW` payloads are
+    /// the client's bytes, so commands are written to them as `PROTOCOL`).
+    pub fn write_command(self, command: &crate::Command, out: &mut bytes::BytesMut) {
+        match self {
+            Format::String => string::encode_command(command, out),
+            Format::Protocol | Format::Row => command.write_resp(out),
+        }
+    }
 }
 
 impl fmt::Display for Format {

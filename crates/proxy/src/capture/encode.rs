@@ -1,7 +1,6 @@
 //! Building the Kafka record for a capture, in the configured format.
 
 use bytes::{Bytes, BytesMut};
-use remoteback_protocol::codec::string;
 use remoteback_protocol::record::Placement;
 use remoteback_protocol::{slot, Command, Format, Record};
 
@@ -24,13 +23,13 @@ pub(crate) fn commands<'a>(
     let mut out = BytesMut::new();
     let wrap = transaction && writes.clone().nth(1).is_some();
     if wrap {
-        put(format, &Command::from_parts(["MULTI"]), &mut out);
+        format.write_command(&Command::from_parts(["MULTI"]), &mut out);
     }
     for w in writes.clone() {
-        put(format, &w.command, &mut out);
+        format.write_command(&w.command, &mut out);
     }
     if wrap {
-        put(format, &Command::from_parts(["EXEC"]), &mut out);
+        format.write_command(&Command::from_parts(["EXEC"]), &mut out);
     }
     let placement = placement(
         writes
@@ -97,13 +96,6 @@ fn placement<'a>(keys: impl Iterator<Item = Option<Vec<&'a Bytes>>>) -> Placemen
             others.insert(0, f);
             Placement::Slots(others.into_boxed_slice())
         }
-    }
-}
-
-fn put(format: Format, command: &Command, out: &mut BytesMut) {
-    match format {
-        Format::String => string::encode_command(command, out),
-        Format::Protocol | Format::Row => command.write_resp(out),
     }
 }
 

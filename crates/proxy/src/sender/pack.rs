@@ -16,7 +16,6 @@
 //! `SELECT` precedes it, as inside a transaction's payload.
 
 use bytes::{Bytes, BytesMut};
-use remoteback_protocol::codec::string;
 use remoteback_protocol::record::Barrier;
 use remoteback_protocol::{Command, Format, Record};
 
@@ -92,24 +91,17 @@ impl<R> Pack<R> {
     /// one selected.
     pub fn push(&mut self, record: &Record, size: u64, report: Option<R>) {
         debug_assert_eq!(record.format, self.head.format);
-        let out = match &mut self.payload {
-            Payload::Many(out) => out,
-            Payload::One(first) => {
-                let mut out = BytesMut::with_capacity((first.len() * 4).max(4096));
-                out.extend_from_slice(first);
-                self.payload = Payload::Many(out);
-                match &mut self.payload {
-                    Payload::Many(out) => out,
-                    Payload::One(_) => unreachable!("just replaced"),
-                }
-            }
+        if let Payload::One(first) = &self.payload {
+            let mut gathered = BytesMut::with_capacity((first.len() * 4).max(4096));
+            gathered.extend_from_slice(first);
+            self.payload = Payload::Many(gathered);
+        }
+        let Payload::Many(out) = &mut self.payload else {
+            unreachable!("gathered above")
         };
         if let Some(db) = record.db.filter(|db| Some(*db) != self.db_after) {
             let select = Command::from_parts(["SELECT".as_bytes(), db.to_string().as_bytes()]);
-            match record.format {
-                Format::String => string::encode_command(&select, out),
-                Format::Protocol | Format::Row => select.write_resp(out),
-            }
+            record.format.write_command(&select, out);
         }
         out.extend_from_slice(&record.payload);
         self.db_after = record.db_after;
@@ -153,11 +145,7 @@ mod tests {
     fn record(format: Format, db: u32, db_after: u32, commands: &[&[&str]]) -> Record {
         let mut payload = BytesMut::new();
         for c in commands {
-            let c = Command::from_parts(c.iter());
-            match format {
-                Format::String => string::encode_command(&c, &mut payload),
-                _ => c.write_resp(&mut payload),
-            }
+            format.write_command(&Command::from_parts(c.iter()), &mut payload);
         }
         Record {
             format,
