@@ -20,13 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use remoteback_protocol::record::{now_ms, Barrier, Placement};
+use remoteback_protocol::record::Barrier;
 use remoteback_protocol::Record;
 
 use super::ack::{Delivery, DeliveryReport, Dropped, Lost, Track};
@@ -496,26 +495,10 @@ impl Outbox {
                 next = next.min(heartbeat.every - idle);
                 continue;
             }
-            let record = Record {
-                format: heartbeat.format,
-                db: None,
-                db_after: None,
-                payload: Bytes::new(),
-                key: None,
-                placement: Placement::Keyless,
-                source: heartbeat.source.clone(),
-                run: heartbeat.run,
-                seq: 0,
-                barrier: None,
-                time_ms: now_ms(),
-                conn: None,
-                close: false,
-                heartbeat: true,
-            };
             // Not in the backlog: at most one per partition is on its way
             // (none is sent while anything is), and a full backlog must
             // not hold writes for a heartbeat.
-            self.produce(lanes, p as u32, Pack::heartbeat(record), None);
+            self.produce(lanes, p as u32, Pack::heartbeat(heartbeat.record()), None);
         }
         Some(next)
     }
@@ -625,14 +608,7 @@ impl Sender for KafkaSender {
             outbox.send_pack(&mut lanes, p);
             lanes.lanes[p as usize].seq += 1;
             drop(lanes);
-            let reason = Dropped::BacklogFull {
-                bytes: outbox.backlog.bytes(),
-                limit: outbox.backlog.limit(),
-            };
-            outbox.count_dropped(1, &reason);
-            return self
-                .tracked(track)
-                .then_some(Delivery::Lost(Lost::Dropped(reason)));
+            return self.dropped_at_full_backlog(track);
         }
         let (report, delivery) = self.report(track);
         match lanes.lanes[p as usize].pack.as_mut() {
@@ -699,6 +675,19 @@ impl Sender for KafkaSender {
 }
 
 impl KafkaSender {
+    /// A record the full backlog did not take (`drop`), numbered already:
+    /// counted, logged, and reported lost to whoever tracks it.
+    fn dropped_at_full_backlog(&self, track: Track) -> Option<Delivery> {
+        let backlog = &self.outbox.backlog;
+        let reason = Dropped::BacklogFull {
+            bytes: backlog.bytes(),
+            limit: backlog.limit(),
+        };
+        self.outbox.count_dropped(1, &reason);
+        self.tracked(track)
+            .then_some(Delivery::Lost(Lost::Dropped(reason)))
+    }
+
     /// A barrier: what each partition packed goes first, then a copy of
     /// the record to every partition, numbered in each.
     fn send_barrier(&self, lanes: &mut Lanes, record: Record, track: Track) -> Option<Delivery> {
@@ -709,14 +698,7 @@ impl KafkaSender {
         if !outbox.backlog.admit(size * u64::from(partitions)) {
             // Numbered all the same: the replay sees the gap too.
             lanes.lanes.iter_mut().for_each(|lane| lane.seq += 1);
-            let reason = Dropped::BacklogFull {
-                bytes: outbox.backlog.bytes(),
-                limit: outbox.backlog.limit(),
-            };
-            outbox.count_dropped(1, &reason);
-            return self
-                .tracked(track)
-                .then_some(Delivery::Lost(Lost::Dropped(reason)));
+            return self.dropped_at_full_backlog(track);
         }
         let barrier = Barrier {
             number: lanes.barrier + 1,

@@ -57,6 +57,29 @@ pub(crate) struct Heartbeat {
     pub every: Duration,
 }
 
+impl Heartbeat {
+    /// A heartbeat written now: no payload, no key, no database; the
+    /// sender numbers nothing for it.
+    pub fn record(&self) -> Record {
+        Record {
+            format: self.format,
+            db: None,
+            db_after: None,
+            payload: bytes::Bytes::new(),
+            key: None,
+            placement: remoteback_protocol::record::Placement::Keyless,
+            source: self.source.clone(),
+            run: self.run,
+            seq: 0,
+            barrier: None,
+            time_ms: remoteback_protocol::record::now_ms(),
+            conn: None,
+            close: false,
+            heartbeat: true,
+        }
+    }
+}
+
 /// The most `[[sender]]` tables a proxy takes: a [`SenderSet`] is one bit
 /// per sender.
 pub const MAX_SENDERS: usize = 64;
