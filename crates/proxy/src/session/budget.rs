@@ -47,6 +47,9 @@ pub(crate) struct InFlightBudget {
     /// request, whichever is later, as Redis's counts from its last
     /// interaction: a client answered after a long `BLPOP` is not idle.
     settled_at: AtomicU64,
+    /// Whether `settled_at` is kept: only with an idle `timeout`, as the
+    /// clock read costs every request of an unpipelined client.
+    track_settled: bool,
 }
 
 /// The instant [`InFlightBudget::settled_at`] counts from.
@@ -56,6 +59,15 @@ fn epoch() -> Instant {
 }
 
 impl InFlightBudget {
+    /// A budget that keeps when the client last settled if `track_settled`
+    /// (an idle `timeout` is set).
+    pub fn new(track_settled: bool) -> Self {
+        InFlightBudget {
+            track_settled,
+            ..InFlightBudget::default()
+        }
+    }
+
     /// What the proxy holds for a forwarded command of `request_len` bytes
     /// and `args` arguments until its reply.
     pub fn cost(request_len: usize, args: usize) -> usize {
@@ -83,6 +95,9 @@ impl InFlightBudget {
     }
 
     fn settled(&self) {
+        if !self.track_settled {
+            return;
+        }
         let nanos = epoch().elapsed().as_nanos().max(1) as u64;
         self.settled_at.store(nanos, Ordering::Relaxed);
     }

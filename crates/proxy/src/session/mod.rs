@@ -115,7 +115,7 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
     // The request loop borrows the upstream's write half, so the half stays
     // open after the loop ends: dropping it would send FIN, and Redis drops
     // a connection at EOF without sending the replies it still owes.
-    let budget = Arc::new(InFlightBudget::default());
+    let budget = Arc::new(InFlightBudget::new(ctx.limits.idle_timeout.is_some()));
     let requests = client::forward_requests(
         client_rd,
         &mut upstream_wr,
