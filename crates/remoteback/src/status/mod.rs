@@ -34,6 +34,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -89,12 +90,8 @@ pub fn counter_family<const N: usize>(
     samples: &[([(&str, &str); N], u64)],
 ) -> fmt::Result {
     let kind = ConstCounter::new(0u64).metric_type();
-    let mut family = out.encode_descriptor(family_name(name), plain(help), None, kind)?;
-    for (labels, value) in samples {
-        let labels = labels.map(|(name, value)| (name, Escaped(value)));
-        ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let samples = samples.iter().map(|(l, v)| (l, ConstCounter::new(*v)));
+    family(out, family_name(name), help, kind, samples)
 }
 
 /// A gauge family of seconds (fractions allowed) whose samples differ by
@@ -106,10 +103,22 @@ pub fn seconds_family<const N: usize>(
     samples: &[([(&str, &str); N], f64)],
 ) -> fmt::Result {
     let kind = ConstGauge::new(0f64).metric_type();
+    let samples = samples.iter().map(|(l, v)| (l, ConstGauge::new(*v)));
+    family(out, name, help, kind, samples)
+}
+
+/// One family of `kind` under `name`, each metric with its labels escaped.
+fn family<'a, const N: usize, M: EncodeMetric>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    metrics: impl Iterator<Item = (&'a [(&'a str, &'a str); N], M)>,
+) -> fmt::Result {
     let mut family = out.encode_descriptor(name, plain(help), None, kind)?;
-    for (labels, value) in samples {
+    for (labels, metric) in metrics {
         let labels = labels.map(|(name, value)| (name, Escaped(value)));
-        ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+        metric.encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
