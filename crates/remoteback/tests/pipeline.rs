@@ -647,18 +647,10 @@ fn pipelined_writes_travel_packed_and_apply_in_order_in_their_databases() {
 /// record; when the proxy stops, the lag grows.
 #[test]
 fn heartbeats_keep_the_lag_true_when_no_one_writes_and_show_a_dead_proxy() {
-    let (proxy_metrics, replay_metrics) = (common::free_port(), common::free_port());
-    let mut p = Pipeline::start(Setup {
-        proxy_extra: format!("metrics = \"127.0.0.1:{proxy_metrics}\"\nheartbeat_ms = 200"),
-        replay: false,
+    let (mut p, proxy_metrics, replay_metrics) = Pipeline::start_with_metrics(Setup {
+        proxy_extra: "heartbeat_ms = 200".into(),
         ..Setup::default()
     });
-    let config = format!(
-        "metrics = \"127.0.0.1:{replay_metrics}\"\n{}",
-        p.replay_config("PROTOCOL", "coroutine")
-    );
-    p.replay = Some(Service::replay(&config));
-    p.replay.as_ref().unwrap().wait_port(replay_metrics);
     let _: () = redis::cmd("SET")
         .arg("one")
         .arg("write")

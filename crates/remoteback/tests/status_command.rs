@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::pipeline::{Pipeline, Setup};
-use common::{free_port, remoteback_bin, wait_until, Service};
+use common::{remoteback_bin, wait_until};
 
 fn status(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(remoteback_bin())
@@ -23,20 +23,7 @@ fn status(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn status_shows_health_rates_and_lag_and_exits_by_health() {
-    let proxy_metrics = free_port();
-    let mut p = Pipeline::start(Setup {
-        proxy_extra: format!("metrics = \"127.0.0.1:{proxy_metrics}\"\n"),
-        replay: false,
-        ..Setup::default()
-    });
-    p.proxy.wait_port(proxy_metrics);
-    let replay_metrics = free_port();
-    let config = format!(
-        "metrics = \"127.0.0.1:{replay_metrics}\"\n{}",
-        p.replay_config("PROTOCOL", "coroutine")
-    );
-    p.replay = Some(Service::replay(&config));
-    p.replay.as_ref().unwrap().wait_port(replay_metrics);
+    let (mut p, proxy_metrics, replay_metrics) = Pipeline::start_with_metrics(Setup::default());
     let mut client = p.client();
     for i in 0..10 {
         let _: () = redis::cmd("SET")
@@ -98,20 +85,7 @@ fn status_shows_health_rates_and_lag_and_exits_by_health() {
 /// services serve: a renamed metric cannot leave an alert that never fires.
 #[test]
 fn the_alerts_and_the_dashboard_name_only_served_metrics() {
-    let proxy_metrics = free_port();
-    let mut p = Pipeline::start(Setup {
-        proxy_extra: format!("metrics = \"127.0.0.1:{proxy_metrics}\"\n"),
-        replay: false,
-        ..Setup::default()
-    });
-    p.proxy.wait_port(proxy_metrics);
-    let replay_metrics = free_port();
-    let config = format!(
-        "metrics = \"127.0.0.1:{replay_metrics}\"\n{}",
-        p.replay_config("PROTOCOL", "coroutine")
-    );
-    p.replay = Some(Service::replay(&config));
-    p.replay.as_ref().unwrap().wait_port(replay_metrics);
+    let (p, proxy_metrics, replay_metrics) = Pipeline::start_with_metrics(Setup::default());
     // A write applied: the per-partition families have a sample then.
     let _: () = redis::cmd("SET")
         .arg("k")

@@ -107,6 +107,28 @@ impl Pipeline {
     }
 
     /// Starts the replay with the pipeline's format and worker.
+    /// [`start`](Pipeline::start) with `metrics` addresses for the proxy
+    /// and the replay (started whatever `setup.replay` says): the pipeline
+    /// and the two status ports, both answering.
+    pub fn start_with_metrics(mut setup: Setup) -> (Pipeline, u16, u16) {
+        let (proxy_metrics, replay_metrics) = (free_port(), free_port());
+        setup.proxy_extra = format!(
+            "metrics = \"127.0.0.1:{proxy_metrics}\"\n{}",
+            setup.proxy_extra
+        );
+        setup.replay = false;
+        let mut p = Pipeline::start(setup);
+        p.proxy.wait_port(proxy_metrics);
+        let config = format!(
+            "metrics = \"127.0.0.1:{replay_metrics}\"\n{}",
+            p.replay_config(p.setup.message, p.setup.worker)
+        );
+        let replay = Service::replay(&config);
+        replay.wait_port(replay_metrics);
+        p.replay = Some(replay);
+        (p, proxy_metrics, replay_metrics)
+    }
+
     pub fn start_replay(&mut self) {
         let config = self.replay_config(self.setup.message, self.setup.worker);
         self.replay = Some(Service::replay(&config));
