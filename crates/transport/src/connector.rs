@@ -1,0 +1,69 @@
+//! Opening connections to one Redis server, plain or TLS.
+
+use std::fmt;
+use std::io;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::stream::Stream;
+use crate::tls::{TlsError, TlsSettings};
+
+/// Where a Redis server is and how to reach it. Built once (the TLS files
+/// are read then), cloned into whatever connects.
+#[derive(Clone)]
+pub struct Connector {
+    addr: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Connector {
+    /// `host:port`, through TLS when `tls` is given.
+    pub fn new(host: &str, port: u16, tls: Option<&TlsSettings>) -> Result<Connector, TlsError> {
+        let tls = match tls {
+            None => None,
+            Some(settings) => Some((
+                TlsConnector::from(settings.client_config()?),
+                settings.server_name(host)?,
+            )),
+        };
+        Ok(Connector {
+            addr: format!("{host}:{port}"),
+            tls,
+        })
+    }
+
+    /// `HOST:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// A new connection, with Nagle's algorithm off (every caller writes
+    /// whole requests and waits for replies) and, for TLS, the handshake
+    /// done and the server's certificate checked.
+    pub async fn connect(&self) -> io::Result<Stream> {
+        let socket = TcpStream::connect(&self.addr).await?;
+        let _ = socket.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Stream::Plain(socket)),
+            Some((connector, name)) => {
+                let stream = connector.connect(name.clone(), socket).await?;
+                Ok(Stream::Tls(Box::new(stream)))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("addr", &self.addr)
+            .field("tls", &self.is_tls())
+            .finish()
+    }
+}

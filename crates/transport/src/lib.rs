@@ -1,0 +1,18 @@
+//! How remoteback's connections to Redis travel: plain TCP, or TLS through
+//! rustls for the managed services that serve nothing else.
+//!
+//! The proxy's sessions and the replay's backup connection are hand-written
+//! RESP over a [`Stream`]; every other connection (the proxy's probe and
+//! sync, the tools) is the `redis` crate's, built by [`redis_client`] from
+//! the same [`TlsSettings`], so that one file's settings mean the same for
+//! both.
+
+mod connector;
+mod redis_client;
+mod stream;
+mod tls;
+
+pub use connector::Connector;
+pub use redis_client::{redis_client, RedisClient};
+pub use stream::{ReadHalf, Stream, WriteHalf};
+pub use tls::{TlsError, TlsSettings};
