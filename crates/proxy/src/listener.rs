@@ -21,6 +21,7 @@ use crate::shutdown::{Drain, Live};
 use crate::status::Status;
 use crate::sync::SyncControl;
 use crate::table::{self, CommandTable};
+use remoteback_transport::Connector;
 
 /// How long shutdown waits for senders to deliver what they buffered.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +36,8 @@ pub enum ProxyError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("TLS to the primary: {0}")]
+    Tls(#[from] remoteback_transport::TlsError),
     #[error(transparent)]
     Sender(#[from] SenderError),
     #[error("sender[{index}] (KafkaSender): {source}")]
@@ -85,16 +88,22 @@ impl Proxy {
                 senders.set_partitions(index, partitions);
             }
         }
-        let upstream = format!("{}:{}", settings.upstream_ip, settings.upstream_port);
+        let upstream = Connector::new(
+            &settings.upstream_ip,
+            settings.upstream_port,
+            settings.upstream_tls.as_ref(),
+        )?;
         let primary = Primary {
-            addr: upstream.clone(),
+            host: settings.upstream_ip.clone(),
+            port: settings.upstream_port,
+            tls: settings.upstream_tls.clone(),
             username: settings.upstream_username.clone(),
             password: settings.upstream_password.clone(),
         };
         let table = Arc::new(CommandTable::builtin());
         let mut watch = table::Watch::default();
         watch.poll(&primary, &table).await;
-        let table_watch = tokio::spawn(table::watch(watch, primary, table.clone()));
+        let table_watch = tokio::spawn(table::watch(watch, primary.clone(), table.clone()));
         open_files::raise_for(settings.max_clients);
         let addr = format!("{}:{}", settings.bind_ip, settings.bind_port);
         let listener = TcpListener::bind(&addr)
@@ -105,6 +114,7 @@ impl Proxy {
             })?;
         let ctx = Arc::new(SessionContext {
             upstream,
+            primary,
             ordering: (settings.message != Format::Row).then(OrderTables::new),
             routes: Arc::new(Routes::new(&settings, &source, table.clone())),
             senders: Arc::new(senders),
@@ -126,11 +136,7 @@ impl Proxy {
         {
             ctx.senders.start_heartbeats(&heartbeat);
         }
-        let sync = SyncControl::new(
-            ctx.clone(),
-            settings.upstream_username.clone(),
-            settings.upstream_password.clone(),
-        );
+        let sync = SyncControl::new(ctx.clone());
         Ok(Proxy {
             listener,
             settings,
@@ -164,9 +170,14 @@ impl Proxy {
     /// Accepts clients until `shutdown` resolves, then flushes the senders.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
         log::info!(
-            "proxy listening on {} for primary {}, message={}, worker={}, senders: {}",
+            "proxy listening on {} for primary {}{}, message={}, worker={}, senders: {}",
             self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            self.ctx.upstream,
+            self.ctx.upstream.addr(),
+            if self.ctx.upstream.is_tls() {
+                " (TLS)"
+            } else {
+                ""
+            },
             self.settings.message,
             self.settings.worker,
             self.ctx.senders.describe().join(", ")

@@ -1,36 +1,35 @@
-//! The proxy's own connections to the primary: the blocked-pop probe's and
-//! the sync's.
+//! The proxy's own connections to the primary: the blocked-pop probe's,
+//! the command table's and the sync's.
 //!
-//! Clients authenticate themselves through the proxy. The probe logs in as
-//! its client did (it sends that `AUTH` itself); the sync reads keys nobody
-//! asked for, so it has credentials of its own (`connusername`,
-//! `connpassword`). Connections are the `redis` crate's, sending nothing of
-//! their own when they open (no `CLIENT SETINFO`), with Nagle off like a
-//! session's.
+//! Clients authenticate themselves through the proxy. The proxy's own
+//! connections log in with credentials of their own (`connusername`,
+//! `connpassword`): the sync and the command table read what nobody asked
+//! for, and the probe asks about other clients. Without them the probe logs
+//! in as its client did (it sends that `AUTH` itself). Connections are the `redis` crate's,
+//! through TLS when the sessions' are, sending nothing of their own when
+//! they open (no `CLIENT SETINFO`), with Nagle off like a session's.
 
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
-use redis::{AsyncConnectionConfig, Client, RedisConnectionInfo, RedisResult};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+use remoteback_transport::{redis_client, TlsSettings};
 
 /// Where the primary is and how to log in.
 #[derive(Clone, Debug)]
 pub(crate) struct Primary {
-    /// `HOST:PORT`.
-    pub addr: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsSettings>,
     pub username: Option<String>,
     pub password: Option<String>,
 }
 
 impl Primary {
-    /// The primary at `addr`, without credentials.
-    pub fn at(addr: &str) -> Primary {
-        Primary {
-            addr: addr.to_string(),
-            username: None,
-            password: None,
-        }
+    /// `HOST:PORT`, for messages.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 
     /// A connection with database `db` selected, opened within `connect`,
@@ -41,7 +40,6 @@ impl Primary {
         connect: Duration,
         reply: Duration,
     ) -> RedisResult<MultiplexedConnection> {
-        let url = format!("redis://{}/", self.addr);
         let mut settings = RedisConnectionInfo::default()
             .set_skip_set_lib_name()
             .set_db(i64::from(db));
@@ -51,13 +49,18 @@ impl Primary {
         if let Some(password) = &self.password {
             settings = settings.set_password(password);
         }
-        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
+        let info = (self.host.as_str(), self.port)
+            .into_connection_info()?
             .set_redis_settings(settings)
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect))
-            .set_response_timeout(Some(reply));
-        Client::open(info)?
+        let client = redis_client(info, self.tls.as_ref())?;
+        let config = client.async_config(
+            AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect))
+                .set_response_timeout(Some(reply)),
+        );
+        client
+            .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
+pub use remoteback_transport::TlsSettings;
 
 pub use crate::capture::Filter;
 pub use crate::sender::ack::AckMode;
@@ -25,6 +26,9 @@ pub struct ProxySettings {
     pub upstream_ip: String,
     /// The primary Redis port (`connport`).
     pub upstream_port: u16,
+    /// TLS to the primary, for every connection the proxy opens to it
+    /// (`conntls` and its `conntls_*` files); `None` for plain TCP.
+    pub upstream_tls: Option<TlsSettings>,
     /// The user the proxy's own connections to the primary (the sync's)
     /// authenticate as (`connusername`); clients authenticate themselves.
     pub upstream_username: Option<String>,

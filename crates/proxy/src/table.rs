@@ -147,7 +147,7 @@ impl Watch {
                     log::warn!(
                         "cannot read the command table of primary {}: {e}; classifying with {} \
                          and asking again every {}s",
-                        primary.addr,
+                        primary.addr(),
                         if self.read.is_some() {
                             "the table it last gave".to_string()
                         } else {
@@ -157,7 +157,7 @@ impl Watch {
                     );
                     self.warned = true;
                 } else {
-                    log::debug!("command table of primary {}: {e}", primary.addr);
+                    log::debug!("command table of primary {}: {e}", primary.addr());
                 }
                 false
             }

@@ -35,6 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = BackupSettings {
         host: "127.0.0.1".into(),
         port,
+        tls: None,
         username: None,
         password: None,
     };

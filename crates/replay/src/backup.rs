@@ -19,8 +19,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use remoteback_protocol::frame::{Frame, Scanner};
 use remoteback_protocol::Command;
+use remoteback_transport::{Connector, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::settings::BackupSettings;
 
@@ -43,6 +43,8 @@ pub enum BackupError {
     BadReply { addr: String, reason: String },
     #[error("backup {addr} refused authentication: {reply}")]
     Auth { addr: String, reply: String },
+    #[error("backup {addr}: TLS settings: {reason}")]
+    Tls { addr: String, reason: String },
 }
 
 impl BackupError {
@@ -93,7 +95,7 @@ pub fn is_unavailable(error: &str) -> bool {
 /// One authenticated connection to the backup.
 pub struct Backup {
     addr: String,
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     scanner: Scanner,
 }
@@ -108,12 +110,19 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 impl Backup {
     /// Connects and authenticates (`AUTH [username] password` when set).
     pub async fn connect(settings: &BackupSettings) -> Result<Backup, BackupError> {
-        let addr = format!("{}:{}", settings.host, settings.port);
+        // Built at each connection, so that renewed certificate files are
+        // read when the backup is reconnected to.
+        let connector = Connector::new(&settings.host, settings.port, settings.tls.as_ref())
+            .map_err(|e| BackupError::Tls {
+                addr: format!("{}:{}", settings.host, settings.port),
+                reason: e.to_string(),
+            })?;
+        let addr = connector.addr().to_owned();
         let io = |source| BackupError::Io {
             addr: addr.clone(),
             source,
         };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect())
             .await
             .map_err(|_| {
                 io(std::io::Error::new(
@@ -122,7 +131,6 @@ impl Backup {
                 ))
             })?
             .map_err(io)?;
-        let _ = stream.set_nodelay(true);
         let mut backup = Backup {
             addr: addr.clone(),
             stream,
@@ -158,13 +166,15 @@ impl Backup {
 
     /// Writes bytes (one or many commands) without waiting for replies.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackupError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| BackupError::Io {
-                addr: self.addr.clone(),
-                source,
-            })
+        let written = async {
+            self.stream.write_all(bytes).await?;
+            // Over TLS the end of it may wait in rustls's buffer otherwise.
+            self.stream.flush().await
+        };
+        written.await.map_err(|source| BackupError::Io {
+            addr: self.addr.clone(),
+            source,
+        })
     }
 
     /// Reads the next complete reply.
@@ -208,7 +218,7 @@ impl Backup {
     }
 
     /// Gives up the socket (for `ROW` connections that only write and drain).
-    pub fn into_stream(self) -> TcpStream {
+    pub fn into_stream(self) -> Stream {
         self.stream
     }
 }

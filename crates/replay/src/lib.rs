@@ -106,10 +106,11 @@ pub async fn run(
         .map(|(t, p)| format!("{t}[{p}]"))
         .collect();
     log::info!(
-        "replay: partitions {} → backup {}:{}, message={}, worker={}, start={}, on_apply_error={}, on_bad_record={}",
+        "replay: partitions {} → backup {}:{}{}, message={}, worker={}, start={}, on_apply_error={}, on_bad_record={}",
         listed.join(" "),
         settings.backup.host,
         settings.backup.port,
+        if settings.backup.tls.is_some() { " (TLS)" } else { "" },
         settings.message,
         settings.worker,
         settings.receiver.start,

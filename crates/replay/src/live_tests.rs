@@ -83,6 +83,7 @@ impl Server {
         BackupSettings {
             host: "127.0.0.1".into(),
             port: self.port,
+            tls: None,
             username: None,
             password: None,
         }

@@ -24,8 +24,8 @@ use crate::error::ApplyError;
 use crate::link::BackupLink;
 use crate::receiver::Received;
 use crate::stats::Stats;
+use remoteback_transport::WriteHalf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 
 /// Mirrors source connections of one partition onto the backup.
 pub struct RowApplier {
@@ -37,7 +37,7 @@ pub struct RowApplier {
 
 /// One backup connection standing in for a source connection.
 struct Mirror {
-    write: OwnedWriteHalf,
+    write: WriteHalf,
     /// Set by the drain task when the backup closed the connection.
     closed: Arc<AtomicBool>,
 }
@@ -158,7 +158,12 @@ impl RowApplier {
             let Some(m) = self.connections.get_mut(&key) else {
                 continue;
             };
-            match m.write.write_all(&record.payload).await {
+            // Flushed: over TLS the end of it may wait in rustls's buffer.
+            let written = async {
+                m.write.write_all(&record.payload).await?;
+                m.write.flush().await
+            };
+            match written.await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     self.connections.remove(&key);

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
+pub use remoteback_transport::TlsSettings;
 
 /// Everything the replay needs to run.
 #[derive(Clone, Debug, PartialEq)]
@@ -137,6 +138,9 @@ pub struct ReceiverSettings {
 pub struct BackupSettings {
     pub host: String,
     pub port: u16,
+    /// TLS to the backup (`[redis] tls` and its files); `None` for plain
+    /// TCP.
+    pub tls: Option<TlsSettings>,
     pub username: Option<String>,
     pub password: Option<String>,
 }

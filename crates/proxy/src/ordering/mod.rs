@@ -26,11 +26,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use remoteback_protocol::frame::{self, Frame};
 use remoteback_protocol::Command;
+use remoteback_transport::WriteHalf;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use crate::capture::Verdict;
+use crate::primary::Primary;
 use blocked::BlockedPops;
 use locks::{KeyLocks, Need};
 use probe::Prober;
@@ -130,18 +131,19 @@ impl WriteOrder {
     pub async fn start(
         conn: u64,
         shared: Arc<OrderTables>,
-        upstream: &mut OwnedWriteHalf,
-        addr: &str,
+        upstream: &mut WriteHalf,
+        primary: &Primary,
     ) -> std::io::Result<(WriteOrder, ClientId)> {
         upstream
             .write_all(&Command::from_parts(["CLIENT", "ID"]).to_resp())
             .await?;
+        upstream.flush().await?;
         let (tx, rx) = watch::channel(None);
         let ordering = WriteOrder {
             conn,
             shared,
             client_id: rx,
-            prober: Arc::new(tokio::sync::Mutex::new(Prober::new(addr))),
+            prober: Arc::new(tokio::sync::Mutex::new(Prober::new(primary.clone()))),
         };
         Ok((ordering, ClientId(tx)))
     }

@@ -35,16 +35,17 @@ pub(crate) enum ProbeError {
 
 /// A session's probe connection.
 pub(crate) struct Prober {
-    upstream: String,
+    /// The primary, with the proxy's credentials if it has any.
+    primary: Primary,
     /// `AUTH` arguments that worked for the client: `[user,] password`.
     auth: Option<Vec<Bytes>>,
     conn: Option<MultiplexedConnection>,
 }
 
 impl Prober {
-    pub fn new(upstream: &str) -> Self {
+    pub fn new(primary: Primary) -> Self {
         Prober {
-            upstream: upstream.to_string(),
+            primary,
             auth: None,
             conn: None,
         }
@@ -134,15 +135,20 @@ impl Prober {
             .map_err(|source| ProbeError::Redis { what, source })
     }
 
-    /// A new connection, authenticated like the client. The credentials go
-    /// as an `AUTH` of their own, byte for byte (a password need not be
+    /// A new connection, authenticated as the proxy (`connpassword`) or,
+    /// without credentials of its own, like the client. The client's go as
+    /// an `AUTH` of their own, byte for byte (a password need not be
     /// UTF-8).
     async fn connect(&self) -> Result<MultiplexedConnection, ProbeError> {
         let mut conn = self.open().await.map_err(|source| ProbeError::Redis {
             what: "connect",
             source,
         })?;
-        if let Some(auth) = &self.auth {
+        let client_auth = self
+            .auth
+            .as_ref()
+            .filter(|_| self.primary.password.is_none());
+        if let Some(auth) = client_auth {
             let mut command = redis::cmd("AUTH");
             for part in auth {
                 command.arg(&part[..]);
@@ -158,11 +164,10 @@ impl Prober {
         Ok(conn)
     }
 
-    /// A connection to the primary (`primary.rs`), no credentials yet.
+    /// A connection to the primary (`primary.rs`), logged in as the proxy
+    /// if it has credentials.
     async fn open(&self) -> RedisResult<MultiplexedConnection> {
-        Primary::at(&self.upstream)
-            .connect(0, PROBE_TIMEOUT, PROBE_TIMEOUT)
-            .await
+        self.primary.connect(0, PROBE_TIMEOUT, PROBE_TIMEOUT).await
     }
 }
 
@@ -190,7 +195,13 @@ mod tests {
 
     #[test]
     fn remembers_credentials_that_worked() {
-        let mut p = Prober::new("127.0.0.1:1");
+        let mut p = Prober::new(Primary {
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: None,
+            username: None,
+            password: None,
+        });
         p.observe_auth(&Command::from_parts(["AUTH", "secret"]));
         assert_eq!(p.auth, Some(vec![Bytes::from_static(b"secret")]));
         p.observe_auth(&Command::from_parts([

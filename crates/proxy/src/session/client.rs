@@ -20,8 +20,9 @@ use bytes::BytesMut;
 use remoteback_protocol::record::now_ms;
 use remoteback_protocol::request;
 use remoteback_protocol::Format;
+use remoteback_transport::WriteHalf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::budget::InFlightBudget;
@@ -43,7 +44,7 @@ const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// to the upstream side so the client gets it after its earlier replies).
 pub(super) async fn forward_requests(
     mut client: OwnedReadHalf,
-    upstream: &mut OwnedWriteHalf,
+    upstream: &mut WriteHalf,
     tx: mpsc::UnboundedSender<Pending>,
     ctx: Arc<SessionContext>,
     conn: u64,
@@ -151,7 +152,7 @@ pub(super) async fn forward_requests(
                 // With replies off the primary's refusal would never be
                 // seen: such a SYNC is an ordinary command.
                 if tunnel::asks_for_replication(&command) && shape != Shape::Silent {
-                    upstream.write_all(&chunk[flushed..offset]).await?;
+                    send(upstream, &chunk[flushed..offset]).await?;
                     flushed = offset + len;
                     if let Some(ordering) = &ordering {
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
@@ -163,8 +164,8 @@ pub(super) async fn forward_requests(
                             // Redis itself refuses keyspace commands from a
                             // connection it streams to (it closes it), so
                             // what the client sends on cannot bypass capture.
-                            upstream.write_all(&chunk[offset + len..]).await?;
-                            upstream.write_all(&buf).await?;
+                            send(upstream, &chunk[offset + len..]).await?;
+                            send(upstream, &buf).await?;
                             return tunnel::requests(client, upstream).await;
                         }
                     }
@@ -173,7 +174,7 @@ pub(super) async fn forward_requests(
                 if hold_writes && backlog.is_full() && verdict.is_captured() {
                     // Kafka is behind: this write waits, with everything
                     // before it sent (reads and other clients' reads go on).
-                    upstream.write_all(&chunk[flushed..offset]).await?;
+                    send(upstream, &chunk[flushed..offset]).await?;
                     flushed = offset;
                     if let Some(ordering) = &ordering {
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
@@ -189,7 +190,7 @@ pub(super) async fn forward_requests(
                     // the probe relies on), and no later command holds locks
                     // the pop's feeder needs.
                     if let Some(pop) = blocking.take().filter(|p: &Arc<PopState>| !p.is_done()) {
-                        upstream.write_all(&chunk[flushed..offset]).await?;
+                        send(upstream, &chunk[flushed..offset]).await?;
                         flushed = offset;
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
                         pop.done().await;
@@ -200,7 +201,7 @@ pub(super) async fn forward_requests(
                             // Wait only with everything before this command
                             // sent: the locks this session holds must be
                             // released by replies that are on their way.
-                            upstream.write_all(&chunk[flushed..offset]).await?;
+                            send(upstream, &chunk[flushed..offset]).await?;
                             flushed = offset;
                             pops.drain(..).for_each(|w| ordering.watch_pop(w));
                             ordering.wait(&verdict, need).await
@@ -219,7 +220,7 @@ pub(super) async fn forward_requests(
                     return Ok(());
                 }
             }
-            upstream.write_all(&chunk[flushed..]).await?;
+            send(upstream, &chunk[flushed..]).await?;
             if let Some(ordering) = &ordering {
                 pops.drain(..).for_each(|w| ordering.watch_pop(w));
             }
@@ -264,7 +265,7 @@ fn cost_of(parsed: &request::Parsed) -> usize {
 async fn hand_over(
     tx: &mpsc::UnboundedSender<Pending>,
     entry: InFlight,
-    upstream: &mut OwnedWriteHalf,
+    upstream: &mut WriteHalf,
     request: &[u8],
 ) -> io::Result<Handover> {
     let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "reply side gone");
@@ -277,7 +278,7 @@ async fn hand_over(
     .map_err(|_| gone())?;
     let offered = answered.await.map_err(|_| gone())?;
     tx.send(Pending::Command(entry)).map_err(|_| gone())?;
-    upstream.write_all(request).await?;
+    send(upstream, request).await?;
     if !offered {
         return Ok(Handover::Refused);
     }
@@ -291,4 +292,11 @@ async fn room_or_closing(backlog: &Backlog, closing: &mut watch::Receiver<bool>)
         _ = backlog.wait_for_room() => true,
         _ = closing.wait_for(|c| *c) => false,
     }
+}
+
+/// Writes `bytes` to the primary, flushed: over TLS, written bytes may
+/// wait in rustls's buffer until then (for plain TCP the flush is a no-op).
+async fn send(upstream: &mut WriteHalf, bytes: &[u8]) -> io::Result<()> {
+    upstream.write_all(bytes).await?;
+    upstream.flush().await
 }

@@ -23,12 +23,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use remoteback_protocol::record::now_ms;
 use remoteback_protocol::Format;
-use tokio::io::AsyncWriteExt;
+use remoteback_transport::Connector;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::capture::{Capture, Routes, ScriptCache};
 use crate::ordering::{OrderTables, WriteOrder};
+use crate::primary::Primary;
 use crate::sender::ack::AckMode;
 use crate::sender::Senders;
 use crate::shutdown::{Drain, Live};
@@ -38,8 +40,10 @@ use output::{ClientWriter, ReplyOutput};
 
 /// What every session of a proxy shares.
 pub(crate) struct SessionContext {
-    /// The primary, `HOST:PORT`.
-    pub upstream: String,
+    /// How a session reaches the primary (plain or TLS).
+    pub upstream: Connector,
+    /// The primary for the proxy's own connections, with its credentials.
+    pub primary: Primary,
     /// Orders conflicting writes of different clients (not for `ROW`,
     /// which replays each connection on its own).
     pub ordering: Option<Arc<OrderTables>>,
@@ -64,30 +68,26 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let upstream = match TcpStream::connect(&ctx.upstream).await {
+    let upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
         Err(e) => {
-            log::warn!(
-                "client {conn} ({peer}): primary {} unreachable: {e}",
-                ctx.upstream
-            );
+            let addr = ctx.upstream.addr();
+            log::warn!("client {conn} ({peer}): primary {addr} unreachable: {e}");
             let mut client = client;
-            let msg = format!(
-                "-ERR remoteback: primary {} unreachable: {e}\r\n",
-                ctx.upstream
-            );
+            let reason = e.to_string().replace(['\r', '\n'], " ");
+            let msg = format!("-ERR remoteback: primary {addr} unreachable: {reason}\r\n");
             let _ = client.write_all(msg.as_bytes()).await;
+            refuse_gently(client).await;
             return;
         }
     };
     let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
     log::debug!("client {conn} ({peer}) connected");
     let (client_rd, client_wr) = client.into_split();
     let (upstream_rd, mut upstream_wr) = upstream.into_split();
     let (ordering, client_id) = match &ctx.ordering {
         Some(tables) => {
-            match WriteOrder::start(conn, tables.clone(), &mut upstream_wr, &ctx.upstream).await {
+            match WriteOrder::start(conn, tables.clone(), &mut upstream_wr, &ctx.primary).await {
                 Ok((ordering, id)) => (Some(ordering), Some(id)),
                 Err(e) => {
                     log::debug!("client {conn}: primary closed: {e}");
@@ -182,4 +182,16 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// Ends a connection the proxy answered with an error without serving it.
+/// Closed with the client's requests still unread, the socket would be
+/// reset, and the client could lose the error before reading it: so the
+/// writing side is shut first and what the client still sends is read
+/// (for a second at most) until it closes too.
+async fn refuse_gently(mut client: TcpStream) {
+    let _ = client.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drained = async { while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
 }

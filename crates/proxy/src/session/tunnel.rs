@@ -10,8 +10,9 @@
 use std::io;
 
 use bytes::BytesMut;
+use remoteback_transport::{ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 
 use super::client::READ_CHUNK;
@@ -63,7 +64,7 @@ pub(crate) fn outcome(first: u8) -> Handover {
 /// is told the stream's reader is gone.
 pub(super) async fn requests(
     mut client: OwnedReadHalf,
-    upstream: &mut OwnedWriteHalf,
+    upstream: &mut WriteHalf,
 ) -> io::Result<()> {
     tokio::io::copy(&mut client, upstream).await?;
     upstream.shutdown().await
@@ -74,7 +75,7 @@ pub(super) async fn requests(
 /// buffer limit still holds: a replica that stops reading is closed, as
 /// Redis closes one past its replica limit.
 pub(super) async fn replies(
-    mut upstream: OwnedReadHalf,
+    mut upstream: ReadHalf,
     client: &mut ReplyOutput,
     mut buf: BytesMut,
 ) -> io::Result<()> {

@@ -16,8 +16,8 @@ use remoteback_protocol::commands::CommandSpec;
 use remoteback_protocol::frame::Scanner;
 use remoteback_protocol::request::ProtocolError;
 use remoteback_protocol::Command;
+use remoteback_transport::ReadHalf;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 
 use super::budget::InFlightBudget;
@@ -60,7 +60,7 @@ pub(super) struct Order {
 /// reply that cannot be parsed), the writes still in flight are counted as
 /// uncaptured.
 pub(super) async fn forward_replies(
-    mut upstream: OwnedReadHalf,
+    mut upstream: ReadHalf,
     mut client: ReplyOutput,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     mut capture: Capture,

@@ -170,17 +170,9 @@ struct Current {
 }
 
 impl SyncControl {
-    pub(crate) fn new(
-        ctx: Arc<SessionContext>,
-        username: Option<String>,
-        password: Option<String>,
-    ) -> Arc<SyncControl> {
+    pub(crate) fn new(ctx: Arc<SessionContext>) -> Arc<SyncControl> {
         Arc::new(SyncControl {
-            primary: Primary {
-                addr: ctx.upstream.clone(),
-                username,
-                password,
-            },
+            primary: ctx.primary.clone(),
             ctx,
             holders: AtomicU64::new(HOLDER_BASE),
             current: Mutex::new(Current::default()),
@@ -318,7 +310,7 @@ impl SyncControl {
         open(&self.primary, db)
             .await
             .map_err(|source| StartError::Primary {
-                addr: self.primary.addr.clone(),
+                addr: self.primary.addr(),
                 source,
             })
     }

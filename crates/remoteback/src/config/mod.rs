@@ -18,6 +18,7 @@ mod render;
 mod replay;
 mod source;
 mod suggest;
+mod tls;
 
 use std::path::Path;
 
@@ -272,6 +273,7 @@ bindip = "0.0.0.0"
 bindport = 6666
 connip = "10.1.2.3"
 connport = 6379
+conntls = false
 # connusername not set
 # connpassword not set
 message = "ROW"
@@ -317,6 +319,7 @@ bindip = "127.0.0.1"
 bindport = 6666
 connip = "127.0.0.1"
 connport = 6379
+conntls = false
 # connusername not set
 # connpassword not set
 message = "PROTOCOL"
@@ -383,6 +386,7 @@ start = "earliest"
 [redis]
 connip = "10.2.3.4"
 connport = 6380
+tls = false
 # username not set
 password = "***""#
         );

@@ -18,6 +18,7 @@ use super::common::{self, DEFAULT_REDIS_IP, DEFAULT_REDIS_PORT};
 use super::kafka::{self, Properties};
 use super::source::{in_file_order, join, Key, Source, Value};
 use super::suggest;
+use super::tls::TlsKeys;
 use super::ConfigError;
 
 const DEFAULT_BIND_IP: &str = "127.0.0.1";
@@ -42,6 +43,11 @@ const KEYS: &[&str] = &[
     "connport",
     "connusername",
     "connpassword",
+    "conntls",
+    "conntls_ca_file",
+    "conntls_cert_file",
+    "conntls_key_file",
+    "conntls_server_name",
     "message",
     "worker",
     "rsptimeout",
@@ -61,7 +67,8 @@ const KEYS: &[&str] = &[
     "sender",
 ];
 const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connpassword, \
-                         message, worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, \
+                         conntls, conntls_ca_file, conntls_cert_file, conntls_key_file, \
+                         conntls_server_name, message, worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, \
                          client_output_buffer_limit, client_query_buffer_limit, \
                          proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, metrics, \
                          admin_token, admin_token_file, [[sender]]";
@@ -80,6 +87,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         bind_port: DEFAULT_BIND_PORT,
         upstream_ip: DEFAULT_REDIS_IP.to_owned(),
         upstream_port: DEFAULT_REDIS_PORT,
+        upstream_tls: None,
         upstream_username: None,
         upstream_password: None,
         message: Format::default(),
@@ -100,6 +108,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         senders: Vec::new(),
     };
     let mut token_key: Option<&str> = None;
+    let mut tls = TlsKeys::new("", "conntls");
     let mut ack_at = None;
     for (key, value) in in_file_order(doc) {
         let name = key.get_ref().as_ref();
@@ -189,9 +198,11 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
             }
             "metrics" => settings.metrics = Some(common::listen_address(src, &path, value)?),
             "sender" => settings.senders = senders(src, value)?,
+            _ if tls.read(src, name, value)? => {}
             _ => return Err(unknown_top_level(src, key)),
         }
     }
+    settings.upstream_tls = tls.finish(src, &settings.upstream_ip)?;
     if let (AckMode::Kafka, Some(span)) = (settings.ack, ack_at) {
         if settings.message == Format::Row {
             return Err(src.error(
@@ -740,6 +751,7 @@ mod tests {
                 bind_port: 6666,
                 upstream_ip: "127.0.0.1".into(),
                 upstream_port: 6379,
+                upstream_tls: None,
                 upstream_username: None,
                 upstream_password: None,
                 message: Format::Protocol,
@@ -1107,7 +1119,8 @@ security-protocol = "SASL_SSL"
         assert_eq!(
             error("bindport = 1\nbindprot = 2\n"),
             "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
-             takes bindip, bindport, connip, connport, connusername, connpassword, message, \
+             takes bindip, bindport, connip, connport, connusername, connpassword, conntls, \
+             conntls_ca_file, conntls_cert_file, conntls_key_file, conntls_server_name, message, \
              worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
              client_query_buffer_limit, proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, \
              metrics, admin_token, admin_token_file, [[sender]]"

@@ -7,6 +7,7 @@ use remoteback_proxy::settings::{Filter, ProxySettings, SenderSettings};
 use remoteback_replay::settings::ReplaySettings;
 
 use super::source::{display_key, quote};
+use super::tls;
 use super::Loaded;
 
 /// What a secret is shown as.
@@ -30,6 +31,7 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
     writeln!(f, "bindport = {}", s.bind_port)?;
     writeln!(f, "connip = {}", quote(&s.upstream_ip))?;
     writeln!(f, "connport = {}", s.upstream_port)?;
+    tls::render(f, "conntls", s.upstream_tls.as_ref())?;
     match &s.upstream_username {
         Some(username) => writeln!(f, "connusername = {}", quote(username))?,
         None => writeln!(f, "# connusername not set")?,
@@ -147,6 +149,7 @@ fn replay(f: &mut String, s: &ReplaySettings) -> fmt::Result {
     writeln!(f, "\n[redis]")?;
     writeln!(f, "connip = {}", quote(&b.host))?;
     writeln!(f, "connport = {}", b.port)?;
+    tls::render(f, "tls", b.tls.as_ref())?;
     match &b.username {
         Some(username) => writeln!(f, "username = {}", quote(username))?,
         None => writeln!(f, "# username not set")?,

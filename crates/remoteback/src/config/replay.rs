@@ -13,6 +13,7 @@ use super::common::{self, DEFAULT_REDIS_IP, DEFAULT_REDIS_PORT};
 use super::kafka::{self, Properties};
 use super::source::{in_file_order, join, Key, Source, Value};
 use super::suggest;
+use super::tls::TlsKeys;
 use super::ConfigError;
 
 const DEFAULT_POLLTIMEOUT_MS: u64 = 100;
@@ -37,8 +38,19 @@ const PROXY_KEYS: &[&str] = &["bindip", "bindport", "rsptimeout", "sender"];
 const RECEIVER_KEYS: &[&str] = &["class", "topic", "partitions", "start", "polltimeout"];
 const RECEIVER_TAKES: &str =
     "[receiver] takes class, topic, partitions, start, polltimeout and Kafka client properties";
-const REDIS_KEYS: &[&str] = &["connip", "connport", "password", "username"];
-const REDIS_TAKES: &str = "[redis] takes connip, connport, password and username";
+const REDIS_KEYS: &[&str] = &[
+    "connip",
+    "connport",
+    "password",
+    "username",
+    "tls",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_server_name",
+];
+const REDIS_TAKES: &str = "[redis] takes connip, connport, password, username, tls, \
+                           tls_ca_file, tls_cert_file, tls_key_file and tls_server_name";
 
 /// The replay's settings from a parsed file.
 pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ReplaySettings, ConfigError> {
@@ -340,9 +352,11 @@ fn redis(src: Source<'_>, value: &Value<'_>) -> Result<BackupSettings, ConfigErr
     let mut backup = BackupSettings {
         host: DEFAULT_REDIS_IP.to_owned(),
         port: DEFAULT_REDIS_PORT,
+        tls: None,
         username: None,
         password: None,
     };
+    let mut tls = TlsKeys::new(PATH, "tls");
     for (key, value) in in_file_order(table) {
         let name = key.get_ref().as_ref();
         let key_path = join(PATH, name);
@@ -351,6 +365,7 @@ fn redis(src: Source<'_>, value: &Value<'_>) -> Result<BackupSettings, ConfigErr
             "connport" => backup.port = common::port(src, &key_path, value)?,
             "password" => backup.password = common::optional(src, &key_path, value, "a password")?,
             "username" => backup.username = common::optional(src, &key_path, value, "a user name")?,
+            _ if tls.read(src, name, value)? => {}
             _ => {
                 let hint = if KEYS.contains(&name) {
                     format!(
@@ -368,6 +383,7 @@ fn redis(src: Source<'_>, value: &Value<'_>) -> Result<BackupSettings, ConfigErr
             }
         }
     }
+    backup.tls = tls.finish(src, &backup.host)?;
     Ok(backup)
 }
 
@@ -417,6 +433,7 @@ mod tests {
                 backup: BackupSettings {
                     host: "127.0.0.1".into(),
                     port: 6379,
+                    tls: None,
                     username: None,
                     password: None,
                 },
@@ -479,6 +496,7 @@ password = "pw"
             BackupSettings {
                 host: "10.0.0.9".into(),
                 port: 6380,
+                tls: None,
                 username: Some("replayer".into()),
                 password: Some("pw".into()),
             }
@@ -682,7 +700,8 @@ password = "pw"
         assert_eq!(
             error(&format!("{MINIMAL}passwd = 'x'\n")),
             "replay.toml:7: redis: key `passwd` is not allowed here (did you mean `password`?); \
-             [redis] takes connip, connport, password and username"
+             [redis] takes connip, connport, password, username, tls, tls_ca_file, tls_cert_file, \
+             tls_key_file and tls_server_name"
         );
         assert_eq!(
             error(&format!("{MINIMAL}password = 1234\n")),
@@ -692,7 +711,8 @@ password = "pw"
             error(&format!("{MINIMAL}worker = 'thread'\n")),
             "replay.toml:7: redis: key `worker` is not allowed here (`worker` is a top-level \
              key: move it above [redis], since every key after a [redis] header belongs to it); \
-             [redis] takes connip, connport, password and username"
+             [redis] takes connip, connport, password, username, tls, tls_ca_file, tls_cert_file, \
+             tls_key_file and tls_server_name"
         );
     }
 

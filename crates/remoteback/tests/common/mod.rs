@@ -25,6 +25,7 @@ pub mod faults;
 pub mod mixed;
 pub mod pipeline;
 pub mod status;
+pub mod tls;
 pub mod workload;
 
 mod broker;

@@ -9,6 +9,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use remoteback_protocol::codec::protocol;
 use remoteback_protocol::Command;
 
+use super::tls::{TestCerts, SERVER_NAME};
 use super::{compare, free_port, Broker, RedisServer, ServerKind, Service};
 
 /// The topic every pipeline uses (each test has a broker of its own).
@@ -32,6 +33,11 @@ pub struct Setup {
     pub server: ServerKind,
     /// Extra arguments of both (`--loadmodule ...`).
     pub server_args: Vec<String>,
+    /// Whether primary and backup serve TLS, and remoteback reaches both
+    /// only through it, presenting a client certificate: the backup wants
+    /// one (`tls-auth-clients yes`), the primary checks one it is given
+    /// (`optional`, so that tools can reach it with a `rediss://` URL).
+    pub tls: bool,
 }
 
 impl Default for Setup {
@@ -46,6 +52,7 @@ impl Default for Setup {
             replay: true,
             server: ServerKind::Redis,
             server_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -62,6 +69,8 @@ pub struct Pipeline {
     pub proxy: Service,
     pub replay: Option<Service>,
     pub proxy_port: u16,
+    /// The certificates of a TLS pipeline.
+    pub certs: Option<TestCerts>,
 }
 
 /// A connection to 127.0.0.1:`port`.
@@ -73,17 +82,24 @@ pub fn connect(port: u16) -> redis::Connection {
 
 impl Pipeline {
     pub fn start(setup: Setup) -> Pipeline {
-        let args: Vec<&str> = setup.server_args.iter().map(String::as_str).collect();
-        let primary = RedisServer::start_kind(setup.server, &args);
-        let backup = RedisServer::start_kind(setup.server, &args);
+        let certs = setup.tls.then(TestCerts::generate);
+        let server = |auth_clients: &str| {
+            let mut args = setup.server_args.clone();
+            if let Some(certs) = &certs {
+                args.extend(certs.server_args(free_port(), auth_clients));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            RedisServer::start_kind(setup.server, &args)
+        };
+        let (primary, backup) = (server("optional"), server("yes"));
         let broker = Broker::start();
         broker.create_topic(TOPIC, setup.partitions);
         let proxy_port = free_port();
         let proxy = Service::proxy(&format!(
-            "bindport = {proxy_port}\nconnport = {primary}\nmessage = \"{message}\"\nworker = \"{worker}\"\n{top}\n\
+            "bindport = {proxy_port}\n{connect}message = \"{message}\"\nworker = \"{worker}\"\n{top}\n\
              [[sender]]\nclass = \"KafkaSender\"\ntopic = \"{TOPIC}\"\nbootstrap-servers = \"{bootstrap}\"\n\
              linger-ms = 1\n{extra}\n",
-            primary = primary.port(),
+            connect = connect_lines(&primary, certs.as_ref(), "conn", "conntls"),
             message = setup.message,
             worker = setup.worker,
             top = setup.proxy_extra,
@@ -99,6 +115,7 @@ impl Pipeline {
             proxy,
             replay: None,
             proxy_port,
+            certs,
         };
         if p.setup.replay {
             p.start_replay();
@@ -138,10 +155,10 @@ impl Pipeline {
     pub fn replay_config(&self, message: &str, worker: &str) -> String {
         format!(
             "message = \"{message}\"\nworker = \"{worker}\"\n\n[receiver]\nclass = \"KafkaReceiver\"\n\
-             topic = \"{TOPIC}\"\npolltimeout = 50\nbootstrap-servers = \"{}\"\n{}\n[redis]\nconnport = {}\n",
+             topic = \"{TOPIC}\"\npolltimeout = 50\nbootstrap-servers = \"{}\"\n{}\n[redis]\n{}",
             self.broker.bootstrap(),
             self.setup.receiver_extra,
-            self.backup.port(),
+            connect_lines(&self.backup, self.certs.as_ref(), "conn", "tls"),
         )
     }
 
@@ -281,6 +298,25 @@ impl Pipeline {
 
     fn read_partition_0<T>(&self, each: impl Fn(&BorrowedMessage<'_>) -> T) -> Vec<T> {
         self.broker.read_partition(TOPIC, 0, each)
+    }
+}
+
+/// `connport` of `server` and, for a TLS pipeline, its TLS port and the
+/// `<tls>` keys (the authority and the client certificate).
+fn connect_lines(server: &RedisServer, certs: Option<&TestCerts>, conn: &str, tls: &str) -> String {
+    match (certs, server.tls_port()) {
+        (Some(certs), Some(port)) => {
+            let (cert, key) = certs.pair("client");
+            format!(
+                "{conn}port = {port}\n{tls} = true\n{tls}_ca_file = \"{}\"\n\
+                 {tls}_cert_file = \"{}\"\n{tls}_key_file = \"{}\"\n\
+                 {tls}_server_name = \"{SERVER_NAME}\"\n",
+                certs.ca().display(),
+                cert.display(),
+                key.display()
+            )
+        }
+        _ => format!("{conn}port = {}\n", server.port()),
     }
 }
 

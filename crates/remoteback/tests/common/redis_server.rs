@@ -114,6 +114,12 @@ impl RedisServer {
         self.port
     }
 
+    /// The port it serves TLS on, when started with `--tls-port`.
+    pub fn tls_port(&self) -> Option<u16> {
+        let at = self.args.iter().position(|a| a == "--tls-port")?;
+        self.args.get(at + 1)?.parse().ok()
+    }
+
     /// `redis://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

@@ -506,6 +506,7 @@ mod tests {
             BackupSettings {
                 host: "127.0.0.1".into(),
                 port: 1,
+                tls: None,
                 username: None,
                 password: None,
             },
