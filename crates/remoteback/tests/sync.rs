@@ -463,3 +463,54 @@ fn verify_repair_resyncs_each_difference_through_the_proxy() {
     p.assert_converges(&[0], Duration::from_secs(10));
     assert_eq!(verify(&p, &[]).status.code(), Some(0));
 }
+
+/// The proxy user of docs/operations.md, as `redis-server --user`
+/// arguments with password `pw`.
+fn documented_proxy_user() -> Vec<String> {
+    let docs = include_str!("../../../docs/operations.md");
+    let rule = docs
+        .lines()
+        .find_map(|l| l.strip_prefix("ACL SETUSER remoteback-proxy "))
+        .expect("docs/operations.md gives the proxy's ACL user");
+    let mut args = vec!["--user".to_owned(), "remoteback-proxy".to_owned()];
+    args.extend(
+        rule.split_whitespace()
+            .map(|w| if w == ">CHANGE-ME" { ">pw" } else { w }.to_owned()),
+    );
+    args
+}
+
+/// The ACL the operations guide gives the proxy's user is all its own
+/// connections need: the command table is read, and both kinds of sync
+/// copy every type of key, with nothing refused.
+#[test]
+fn the_documented_acl_is_all_the_proxy_user_needs() {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = Pipeline::start(Setup {
+        proxy_extra: format!(
+            "metrics = \"{admin}\"\nconnusername = \"remoteback-proxy\"\nconnpassword = \"pw\"\n"
+        ),
+        server_args: documented_proxy_user(),
+        ..Setup::default()
+    });
+    let mut primary = p.on_primary();
+    for client in 0..4 {
+        mixed::run_client(&mut primary, client, 300, 5);
+    }
+    for method in ["restore", "commands"] {
+        let out = sync(&admin, &["--method", method, "--flush"]);
+        assert!(
+            out.status.success() && text(&out).contains("sync done"),
+            "sync --method {method} as the documented user:\n{}\n{}",
+            text(&out),
+            p.logs()
+        );
+        p.wait_applied();
+        p.assert_converges(&ALL_DBS, Duration::from_secs(60));
+    }
+    let log = p.proxy.log();
+    assert!(
+        !log.contains("NOPERM") && !log.contains("cannot read the command table"),
+        "nothing was refused to the proxy's user:\n{log}"
+    );
+}
