@@ -2,6 +2,7 @@
 
 mod config;
 mod logging;
+mod restore_command;
 mod status;
 mod status_command;
 mod sync_command;
@@ -62,6 +63,12 @@ enum Action {
     /// otherwise. Exit code 0: all healthy; 1: one is not; 2: one cannot
     /// be reached.
     Status(status_command::StatusArgs),
+    /// Apply a topic's records to a fresh Redis up to a primary time (the
+    /// moment before someone ran FLUSHALL), or to the topic's end; report
+    /// where each partition stopped and the recovery point. Exit code 0:
+    /// restored; 1: it failed or was interrupted; 2: bad arguments or a
+    /// target that holds other data.
+    Restore(restore_command::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
         Action::Sync(args) => sync_command::run(args),
         Action::Verify(args) => verify_command::run(*args),
         Action::Status(args) => status_command::run(args),
+        Action::Restore(args) => restore_command::run(args),
     }
 }
 

@@ -14,6 +14,7 @@
 mod applier;
 pub mod backup;
 mod barrier;
+mod bound;
 mod error;
 mod link;
 mod partition;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use remoteback_protocol::Format;
 use tokio::sync::{mpsc, watch};
 
+pub use bound::{Bound, Reached};
 pub use error::{ApplyError, BadRecord, Unreadable};
 use partition::PartitionJob;
 pub use receiver::ReceiveError;
@@ -83,6 +85,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     stats: Stats,
 ) -> Result<(), ReplayError> {
+    run_partitions(settings, shutdown, stats, None).await
+}
+
+/// Runs the replay until every partition reached `bound` (see
+/// [`Bound`]), `shutdown` resolves or a partition fails; what each
+/// partition reached is in `bound` then.
+pub async fn run_until(
+    settings: ReplaySettings,
+    bound: Arc<Bound>,
+    shutdown: impl Future<Output = ()>,
+    stats: Stats,
+) -> Result<(), ReplayError> {
+    run_partitions(settings, shutdown, stats, Some(bound)).await
+}
+
+async fn run_partitions(
+    settings: ReplaySettings,
+    shutdown: impl Future<Output = ()>,
+    stats: Stats,
+    bound: Option<Arc<Bound>>,
+) -> Result<(), ReplayError> {
     let settings = Arc::new(settings);
     tokio::pin!(shutdown);
     // Shutdown is polled first, so that whatever it waits for (signal
@@ -128,6 +151,7 @@ pub async fn run(
             stop: stop_rx.clone(),
             stats: stats.clone(),
             barriers: barriers.clone(),
+            bound: bound.clone(),
         };
         partition::spawn(settings.worker, job, done_tx.clone());
     }

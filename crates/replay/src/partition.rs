@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::applier::{Applier, Policy};
 use crate::barrier::Barriers;
+use crate::bound::{Bound, PartitionBound};
 use crate::error::{ApplyError, BadRecord};
 use crate::link::BackupLink;
 use crate::receiver::{self, Batch, ReceiveError, StartAt};
@@ -26,6 +27,8 @@ pub(crate) struct PartitionJob {
     pub stats: Stats,
     /// The wake-ups shared by this process's partitions at barriers.
     pub barriers: Barriers,
+    /// Where the partition ends, for a bounded replay (`restore`).
+    pub bound: Option<Arc<Bound>>,
 }
 
 /// Where a worker reports how its partition ended.
@@ -122,10 +125,22 @@ impl PartitionJob {
             Err(ReplayError::Apply(ApplyError::Stopped)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        let mut limit = match &self.bound {
+            Some(bound) => Some(
+                bound
+                    .for_partition(&self.settings.receiver, &self.topic, self.partition, start)
+                    .await?,
+            ),
+            None => None,
+        };
         let mut consumer =
             receiver::consumer(&self.settings.receiver, &self.topic, self.partition, start)?;
         let mut outage = Outage::default();
         loop {
+            if let Some(done) = limit.take_if(|l| l.at_end()) {
+                self.reached(done);
+                return Ok(());
+            }
             if *self.stop.borrow() {
                 return Ok(());
             }
@@ -148,9 +163,20 @@ impl PartitionJob {
                 });
                 records.truncate(i);
             }
+            // Past the bound, the rest of the batch and its error are not
+            // this run's.
+            let cut = limit.as_mut().is_some_and(|l| l.cut(&mut records));
+            if cut {
+                error = None;
+            }
+            let applying = limit.as_ref().map(|l| l.applying(&records));
             if !records.is_empty() {
                 match sink.apply(records).await {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if let (Some(l), Some(batch)) = (limit.as_mut(), applying) {
+                            l.applied(batch);
+                        }
+                    }
                     Err(ApplyError::Stopped) => return Ok(()),
                     Err(ApplyError::BadRecord(bad))
                         if self.settings.on_bad_record == OnBadRecord::Skip =>
@@ -175,6 +201,12 @@ impl PartitionJob {
                     Err(e) => return Err(e.into()),
                 }
             }
+            if cut {
+                if let Some(done) = limit.take() {
+                    self.reached(done);
+                }
+                return Ok(());
+            }
             match error {
                 Some(ReplayError::Receive(ReceiveError::BadRecord(bad)))
                     if self.settings.on_bad_record == OnBadRecord::Skip =>
@@ -195,6 +227,13 @@ impl PartitionJob {
                 Some(e) => return Err(e),
                 None => outage.end(&self.topic, self.partition),
             }
+        }
+    }
+
+    /// A bounded partition is done: it says where it ended.
+    fn reached(&self, done: PartitionBound) {
+        if let Some(bound) = &self.bound {
+            bound.report(done);
         }
     }
 

@@ -190,13 +190,24 @@ pub async fn high_watermark(
     topic: &str,
     partition: i32,
 ) -> Result<i64, ReceiveError> {
+    watermarks(settings, topic, partition)
+        .await
+        .map(|(_low, high)| high)
+}
+
+/// The first offset a partition still holds and the one its next record
+/// will get.
+pub async fn watermarks(
+    settings: &ReceiverSettings,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), ReceiveError> {
     let config = client_config(settings);
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create()?;
         consumer
             .fetch_watermarks(&topic, partition, Duration::from_secs(30))
-            .map(|(_low, high)| high)
             .map_err(|source| ReceiveError::EndOffset {
                 topic,
                 partition,

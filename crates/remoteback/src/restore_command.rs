@@ -1,0 +1,379 @@
+//! `remoteback restore`: the topic's records applied to a fresh Redis up
+//! to a primary time, for the day someone ran `FLUSHALL` at 14:03:12 and
+//! the dataset of 14:03:11 is wanted back on a new instance.
+//!
+//! It is the replay, bounded (`remoteback_replay::Bound`): every partition
+//! from the offset the target holds (none in a fresh Redis: the beginning)
+//! up to the first record captured after `--until`, or to where the
+//! partition ended when the restore began. The target keeps the replay's
+//! state, so a later restore to a later time goes on from there.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use redis::{ConnectionAddr, IntoConnectionInfo};
+use remoteback_protocol::Format;
+use remoteback_replay::settings::TlsSettings;
+use remoteback_replay::{
+    BackupSettings, Bound, OnApplyError, OnBadRecord, Reached, ReceiverSettings, ReplaySettings,
+    Start, Stats, STATE_KEY,
+};
+
+/// How often a plain progress line is written when stderr is not a
+/// terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The topic the proxy writes (repeat for several).
+    #[arg(long = "topic", value_name = "TOPIC", required = true)]
+    topics: Vec<String>,
+    /// The Kafka brokers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "SERVERS")]
+    bootstrap_servers: String,
+    /// Another librdkafka property for the consumer (repeat for several):
+    /// security.protocol=SASL_SSL, sasl.username=...
+    #[arg(short = 'X', long = "kafka", value_name = "NAME=VALUE", value_parser = property)]
+    kafka: Vec<(String, String)>,
+    /// Apply the writes captured at or before this primary time: RFC 3339
+    /// in UTC (2026-12-01T14:03:11Z, "2026-12-01 14:03:11.250") or Unix
+    /// milliseconds. Default: everything the topic holds now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<u64>,
+    /// The Redis to restore into: redis://[user:password@]host:port, or
+    /// rediss:// for TLS. Empty, or left by an earlier restore of the same
+    /// topic to an earlier time.
+    #[arg(long, value_name = "URL")]
+    target: String,
+    /// The topic's record format (the proxy's `message`).
+    #[arg(long, default_value = "PROTOCOL", value_parser = parse_format)]
+    message: Format,
+}
+
+fn property(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    Ok((name.trim().replace(['-', '_'], "."), value.to_owned()))
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not ROW, STRING or PROTOCOL"))
+}
+
+/// RFC 3339 (UTC unless it says otherwise) or Unix milliseconds.
+fn parse_time(text: &str) -> Result<u64, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|e| format!("{text:?}: {e}"));
+    }
+    let time = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).map_err(|e| {
+        format!("{text:?} is not a time such as 2026-12-01T14:03:11Z or Unix milliseconds ({e})")
+    })?;
+    Ok(millis(time))
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A primary time as an operator reads it.
+pub fn show_time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+pub fn run(args: RestoreArgs) -> ExitCode {
+    let target = match target(&args.target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --target: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = check_empty(&args.target) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let mut kafka = vec![(
+        "bootstrap.servers".to_owned(),
+        args.bootstrap_servers.clone(),
+    )];
+    kafka.extend(args.kafka.iter().cloned());
+    if !kafka.iter().any(|(name, _)| name == "group.id") {
+        // Offsets live in the target, not in the group: any name does.
+        kafka.push(("group.id".to_owned(), "remoteback-restore".to_owned()));
+    }
+    let settings = ReplaySettings {
+        message: args.message,
+        worker: Default::default(),
+        on_apply_error: OnApplyError::Continue,
+        on_bad_record: OnBadRecord::Stop,
+        metrics: None,
+        receiver: ReceiverSettings {
+            topics: args.topics.clone(),
+            partitions: None,
+            start: Start::Earliest,
+            poll_timeout: Duration::from_millis(100),
+            kafka,
+        },
+        backup: target,
+    };
+    if let Err(e) = remoteback_replay::validate(&settings) {
+        eprintln!("error: Kafka properties: {e}");
+        return ExitCode::from(2);
+    }
+    let addr = format!("{}:{}", settings.backup.host, settings.backup.port);
+    let bound = Arc::new(Bound::new(args.until));
+    let stats = Stats::default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let progress = Progress::start(stats.clone());
+    // The replay ends without error when every partition is done, and
+    // when a signal stopped it: the two must be told apart.
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let signalled = async move {
+        crate::shutdown_signal().await;
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let result = runtime.block_on(remoteback_replay::run_until(
+        settings,
+        bound.clone(),
+        signalled,
+        stats.clone(),
+    ));
+    progress.finish();
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if let Err(e) = result {
+        eprintln!("error: restore stopped: {e}");
+        return ExitCode::FAILURE;
+    }
+    let reached = bound.reached();
+    if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "restore interrupted: the target holds a prefix of the log; run it again to go on"
+        );
+        return ExitCode::FAILURE;
+    }
+    print!("{}", report(&addr, args.until, &reached, &stats));
+    ExitCode::SUCCESS
+}
+
+/// The backup settings for a `redis://` or `rediss://` URL.
+fn target(url: &str) -> anyhow::Result<BackupSettings> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| anyhow!("bad URL: {e}"))?;
+    let (host, port, tls) = match info.addr() {
+        ConnectionAddr::Tcp(host, port) => (host.clone(), *port, None),
+        ConnectionAddr::TcpTls { host, port, .. } => {
+            (host.clone(), *port, Some(TlsSettings::default()))
+        }
+        _ => bail!("a restore target is a redis:// or rediss:// URL"),
+    };
+    let redis = info.redis_settings();
+    if redis.db() != 0 {
+        bail!(
+            "the URL names database {}: a restore writes every database",
+            redis.db()
+        );
+    }
+    Ok(BackupSettings {
+        host,
+        port,
+        tls,
+        username: redis.username().map(str::to_owned),
+        password: redis.password().map(str::to_owned),
+    })
+}
+
+/// Refuses a target that holds keys no restore of this kind wrote: a
+/// restore adds to what is there, so another dataset would be mixed in.
+fn check_empty(url: &str) -> anyhow::Result<()> {
+    let mut con = remoteback::compare::connect(url).context("connect to the target")?;
+    let keyspace: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query(&mut con)
+        .context("INFO keyspace on the target")?;
+    let keys: u64 = keyspace
+        .lines()
+        .filter_map(|l| {
+            l.split_once(":keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    if keys == 0 {
+        return Ok(());
+    }
+    let state: bool = redis::cmd("EXISTS")
+        .arg(STATE_KEY)
+        .query(&mut con)
+        .context("EXISTS on the target")?;
+    if !state {
+        bail!(
+            "the target holds {keys} keys and none of a restore's: restore into an empty Redis \
+             (FLUSHALL it if its data may go)"
+        );
+    }
+    Ok(())
+}
+
+fn report(addr: &str, until: Option<u64>, reached: &[Reached], stats: &Stats) -> String {
+    let mut out = String::new();
+    let records: u64 = reached.iter().map(|r| r.records).sum();
+    let up_to = match until {
+        Some(ms) => format!("the writes captured up to {}", show_time(ms)),
+        None => "everything the topic held".to_owned(),
+    };
+    out.push_str(&format!(
+        "restore done: {up_to} are on {addr} ({records} records, {} writes applied; {} refused by the target)\n",
+        stats.commands(),
+        stats.refused()
+    ));
+    let mut sorted = reached.to_vec();
+    sorted.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    for r in &sorted {
+        let stop = match r.first_after_ms {
+            Some(ms) => format!("next record captured at {}, after --until", show_time(ms)),
+            None => format!("the end of the partition (offset {})", r.end_offset),
+        };
+        out.push_str(&format!(
+            "  {}[{}]: {} records applied, next offset {}; stopped at {stop}\n",
+            r.topic, r.partition, r.records, r.next_offset
+        ));
+    }
+    for r in sorted.iter().filter(|r| r.deleted_before.is_some()) {
+        out.push_str(&format!(
+            "warning: {}[{}] began at offset {}: the records before it were deleted (retention), \
+             and the writes they held are missing from the target unless a later sync copied \
+             their keys\n",
+            r.topic,
+            r.partition,
+            r.deleted_before.unwrap_or_default()
+        ));
+    }
+    match sorted.iter().filter_map(|r| r.last_write_ms).max() {
+        Some(ms) => out.push_str(&format!(
+            "recovery point: the last write applied was captured at {}\n",
+            show_time(ms)
+        )),
+        None => out.push_str("recovery point: no write was applied by this run\n"),
+    }
+    out
+}
+
+/// What a person watching sees while the restore runs.
+struct Progress {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(stats: Stats) -> Progress {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} restore {elapsed}: {msg}")
+                        .expect("a valid template"),
+                );
+                bar
+            });
+            let every = if bar.is_some() {
+                Duration::from_millis(200)
+            } else {
+                PLAIN_EVERY
+            };
+            let line = || {
+                let at = stats.applied_everywhere_ms();
+                let at = if at > 0 {
+                    format!(", every partition at {}", show_time(at))
+                } else {
+                    String::new()
+                };
+                format!("{} writes applied{at}", stats.commands())
+            };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                match &bar {
+                    Some(bar) => {
+                        bar.set_message(line());
+                        bar.tick();
+                    }
+                    None => eprintln!("restore: {}", line()),
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        Progress {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_in_utc_or_unix_milliseconds() {
+        assert_eq!(parse_time("1764597791250"), Ok(1_764_597_791_250));
+        assert_eq!(parse_time("2025-12-01T14:03:11Z"), Ok(1_764_597_791_000));
+        assert_eq!(parse_time("2025-12-01 14:03:11.250"), Ok(1_764_597_791_250));
+        assert!(parse_time("yesterday")
+            .unwrap_err()
+            .contains("is not a time"));
+        assert_eq!(show_time(1_764_597_791_250), "2025-12-01T14:03:11.250Z");
+    }
+
+    #[test]
+    fn targets_are_whole_servers_with_their_credentials() {
+        let t = target("rediss://restorer:pw@10.0.0.9:6380").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("10.0.0.9", 6380));
+        assert_eq!(t.tls, Some(TlsSettings::default()));
+        assert_eq!(t.username.as_deref(), Some("restorer"));
+        assert_eq!(t.password.as_deref(), Some("pw"));
+        assert_eq!(target("redis://127.0.0.1:7000").unwrap().tls, None);
+        let e = target("redis://127.0.0.1:7000/3").unwrap_err().to_string();
+        assert!(e.contains("writes every database"), "{e}");
+    }
+
+    #[test]
+    fn kafka_properties_take_either_spelling() {
+        assert_eq!(
+            property("security-protocol=SASL_SSL"),
+            Ok(("security.protocol".to_owned(), "SASL_SSL".to_owned()))
+        );
+        assert!(property("nonsense").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! `remoteback restore --until`: the topic replayed into a fresh Redis up to
+//! a primary time gives the dataset of that time, the moment before a
+//! `FLUSHALL` included.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::mixed::{self, DBS};
+use common::pipeline::{connect, Pipeline, Setup, TOPIC};
+use common::{compare, remoteback_bin, RedisServer};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A copy of the primary as it is now, in a server of its own (`DUMP`,
+/// `RESTORE` with the key's remaining time to live).
+fn snapshot(p: &Pipeline) -> RedisServer {
+    let copy = RedisServer::start();
+    let (mut from, mut to) = (p.on_primary(), connect(copy.port()));
+    for db in DBS {
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut from).unwrap();
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut to).unwrap();
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut from).unwrap();
+        for key in keys {
+            let (dump, ttl): (Option<Vec<u8>>, i64) = redis::pipe()
+                .cmd("DUMP")
+                .arg(&key)
+                .cmd("PTTL")
+                .arg(&key)
+                .query(&mut from)
+                .unwrap();
+            let Some(dump) = dump else { continue };
+            let _: () = redis::cmd("RESTORE")
+                .arg(&key)
+                .arg(ttl.max(0))
+                .arg(dump)
+                .arg("REPLACE")
+                .query(&mut to)
+                .unwrap();
+        }
+    }
+    copy
+}
+
+/// The moment between two phases of writes: every write before it is on
+/// the backup (so in the topic), none after it was made yet.
+fn mark(p: &Pipeline) -> u64 {
+    p.assert_converges(&DBS, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(5));
+    let t = now_ms();
+    std::thread::sleep(Duration::from_millis(5));
+    t
+}
+
+fn restore(p: &Pipeline, target: &RedisServer, until: Option<u64>) -> Output {
+    let mut command = Command::new(remoteback_bin());
+    command.args([
+        "restore",
+        "--topic",
+        TOPIC,
+        "--bootstrap-servers",
+        &p.broker.bootstrap(),
+        "--target",
+        &target.url(),
+    ]);
+    if let Some(t) = until {
+        command.args(["--until", &t.to_string()]);
+    }
+    command.output().expect("run remoteback restore")
+}
+
+#[test]
+fn restore_until_a_time_gives_the_dataset_of_that_time() {
+    let p = Pipeline::start(Setup {
+        partitions: 2,
+        ..Setup::default()
+    });
+    let mut client = p.client();
+    let mut points = Vec::new();
+    for (phase, seed) in [(0, 11), (1, 12)] {
+        for c in 0..3 {
+            mixed::run_client(&mut client, c + phase * 3, 300, seed);
+        }
+        let t = mark(&p);
+        points.push((t, snapshot(&p)));
+    }
+    // Someone empties the primary; clients go on writing.
+    let _: () = redis::cmd("FLUSHALL").query(&mut client).unwrap();
+    mixed::run_client(&mut client, 9, 200, 13);
+    mark(&p);
+
+    for (i, (until, expected)) in points.iter().enumerate() {
+        let target = RedisServer::start();
+        let out = restore(&p, &target, Some(*until));
+        let shown = text(&out);
+        eprintln!("restore {i} to {until}:\n{shown}");
+        assert!(out.status.success(), "restore {i}:\n{shown}\n{}", p.logs());
+        assert!(
+            shown.contains("restore done: the writes captured up to ")
+                && shown.contains("recovery point: the last write applied was captured at "),
+            "{shown}"
+        );
+        let diffs = compare::differences(expected.port(), target.port(), &DBS);
+        assert!(
+            diffs.is_empty(),
+            "restore {i} to {until} differs from the snapshot of then in {} keys:\n{}\n{shown}",
+            diffs.len(),
+            diffs
+                .iter()
+                .take(10)
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    // Without --until, everything: the primary as it is now; and a second
+    // run on the same target goes on from where the first stopped.
+    let target = RedisServer::start();
+    let first = restore(&p, &target, Some(points[0].0));
+    assert!(first.status.success(), "{}", text(&first));
+    let rest = restore(&p, &target, None);
+    let shown = text(&rest);
+    assert!(rest.status.success(), "{shown}");
+    assert!(
+        shown.contains("stopped at the end of the partition"),
+        "{shown}"
+    );
+    let diffs = compare::differences(p.primary.port(), target.port(), &DBS);
+    assert!(diffs.is_empty(), "{} keys differ:\n{shown}", diffs.len());
+}
+
+#[test]
+fn a_target_holding_other_data_is_refused() {
+    let p = Pipeline::start(Setup::default());
+    let target = RedisServer::start();
+    let _: () = redis::cmd("SET")
+        .arg("theirs")
+        .arg(1)
+        .query(&mut connect(target.port()))
+        .unwrap();
+    let out = restore(&p, &target, None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("the target holds 1 keys and none of a restore's"),
+        "{}",
+        text(&out)
+    );
+    let kept: i64 = redis::cmd("GET")
+        .arg("theirs")
+        .query(&mut connect(target.port()))
+        .unwrap();
+    assert_eq!(kept, 1);
+}

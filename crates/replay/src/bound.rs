@@ -1,0 +1,239 @@
+//! A replay that ends: each partition is applied up to a primary time (the
+//! first record captured after it is left unapplied) or up to where the
+//! partition ended when the replay began, whichever comes first. What
+//! `remoteback restore` runs.
+//!
+//! A record's time is its first write's (`rb-time`). `FLUSHALL`,
+//! `FLUSHDB`, `SWAPDB` and the other keyless writes always travel alone,
+//! so a restore can stop right before one; a pack of writes spans at most
+//! the time one message takes to be acknowledged.
+
+use std::sync::Mutex;
+
+use crate::receiver::{self, ReceiveError, Received, StartAt};
+use crate::settings::ReceiverSettings;
+
+/// Where every partition of a bounded replay stops.
+#[derive(Debug, Default)]
+pub struct Bound {
+    /// Apply records captured at or before this primary time (Unix ms);
+    /// `None` for everything the partitions held at the start.
+    pub until_ms: Option<u64>,
+    reached: Mutex<Vec<Reached>>,
+}
+
+/// How a partition of a bounded replay ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reached {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset after the last record applied: where a later restore of
+    /// the same target goes on.
+    pub next_offset: i64,
+    /// The partition's end when the replay began.
+    pub end_offset: i64,
+    /// Where the partition began when this replay started it from its
+    /// beginning and that was not offset 0: the records before were
+    /// deleted (retention), and their writes are missing unless a sync
+    /// copied the keys later.
+    pub deleted_before: Option<i64>,
+    /// The time of the first record left unapplied because it was captured
+    /// after the bound; `None` when the partition ended first.
+    pub first_after_ms: Option<u64>,
+    /// Records with writes applied by this run, and the time of the last.
+    pub records: u64,
+    pub last_write_ms: Option<u64>,
+}
+
+impl Bound {
+    pub fn new(until_ms: Option<u64>) -> Bound {
+        Bound {
+            until_ms,
+            reached: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every partition's end, in the order they ended.
+    pub fn reached(&self) -> Vec<Reached> {
+        self.reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The bound as one partition starting at `start` sees it.
+    pub(crate) async fn for_partition(
+        &self,
+        settings: &ReceiverSettings,
+        topic: &str,
+        partition: i32,
+        start: StartAt,
+    ) -> Result<PartitionBound, ReceiveError> {
+        let (low, end) = receiver::watermarks(settings, topic, partition).await?;
+        let (next, deleted_before) = match start {
+            StartAt::Beginning => (low, (low > 0).then_some(low)),
+            StartAt::Offset(o) => (o.max(low), (o < low).then_some(low)),
+        };
+        Ok(PartitionBound {
+            until_ms: self.until_ms,
+            reached: Reached {
+                topic: topic.to_owned(),
+                partition,
+                next_offset: next,
+                end_offset: end,
+                deleted_before,
+                first_after_ms: None,
+                records: 0,
+                last_write_ms: None,
+            },
+        })
+    }
+
+    pub(crate) fn report(&self, partition: PartitionBound) {
+        self.reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(partition.reached);
+    }
+}
+
+/// One partition's progress towards its bound.
+pub(crate) struct PartitionBound {
+    until_ms: Option<u64>,
+    reached: Reached,
+}
+
+/// What a batch about to be applied would add.
+pub(crate) struct Applying {
+    next_offset: Option<i64>,
+    records: u64,
+    last_write_ms: Option<u64>,
+}
+
+impl PartitionBound {
+    /// Whether the partition has nothing left to apply below its end.
+    pub fn at_end(&self) -> bool {
+        self.reached.next_offset >= self.reached.end_offset
+    }
+
+    /// Cuts `records` before the first one past the bound; `true` when one
+    /// was (the partition is done once the rest is applied).
+    pub fn cut(&mut self, records: &mut Vec<Received>) -> bool {
+        let (until, end) = (self.until_ms, self.reached.end_offset);
+        let past = records.iter().position(|r| {
+            r.offset >= end || until.is_some_and(|u| r.time_ms().is_some_and(|t| t > u))
+        });
+        let Some(i) = past else {
+            return false;
+        };
+        let first = &records[i];
+        if first.offset < end {
+            self.reached.first_after_ms = first.time_ms();
+        }
+        records.truncate(i);
+        true
+    }
+
+    /// What `records` would add once applied.
+    pub fn applying(&self, records: &[Received]) -> Applying {
+        let writes = records.iter().filter(|r| !r.meta.heartbeat);
+        Applying {
+            next_offset: records.last().map(|r| r.offset + 1),
+            records: writes.clone().count() as u64,
+            last_write_ms: writes.filter_map(Received::time_ms).max(),
+        }
+    }
+
+    /// Counts a batch the backup took.
+    pub fn applied(&mut self, batch: Applying) {
+        let r = &mut self.reached;
+        if let Some(next) = batch.next_offset {
+            r.next_offset = r.next_offset.max(next);
+        }
+        r.records += batch.records;
+        r.last_write_ms = r.last_write_ms.max(batch.last_write_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use remoteback_protocol::record::Meta;
+    use remoteback_protocol::Format;
+
+    use super::*;
+
+    fn record(offset: i64, time_ms: u64, heartbeat: bool) -> Received {
+        Received {
+            offset,
+            meta: Meta {
+                format: Format::Protocol,
+                db: Some(0),
+                source: None,
+                run: None,
+                seq: None,
+                barrier: None,
+                time_ms: Some(time_ms),
+                conn: None,
+                close: false,
+                heartbeat,
+            },
+            payload: Bytes::new(),
+        }
+    }
+
+    fn bound(until_ms: Option<u64>, next: i64, end: i64) -> PartitionBound {
+        PartitionBound {
+            until_ms,
+            reached: Reached {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: next,
+                end_offset: end,
+                deleted_before: None,
+                first_after_ms: None,
+                records: 0,
+                last_write_ms: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_is_cut_before_the_first_record_captured_after_the_time() {
+        let mut b = bound(Some(1_000), 10, 100);
+        let mut batch = vec![
+            record(10, 900, false),
+            record(11, 1_000, true),
+            record(12, 1_000, false),
+            record(13, 1_001, false),
+            record(14, 990, false),
+        ];
+        assert!(b.cut(&mut batch));
+        assert_eq!(batch.len(), 3, "up to the time, inclusive");
+        let applying = b.applying(&batch);
+        b.applied(applying);
+        assert_eq!(b.reached.next_offset, 13);
+        assert_eq!(b.reached.records, 2, "heartbeats are not writes");
+        assert_eq!(b.reached.last_write_ms, Some(1_000));
+        assert_eq!(b.reached.first_after_ms, Some(1_001));
+        assert!(!b.at_end());
+    }
+
+    #[test]
+    fn without_a_time_a_partition_ends_where_it_ended_at_the_start() {
+        let mut b = bound(None, 0, 3);
+        let mut first = vec![record(0, 5, false), record(1, 6, false)];
+        assert!(!b.cut(&mut first));
+        let applying = b.applying(&first);
+        b.applied(applying);
+        assert!(!b.at_end());
+        let mut second = vec![record(2, 7, false), record(3, 8, false)];
+        assert!(b.cut(&mut second), "offset 3 came after the start");
+        assert_eq!(second.len(), 1);
+        let applying = b.applying(&second);
+        b.applied(applying);
+        assert!(b.at_end());
+        assert_eq!(b.reached.first_after_ms, None, "it ended, no time cut it");
+        assert!(bound(Some(1), 4, 4).at_end(), "an empty partition is done");
+    }
+}
