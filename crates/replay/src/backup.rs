@@ -52,9 +52,14 @@ impl BackupError {
     /// the backup said it cannot serve right now. Such errors are retried
     /// with backoff, never returned as a failure of the replay.
     pub fn is_retryable(&self) -> bool {
+        // The TLS files were checked with the configuration; failing to
+        // read them later is a renewal caught half-way.
         matches!(
             self,
-            BackupError::Io { .. } | BackupError::Closed(_) | BackupError::Unavailable { .. }
+            BackupError::Io { .. }
+                | BackupError::Closed(_)
+                | BackupError::Unavailable { .. }
+                | BackupError::Tls { .. }
         )
     }
 }

@@ -37,9 +37,27 @@ pub struct RowApplier {
 
 /// One backup connection standing in for a source connection.
 struct Mirror {
-    write: WriteHalf,
+    /// `None` once dropped.
+    write: Option<WriteHalf>,
     /// Set by the drain task when the backup closed the connection.
     closed: Arc<AtomicBool>,
+}
+
+impl Drop for Mirror {
+    /// Ends the connection's writing side, as the source's connection
+    /// ended, so that the backup runs what it was sent, then closes, and
+    /// the drain task ends at that close. Dropping the half would not do
+    /// it over TLS: the two halves share one stream, which the drain task
+    /// keeps open.
+    fn drop(&mut self) {
+        if let (Some(mut write), Ok(runtime)) =
+            (self.write.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let _ = write.shutdown().await;
+            });
+        }
+    }
 }
 
 impl RowApplier {
@@ -127,8 +145,12 @@ impl RowApplier {
             return Ok(());
         }
         if record.meta.close {
-            if let Some(mut m) = self.connections.remove(&key) {
-                let _ = m.write.shutdown().await;
+            if let Some(mut write) = self
+                .connections
+                .remove(&key)
+                .and_then(|mut m| m.write.take())
+            {
+                let _ = write.shutdown().await;
             }
             return Ok(());
         }
@@ -155,13 +177,17 @@ impl RowApplier {
                 let mirror = self.open().await?;
                 self.connections.insert(key.clone(), mirror);
             }
-            let Some(m) = self.connections.get_mut(&key) else {
+            let Some(write) = self
+                .connections
+                .get_mut(&key)
+                .and_then(|m| m.write.as_mut())
+            else {
                 continue;
             };
             // Flushed: over TLS the end of it may wait in rustls's buffer.
             let written = async {
-                m.write.write_all(&record.payload).await?;
-                m.write.flush().await
+                write.write_all(&record.payload).await?;
+                write.flush().await
             };
             match written.await {
                 Ok(()) => return Ok(()),
@@ -210,6 +236,9 @@ impl RowApplier {
             while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
             flag.store(true, Ordering::Relaxed);
         });
-        Ok(Mirror { write, closed })
+        Ok(Mirror {
+            write: Some(write),
+            closed,
+        })
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -9,6 +10,11 @@ use tokio_rustls::TlsConnector;
 
 use crate::stream::Stream;
 use crate::tls::{TlsError, TlsSettings};
+
+/// How long a server that took the TCP connection may take to finish the
+/// TLS handshake: one that says nothing (a load balancer without a
+/// backend) would otherwise hold the connection forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a Redis server is and how to reach it. Built once (the TLS files
 /// are read then), cloned into whatever connects.
@@ -52,7 +58,15 @@ impl Connector {
         match &self.tls {
             None => Ok(Stream::Plain(socket)),
             Some((connector, name)) => {
-                let stream = connector.connect(name.clone(), socket).await?;
+                let handshake = connector.connect(name.clone(), socket);
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+                        )
+                    })??;
                 Ok(Stream::Tls(Box::new(stream)))
             }
         }

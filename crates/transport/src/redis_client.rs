@@ -58,8 +58,10 @@ pub fn redis_client(info: ConnectionInfo, tls: Option<&TlsSettings>) -> RedisRes
             )))
         }
     };
-    // Read and checked as the hand-written connections do, so that both
-    // fail alike and name the file.
+    // Read and checked as the hand-written connections do, so that a bad
+    // file is reported alike, naming it. (The crate loads the platform's
+    // store itself and, unlike `TlsSettings`, fails on any unreadable
+    // entry of it.)
     tls.check(&host).map_err(invalid)?;
     let name = tls.server_name.clone().unwrap_or_else(|| host.clone());
     let resolver = (name != host).then_some(PinnedHost { host, port });
