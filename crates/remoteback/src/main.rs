@@ -2,6 +2,7 @@
 
 mod config;
 mod logging;
+mod promote_command;
 mod restore_command;
 mod status;
 mod status_command;
@@ -69,6 +70,11 @@ enum Action {
     /// restored; 1: it failed or was interrupted; 2: bad arguments or a
     /// target that holds other data.
     Restore(restore_command::RestoreArgs),
+    /// The primary's region is gone: have the running replay apply
+    /// everything Kafka holds and stop there, and report the recovery
+    /// point. Exit code 0: promoted; 1: it failed; 2: the replay cannot be
+    /// reached or refused.
+    Promote(promote_command::PromoteArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +88,7 @@ fn main() -> ExitCode {
         Action::Verify(args) => verify_command::run(*args),
         Action::Status(args) => status_command::run(args),
         Action::Restore(args) => restore_command::run(args),
+        Action::Promote(args) => promote_command::run(args),
     }
 }
 
@@ -171,23 +178,29 @@ fn run_replay(file: PathBuf) -> ExitCode {
         }
     };
     let stats = remoteback_replay::Stats::default();
+    let promotion = remoteback_replay::Promotion::default();
     let result = match runtime() {
         Ok(rt) => {
             if let Some(address) = settings.metrics.clone() {
                 let report = status::replay::ReplayReport {
                     stats: stats.clone(),
                 };
-                let started = status::start(&address, Arc::new(report), axum::Router::new());
+                let admin = admin::promotion::routes(promotion.clone(), stats.clone());
+                let started = status::start(&address, Arc::new(report), admin);
                 if let Err(e) = rt.block_on(started) {
                     log::error!("replay: metrics: cannot listen on {address}: {e}");
                     return ExitCode::FAILURE;
                 }
-                log::info!("serving /metrics and /health on {address}");
+                log::info!(
+                    "serving /metrics, /health and /promote on {address}; promotion is taken \
+                     from loopback addresses only"
+                );
             }
-            let result = rt.block_on(remoteback_replay::run(
+            let result = rt.block_on(remoteback_replay::serve(
                 settings,
                 shutdown_signal(),
                 stats.clone(),
+                promotion,
             ));
             // Do not wait for a blocking Kafka call still in progress (a
             // metadata request to an unreachable broker).

@@ -97,7 +97,7 @@ pub fn run(args: RestoreArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = check_empty(&args.target) {
+    if let Err(e) = claim_target(&args.target, &args.topics, args.until) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
@@ -202,13 +202,50 @@ fn target(url: &str) -> anyhow::Result<BackupSettings> {
     })
 }
 
-/// Refuses a target that holds keys no restore of this kind wrote: a
-/// restore adds to what is there, so another dataset would be mixed in.
-fn check_empty(url: &str) -> anyhow::Result<()> {
+/// The fields a restore marks its target with, in the replay's state hash
+/// (which a replayed `FLUSHALL` keeps): the topics and the `--until`
+/// restored so far, so that only a restore of the same topics to the same
+/// or a later time goes on in it. A topic name cannot hold `:`, so no
+/// partition's field can be one of these.
+const TOPICS_FIELD: &str = "restore:topics";
+const UNTIL_FIELD: &str = "restore:until";
+
+/// What a restore's mark says: `topics` joined by commas, and the time
+/// (`end` for everything).
+fn mark(topics: &[String], until: Option<u64>) -> (String, String) {
+    let until = until.map_or_else(|| "end".to_owned(), |ms| ms.to_string());
+    (topics.join(","), until)
+}
+
+/// Takes the target for this restore: an empty Redis, or one an earlier
+/// restore of the same topics to the same or an earlier time left (it goes
+/// on from there). Anything else is refused before a write: a restore adds
+/// to what is there, so another dataset would be mixed in, and a live
+/// backup's replay would be raced. The mark is written before the first
+/// record.
+fn claim_target(url: &str, topics: &[String], until: Option<u64>) -> anyhow::Result<()> {
     let mut con = remoteback::compare::connect(url).context("connect to the target")?;
+    check_target(&mut con, topics, until)?;
+    let (topics, until) = mark(topics, until);
+    let _: () = redis::cmd("HSET")
+        .arg(STATE_KEY)
+        .arg(TOPICS_FIELD)
+        .arg(topics)
+        .arg(UNTIL_FIELD)
+        .arg(until)
+        .query(&mut con)
+        .context("HSET on the target")?;
+    Ok(())
+}
+
+fn check_target(
+    con: &mut redis::Connection,
+    topics: &[String],
+    until: Option<u64>,
+) -> anyhow::Result<()> {
     let keyspace: String = redis::cmd("INFO")
         .arg("keyspace")
-        .query(&mut con)
+        .query(con)
         .context("INFO keyspace on the target")?;
     let keys: u64 = keyspace
         .lines()
@@ -224,14 +261,48 @@ fn check_empty(url: &str) -> anyhow::Result<()> {
     if keys == 0 {
         return Ok(());
     }
-    let state: bool = redis::cmd("EXISTS")
+    let (marked_topics, marked_until): (Option<String>, Option<String>) = redis::cmd("HMGET")
         .arg(STATE_KEY)
-        .query(&mut con)
-        .context("EXISTS on the target")?;
-    if !state {
+        .arg(TOPICS_FIELD)
+        .arg(UNTIL_FIELD)
+        .query(con)
+        .context("HMGET on the target")?;
+    let (Some(marked_topics), Some(marked_until)) = (marked_topics, marked_until) else {
+        let state: bool = redis::cmd("EXISTS")
+            .arg(STATE_KEY)
+            .query(con)
+            .context("EXISTS on the target")?;
+        if state {
+            bail!(
+                "the target is a replay's backup ({STATE_KEY} without a restore's mark): restore \
+                 into a new, empty Redis"
+            );
+        }
         bail!(
             "the target holds {keys} keys and none of a restore's: restore into an empty Redis \
              (FLUSHALL it if its data may go)"
+        );
+    };
+    let (topics_now, _) = mark(topics, until);
+    if marked_topics != topics_now {
+        bail!(
+            "the target holds a restore of {marked_topics}, not of {topics_now}: restore into an \
+             empty Redis"
+        );
+    }
+    let earlier = match (marked_until.parse::<u64>().ok(), until) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(_), None) => true,
+        (Some(was), Some(now)) => was <= now,
+    };
+    if !earlier {
+        let was = marked_until
+            .parse::<u64>()
+            .map_or_else(|_| "the end of the topic".to_owned(), show_time);
+        bail!(
+            "the target was restored up to {was} already, later than --until: restore into an \
+             empty Redis to go back further"
         );
     }
     Ok(())

@@ -142,6 +142,15 @@ fn restore_until_a_time_gives_the_dataset_of_that_time() {
     );
     let diffs = compare::differences(p.primary.port(), target.port(), &DBS);
     assert!(diffs.is_empty(), "{} keys differ:\n{shown}", diffs.len());
+
+    // Back in time is a new target's job: this one holds later writes.
+    let back = restore(&p, &target, Some(points[1].0));
+    assert_eq!(back.status.code(), Some(2), "{}", text(&back));
+    assert!(
+        text(&back).contains("restored up to the end of the topic already, later than --until"),
+        "{}",
+        text(&back)
+    );
 }
 
 #[test]
@@ -165,4 +174,14 @@ fn a_target_holding_other_data_is_refused() {
         .query(&mut connect(target.port()))
         .unwrap();
     assert_eq!(kept, 1);
+
+    // Nor is the live backup, whose replay would be raced.
+    p.wait_applied();
+    let out = restore(&p, &p.backup, None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("the target is a replay's backup"),
+        "{}",
+        text(&out)
+    );
 }

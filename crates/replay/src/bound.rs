@@ -20,6 +20,8 @@ pub struct Bound {
     /// `None` for everything the partitions held at the start.
     pub until_ms: Option<u64>,
     reached: Mutex<Vec<Reached>>,
+    /// How many partitions the replay runs, once it knows.
+    partitions: std::sync::atomic::AtomicUsize,
 }
 
 /// How a partition of a bounded replay ended.
@@ -43,6 +45,9 @@ pub struct Reached {
     /// Records with writes applied by this run, and the time of the last.
     pub records: u64,
     pub last_write_ms: Option<u64>,
+    /// The time of the last heartbeat applied by this run: the proxy was
+    /// alive then.
+    pub last_heartbeat_ms: Option<u64>,
 }
 
 impl Bound {
@@ -50,7 +55,19 @@ impl Bound {
         Bound {
             until_ms,
             reached: Mutex::new(Vec::new()),
+            partitions: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }
+    }
+
+    /// Whether every partition of the replay reached the bound.
+    pub fn is_done(&self) -> bool {
+        let all = self.partitions.load(std::sync::atomic::Ordering::Relaxed);
+        self.reached.lock().unwrap_or_else(|e| e.into_inner()).len() >= all
+    }
+
+    pub(crate) fn set_partitions(&self, n: usize) {
+        self.partitions
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Every partition's end, in the order they ended.
@@ -85,8 +102,18 @@ impl Bound {
                 first_after_ms: None,
                 records: 0,
                 last_write_ms: None,
+                last_heartbeat_ms: None,
             },
         })
+    }
+
+    /// Whether `topic[partition]` reached the bound.
+    pub(crate) fn has_reached(&self, topic: &str, partition: i32) -> bool {
+        self.reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|r| r.partition == partition && r.topic == topic)
     }
 
     pub(crate) fn report(&self, partition: PartitionBound) {
@@ -108,12 +135,36 @@ pub(crate) struct Applying {
     next_offset: Option<i64>,
     records: u64,
     last_write_ms: Option<u64>,
+    last_heartbeat_ms: Option<u64>,
 }
 
 impl PartitionBound {
     /// Whether the partition has nothing left to apply below its end.
     pub fn at_end(&self) -> bool {
         self.reached.next_offset >= self.reached.end_offset
+    }
+
+    /// Where the partition goes on (the first offset it still holds, when
+    /// it no longer holds the one it stopped at).
+    pub fn next_offset(&self) -> i64 {
+        self.reached.next_offset
+    }
+
+    /// Whether `offset` is beyond the partition's end at the start.
+    pub fn is_past(&self, offset: i64) -> bool {
+        offset >= self.reached.end_offset
+    }
+
+    /// The partition stopped at a barrier's copy at `offset`, unapplied
+    /// (the records before it in its batch were applied).
+    pub fn stopped_at(&mut self, offset: i64) {
+        self.reached.next_offset = self.reached.next_offset.max(offset);
+    }
+
+    /// A record that could not be read was passed (`on_bad_record =
+    /// "skip"`).
+    pub fn skipped(&mut self, offset: i64) {
+        self.reached.next_offset = self.reached.next_offset.max(offset + 1);
     }
 
     /// Cuts `records` before the first one past the bound; `true` when one
@@ -141,6 +192,11 @@ impl PartitionBound {
             next_offset: records.last().map(|r| r.offset + 1),
             records: writes.clone().count() as u64,
             last_write_ms: writes.filter_map(Received::time_ms).max(),
+            last_heartbeat_ms: records
+                .iter()
+                .filter(|r| r.meta.heartbeat)
+                .filter_map(Received::time_ms)
+                .max(),
         }
     }
 
@@ -152,6 +208,7 @@ impl PartitionBound {
         }
         r.records += batch.records;
         r.last_write_ms = r.last_write_ms.max(batch.last_write_ms);
+        r.last_heartbeat_ms = r.last_heartbeat_ms.max(batch.last_heartbeat_ms);
     }
 }
 
@@ -194,6 +251,7 @@ mod tests {
                 first_after_ms: None,
                 records: 0,
                 last_write_ms: None,
+                last_heartbeat_ms: None,
             },
         }
     }

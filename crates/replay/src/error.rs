@@ -40,6 +40,11 @@ pub enum ApplyError {
     /// A shutdown was requested while waiting for the backup.
     #[error("stopped while waiting for the backup")]
     Stopped,
+    /// A bounded replay's partition is at a barrier whose other copies lie
+    /// past the bound: it ends there, the copy at `next_offset` not
+    /// applied (its arrival is stored, so a later run goes on from it).
+    #[error("at a barrier whose other partitions ended before their copies")]
+    PastBound { next_offset: i64 },
     #[error(transparent)]
     Backup(#[from] BackupError),
 }

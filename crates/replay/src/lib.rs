@@ -18,6 +18,7 @@ mod bound;
 mod error;
 mod link;
 mod partition;
+mod promotion;
 mod receiver;
 mod retry;
 mod row;
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 pub use bound::{Bound, Reached};
 pub use error::{ApplyError, BadRecord, Unreadable};
 use partition::PartitionJob;
+pub use promotion::Promotion;
 pub use receiver::ReceiveError;
 pub use settings::{
     BackupSettings, OnApplyError, OnBadRecord, ReceiverSettings, ReplaySettings, Start,
@@ -85,7 +87,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     stats: Stats,
 ) -> Result<(), ReplayError> {
-    run_partitions(settings, shutdown, stats, None).await
+    serve(settings, shutdown, stats, Promotion::default()).await
+}
+
+/// [`run`], and a backup that can be promoted: once `promotion` is
+/// requested each partition stops at its end of that moment, and the
+/// replay idles until `shutdown`.
+pub async fn serve(
+    settings: ReplaySettings,
+    shutdown: impl Future<Output = ()>,
+    stats: Stats,
+    promotion: Promotion,
+) -> Result<(), ReplayError> {
+    run_partitions(settings, shutdown, stats, Ends::Promotion(promotion)).await
 }
 
 /// Runs the replay until every partition reached `bound` (see
@@ -97,14 +111,32 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()>,
     stats: Stats,
 ) -> Result<(), ReplayError> {
-    run_partitions(settings, shutdown, stats, Some(bound)).await
+    run_partitions(settings, shutdown, stats, Ends::Bound(bound)).await
+}
+
+/// Where a replay's partitions end.
+#[derive(Clone)]
+pub(crate) enum Ends {
+    /// At the bound.
+    Bound(Arc<Bound>),
+    /// At the promotion's bound, once requested; never before.
+    Promotion(Promotion),
+}
+
+impl Ends {
+    fn bound(&self) -> Option<Arc<Bound>> {
+        match self {
+            Ends::Bound(b) => Some(b.clone()),
+            Ends::Promotion(p) => p.bound(),
+        }
+    }
 }
 
 async fn run_partitions(
     settings: ReplaySettings,
     shutdown: impl Future<Output = ()>,
     stats: Stats,
-    bound: Option<Arc<Bound>>,
+    ends: Ends,
 ) -> Result<(), ReplayError> {
     let settings = Arc::new(settings);
     tokio::pin!(shutdown);
@@ -141,6 +173,10 @@ async fn run_partitions(
         settings.on_bad_record
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    match &ends {
+        Ends::Bound(bound) => bound.set_partitions(partitions.len()),
+        Ends::Promotion(promotion) => promotion.set_partitions(partitions.len()),
+    }
     let barriers = barrier::Barriers::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     for (topic, partition) in partitions.iter().cloned() {
@@ -151,7 +187,7 @@ async fn run_partitions(
             stop: stop_rx.clone(),
             stats: stats.clone(),
             barriers: barriers.clone(),
-            bound: bound.clone(),
+            ends: ends.clone(),
         };
         partition::spawn(settings.worker, job, done_tx.clone());
     }
@@ -178,6 +214,15 @@ async fn run_partitions(
                     let _ = stop_tx.send(true);
                 }
             }
+        }
+    }
+    if let (Ok(()), false, Some(bound)) = (&result, stopping, ends.bound()) {
+        if matches!(ends, Ends::Promotion(_)) && bound.is_done() {
+            log::info!(
+                "replay promoted: every partition applied up to its end; applying nothing more \
+                 until stopped"
+            );
+            shutdown.await;
         }
     }
     result

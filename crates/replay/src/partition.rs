@@ -16,6 +16,7 @@ use crate::receiver::{self, Batch, ReceiveError, StartAt};
 use crate::row::RowApplier;
 use crate::settings::{OnBadRecord, ReplaySettings, Start};
 use crate::stats::Stats;
+use crate::Ends;
 use crate::ReplayError;
 
 /// Everything one partition's worker needs.
@@ -27,8 +28,8 @@ pub(crate) struct PartitionJob {
     pub stats: Stats,
     /// The wake-ups shared by this process's partitions at barriers.
     pub barriers: Barriers,
-    /// Where the partition ends, for a bounded replay (`restore`).
-    pub bound: Option<Arc<Bound>>,
+    /// Where the partition ends: at a bound (`restore`), or once promoted.
+    pub ends: Ends,
 }
 
 /// Where a worker reports how its partition ended.
@@ -110,45 +111,80 @@ impl PartitionJob {
                 ),
                 self.stats.clone(),
             )),
-            _ => PartitionApplier::Batched(Applier::new(
-                backup,
-                &self.topic,
-                self.partition,
-                self.stats.clone(),
-                policy,
-                self.stop.clone(),
-                self.barriers.clone(),
-            )),
+            _ => PartitionApplier::Batched(
+                Applier::new(
+                    backup,
+                    &self.topic,
+                    self.partition,
+                    self.stats.clone(),
+                    policy,
+                    self.stop.clone(),
+                    self.barriers.clone(),
+                )
+                .ending(self.ends.clone()),
+            ),
         };
         let start = match self.start(&mut sink).await {
             Ok(start) => start,
             Err(ReplayError::Apply(ApplyError::Stopped)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut limit = match &self.bound {
-            Some(bound) => Some(
-                bound
-                    .for_partition(&self.settings.receiver, &self.topic, self.partition, start)
-                    .await?,
-            ),
-            None => None,
+        let mut promoted = match &self.ends {
+            Ends::Promotion(p) => Some(p.subscribe()),
+            Ends::Bound(_) => None,
         };
-        let mut consumer =
-            receiver::consumer(&self.settings.receiver, &self.topic, self.partition, start)?;
+        // Where the next record to apply is: where a promotion's bound
+        // starts counting.
+        let mut position = start;
+        let mut limit: Option<(Arc<Bound>, PartitionBound)> = None;
+        if let Ends::Bound(bound) = &self.ends {
+            let partition_bound = self.bounded(bound, start).await?;
+            // Records deleted since an earlier bounded run stopped: start
+            // where the partition begins now (the report warns).
+            position = StartAt::Offset(partition_bound.next_offset());
+            limit = Some((bound.clone(), partition_bound));
+        }
+        let mut consumer = receiver::consumer(
+            &self.settings.receiver,
+            &self.topic,
+            self.partition,
+            position,
+        )?;
         let mut outage = Outage::default();
         loop {
-            if let Some(done) = limit.take_if(|l| l.at_end()) {
-                self.reached(done);
+            if limit.is_none() {
+                let asked = promoted.as_ref().and_then(|rx| rx.borrow().clone());
+                if let Some(bound) = asked {
+                    let partition_bound = self.bounded(&bound, position).await?;
+                    limit = Some((bound, partition_bound));
+                }
+            }
+            if let Some((bound, done)) = limit.take_if(|(_, l)| l.at_end()) {
+                bound.report(done);
                 return Ok(());
             }
             if *self.stop.borrow() {
                 return Ok(());
             }
+            let waiting_for_promotion = limit.is_none() && promoted.is_some();
             let Batch { mut records, error } = tokio::select! {
                 _ = self.stop.changed() => return Ok(()),
+                () = promotion_asked(&mut promoted), if waiting_for_promotion => continue,
                 b = receiver::next_batch(&consumer, self.settings.receiver.poll_timeout) => b,
             };
-            let mut error = error.map(ReplayError::from);
+            // Past the bound, the rest of the batch and its error are not
+            // this run's: cut first.
+            let mut cut = limit.as_mut().is_some_and(|(_, l)| l.cut(&mut records));
+            let mut error = match error {
+                Some(ReceiveError::BadRecord(bad))
+                    if limit.as_ref().is_some_and(|(_, l)| l.is_past(bad.offset)) =>
+                {
+                    cut = true;
+                    None
+                }
+                _ if cut => None,
+                e => e.map(ReplayError::from),
+            };
             if let Some(i) = records
                 .iter()
                 .position(|r| r.meta.format != self.settings.message)
@@ -163,25 +199,40 @@ impl PartitionJob {
                 });
                 records.truncate(i);
             }
-            // Past the bound, the rest of the batch and its error are not
-            // this run's.
-            let cut = limit.as_mut().is_some_and(|l| l.cut(&mut records));
-            if cut {
-                error = None;
-            }
-            let applying = limit.as_ref().map(|l| l.applying(&records));
+            let applying = limit.as_ref().map(|(_, l)| l.applying(&records));
+            let last = records.last().map(|r| r.offset);
             if !records.is_empty() {
                 match sink.apply(records).await {
                     Ok(()) => {
-                        if let (Some(l), Some(batch)) = (limit.as_mut(), applying) {
+                        if let Some(last) = last {
+                            position = StartAt::Offset(last + 1);
+                        }
+                        if let (Some((_, l)), Some(batch)) = (limit.as_mut(), applying) {
                             l.applied(batch);
                         }
                     }
                     Err(ApplyError::Stopped) => return Ok(()),
+                    Err(ApplyError::PastBound { next_offset }) => {
+                        if let Some((bound, mut l)) = limit.take() {
+                            log::info!(
+                                "partition {}[{}]: ends at the barrier at offset {next_offset}: \
+                                 the other partitions it spans ended before their copies",
+                                self.topic,
+                                self.partition
+                            );
+                            l.stopped_at(next_offset);
+                            bound.report(l);
+                        }
+                        return Ok(());
+                    }
                     Err(ApplyError::BadRecord(bad))
                         if self.settings.on_bad_record == OnBadRecord::Skip =>
                     {
                         consumer = self.skip(&mut sink, &bad).await?;
+                        position = StartAt::Offset(bad.offset + 1);
+                        if let Some((_, l)) = limit.as_mut() {
+                            l.skipped(bad.offset);
+                        }
                         continue;
                     }
                     Err(e @ ApplyError::Rewind { .. }) => {
@@ -196,14 +247,15 @@ impl PartitionJob {
                             self.partition,
                             at,
                         )?;
+                        position = at;
                         continue;
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             if cut {
-                if let Some(done) = limit.take() {
-                    self.reached(done);
+                if let Some((bound, done)) = limit.take() {
+                    bound.report(done);
                 }
                 return Ok(());
             }
@@ -212,6 +264,10 @@ impl PartitionJob {
                     if self.settings.on_bad_record == OnBadRecord::Skip =>
                 {
                     consumer = self.skip(&mut sink, &bad).await?;
+                    position = StartAt::Offset(bad.offset + 1);
+                    if let Some((_, l)) = limit.as_mut() {
+                        l.skipped(bad.offset);
+                    }
                 }
                 // The brokers are unreachable for now: librdkafka connects
                 // again by itself, and the partition goes on where it was.
@@ -230,11 +286,21 @@ impl PartitionJob {
         }
     }
 
-    /// A bounded partition is done: it says where it ended.
-    fn reached(&self, done: PartitionBound) {
-        if let Some(bound) = &self.bound {
-            bound.report(done);
-        }
+    /// `bound` as this partition sees it from `position`.
+    async fn bounded(
+        &self,
+        bound: &Bound,
+        position: StartAt,
+    ) -> Result<PartitionBound, ReplayError> {
+        let at = bound
+            .for_partition(
+                &self.settings.receiver,
+                &self.topic,
+                self.partition,
+                position,
+            )
+            .await?;
+        Ok(at)
     }
 
     /// `on_bad_record = "skip"`: `bad` (the records before it are applied)
@@ -329,5 +395,18 @@ impl Outage {
                 since.elapsed().as_secs_f64()
             );
         }
+    }
+}
+
+/// Resolves when a promotion was asked for (never without a promotion to
+/// wait for, or once it can no longer come).
+async fn promotion_asked(promoted: &mut Option<watch::Receiver<Option<Arc<Bound>>>>) {
+    match promoted {
+        Some(rx) => {
+            if rx.wait_for(Option::is_some).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }

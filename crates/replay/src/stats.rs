@@ -28,6 +28,8 @@ struct Inner {
     /// the partition furthest behind's, so that heartbeats of idle
     /// partitions cannot hide one that is stuck.
     partitions: Mutex<Vec<((String, i32), u64)>>,
+    /// The newest primary time of a record with writes applied, anywhere.
+    last_write_ms: AtomicU64,
 }
 
 impl Stats {
@@ -44,6 +46,9 @@ impl Stats {
         self.0.applied.fetch_add(n, Ordering::Relaxed);
         self.0.commands.fetch_add(commands, Ordering::Relaxed);
         if let Some(t) = primary_ms {
+            if commands > 0 {
+                self.0.last_write_ms.fetch_max(t, Ordering::Relaxed);
+            }
             let mut partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
             match partitions
                 .iter_mut()
@@ -55,11 +60,6 @@ impl Stats {
         }
     }
 
-    /// When the primary answered the newest write applied (or the proxy
-    /// wrote the newest heartbeat read) in the partition furthest behind:
-    /// everything the primary answered before it is on the backup, as far
-    /// as the partitions seen so far go (ms since the epoch; 0 before the
-    /// first).
     /// Each (topic, partition) seen so far with the newest primary time
     /// applied in it.
     pub fn partition_times(&self) -> Vec<((String, i32), u64)> {
@@ -73,9 +73,20 @@ impl Stats {
         times
     }
 
+    /// When the primary answered the newest write applied (or the proxy
+    /// wrote the newest heartbeat read) in the partition furthest behind:
+    /// everything the primary answered before it is on the backup, as far
+    /// as the partitions seen so far go (ms since the epoch; 0 before the
+    /// first).
     pub fn applied_everywhere_ms(&self) -> u64 {
         let partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
         partitions.iter().map(|(_, t)| *t).min().unwrap_or(0)
+    }
+
+    /// The primary time of the newest record with writes applied (0 before
+    /// the first).
+    pub fn last_write_ms(&self) -> u64 {
+        self.0.last_write_ms.load(Ordering::Relaxed)
     }
 
     /// A record that could not be read was skipped (`on_bad_record =

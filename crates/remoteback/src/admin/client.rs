@@ -1,11 +1,12 @@
-//! The CLI's side of the admin API: plain HTTP requests to a proxy's
-//! admin address (`HOST:PORT`, or a full `http://` URL).
+//! The CLI's side of the admin API: plain HTTP requests to a proxy's or a
+//! replay's admin address (`HOST:PORT`, or a full `http://` URL).
 
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::promotion::PromotionStatus;
 use super::{Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
 
 /// Longest a request may take: a repair waits for Kafka to acknowledge a
@@ -15,11 +16,11 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// Why an admin request did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// No answer: the proxy is not there, or went away.
-    #[error("cannot reach the proxy's admin address {url}: {reason}")]
+    /// No answer: the service is not there, or went away.
+    #[error("cannot reach the admin address {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    /// The proxy answered with an error.
-    #[error("the proxy refused ({status}): {error}")]
+    /// The service answered with an error.
+    #[error("refused ({status}): {error}")]
     Refused { status: u16, error: String },
 }
 
@@ -71,6 +72,18 @@ impl AdminClient {
     /// Copies one key through the log; answers once Kafka has it.
     pub fn repair(&self, repair: &RepairRequest) -> Result<Repaired, AdminError> {
         self.post("/repair", repair)
+    }
+
+    /// Asks a replay to apply everything Kafka holds and stop there.
+    pub fn promote(&self) -> Result<PromotionStatus, AdminError> {
+        self.post("/promote", &serde_json::json!({}))
+    }
+
+    /// A replay's promotion: where its partitions stopped so far.
+    pub fn promotion(&self) -> Result<PromotionStatus, AdminError> {
+        let url = self.url("/promote");
+        let answer = self.agent.get(&url).call();
+        self.read(&url, answer)
     }
 
     fn post<T: DeserializeOwned>(

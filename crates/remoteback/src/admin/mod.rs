@@ -9,11 +9,16 @@
 //! - `POST /repair` with a [`RepairRequest`]: copies one key through the log and
 //!   answers once Kafka acknowledged it ([`Repaired`]).
 //!
+//! - `POST /promote` (a replay's): applies everything Kafka holds and stops
+//!   there (202); `GET /promote`: where its partitions stopped
+//!   ([`promotion::PromotionStatus`]).
+//!
 //! The requests that change something need `Authorization: Bearer TOKEN`
 //! when the proxy has an `admin_token`, and come from a loopback address
 //! when it has none; errors are `{"error": "..."}` with a 4xx or 5xx.
 
 pub mod client;
+pub mod promotion;
 pub mod server;
 
 use remoteback_proxy::{SyncProgress, SyncState};

@@ -142,14 +142,14 @@ async fn repair(
 
 /// The answer refusing a request that would change something, or `None`
 /// if it may.
-fn refusal(token: Option<&str>, peer: Peer, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(token: Option<&str>, peer: Peer, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = token else {
         if peer.0.ip().to_canonical().is_loopback() {
             return None;
         }
         return Some(failure(
             StatusCode::FORBIDDEN,
-            "admin requests from other hosts need an admin_token in the proxy's configuration",
+            "admin requests from other hosts need an admin_token in the proxy's configuration (a replay takes them from its own host only)",
         ));
     };
     let given = headers
@@ -238,14 +238,14 @@ fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Re
     serde_json::from_slice(body).map_err(|e| format!("bad JSON body: {e}"))
 }
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_string(body) {
         Ok(text) => (status, [(header::CONTENT_TYPE, JSON)], format!("{text}\n")).into_response(),
         Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
-fn failure(status: StatusCode, error: &str) -> Response {
+pub(crate) fn failure(status: StatusCode, error: &str) -> Response {
     let body = Failure {
         error: error.to_string(),
     };

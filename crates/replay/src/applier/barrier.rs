@@ -120,6 +120,17 @@ impl Applier {
             // Perhaps it was the last to arrive.
             return Ok(false);
         }
+        if let Some(bound) = self.ends.as_ref().and_then(crate::Ends::bound) {
+            // The partitions this copy waits for stopped before reaching
+            // theirs: they never will in this run.
+            let missing = view.missing(id);
+            let topic = self.link.topic();
+            if !missing.is_empty() && missing.iter().all(|p| bound.has_reached(topic, *p as i32)) {
+                return Err(ApplyError::PastBound {
+                    next_offset: copy.offset,
+                });
+            }
+        }
         let waited = waiting.since.elapsed();
         if waited >= LOG_AFTER && waiting.logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             waiting.logged = Some(Instant::now());

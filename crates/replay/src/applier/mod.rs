@@ -61,6 +61,9 @@ pub struct Applier {
     policy: Policy,
     barriers: Barriers,
     stop: watch::Receiver<bool>,
+    /// Where a bounded replay's partitions end: a barrier whose other
+    /// copies lie past it is not waited for.
+    ends: Option<crate::Ends>,
 }
 
 /// A command of a record that the backup refused inside `EXEC`.
@@ -92,7 +95,14 @@ impl Applier {
             policy,
             barriers,
             stop,
+            ends: None,
         }
+    }
+
+    /// The applier of a partition that ends at a bound or a promotion.
+    pub(crate) fn ending(mut self, ends: crate::Ends) -> Self {
+        self.ends = Some(ends);
+        self
     }
 
     /// The offset to start from, as stored in the backup. Waits for the

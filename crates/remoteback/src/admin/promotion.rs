@@ -1,0 +1,128 @@
+//! A replay's promotion over its admin address: `POST /promote` asks it to
+//! apply everything Kafka holds and stop there, `GET /promote` says where
+//! each partition stopped. Taken from loopback addresses only (the replay
+//! has no admin token): promote from the replay's host.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use axum::{Extension, Router};
+use remoteback_replay::{Promotion, Reached, Stats};
+use serde::{Deserialize, Serialize};
+
+use super::server::{failure, json, refusal, Peer};
+
+/// `GET /promote`, and the answer to `POST /promote`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromotionStatus {
+    /// Whether a promotion was asked for.
+    pub requested: bool,
+    /// Whether every partition reached its end.
+    pub done: bool,
+    /// The partitions that did, in the order they did.
+    pub partitions: Vec<PartitionEnd>,
+    /// Every partition holds the writes captured up to this primary time
+    /// (the newest write or heartbeat applied in the partition furthest
+    /// behind; Unix ms, 0 before the first).
+    pub applied_everywhere_ms: u64,
+    /// The primary time of the newest write applied (0 before the first).
+    pub last_write_ms: u64,
+}
+
+/// Where one partition stopped ([`Reached`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartitionEnd {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub end_offset: i64,
+    /// Records with writes applied between the request and the end.
+    pub records: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_ms: Option<u64>,
+}
+
+impl From<&Reached> for PartitionEnd {
+    fn from(r: &Reached) -> Self {
+        PartitionEnd {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            next_offset: r.next_offset,
+            end_offset: r.end_offset,
+            records: r.records,
+            last_write_ms: r.last_write_ms,
+            last_heartbeat_ms: r.last_heartbeat_ms,
+        }
+    }
+}
+
+impl PromotionStatus {
+    pub fn of(promotion: &Promotion, stats: &Stats) -> PromotionStatus {
+        let (requested, done, partitions) = match promotion.bound() {
+            None => (false, false, Vec::new()),
+            Some(bound) => (
+                true,
+                bound.is_done(),
+                bound.reached().iter().map(PartitionEnd::from).collect(),
+            ),
+        };
+        PromotionStatus {
+            requested,
+            done,
+            partitions,
+            applied_everywhere_ms: stats.applied_everywhere_ms(),
+            last_write_ms: stats.last_write_ms(),
+        }
+    }
+}
+
+/// What `/promote` acts on and reports from.
+struct Replay {
+    promotion: Promotion,
+    stats: Stats,
+}
+
+/// `/promote` on the replay's status server.
+pub fn routes(promotion: Promotion, stats: Stats) -> Router {
+    Router::new()
+        .route(
+            "/promote",
+            post(promote).get(status).fallback(|| async {
+                failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }),
+        )
+        .with_state(Arc::new(Replay { promotion, stats }))
+}
+
+async fn status(State(replay): State<Arc<Replay>>) -> Response {
+    json(
+        StatusCode::OK,
+        &PromotionStatus::of(&replay.promotion, &replay.stats),
+    )
+}
+
+async fn promote(
+    State(replay): State<Arc<Replay>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refusal(None, peer, &headers) {
+        return refused;
+    }
+    if replay.promotion.bound().is_none() {
+        log::warn!(
+            "promotion asked from {}: applying every partition up to its end now, then nothing more",
+            peer.0
+        );
+    }
+    replay.promotion.request();
+    json(
+        StatusCode::ACCEPTED,
+        &PromotionStatus::of(&replay.promotion, &replay.stats),
+    )
+}

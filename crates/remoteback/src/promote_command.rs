@@ -1,0 +1,119 @@
+//! `remoteback promote`: the primary's region is gone; the running replay
+//! applies everything Kafka holds, stops there, and this says what the
+//! backup now holds: the recovery point, and what may be missing.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use remoteback::admin::client::AdminClient;
+use remoteback::admin::promotion::PromotionStatus;
+
+use crate::restore_command::show_time;
+
+/// How often the replay is asked how far it got.
+const POLL: Duration = Duration::from_millis(200);
+/// How often a plain progress line is written when stderr is not a
+/// terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Args, Debug)]
+pub struct PromoteArgs {
+    /// The replay's admin address: its `metrics` setting, HOST:PORT (from
+    /// the replay's own host).
+    #[arg(long, value_name = "ADMIN_ADDR")]
+    replay: String,
+}
+
+pub fn run(args: PromoteArgs) -> ExitCode {
+    let client = AdminClient::new(&args.replay, None);
+    let mut status = match client.promote() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: promote: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} promote {elapsed}: {msg}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let mut plain_at = Instant::now();
+    while !status.done {
+        let line = format!(
+            "{} partitions at their end, {} writes applied since the request",
+            status.partitions.len(),
+            status.partitions.iter().map(|p| p.records).sum::<u64>()
+        );
+        match &bar {
+            Some(bar) => {
+                bar.set_message(line);
+                bar.tick();
+            }
+            None if plain_at.elapsed() >= PLAIN_EVERY => {
+                eprintln!("promote: {line}");
+                plain_at = Instant::now();
+            }
+            None => {}
+        }
+        std::thread::sleep(POLL);
+        status = match client.promotion() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: promote: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print!("{}", report(&status));
+    ExitCode::SUCCESS
+}
+
+fn report(status: &PromotionStatus) -> String {
+    let mut out = String::from(
+        "promoted: every partition applied up to the end Kafka held when asked; the replay \
+         applies nothing more\n",
+    );
+    let mut partitions = status.partitions.clone();
+    partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    for p in &partitions {
+        let heard = match p.last_heartbeat_ms {
+            Some(ms) => format!("; last heartbeat {}", show_time(ms)),
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "  {}[{}]: next offset {} (the end), {} records with writes applied since the request{heard}\n",
+            p.topic, p.partition, p.next_offset, p.records
+        ));
+    }
+    if status.applied_everywhere_ms > 0 {
+        out.push_str(&format!(
+            "recovery point: every partition holds the writes captured up to {}",
+            show_time(status.applied_everywhere_ms)
+        ));
+        if status.last_write_ms > 0 {
+            out.push_str(&format!(
+                "; the last write applied was captured at {}",
+                show_time(status.last_write_ms)
+            ));
+        }
+        out.push('\n');
+    } else {
+        out.push_str("recovery point: no record was applied yet\n");
+    }
+    out.push_str(
+        "what may be missing: writes the primary answered after that which the proxy had not \
+         handed to Kafka. With ack = \"kafka\" no client saw such a write succeed; with ack = \
+         \"redis\", at most what the proxy's backlog held (remoteback_proxy_backlog_bytes).\n",
+    );
+    out
+}

@@ -1,0 +1,148 @@
+//! The unplanned failover, rehearsed: clients write through the proxy with
+//! `ack = "kafka"`, the primary's region goes (proxy and primary killed),
+//! `remoteback promote` has the replay apply everything Kafka holds, and
+//! its report's recovery point matches what the backup holds.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::pipeline::{connect, Pipeline, Setup};
+use common::{remoteback_bin, wait_until};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The time after `label` in the report (`... captured at 2026-...Z`).
+fn time_after(report: &str, label: &str) -> u64 {
+    let at = report
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{report}"));
+    let text: String = report[at + label.len()..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ';')
+        .collect();
+    let time = humantime::parse_rfc3339(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    time.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// What a writer had acknowledged: its last value and when it was sent.
+struct Acked {
+    value: AtomicU64,
+    sent_ms: AtomicU64,
+}
+
+#[test]
+fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
+    let (mut p, _, replay_metrics) = Pipeline::start_with_metrics(Setup {
+        partitions: 2,
+        proxy_extra: "ack = \"kafka\"\n".to_owned(),
+        ..Setup::default()
+    });
+    let writers: Vec<Arc<Acked>> = (0..3)
+        .map(|_| {
+            Arc::new(Acked {
+                value: AtomicU64::new(0),
+                sent_ms: AtomicU64::new(0),
+            })
+        })
+        .collect();
+    let threads: Vec<_> = writers
+        .iter()
+        .enumerate()
+        .map(|(w, acked)| {
+            let acked = acked.clone();
+            let port = p.proxy_port;
+            std::thread::spawn(move || {
+                let mut con = connect(port);
+                let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
+                for n in 1.. {
+                    let sent = now_ms();
+                    let done: redis::RedisResult<()> = redis::cmd("SET")
+                        .arg(format!("writer:{w}"))
+                        .arg(n)
+                        .query(&mut con);
+                    if done.is_err() {
+                        return;
+                    }
+                    acked.sent_ms.store(sent, Ordering::SeqCst);
+                    acked.value.store(n, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(30), "each writer acknowledged", || {
+        writers
+            .iter()
+            .all(|a| a.value.load(Ordering::SeqCst) >= 300)
+    });
+
+    // The region goes: the proxy and the primary at once.
+    p.proxy.kill();
+    p.primary.stop();
+    let gone_ms = now_ms();
+    for t in threads {
+        t.join().expect("writer");
+    }
+
+    let out = Command::new(remoteback_bin())
+        .args([
+            "promote",
+            "--replay",
+            &format!("127.0.0.1:{replay_metrics}"),
+        ])
+        .output()
+        .expect("run remoteback promote");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promote:\n{report}\n{}", p.logs());
+    eprintln!("{report}");
+    assert!(report.contains("promoted: every partition applied up to the end Kafka held"));
+
+    // Nothing a client saw succeed is missing, and the newest write on the
+    // backup is the one the report names.
+    let mut backup = p.on_backup();
+    let mut last_sent = 0;
+    for (w, acked) in writers.iter().enumerate() {
+        let on_backup: u64 = redis::cmd("GET")
+            .arg(format!("writer:{w}"))
+            .query(&mut backup)
+            .unwrap();
+        let value = acked.value.load(Ordering::SeqCst);
+        assert!(
+            on_backup >= value,
+            "writer {w}: the backup holds {on_backup}, the client saw {value} succeed"
+        );
+        last_sent = last_sent.max(acked.sent_ms.load(Ordering::SeqCst));
+    }
+    let last_write = time_after(&report, "the last write applied was captured at ");
+    assert!(
+        (last_sent..=gone_ms).contains(&last_write),
+        "the last write applied ({last_write}) was captured after the last acknowledged one was \
+         sent ({last_sent}) and before the region went ({gone_ms})"
+    );
+    let everywhere = time_after(&report, "every partition holds the writes captured up to ");
+    assert!(everywhere <= last_write.max(gone_ms), "{report}");
+
+    // The replay applies nothing more but keeps serving its status.
+    assert!(
+        p.replay.as_mut().unwrap().try_wait().is_none(),
+        "the replay still runs"
+    );
+    let again = Command::new(remoteback_bin())
+        .args([
+            "promote",
+            "--replay",
+            &format!("127.0.0.1:{replay_metrics}"),
+        ])
+        .output()
+        .expect("run remoteback promote");
+    assert!(again.status.success(), "asking twice gives the same answer");
+}
