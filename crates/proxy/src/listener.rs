@@ -155,6 +155,7 @@ impl Proxy {
             self.ctx.limits.clone(),
             self.sync.clone(),
             self.table.clone(),
+            self.ctx.ordering.clone(),
         )
     }
 

@@ -4,6 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::ordering::OrderTables;
 use crate::sender::Senders;
 use crate::session::limits::{ClientLimits, Closed};
 use crate::shutdown::Drain;
@@ -18,6 +21,13 @@ pub struct Status {
     limits: Arc<ClientLimits>,
     sync: Arc<SyncControl>,
     table: Arc<CommandTable>,
+    ordering: Option<Arc<OrderTables>>,
+}
+
+/// Buckets of the latency histograms, in seconds: 0.5 ms doubling to
+/// about 16 s.
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16)
 }
 
 /// One `KafkaSender`'s deliveries since start.
@@ -49,6 +59,7 @@ impl Status {
         limits: Arc<ClientLimits>,
         sync: Arc<SyncControl>,
         table: Arc<CommandTable>,
+        ordering: Option<Arc<OrderTables>>,
     ) -> Status {
         Status {
             senders,
@@ -56,7 +67,24 @@ impl Status {
             limits,
             sync,
             table,
+            ordering,
         }
+    }
+
+    /// Per Kafka sender (by topic), the time from handing a message to
+    /// librdkafka to its acknowledgement.
+    pub fn kafka_delivery_seconds(&self) -> Vec<(String, Histogram)> {
+        self.senders
+            .kafka_counters()
+            .iter()
+            .map(|k| (k.topic.clone(), k.counters.delivery_seconds.clone()))
+            .collect()
+    }
+
+    /// How long writes waited for other sessions' key locks (none with
+    /// `message = "ROW"`, which takes no locks).
+    pub fn key_lock_wait_seconds(&self) -> Option<Histogram> {
+        self.ordering.as_ref().map(|o| o.lock_wait_seconds.clone())
     }
 
     /// The running or last sync's progress.

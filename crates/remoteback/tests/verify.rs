@@ -394,10 +394,15 @@ fn verify_that_cannot_run_exits_2() {
     );
     assert!(out.report.is_none());
 
-    let out = verify("rediss://127.0.0.1:6380", &server.url(), &[]);
-    assert_eq!(out.code, 2);
+    // A rediss:// URL is taken; nothing listens there.
+    let out = verify(
+        &format!("rediss://127.0.0.1:{}", free_port()),
+        &server.url(),
+        &[],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr.contains("TLS") && out.stderr.contains("not supported yet"),
+        out.stderr.contains("source: cannot connect"),
         "{}",
         out.stderr
     );

@@ -3,11 +3,13 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
 /// Cheap to clone; every clone counts into the same totals.
 #[derive(Clone, Debug, Default)]
 pub struct Stats(Arc<Inner>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     applied: AtomicU64,
     commands: AtomicU64,
@@ -30,6 +32,40 @@ struct Inner {
     partitions: Mutex<Vec<((String, i32), u64)>>,
     /// The newest primary time of a record with writes applied, anywhere.
     last_write_ms: AtomicU64,
+    /// Seconds one batch's transaction took on the backup.
+    apply_seconds: Histogram,
+    /// Records per batch applied.
+    batch_records: Histogram,
+    /// Seconds from the primary's reply to a batch's newest record to the
+    /// backup's taking the batch.
+    delay_seconds: Histogram,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        let seconds = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        Inner {
+            applied: AtomicU64::default(),
+            commands: AtomicU64::default(),
+            heartbeats: AtomicU64::default(),
+            refused: AtomicU64::default(),
+            scripts_raised: AtomicU64::default(),
+            bad_skipped: AtomicU64::default(),
+            reconnects: AtomicU64::default(),
+            waiting: AtomicI64::default(),
+            duplicates: AtomicU64::default(),
+            gaps: AtomicU64::default(),
+            missing: AtomicU64::default(),
+            barriers: AtomicU64::default(),
+            resync: Mutex::default(),
+            partitions: Mutex::default(),
+            last_write_ms: AtomicU64::default(),
+            apply_seconds: seconds(),
+            // 1 to 65536 records.
+            batch_records: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            delay_seconds: seconds(),
+        }
+    }
 }
 
 impl Stats {
@@ -81,6 +117,40 @@ impl Stats {
     pub fn applied_everywhere_ms(&self) -> u64 {
         let partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
         partitions.iter().map(|(_, t)| *t).min().unwrap_or(0)
+    }
+
+    /// A batch of `records` took `took` on the backup; its newest record
+    /// was answered by the primary at `primary_ms` (when known).
+    pub fn add_batch(&self, records: usize, took: std::time::Duration, primary_ms: Option<u64>) {
+        self.0.apply_seconds.observe(took.as_secs_f64());
+        self.0.batch_records.observe(records as f64);
+        if let Some(t) = primary_ms {
+            let now = remoteback_protocol::record::now_ms();
+            self.0
+                .delay_seconds
+                .observe(now.saturating_sub(t) as f64 / 1000.0);
+        }
+    }
+
+    /// The histograms: apply time, batch size, primary-to-backup delay.
+    pub fn histograms(&self) -> [(&'static str, &'static str, Histogram); 3] {
+        [
+            (
+                "remoteback_replay_apply_seconds",
+                "Seconds one batch's transaction took on the backup.",
+                self.0.apply_seconds.clone(),
+            ),
+            (
+                "remoteback_replay_batch_records",
+                "Records per batch applied in one transaction.",
+                self.0.batch_records.clone(),
+            ),
+            (
+                "remoteback_replay_delay_seconds",
+                "Seconds from the primary's reply to a batch's newest record to the backup's taking the batch (per batch).",
+                self.0.delay_seconds.clone(),
+            ),
+        ]
     }
 
     /// The primary time of the newest record with writes applied (0 before

@@ -21,7 +21,9 @@ pub(crate) use plan::LockPlan;
 pub(crate) use sync_watch::{SyncWatch, MAX_NOTED};
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::histogram::Histogram;
 
 use bytes::Bytes;
 use remoteback_protocol::frame::{self, Frame};
@@ -50,6 +52,9 @@ pub(crate) struct OrderTables {
     pops: Arc<BlockedPops>,
     /// The running sync's notes of multi-key writes.
     pub sync: SyncWatch,
+    /// How long writes waited for another session's key locks, in seconds
+    /// (only writes that waited).
+    pub lock_wait_seconds: Histogram,
 }
 
 impl OrderTables {
@@ -58,6 +63,7 @@ impl OrderTables {
             locks: KeyLocks::new(),
             pops: BlockedPops::new(),
             sync: SyncWatch::default(),
+            lock_wait_seconds: Histogram::new(crate::status::latency_buckets()),
         })
     }
 
@@ -185,7 +191,11 @@ impl WriteOrder {
         } else {
             None
         };
+        let waiting = Instant::now();
         let locks = self.shared.locks.acquire(self.conn, need).await;
+        self.shared
+            .lock_wait_seconds
+            .observe(waiting.elapsed().as_secs_f64());
         Some(self.hold(verdict, locks, client_id))
     }
 

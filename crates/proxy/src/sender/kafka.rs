@@ -16,6 +16,7 @@
 //! queue does not take, or that the producer gives up on, is lost: counted,
 //! logged at error level, and the backup is reported as needing a resync.
 
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -56,7 +57,6 @@ const DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// Delivery counters, shared with librdkafka's delivery callback.
-#[derive(Default)]
 pub struct Counters {
     /// Records the broker acknowledged (a message of several packed
     /// records counts each).
@@ -71,6 +71,23 @@ pub struct Counters {
     pub messages: AtomicU64,
     /// Heartbeats queued (counted in no other counter).
     pub heartbeats: AtomicU64,
+    /// From handing a message with records to librdkafka to its
+    /// acknowledgement, in seconds.
+    pub delivery_seconds: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            barriers: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            heartbeats: AtomicU64::new(0),
+            delivery_seconds: Histogram::new(crate::status::latency_buckets()),
+        }
+    }
 }
 
 impl Counters {
@@ -108,6 +125,8 @@ struct Queued {
     records: u64,
     /// Whether it is a heartbeat.
     heartbeat: bool,
+    /// When it was handed to librdkafka.
+    queued_at: Instant,
     /// Who waits for them (`ack = "kafka"`, the sync).
     reports: Vec<Report>,
 }
@@ -173,6 +192,11 @@ impl ProducerContext for DeliveryContext {
                 self.counters
                     .delivered
                     .fetch_add(queued.records, Ordering::Relaxed);
+                if queued.records > 0 {
+                    self.counters
+                        .delivery_seconds
+                        .observe(queued.queued_at.elapsed().as_secs_f64());
+                }
                 Ok(())
             }
             Err((e, _)) => {
@@ -542,6 +566,7 @@ impl Outbox {
             partition: p,
             records,
             heartbeat,
+            queued_at: lane.last_sent,
             reports,
         });
         let mut record = BaseRecord::<str, [u8], Box<Queued>>::with_opaque_to(&self.topic, queued)

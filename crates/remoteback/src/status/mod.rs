@@ -34,6 +34,7 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -105,6 +106,27 @@ pub fn seconds_family<const N: usize>(
     let kind = ConstGauge::new(0f64).metric_type();
     let samples = samples.iter().map(|(l, v)| (l, ConstGauge::new(*v)));
     family(out, name, help, kind, samples)
+}
+
+/// A histogram without labels (`name` ends in its unit: `_seconds`).
+pub fn histogram(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    histogram: &Histogram,
+) -> fmt::Result {
+    histogram.encode(out.encode_descriptor(name, plain(help), None, MetricType::Histogram)?)
+}
+
+/// A histogram family whose samples differ by their labels.
+pub fn histogram_family<const N: usize>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: &[([(&str, &str); N], Histogram)],
+) -> fmt::Result {
+    let samples = samples.iter().map(|(l, h)| (l, h.clone()));
+    family(out, name, help, MetricType::Histogram, samples)
 }
 
 /// One family of `kind` under `name`, each metric with its labels escaped.

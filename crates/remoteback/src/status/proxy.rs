@@ -9,7 +9,7 @@ use std::fmt;
 use prometheus_client::encoding::DescriptorEncoder;
 use remoteback_proxy::{SenderStatus, Status, SyncProgress, SyncState};
 
-use super::{counter, counter_family, gauge, Report};
+use super::{counter, counter_family, gauge, histogram, histogram_family, Report};
 
 /// The proxy's clients, backlog, deliveries and losses.
 pub struct ProxyReport {
@@ -119,6 +119,25 @@ impl Report for ProxyReport {
             "Heartbeats queued: records without commands to partitions that had none for heartbeat_ms, so that the replay's lag stays true when no one writes.",
             |s| s.heartbeats,
         )?;
+        let deliveries = status.kafka_delivery_seconds();
+        let samples: Vec<([(&str, &str); 1], _)> = deliveries
+            .iter()
+            .map(|(topic, h)| ([("topic", topic.as_str())], h.clone()))
+            .collect();
+        histogram_family(
+            out,
+            "remoteback_proxy_kafka_delivery_seconds",
+            "Seconds from handing a message with records to librdkafka to the broker's acknowledgement, per Kafka sender.",
+            &samples,
+        )?;
+        if let Some(waits) = status.key_lock_wait_seconds() {
+            histogram(
+                out,
+                "remoteback_proxy_key_lock_wait_seconds",
+                "Seconds a write waited for another client's write to the same key to be captured (only writes that waited; its count is the number of waits).",
+                &waits,
+            )?;
+        }
         counter(
             out,
             "remoteback_proxy_writes_uncaptured_total",

@@ -9,7 +9,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use remoteback_protocol::record::now_ms;
 use remoteback_replay::Stats;
 
-use super::{counter, gauge, seconds_family, Report};
+use super::{counter, gauge, histogram, seconds_family, Report};
 
 /// The replay's progress and its wait for the backup.
 pub struct ReplayReport {
@@ -128,7 +128,11 @@ impl Report for ReplayReport {
             "remoteback_replay_age_of_last_applied_ms",
             "Milliseconds since remoteback_replay_last_applied_primary_time_ms: the replication lag of the partition furthest behind (with heartbeats it stays true when no one writes).",
             lag.min(i64::MAX as u64) as i64,
-        )
+        )?;
+        for (name, help, h) in self.stats.histograms() {
+            histogram(out, name, help, &h)?;
+        }
+        Ok(())
     }
 
     fn health(&self) -> Result<String, String> {

@@ -157,12 +157,16 @@ impl Applier {
                 self.resume(&mut pending, stored)?;
                 continue;
             }
+            let started = std::time::Instant::now();
             let result = match self.policy.on_error {
                 OnApplyError::Continue => self.apply_batch(&pending).await,
                 OnApplyError::Stop => self.apply_each(&pending).await,
             };
             match result {
                 Ok(()) => {
+                    let newest = pending.iter().rev().find_map(|r| r.time_ms);
+                    self.stats
+                        .add_batch(pending.len(), started.elapsed(), newest);
                     pending.clear();
                     self.link.progressed();
                 }
