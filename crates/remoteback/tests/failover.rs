@@ -131,6 +131,19 @@ fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
     let everywhere = time_after(&report, "every partition holds the writes captured up to ");
     assert!(everywhere <= last_write.max(gone_ms), "{report}");
 
+    // The replay's histograms saw every batch it applied.
+    let replay_status = common::status::Status(replay_metrics);
+    let batches = replay_status.value("remoteback_replay_apply_seconds_count");
+    assert!(batches > 0);
+    assert_eq!(
+        replay_status.value("remoteback_replay_batch_records_count"),
+        batches
+    );
+    assert_eq!(
+        replay_status.value("remoteback_replay_delay_seconds_count"),
+        batches
+    );
+
     // The replay applies nothing more but keeps serving its status.
     assert!(
         p.replay.as_mut().unwrap().try_wait().is_none(),

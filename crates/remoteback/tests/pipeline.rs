@@ -613,6 +613,11 @@ fn pipelined_writes_travel_packed_and_apply_in_order_in_their_databases() {
         let messages = status.value("remoteback_proxy_kafka_messages_total");
         assert_eq!(writes, 2 * N as u64 + 1, "every write and the sentinel");
         assert_eq!(
+            status.value("remoteback_proxy_kafka_delivery_seconds_count"),
+            messages,
+            "each message's delivery time is in the histogram"
+        );
+        assert_eq!(
             p.topic_commands()
                 .iter()
                 .filter(|c| !c.is("SELECT"))
