@@ -21,6 +21,7 @@
 //!   for `/metrics` and `/health`.
 
 mod capture;
+pub mod failover;
 pub mod listener;
 mod open_files;
 mod ordering;

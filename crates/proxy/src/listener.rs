@@ -9,6 +9,7 @@ use remoteback_protocol::{request, Format, Worker};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::capture::{Routes, ScriptCache};
+use crate::failover::Failover;
 use crate::open_files;
 use crate::ordering::OrderTables;
 use crate::primary::Primary;
@@ -156,6 +157,32 @@ impl Proxy {
             self.sync.clone(),
             self.table.clone(),
             self.ctx.ordering.clone(),
+        )
+    }
+
+    /// This proxy's side of a planned failover (for the admin endpoints).
+    pub fn failover(&self) -> Arc<Failover> {
+        let kafka = self
+            .settings
+            .senders
+            .iter()
+            .filter_map(|s| match s {
+                SenderSettings::Kafka(k) => Some((
+                    k.topic.clone(),
+                    k.kafka
+                        .iter()
+                        .find(|(name, _)| name == "bootstrap.servers")
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default(),
+                )),
+                SenderSettings::Log(_) => None,
+            })
+            .collect();
+        Failover::new(
+            self.ctx.clone(),
+            self.status(),
+            self.ctx.upstream.addr().to_owned(),
+            kafka,
         )
     }
 

@@ -1,6 +1,7 @@
 //! `remoteback`: the one binary with the proxy, the replay and the tools.
 
 mod config;
+mod failover_command;
 mod logging;
 mod promote_command;
 mod restore_command;
@@ -75,6 +76,12 @@ enum Action {
     /// point. Exit code 0: promoted; 1: it failed; 2: the replay cannot be
     /// reached or refused.
     Promote(promote_command::PromoteArgs),
+    /// The planned switch to the backup: writes wait at the proxy, every
+    /// write it forwarded reaches Kafka, the replay applies the topic to
+    /// its end; says whether nothing was lost and prints the reverse
+    /// direction's configuration. Exit code 0: done; 1: it failed (writes
+    /// go again); 2: a service cannot be reached or refused.
+    Failover(failover_command::FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,7 @@ fn main() -> ExitCode {
         Action::Status(args) => status_command::run(args),
         Action::Restore(args) => restore_command::run(args),
         Action::Promote(args) => promote_command::run(args),
+        Action::Failover(args) => failover_command::run(args),
     }
 }
 
@@ -153,6 +161,7 @@ fn run_proxy(file: PathBuf) -> ExitCode {
                 };
                 let admin = admin::server::routes(Arc::new(admin::server::Admin {
                     sync: proxy.sync(),
+                    failover: proxy.failover(),
                     token,
                 }));
                 status::start(&address, Arc::new(report), admin)
@@ -185,7 +194,8 @@ fn run_replay(file: PathBuf) -> ExitCode {
                 let report = status::replay::ReplayReport {
                     stats: stats.clone(),
                 };
-                let admin = admin::promotion::routes(promotion.clone(), stats.clone());
+                let backup = format!("{}:{}", settings.backup.host, settings.backup.port);
+                let admin = admin::promotion::routes(promotion.clone(), stats.clone(), backup);
                 let started = status::start(&address, Arc::new(report), admin);
                 if let Err(e) = rt.block_on(started) {
                     log::error!("replay: metrics: cannot listen on {address}: {e}");

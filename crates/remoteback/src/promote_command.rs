@@ -28,14 +28,26 @@ pub struct PromoteArgs {
 }
 
 pub fn run(args: PromoteArgs) -> ExitCode {
-    let client = AdminClient::new(&args.replay, None);
-    let mut status = match client.promote() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: promote: {e}");
-            return ExitCode::from(2);
+    match promote(&args.replay) {
+        Ok(status) => {
+            print!("{}", report(&status));
+            print!("{}", MAY_BE_MISSING);
+            ExitCode::SUCCESS
         }
-    };
+        Err((code, e)) => {
+            eprintln!("error: promote: {e}");
+            code
+        }
+    }
+}
+
+/// Promotes the replay at `address` and waits until every partition is at
+/// its end; the exit code and the reason when that fails.
+pub fn promote(address: &str) -> Result<PromotionStatus, (ExitCode, String)> {
+    let client = AdminClient::new(address, None);
+    let mut status = client
+        .promote()
+        .map_err(|e| (ExitCode::from(2), e.to_string()))?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -63,22 +75,17 @@ pub fn run(args: PromoteArgs) -> ExitCode {
             None => {}
         }
         std::thread::sleep(POLL);
-        status = match client.promotion() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: promote: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        status = client
+            .promotion()
+            .map_err(|e| (ExitCode::FAILURE, e.to_string()))?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    print!("{}", report(&status));
-    ExitCode::SUCCESS
+    Ok(status)
 }
 
-fn report(status: &PromotionStatus) -> String {
+pub fn report(status: &PromotionStatus) -> String {
     let mut out = String::from(
         "promoted: every partition applied up to the end Kafka held when asked; the replay \
          applies nothing more\n",
@@ -110,10 +117,10 @@ fn report(status: &PromotionStatus) -> String {
     } else {
         out.push_str("recovery point: no record was applied yet\n");
     }
-    out.push_str(
-        "what may be missing: writes the primary answered after that which the proxy had not \
-         handed to Kafka. With ack = \"kafka\" no client saw such a write succeed; with ack = \
-         \"redis\", at most what the proxy's backlog held (remoteback_proxy_backlog_bytes).\n",
-    );
     out
 }
+
+/// What an unplanned promotion cannot know about.
+const MAY_BE_MISSING: &str = "what may be missing: writes the primary answered after that which \
+     the proxy had not handed to Kafka. With ack = \"kafka\" no client saw such a write succeed; \
+     with ack = \"redis\", at most what the proxy's backlog held (remoteback_proxy_backlog_bytes).\n";

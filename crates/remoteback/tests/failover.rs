@@ -159,3 +159,147 @@ fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
         .expect("run remoteback promote");
     assert!(again.status.success(), "asking twice gives the same answer");
 }
+
+/// The planned failover, rehearsed: writes wait at the proxy, everything
+/// it forwarded reaches the backup, the report says nothing was lost, and
+/// the reverse pipeline it prints replicates the old backup's writes back
+/// into the old primary.
+#[test]
+fn a_planned_failover_loses_nothing_and_the_reverse_pipeline_replicates_back() {
+    let (mut p, proxy_metrics, replay_metrics) = Pipeline::start_with_metrics(Setup {
+        partitions: 2,
+        ..Setup::default()
+    });
+    let writers: Vec<Arc<Acked>> = (0..3)
+        .map(|_| {
+            Arc::new(Acked {
+                value: AtomicU64::new(0),
+                sent_ms: AtomicU64::new(0),
+            })
+        })
+        .collect();
+    let threads: Vec<_> = writers
+        .iter()
+        .enumerate()
+        .map(|(w, acked)| {
+            let acked = acked.clone();
+            let port = p.proxy_port;
+            std::thread::spawn(move || {
+                let mut con = connect(port);
+                // A write held by the failover times out here.
+                let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
+                for n in 1.. {
+                    let done: redis::RedisResult<()> = redis::pipe()
+                        .cmd("SET")
+                        .arg(format!("writer:{w}"))
+                        .arg(n)
+                        .ignore()
+                        .cmd("HSET")
+                        .arg(format!("history:{w}"))
+                        .arg(n % 50)
+                        .arg(n)
+                        .ignore()
+                        .query(&mut con);
+                    if done.is_err() {
+                        return;
+                    }
+                    acked.value.store(n, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(30), "each writer acknowledged", || {
+        writers
+            .iter()
+            .all(|a| a.value.load(Ordering::SeqCst) >= 300)
+    });
+
+    let dir = common::temp_dir("reverse");
+    let out = Command::new(remoteback_bin())
+        .args([
+            "failover",
+            "--proxy",
+            &format!("127.0.0.1:{proxy_metrics}"),
+            "--replay",
+            &format!("127.0.0.1:{replay_metrics}"),
+            "--write",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run remoteback failover");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{report}");
+    assert!(out.status.success(), "failover:\n{report}\n{}", p.logs());
+    assert!(
+        report.contains(
+            "nothing lost: every write the primary took through the proxy is on the backup"
+        ),
+        "{report}"
+    );
+    for t in threads {
+        t.join().expect("writer");
+    }
+    // Writes still wait at the proxy: the primary is as the backup.
+    let diffs = common::compare::differences(p.primary.port(), p.backup.port(), &[0]);
+    assert!(
+        diffs.is_empty(),
+        "{} keys differ after the failover",
+        diffs.len()
+    );
+
+    // The old region's proxy and replay go; the reverse pipeline starts
+    // from the files the failover wrote.
+    p.proxy.kill();
+    if let Some(mut replay) = p.replay.take() {
+        replay.kill();
+    }
+    p.broker.create_topic("remoteback-reverse", 1);
+    let (bind, metrics) = (common::free_port(), common::free_port());
+    let proxy_file = std::fs::read_to_string(dir.join("proxy-reverse.toml")).unwrap();
+    let reverse_proxy = common::Service::proxy(&format!(
+        "bindport = {bind}\nmetrics = \"127.0.0.1:{metrics}\"\n{proxy_file}"
+    ));
+    reverse_proxy.wait_port(metrics);
+    let replay_file = std::fs::read_to_string(dir.join("replay-reverse.toml")).unwrap();
+    let _reverse_replay = common::Service::replay(&replay_file);
+
+    let mut client = connect(bind);
+    let _: () = redis::cmd("SET")
+        .arg("written:after:failover")
+        .arg("yes")
+        .query(&mut client)
+        .unwrap();
+    let mut old_primary = p.on_primary();
+    wait_until(
+        Duration::from_secs(30),
+        "the old primary to get the new primary's write",
+        || {
+            redis::cmd("GET")
+                .arg("written:after:failover")
+                .query::<Option<String>>(&mut old_primary)
+                .unwrap()
+                .as_deref()
+                == Some("yes")
+        },
+    );
+    let synced = Command::new(remoteback_bin())
+        .args([
+            "sync",
+            "--proxy",
+            &format!("127.0.0.1:{metrics}"),
+            "--flush",
+        ])
+        .output()
+        .expect("run remoteback sync");
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the old primary to equal the new one",
+        || common::compare::differences(p.backup.port(), p.primary.port(), &[0]).is_empty(),
+    );
+}

@@ -179,6 +179,13 @@ impl KeyLocks {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether no write holds a lock: none is between being forwarded and
+    /// having its record handed to the senders.
+    pub fn is_idle(&self) -> bool {
+        let table = self.table();
+        table.keys.is_empty() && table.barrier.is_none()
+    }
+
     /// Takes `need` for `session` if no other session holds any of it;
     /// gives it back otherwise.
     pub fn try_acquire(self: &Arc<Self>, session: u64, need: Need) -> Result<LockGuard, Need> {

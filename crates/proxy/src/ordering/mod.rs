@@ -67,6 +67,11 @@ impl OrderTables {
         })
     }
 
+    /// Whether no write holds key locks now (see [`KeyLocks::is_idle`]).
+    pub fn no_write_in_flight(&self) -> bool {
+        self.locks.is_idle()
+    }
+
     /// Takes `key`'s lock in `db` for `holder` (the sync: it reads a key's
     /// state and hands its records to the senders while no client write
     /// to that key runs) if no one else holds it.

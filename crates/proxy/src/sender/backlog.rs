@@ -12,7 +12,7 @@
 //! - `drop`: writes keep flowing and records that do not fit are dropped; the
 //!   sender counts them, and the proxy reports that the backup needs a resync.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
@@ -45,6 +45,9 @@ pub struct Backlog {
     room: Notify,
     /// How many times a session held a write because the backlog was full.
     waits: AtomicU64,
+    /// Writes are paused for a planned failover: every write waits before
+    /// it is forwarded, whatever the backlog holds.
+    paused: AtomicBool,
 }
 
 impl Backlog {
@@ -55,15 +58,31 @@ impl Backlog {
             bytes: AtomicU64::new(0),
             room: Notify::new(),
             waits: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a write must wait before it is forwarded: the backlog is full
+    /// (`block`), or writes are paused.
+    pub fn holds_writes(&self) -> bool {
+        self.paused.load(Ordering::Relaxed) || (self.on_full == OnFull::Block && self.is_full())
+    }
+
+    /// Pauses writes (they wait before reaching the primary, reads go on),
+    /// or lets them go again.
+    pub fn pause_writes(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.room.notify_waiters();
+        }
+    }
+
+    pub fn writes_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 
     pub fn limit(&self) -> u64 {
         self.limit
-    }
-
-    pub fn on_full(&self) -> OnFull {
-        self.on_full
     }
 
     /// Bytes of records handed to a producer and not yet settled.
@@ -110,10 +129,10 @@ impl Backlog {
         }
     }
 
-    /// Waits until the backlog is below its bound (`block` mode); returns at
-    /// once in `drop` mode or when there is room.
+    /// Waits until writes may go: the backlog is below its bound (or in
+    /// `drop` mode) and writes are not paused.
     pub async fn wait_for_room(&self) {
-        if self.on_full == OnFull::Drop || !self.is_full() {
+        if !self.holds_writes() {
             return;
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
@@ -121,7 +140,7 @@ impl Backlog {
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !self.is_full() {
+            if !self.holds_writes() {
                 return;
             }
             notified.await;

@@ -31,7 +31,7 @@ use super::limits::Closed;
 use super::tunnel::{self, Handover, HandoverRequest};
 use super::SessionContext;
 use crate::ordering::{LockPlan, PopState, Prepared, WriteOrder};
-use crate::sender::backlog::{Backlog, OnFull};
+use crate::sender::backlog::Backlog;
 
 /// Read buffer growth step; large enough for a typical pipelined burst.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -53,7 +53,6 @@ pub(super) async fn forward_requests(
 ) -> io::Result<()> {
     let row = ctx.routes.format() == Format::Row;
     let backlog = ctx.senders.backlog().clone();
-    let hold_writes = backlog.on_full() == OnFull::Block;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut mode = ReplyMode::default();
     let mut plan = LockPlan::default();
@@ -126,7 +125,7 @@ pub(super) async fn forward_requests(
             let chunk = buf.split_to(pos).freeze();
             // Every request is a record in ROW format. At shutdown a held
             // write is not sent at all.
-            if row && hold_writes && !room_or_closing(&backlog, &mut closing).await {
+            if row && backlog.holds_writes() && !room_or_closing(&backlog, &mut closing).await {
                 return Ok(());
             }
             if row {
@@ -171,7 +170,7 @@ pub(super) async fn forward_requests(
                     }
                 }
                 let mut hold = None;
-                if hold_writes && backlog.is_full() && verdict.is_captured() {
+                if verdict.is_captured() && backlog.holds_writes() {
                     // Kafka is behind: this write waits, with everything
                     // before it sent (reads and other clients' reads go on).
                     send(upstream, &chunk[flushed..offset]).await?;

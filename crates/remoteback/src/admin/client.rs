@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::promotion::PromotionStatus;
-use super::{Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
+use super::{FailoverStatus, Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
 
 /// Longest a request may take: a repair waits for Kafka to acknowledge a
 /// key's records.
@@ -72,6 +72,29 @@ impl AdminClient {
     /// Copies one key through the log; answers once Kafka has it.
     pub fn repair(&self, repair: &RepairRequest) -> Result<Repaired, AdminError> {
         self.post("/repair", repair)
+    }
+
+    /// Asks a proxy to hold every write from now on (a planned failover).
+    pub fn failover(&self) -> Result<FailoverStatus, AdminError> {
+        self.post("/failover", &serde_json::json!({}))
+    }
+
+    /// A proxy's planned failover: whether everything is in Kafka.
+    pub fn failover_status(&self) -> Result<FailoverStatus, AdminError> {
+        let url = self.url("/failover");
+        let answer = self.agent.get(&url).call();
+        self.read(&url, answer)
+    }
+
+    /// Lets a proxy's writes go again.
+    pub fn cancel_failover(&self) -> Result<FailoverStatus, AdminError> {
+        let url = self.url("/failover");
+        let mut request = self.agent.delete(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let answer = request.call();
+        self.read(&url, answer)
     }
 
     /// Asks a replay to apply everything Kafka holds and stop there.

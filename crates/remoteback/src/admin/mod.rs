@@ -9,6 +9,9 @@
 //! - `POST /repair` with a [`RepairRequest`]: copies one key through the log and
 //!   answers once Kafka acknowledged it ([`Repaired`]).
 //!
+//! - `POST /failover`: writes wait at the proxy from now on (202);
+//!   `GET /failover`: whether every write it forwarded is in Kafka
+//!   ([`FailoverStatus`]); `DELETE /failover`: writes go again.
 //! - `POST /promote` (a replay's): applies everything Kafka holds and stops
 //!   there (202); `GET /promote`: where its partitions stopped
 //!   ([`promotion::PromotionStatus`]).
@@ -195,5 +198,53 @@ mod tests {
         assert_eq!(start.pattern.as_deref(), Some("user:*"));
         assert!(start.flush);
         assert!(serde_json::from_str::<SyncStart>(r#"{"flsh":true}"#).is_err());
+    }
+}
+
+/// `GET /failover`, and the answer to `POST` and `DELETE /failover`: a
+/// planned failover in the proxy (see `remoteback_proxy::failover`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailoverStatus {
+    pub paused: bool,
+    pub none_in_flight: bool,
+    pub backlog_bytes: u64,
+    /// Every write the primary took through the proxy is in Kafka.
+    pub drained: bool,
+    pub records_lost: u64,
+    pub writes_uncaptured: u64,
+    pub resync_needed: bool,
+    /// The primary, `HOST:PORT`.
+    pub primary: String,
+    /// Each Kafka sender's topic and brokers.
+    pub kafka: Vec<KafkaTopic>,
+}
+
+/// A Kafka sender's topic and `bootstrap.servers`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KafkaTopic {
+    pub topic: String,
+    pub bootstrap_servers: String,
+}
+
+impl From<&remoteback_proxy::failover::FailoverState> for FailoverStatus {
+    fn from(s: &remoteback_proxy::failover::FailoverState) -> Self {
+        FailoverStatus {
+            paused: s.paused,
+            none_in_flight: s.none_in_flight,
+            backlog_bytes: s.backlog_bytes,
+            drained: s.drained,
+            records_lost: s.records_lost,
+            writes_uncaptured: s.writes_uncaptured,
+            resync_needed: s.resync_needed,
+            primary: s.primary.clone(),
+            kafka: s
+                .kafka
+                .iter()
+                .map(|(topic, servers)| KafkaTopic {
+                    topic: topic.clone(),
+                    bootstrap_servers: servers.clone(),
+                })
+                .collect(),
+        }
     }
 }

@@ -30,6 +30,18 @@ pub struct PromotionStatus {
     pub applied_everywhere_ms: u64,
     /// The primary time of the newest write applied (0 before the first).
     pub last_write_ms: u64,
+    /// The backup, `HOST:PORT`.
+    #[serde(default)]
+    pub backup: String,
+    /// What the backup misses or refused since the replay started: records
+    /// that never arrived (gaps), unreadable ones skipped, commands it
+    /// refused.
+    #[serde(default)]
+    pub records_missing: u64,
+    #[serde(default)]
+    pub bad_records_skipped: u64,
+    #[serde(default)]
+    pub commands_refused: u64,
 }
 
 /// Where one partition stopped ([`Reached`]).
@@ -62,7 +74,7 @@ impl From<&Reached> for PartitionEnd {
 }
 
 impl PromotionStatus {
-    pub fn of(promotion: &Promotion, stats: &Stats) -> PromotionStatus {
+    pub fn of(promotion: &Promotion, stats: &Stats, backup: &str) -> PromotionStatus {
         let (requested, done, partitions) = match promotion.bound() {
             None => (false, false, Vec::new()),
             Some(bound) => (
@@ -77,6 +89,10 @@ impl PromotionStatus {
             partitions,
             applied_everywhere_ms: stats.applied_everywhere_ms(),
             last_write_ms: stats.last_write_ms(),
+            backup: backup.to_owned(),
+            records_missing: stats.missing(),
+            bad_records_skipped: stats.bad_skipped(),
+            commands_refused: stats.refused(),
         }
     }
 }
@@ -85,10 +101,11 @@ impl PromotionStatus {
 struct Replay {
     promotion: Promotion,
     stats: Stats,
+    backup: String,
 }
 
-/// `/promote` on the replay's status server.
-pub fn routes(promotion: Promotion, stats: Stats) -> Router {
+/// `/promote` on the replay's status server (`backup` is `HOST:PORT`).
+pub fn routes(promotion: Promotion, stats: Stats, backup: String) -> Router {
     Router::new()
         .route(
             "/promote",
@@ -96,13 +113,17 @@ pub fn routes(promotion: Promotion, stats: Stats) -> Router {
                 failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }),
         )
-        .with_state(Arc::new(Replay { promotion, stats }))
+        .with_state(Arc::new(Replay {
+            promotion,
+            stats,
+            backup,
+        }))
 }
 
 async fn status(State(replay): State<Arc<Replay>>) -> Response {
     json(
         StatusCode::OK,
-        &PromotionStatus::of(&replay.promotion, &replay.stats),
+        &PromotionStatus::of(&replay.promotion, &replay.stats, &replay.backup),
     )
 }
 
@@ -123,6 +144,6 @@ async fn promote(
     replay.promotion.request();
     json(
         StatusCode::ACCEPTED,
-        &PromotionStatus::of(&replay.promotion, &replay.stats),
+        &PromotionStatus::of(&replay.promotion, &replay.stats, &replay.backup),
     )
 }

@@ -24,7 +24,7 @@ use remoteback_proxy::{
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::{unhex, Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
+use super::{unhex, FailoverStatus, Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
 
 const JSON: &str = "application/json";
 
@@ -36,6 +36,7 @@ pub struct Peer(pub SocketAddr);
 /// What the admin routes act on.
 pub struct Admin {
     pub sync: Arc<SyncControl>,
+    pub failover: Arc<remoteback_proxy::failover::Failover>,
     /// `admin_token`, if configured.
     pub token: Option<String>,
 }
@@ -51,7 +52,52 @@ pub fn routes(admin: Arc<Admin>) -> Router {
                 .fallback(not_allowed),
         )
         .route("/repair", post(repair).fallback(not_allowed))
+        .route(
+            "/failover",
+            post(start_failover)
+                .get(failover_status)
+                .delete(cancel_failover)
+                .fallback(not_allowed),
+        )
         .with_state(admin)
+}
+
+async fn failover_status(State(admin): State<Arc<Admin>>) -> Response {
+    json(
+        StatusCode::OK,
+        &FailoverStatus::from(&admin.failover.state()),
+    )
+}
+
+async fn start_failover(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
+        return refused;
+    }
+    log::info!("failover asked from {}", peer.0);
+    admin.failover.pause();
+    json(
+        StatusCode::ACCEPTED,
+        &FailoverStatus::from(&admin.failover.state()),
+    )
+}
+
+async fn cancel_failover(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
+        return refused;
+    }
+    admin.failover.resume();
+    json(
+        StatusCode::ACCEPTED,
+        &FailoverStatus::from(&admin.failover.state()),
+    )
 }
 
 async fn not_allowed() -> Response {

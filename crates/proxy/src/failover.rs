@@ -1,0 +1,100 @@
+//! A planned failover's first half, in the proxy: writes stop at the proxy
+//! (they wait before reaching the primary; reads go on), and the proxy says
+//! when every write the primary took through it is in Kafka. The replay
+//! then applies the topic to its end (`remoteback failover`).
+
+use std::sync::Arc;
+
+use crate::session::SessionContext;
+use crate::status::Status;
+
+/// The proxy's side of a planned failover; cheap to share.
+pub struct Failover {
+    ctx: Arc<SessionContext>,
+    status: Status,
+    /// Where the reverse pipeline's parts point: the primary and each
+    /// Kafka sender's topic and brokers.
+    primary: String,
+    kafka: Vec<(String, String)>,
+}
+
+/// Where a planned failover stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverState {
+    /// Writes wait at the proxy.
+    pub paused: bool,
+    /// No write is between being forwarded and having its record handed
+    /// to the senders.
+    pub none_in_flight: bool,
+    /// Bytes of records not yet acknowledged by Kafka.
+    pub backlog_bytes: u64,
+    /// Paused, nothing in flight, the backlog empty: every write the
+    /// primary took through the proxy is in Kafka (or counted lost below).
+    pub drained: bool,
+    /// Records lost since start (the backup misses them).
+    pub records_lost: u64,
+    /// Writes whose outcome is unknown (their reply never came).
+    pub writes_uncaptured: u64,
+    pub resync_needed: bool,
+    /// The primary, `HOST:PORT`.
+    pub primary: String,
+    /// Each Kafka sender's topic and `bootstrap.servers`.
+    pub kafka: Vec<(String, String)>,
+}
+
+impl Failover {
+    pub(crate) fn new(
+        ctx: Arc<SessionContext>,
+        status: Status,
+        primary: String,
+        kafka: Vec<(String, String)>,
+    ) -> Arc<Failover> {
+        Arc::new(Failover {
+            ctx,
+            status,
+            primary,
+            kafka,
+        })
+    }
+
+    /// Writes wait at the proxy from now on.
+    pub fn pause(&self) {
+        if !self.ctx.senders.backlog().writes_paused() {
+            log::warn!(
+                "failover: writes wait at the proxy from now on (reads go on) until it stops or \
+                 the failover is cancelled"
+            );
+        }
+        self.ctx.senders.backlog().pause_writes(true);
+    }
+
+    /// Writes go again (a failover given up).
+    pub fn resume(&self) {
+        if self.ctx.senders.backlog().writes_paused() {
+            log::warn!("failover cancelled: writes go to the primary again");
+        }
+        self.ctx.senders.backlog().pause_writes(false);
+    }
+
+    pub fn state(&self) -> FailoverState {
+        let backlog = self.ctx.senders.backlog();
+        let paused = backlog.writes_paused();
+        let none_in_flight = self
+            .ctx
+            .ordering
+            .as_ref()
+            .is_none_or(|o| o.no_write_in_flight());
+        let backlog_bytes = backlog.bytes();
+        FailoverState {
+            paused,
+            none_in_flight,
+            backlog_bytes,
+            drained: paused && none_in_flight && backlog_bytes == 0,
+            records_lost: self.status.records_lost(),
+            writes_uncaptured: self.status.writes_uncaptured(),
+            resync_needed: self.status.resync_needed(),
+            primary: self.primary.clone(),
+            kafka: self.kafka.clone(),
+        }
+    }
+}
