@@ -143,6 +143,11 @@ fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
         replay_status.value("remoteback_replay_delay_seconds_count"),
         batches
     );
+    assert_eq!(
+        replay_status.value("remoteback_replay_records_behind"),
+        0,
+        "every partition at its end"
+    );
 
     // The replay applies nothing more but keeps serving its status.
     assert!(

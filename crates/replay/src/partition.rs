@@ -160,12 +160,14 @@ impl PartitionJob {
                 }
             }
             if let Some((bound, done)) = limit.take_if(|(_, l)| l.at_end()) {
+                self.note_behind(&consumer, position);
                 bound.report(done);
                 return Ok(());
             }
             if *self.stop.borrow() {
                 return Ok(());
             }
+            self.note_behind(&consumer, position);
             let waiting_for_promotion = limit.is_none() && promoted.is_some();
             let Batch { mut records, error } = tokio::select! {
                 _ = self.stop.changed() => return Ok(()),
@@ -254,6 +256,7 @@ impl PartitionJob {
                 }
             }
             if cut {
+                self.note_behind(&consumer, position);
                 if let Some((bound, done)) = limit.take() {
                     bound.report(done);
                 }
@@ -283,6 +286,18 @@ impl PartitionJob {
                 Some(e) => return Err(e),
                 None => outage.end(&self.topic, self.partition),
             }
+        }
+    }
+
+    /// How many records the partition is behind, from `position` and the
+    /// high watermark the consumer last heard.
+    fn note_behind(&self, consumer: &StreamConsumer, position: StartAt) {
+        let StartAt::Offset(next) = position else {
+            return;
+        };
+        if let Some(high) = receiver::cached_high_watermark(consumer, &self.topic, self.partition) {
+            self.stats
+                .set_behind((&self.topic, self.partition), (high - next).max(0));
         }
     }
 

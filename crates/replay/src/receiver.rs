@@ -195,6 +195,37 @@ pub async fn high_watermark(
         .map(|(_low, high)| high)
 }
 
+/// The partition's high watermark as the consumer last heard it from the
+/// broker (every fetch response carries it), without asking again; `None`
+/// before the first fetch.
+///
+/// rdkafka offers only the blocking `fetch_watermarks` (a request to the
+/// broker each time); librdkafka's cached `rd_kafka_get_watermark_offsets`
+/// is called directly so that the records a partition is behind can be
+/// told after every batch for nothing.
+pub fn cached_high_watermark(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is the consumer's own, alive for the
+    // call; the topic is a NUL-terminated string alive for the call; low
+    // and high are written by librdkafka only.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
 /// The first offset a partition still holds and the one its next record
 /// will get.
 pub async fn watermarks(

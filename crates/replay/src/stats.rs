@@ -32,6 +32,9 @@ struct Inner {
     partitions: Mutex<Vec<((String, i32), u64)>>,
     /// The newest primary time of a record with writes applied, anywhere.
     last_write_ms: AtomicU64,
+    /// Records each (topic, partition) is behind its high watermark, as
+    /// last seen.
+    behind: Mutex<Vec<((String, i32), i64)>>,
     /// Seconds one batch's transaction took on the backup.
     apply_seconds: Histogram,
     /// Records per batch applied.
@@ -60,6 +63,7 @@ impl Default for Inner {
             resync: Mutex::default(),
             partitions: Mutex::default(),
             last_write_ms: AtomicU64::default(),
+            behind: Mutex::default(),
             apply_seconds: seconds(),
             // 1 to 65536 records.
             batch_records: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
@@ -151,6 +155,30 @@ impl Stats {
                 self.0.delay_seconds.clone(),
             ),
         ]
+    }
+
+    /// `topic[partition]` is `n` records behind its high watermark.
+    pub fn set_behind(&self, (topic, partition): (&str, i32), n: i64) {
+        let mut behind = self.0.behind.lock().unwrap_or_else(|e| e.into_inner());
+        match behind
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+        {
+            Some((_, at)) => *at = n,
+            None => behind.push(((topic.to_string(), partition), n)),
+        }
+    }
+
+    /// Each (topic, partition) with the records it is behind, as last seen.
+    pub fn behind(&self) -> Vec<((String, i32), i64)> {
+        let mut behind = self
+            .0
+            .behind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        behind.sort();
+        behind
     }
 
     /// The primary time of the newest record with writes applied (0 before

@@ -108,6 +108,18 @@ pub fn seconds_family<const N: usize>(
     family(out, name, help, kind, samples)
 }
 
+/// A gauge family of integers whose samples differ by their labels.
+pub fn gauge_family<const N: usize>(
+    out: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: &[([(&str, &str); N], i64)],
+) -> fmt::Result {
+    let kind = ConstGauge::new(0i64).metric_type();
+    let samples = samples.iter().map(|(l, v)| (l, ConstGauge::new(*v)));
+    family(out, name, help, kind, samples)
+}
+
 /// A histogram without labels (`name` ends in its unit: `_seconds`).
 pub fn histogram(
     out: &mut DescriptorEncoder<'_>,

@@ -9,7 +9,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use remoteback_protocol::record::now_ms;
 use remoteback_replay::Stats;
 
-use super::{counter, gauge, histogram, seconds_family, Report};
+use super::{counter, gauge, gauge_family, histogram, seconds_family, Report};
 
 /// The replay's progress and its wait for the backup.
 pub struct ReplayReport {
@@ -128,6 +128,21 @@ impl Report for ReplayReport {
             "remoteback_replay_age_of_last_applied_ms",
             "Milliseconds since remoteback_replay_last_applied_primary_time_ms: the replication lag of the partition furthest behind (with heartbeats it stays true when no one writes).",
             lag.min(i64::MAX as u64) as i64,
+        )?;
+        let behind = self.stats.behind();
+        let partitions: Vec<String> = behind.iter().map(|((_, p), _)| p.to_string()).collect();
+        let samples: Vec<([(&str, &str); 2], i64)> = behind
+            .iter()
+            .zip(&partitions)
+            .map(|(((topic, _), n), p)| {
+                ([("topic", topic.as_str()), ("partition", p.as_str())], *n)
+            })
+            .collect();
+        gauge_family(
+            out,
+            "remoteback_replay_records_behind",
+            "Records between the next one the replay applies and the partition's high watermark, as the consumer last heard it from the broker, per partition.",
+            &samples,
         )?;
         for (name, help, h) in self.stats.histograms() {
             histogram(out, name, help, &h)?;
