@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::session::SessionContext;
 use crate::status::Status;
+use crate::sync::SyncState;
 
 /// The proxy's side of a planned failover; cheap to share.
 pub struct Failover {
@@ -30,6 +31,9 @@ pub struct FailoverState {
     pub backlog_bytes: u64,
     /// Paused, nothing in flight, the backlog empty: every write the
     /// primary took through the proxy is in Kafka (or counted lost below).
+    /// Sound because the pause holds at the lock table too: a write
+    /// forwarded holds its locks until its record was handed to the
+    /// senders, and none can take a lock once paused.
     pub drained: bool,
     /// Records lost since start (the backup misses them).
     pub records_lost: u64,
@@ -57,8 +61,14 @@ impl Failover {
         })
     }
 
-    /// Writes wait at the proxy from now on.
-    pub fn pause(&self) {
+    /// Writes wait at the proxy from now on: before the backlog (every
+    /// captured command) and at the key locks (everything that takes them,
+    /// a transaction's `EXEC` included), so that none reaches the primary.
+    /// Refused while a sync runs: the backup would be half seeded.
+    pub fn pause(&self) -> Result<(), &'static str> {
+        if self.status.sync().state == SyncState::Running {
+            return Err("a sync is running: wait for it or cancel it first");
+        }
         if !self.ctx.senders.backlog().writes_paused() {
             log::warn!(
                 "failover: writes wait at the proxy from now on (reads go on) until it stops or \
@@ -66,12 +76,19 @@ impl Failover {
             );
         }
         self.ctx.senders.backlog().pause_writes(true);
+        if let Some(ordering) = &self.ctx.ordering {
+            ordering.pause_locks(true);
+        }
+        Ok(())
     }
 
     /// Writes go again (a failover given up).
     pub fn resume(&self) {
         if self.ctx.senders.backlog().writes_paused() {
             log::warn!("failover cancelled: writes go to the primary again");
+        }
+        if let Some(ordering) = &self.ctx.ordering {
+            ordering.pause_locks(false);
         }
         self.ctx.senders.backlog().pause_writes(false);
     }

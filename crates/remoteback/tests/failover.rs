@@ -219,6 +219,16 @@ fn a_planned_failover_loses_nothing_and_the_reverse_pipeline_replicates_back() {
             .all(|a| a.value.load(Ordering::SeqCst) >= 300)
     });
 
+    // A transaction queued before the failover, its EXEC sent after.
+    let mut transaction = connect(p.proxy_port);
+    let _: () = redis::cmd("MULTI").query(&mut transaction).unwrap();
+    let queued: String = redis::cmd("SET")
+        .arg("queued:before")
+        .arg(1)
+        .query(&mut transaction)
+        .unwrap();
+    assert_eq!(queued, "QUEUED");
+
     let dir = common::temp_dir("reverse");
     let out = Command::new(remoteback_bin())
         .args([
@@ -245,6 +255,18 @@ fn a_planned_failover_loses_nothing_and_the_reverse_pipeline_replicates_back() {
     for t in threads {
         t.join().expect("writer");
     }
+    // The EXEC waits at the proxy like every write: it never runs.
+    let _ = transaction.set_read_timeout(Some(Duration::from_secs(1)));
+    let exec: redis::RedisResult<redis::Value> = redis::cmd("EXEC").query(&mut transaction);
+    assert!(exec.is_err(), "EXEC answered during the failover: {exec:?}");
+    let on_primary: Option<String> = redis::cmd("GET")
+        .arg("queued:before")
+        .query(&mut p.on_primary())
+        .unwrap();
+    assert_eq!(
+        on_primary, None,
+        "the transaction did not reach the primary"
+    );
     // Writes still wait at the proxy: the primary is as the backup.
     let diffs = common::compare::differences(p.primary.port(), p.backup.port(), &[0]);
     assert!(

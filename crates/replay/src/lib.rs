@@ -124,7 +124,7 @@ pub(crate) enum Ends {
 }
 
 impl Ends {
-    fn bound(&self) -> Option<Arc<Bound>> {
+    pub(crate) fn bound(&self) -> Option<Arc<Bound>> {
         match self {
             Ends::Bound(b) => Some(b.clone()),
             Ends::Promotion(p) => p.bound(),

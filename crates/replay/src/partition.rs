@@ -155,8 +155,20 @@ impl PartitionJob {
             if limit.is_none() {
                 let asked = promoted.as_ref().and_then(|rx| rx.borrow().clone());
                 if let Some(bound) = asked {
-                    let partition_bound = self.bounded(&bound, position).await?;
-                    limit = Some((bound, partition_bound));
+                    match self.bounded(&bound, position).await {
+                        Ok(partition_bound) => limit = Some((bound, partition_bound)),
+                        // The brokers may well be in trouble on the day of
+                        // a promotion: ask again, as a poll would.
+                        Err(ReplayError::Receive(e)) if e.is_transient() => {
+                            outage.report_receive(&self.topic, self.partition, &e);
+                            tokio::select! {
+                                _ = self.stop.changed() => return Ok(()),
+                                _ = tokio::time::sleep(OUTAGE_PAUSE) => {}
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             if let Some((bound, done)) = limit.take_if(|(_, l)| l.at_end()) {
@@ -215,6 +227,14 @@ impl PartitionJob {
                     }
                     Err(ApplyError::Stopped) => return Ok(()),
                     Err(ApplyError::PastBound { next_offset }) => {
+                        // A promotion asked while this partition waited at
+                        // the barrier: its bound starts where it is.
+                        if limit.is_none() {
+                            if let Some(bound) = self.ends.bound() {
+                                let partition_bound = self.bounded(&bound, position).await?;
+                                limit = Some((bound, partition_bound));
+                            }
+                        }
                         if let Some((bound, mut l)) = limit.take() {
                             log::info!(
                                 "partition {}[{}]: ends at the barrier at offset {next_offset}: \
@@ -398,6 +418,18 @@ impl Outage {
             log::warn!(
                 "partition {topic}[{partition}]: {e}; waiting for the brokers (librdkafka \
                  reconnects), the partition goes on where it was"
+            );
+            self.since = Some(std::time::Instant::now());
+        }
+    }
+
+    /// As [`report`](Outage::report), for the end-offset request a
+    /// promotion's bound needs.
+    fn report_receive(&mut self, topic: &str, partition: i32, e: &ReceiveError) {
+        if self.since.is_none() {
+            log::warn!(
+                "partition {topic}[{partition}]: {e}; asking again (the brokers may be \
+                 unreachable for now)"
             );
             self.since = Some(std::time::Instant::now());
         }

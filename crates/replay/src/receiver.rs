@@ -79,6 +79,14 @@ impl ReceiveError {
     pub fn is_config(&self) -> bool {
         matches!(self, ReceiveError::NoPartition { .. })
     }
+
+    /// Whether it says only that the brokers cannot be reached now.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReceiveError::Kafka(e) | ReceiveError::EndOffset { source: e, .. } => is_transient(e),
+            _ => false,
+        }
+    }
 }
 
 fn describe_partitions(ids: &[i32]) -> String {

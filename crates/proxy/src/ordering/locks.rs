@@ -60,10 +60,17 @@ struct Table {
     per_session: HashMap<u64, usize, RandomState>,
     /// Sessions waiting for the barrier, and how many times each.
     barriers_waiting: HashMap<u64, usize, RandomState>,
+    /// A planned failover: no lock is given to anyone, so no write reaches
+    /// the primary, however far it got (a queued transaction's `EXEC`, a
+    /// write behind its session's blocked pop, one waiting here already).
+    paused: bool,
 }
 
 impl Table {
     fn free_for(&self, session: u64, need: &Need) -> bool {
+        if self.paused {
+            return false;
+        }
         if self.barrier.as_ref().is_some_and(|b| b.session != session) {
             return false;
         }
@@ -184,6 +191,16 @@ impl KeyLocks {
     pub fn is_idle(&self) -> bool {
         let table = self.table();
         table.keys.is_empty() && table.barrier.is_none()
+    }
+
+    /// Gives no lock to anyone from now on (`true`), or again (`false`).
+    /// Under the table's mutex: once it returns, no write takes a lock
+    /// before the pause ends, so "paused and idle" stays true.
+    pub fn pause(&self, paused: bool) {
+        self.table().paused = paused;
+        if !paused {
+            self.released.notify_waiters();
+        }
     }
 
     /// Takes `need` for `session` if no other session holds any of it;

@@ -72,6 +72,11 @@ impl OrderTables {
         self.locks.is_idle()
     }
 
+    /// Stops giving key locks (a planned failover), or gives them again.
+    pub fn pause_locks(&self, paused: bool) {
+        self.locks.pause(paused);
+    }
+
     /// Takes `key`'s lock in `db` for `holder` (the sync: it reads a key's
     /// state and hands its records to the senders while no client write
     /// to that key runs) if no one else holds it.

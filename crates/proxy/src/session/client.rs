@@ -203,7 +203,12 @@ pub(super) async fn forward_requests(
                             send(upstream, &chunk[flushed..offset]).await?;
                             flushed = offset;
                             pops.drain(..).for_each(|w| ordering.watch_pop(w));
-                            ordering.wait(&verdict, need).await
+                            // At shutdown a write still waiting (a paused
+                            // failover gives no locks) is not sent at all.
+                            tokio::select! {
+                                hold = ordering.wait(&verdict, need) => hold,
+                                _ = closing.wait_for(|c| *c) => return Ok(()),
+                            }
                         }
                     };
                     if let Some(watch) = WriteOrder::pop_watch(hold.as_ref()) {

@@ -82,7 +82,11 @@ impl AdminClient {
     /// A proxy's planned failover: whether everything is in Kafka.
     pub fn failover_status(&self) -> Result<FailoverStatus, AdminError> {
         let url = self.url("/failover");
-        let answer = self.agent.get(&url).call();
+        let mut request = self.agent.get(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let answer = request.call();
         self.read(&url, answer)
     }
 

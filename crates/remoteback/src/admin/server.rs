@@ -62,7 +62,16 @@ pub fn routes(admin: Arc<Admin>) -> Router {
         .with_state(admin)
 }
 
-async fn failover_status(State(admin): State<Arc<Admin>>) -> Response {
+async fn failover_status(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    // It names the primary and the brokers: not for anyone who can reach
+    // the port.
+    if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
+        return refused;
+    }
     json(
         StatusCode::OK,
         &FailoverStatus::from(&admin.failover.state()),
@@ -78,7 +87,9 @@ async fn start_failover(
         return refused;
     }
     log::info!("failover asked from {}", peer.0);
-    admin.failover.pause();
+    if let Err(reason) = admin.failover.pause() {
+        return failure(StatusCode::CONFLICT, reason);
+    }
     json(
         StatusCode::ACCEPTED,
         &FailoverStatus::from(&admin.failover.state()),
