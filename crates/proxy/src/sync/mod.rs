@@ -145,6 +145,8 @@ pub enum StartError {
     ChunkTooBig { backlog: u64 },
     #[error("the proxy is shutting down")]
     ShuttingDown,
+    #[error("a failover holds the writes: cancel it (DELETE /failover) to sync")]
+    FailingOver,
     #[error("cannot read the primary's keyspace: {0}")]
     Keyspace(#[source] CopyError),
     #[error("cannot connect to the primary {addr}: {source}")]
@@ -291,6 +293,9 @@ impl SyncControl {
         }
         if *self.ctx.drain.closing().borrow() {
             return Err(StartError::ShuttingDown);
+        }
+        if self.ctx.senders.backlog().writes_paused() {
+            return Err(StartError::FailingOver);
         }
         Ok(Copier {
             routes: self.ctx.routes.clone(),

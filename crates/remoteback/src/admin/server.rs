@@ -266,7 +266,10 @@ fn method(name: Option<&str>) -> Result<Method, String> {
 
 fn start_failure(e: &StartError) -> Response {
     let status = match e {
-        StartError::Running | StartError::RowFormat | StartError::NoSenders => StatusCode::CONFLICT,
+        StartError::Running
+        | StartError::RowFormat
+        | StartError::NoSenders
+        | StartError::FailingOver => StatusCode::CONFLICT,
         StartError::FlushOnResume | StartError::ChunkTooSmall | StartError::ChunkTooBig { .. } => {
             StatusCode::BAD_REQUEST
         }
