@@ -182,13 +182,23 @@ impl Pipeline {
         redis::cmd("GET").arg(key).query(&mut b).expect("GET")
     }
 
-    /// Waits until database `db` of the backup holds `key` = `value`.
+    /// Waits until database `db` of the backup holds `key` = `value`;
+    /// panics with what it held last and the logs if it does not.
     pub fn wait_backup_value(&self, db: u32, key: &str, value: &str) {
-        super::wait_until(
-            Duration::from_secs(30),
-            &format!("{key} = {value} on the backup"),
-            || self.backup_get(db, key).as_deref() == Some(value),
-        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let held = self.backup_get(db, key);
+            if held.as_deref() == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 30s waiting for {key} = {value} on the backup (it holds \
+                 {held:?})\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The proxy's and the replay's logs, for failure messages.
