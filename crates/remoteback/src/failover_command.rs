@@ -36,6 +36,9 @@ pub struct FailoverArgs {
     /// Kafka; past it writes go again and the failover is given up.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// How long the replay may take to apply the topic to its end.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    promote_timeout: Duration,
     /// Also write the reverse direction's configurations,
     /// proxy-reverse.toml and replay-reverse.toml, into DIR.
     #[arg(long, value_name = "DIR")]
@@ -67,7 +70,7 @@ pub fn run(args: FailoverArgs) -> ExitCode {
         }
     };
     eprintln!("failover: the proxy drained; applying the topic to its end");
-    let promoted = match promote_command::promote(&args.replay) {
+    let promoted = match promote_command::promote(&args.replay, args.promote_timeout) {
         Ok(status) => status,
         Err((code, e)) => {
             eprintln!(

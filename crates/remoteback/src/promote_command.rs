@@ -25,10 +25,14 @@ pub struct PromoteArgs {
     /// the replay's own host).
     #[arg(long, value_name = "ADMIN_ADDR")]
     replay: String,
+    /// How long every partition may take to reach its end; past it the
+    /// command exits 1 with where they are (the replay goes on).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
 }
 
 pub fn run(args: PromoteArgs) -> ExitCode {
-    match promote(&args.replay) {
+    match promote(&args.replay, args.timeout) {
         Ok(status) => {
             print!("{}", report(&status));
             print!("{}", MAY_BE_MISSING);
@@ -43,7 +47,8 @@ pub fn run(args: PromoteArgs) -> ExitCode {
 
 /// Promotes the replay at `address` and waits until every partition is at
 /// its end; the exit code and the reason when that fails.
-pub fn promote(address: &str) -> Result<PromotionStatus, (ExitCode, String)> {
+pub fn promote(address: &str, timeout: Duration) -> Result<PromotionStatus, (ExitCode, String)> {
+    let deadline = Instant::now() + timeout;
     let client = AdminClient::new(address, None);
     let mut status = client
         .promote()
@@ -73,6 +78,15 @@ pub fn promote(address: &str) -> Result<PromotionStatus, (ExitCode, String)> {
                 plain_at = Instant::now();
             }
             None => {}
+        }
+        if Instant::now() >= deadline {
+            return Err((
+                ExitCode::FAILURE,
+                format!(
+                    "not every partition reached its end within {timeout:?}; so far:\n{}",
+                    report(&status)
+                ),
+            ));
         }
         std::thread::sleep(POLL);
         status = client

@@ -129,10 +129,6 @@ impl PartitionJob {
             Err(ReplayError::Apply(ApplyError::Stopped)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut promoted = match &self.ends {
-            Ends::Promotion(p) => Some(p.subscribe()),
-            Ends::Bound(_) => None,
-        };
         // Where the next record to apply is: where a promotion's bound
         // starts counting.
         let mut position = start;
@@ -153,8 +149,9 @@ impl PartitionJob {
         let mut outage = Outage::default();
         loop {
             if limit.is_none() {
-                let asked = promoted.as_ref().and_then(|rx| rx.borrow().clone());
-                if let Some(bound) = asked {
+                // Only a promotion can bring a bound now (a bounded run has
+                // its own from the start).
+                if let Some(bound) = self.ends.bound() {
                     match self.bounded(&bound, position).await {
                         Ok(partition_bound) => limit = Some((bound, partition_bound)),
                         // The brokers may well be in trouble on the day of
@@ -180,10 +177,11 @@ impl PartitionJob {
                 return Ok(());
             }
             self.note_behind(&consumer, position);
-            let waiting_for_promotion = limit.is_none() && promoted.is_some();
+            // A promotion is seen at the top of the loop: a poll returns
+            // within `polltimeout` when idle. Not a branch here, since a
+            // batch dropped half-received would lose its records.
             let Batch { mut records, error } = tokio::select! {
                 _ = self.stop.changed() => return Ok(()),
-                () = promotion_asked(&mut promoted), if waiting_for_promotion => continue,
                 b = receiver::next_batch(&consumer, self.settings.receiver.poll_timeout) => b,
             };
             // Past the bound, the rest of the batch and its error are not
@@ -442,18 +440,5 @@ impl Outage {
                 since.elapsed().as_secs_f64()
             );
         }
-    }
-}
-
-/// Resolves when a promotion was asked for (never without a promotion to
-/// wait for, or once it can no longer come).
-async fn promotion_asked(promoted: &mut Option<watch::Receiver<Option<Arc<Bound>>>>) {
-    match promoted {
-        Some(rx) => {
-            if rx.wait_for(Option::is_some).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending::<()>().await,
     }
 }

@@ -62,8 +62,4 @@ impl Promotion {
             bound.set_partitions(n);
         }
     }
-
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Arc<Bound>>> {
-        self.0.bound.subscribe()
-    }
 }
