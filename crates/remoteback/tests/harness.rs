@@ -26,6 +26,20 @@ fn free_ports_are_not_handed_out_twice() {
     let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
     let unique: HashSet<u16> = ports.iter().copied().collect();
     assert_eq!(unique.len(), ports.len(), "{ports:?}");
+    // Outside the range the kernel gives outgoing connections, so another
+    // test's client cannot take one before its server binds it.
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            let mut it = r.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        });
+    if let Some((low, high)) = ephemeral {
+        assert!(
+            ports.iter().all(|p| *p < low || *p > high),
+            "{ports:?} within {low}-{high}"
+        );
+    }
 }
 
 #[test]

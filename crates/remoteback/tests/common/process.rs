@@ -20,16 +20,33 @@ pub(super) const LOG_TAIL_BYTES: u64 = 8 * 1024;
 // Small utilities
 // ---------------------------------------------------------------------------
 
-/// A free TCP port on 127.0.0.1. A port is never handed out twice within
-/// the same test process.
+/// Ports handed out: below Linux's ephemeral range (32768-60999 by
+/// default), so that no outgoing connection of a concurrent test (a client,
+/// librdkafka) takes one as its local port between the check and the
+/// server's bind, which ports from `bind(0)` allowed.
+const PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A free TCP port on 127.0.0.1, chosen at random among [`PORTS`]. A port
+/// is never handed out twice within the same test process; concurrent test
+/// processes each pick at random.
 pub fn free_port() -> u16 {
     static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    let mut state = u64::from(std::process::id())
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
     for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
+        // xorshift: enough to spread the picks of concurrent processes.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let span = u64::from(PORTS.end - PORTS.start);
+        let port = PORTS.start + (state % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
         let mut given = given.lock().unwrap_or_else(|e| e.into_inner());
         if given.insert(port) {
             return port;
