@@ -130,37 +130,26 @@ fn report(proxy: &FailoverStatus, replay: &PromotionStatus) -> String {
         "failover done: the backup {} holds the primary {}'s writes up to the pause\n",
         replay.backup, proxy.primary
     );
-    let mut missing = Vec::new();
-    if proxy.records_lost > 0 {
-        missing.push(format!(
-            "{} records the proxy lost (not delivered to Kafka)",
-            proxy.records_lost
-        ));
-    }
-    if proxy.writes_uncaptured > 0 {
-        missing.push(format!(
-            "{} writes whose reply never came (they may have run on the primary)",
-            proxy.writes_uncaptured
-        ));
-    }
-    if replay.records_missing > 0 {
-        missing.push(format!(
-            "{} records that never reached the replay",
-            replay.records_missing
-        ));
-    }
-    if replay.bad_records_skipped > 0 {
-        missing.push(format!(
-            "{} unreadable records skipped",
-            replay.bad_records_skipped
-        ));
-    }
-    if replay.commands_refused > 0 {
-        missing.push(format!(
-            "{} commands the backup refused",
-            replay.commands_refused
-        ));
-    }
+    let missing: Vec<String> = [
+        (
+            proxy.records_lost,
+            "records the proxy lost (not delivered to Kafka)",
+        ),
+        (
+            proxy.writes_uncaptured,
+            "writes whose reply never came (they may have run on the primary)",
+        ),
+        (
+            replay.records_missing,
+            "records that never reached the replay",
+        ),
+        (replay.bad_records_skipped, "unreadable records skipped"),
+        (replay.commands_refused, "commands the backup refused"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
     if missing.is_empty() && !proxy.resync_needed {
         out.push_str(
             "nothing lost: every write the primary took through the proxy is on the backup\n",

@@ -216,14 +216,15 @@ async fn run_partitions(
             }
         }
     }
-    if let (Ok(()), false, Some(bound)) = (&result, stopping, ends.bound()) {
-        if matches!(ends, Ends::Promotion(_)) && bound.is_done() {
-            log::info!(
-                "replay promoted: every partition applied up to its end; applying nothing more \
-                 until stopped"
-            );
-            shutdown.await;
-        }
+    // Promoted: every partition ended at its bound, and the replay goes on
+    // serving its status until it is stopped.
+    let promoted = matches!(&ends, Ends::Promotion(p) if p.bound().is_some_and(|b| b.is_done()));
+    if result.is_ok() && !stopping && promoted {
+        log::info!(
+            "replay promoted: every partition applied up to its end; applying nothing more \
+             until stopped"
+        );
+        shutdown.await;
     }
     result
 }

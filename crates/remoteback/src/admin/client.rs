@@ -48,9 +48,7 @@ impl AdminClient {
 
     /// The running or last sync's progress.
     pub fn status(&self) -> Result<SyncStatus, AdminError> {
-        let url = self.url("/sync");
-        let answer = self.agent.get(&url).call();
-        self.read(&url, answer)
+        self.get("/sync")
     }
 
     /// Starts a sync.
@@ -60,13 +58,7 @@ impl AdminClient {
 
     /// Asks the running sync to stop.
     pub fn cancel(&self) -> Result<SyncStatus, AdminError> {
-        let url = self.url("/sync");
-        let mut request = self.agent.delete(&url);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let answer = request.call();
-        self.read(&url, answer)
+        self.delete("/sync")
     }
 
     /// Copies one key through the log; answers once Kafka has it.
@@ -81,24 +73,12 @@ impl AdminClient {
 
     /// A proxy's planned failover: whether everything is in Kafka.
     pub fn failover_status(&self) -> Result<FailoverStatus, AdminError> {
-        let url = self.url("/failover");
-        let mut request = self.agent.get(&url);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let answer = request.call();
-        self.read(&url, answer)
+        self.get("/failover")
     }
 
     /// Lets a proxy's writes go again.
     pub fn cancel_failover(&self) -> Result<FailoverStatus, AdminError> {
-        let url = self.url("/failover");
-        let mut request = self.agent.delete(&url);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let answer = request.call();
-        self.read(&url, answer)
+        self.delete("/failover")
     }
 
     /// Asks a replay to apply everything Kafka holds and stop there.
@@ -108,9 +88,7 @@ impl AdminClient {
 
     /// A replay's promotion: where its partitions stopped so far.
     pub fn promotion(&self) -> Result<PromotionStatus, AdminError> {
-        let url = self.url("/promote");
-        let answer = self.agent.get(&url).call();
-        self.read(&url, answer)
+        self.get("/promote")
     }
 
     fn post<T: DeserializeOwned>(
@@ -119,12 +97,28 @@ impl AdminClient {
         body: &impl Serialize,
     ) -> Result<T, AdminError> {
         let url = self.url(path);
-        let mut request = self.agent.post(&url);
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let answer = request.send_json(body);
+        let answer = self.authorized(self.agent.post(&url)).send_json(body);
         self.read(&url, answer)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
+        let url = self.url(path);
+        let answer = self.authorized(self.agent.get(&url)).call();
+        self.read(&url, answer)
+    }
+
+    fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, AdminError> {
+        let url = self.url(path);
+        let answer = self.authorized(self.agent.delete(&url)).call();
+        self.read(&url, answer)
+    }
+
+    /// `request` with the admin token, when there is one.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("Authorization", format!("Bearer {token}")),
+            None => request,
+        }
     }
 
     fn url(&self, path: &str) -> String {

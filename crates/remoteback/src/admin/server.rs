@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
@@ -54,61 +54,41 @@ pub fn routes(admin: Arc<Admin>) -> Router {
         .route("/repair", post(repair).fallback(not_allowed))
         .route(
             "/failover",
-            post(start_failover)
-                .get(failover_status)
-                .delete(cancel_failover)
+            post(failover)
+                .get(failover)
+                .delete(failover)
                 .fallback(not_allowed),
         )
         .with_state(admin)
 }
 
-async fn failover_status(
+/// `/failover`: `POST` holds the writes, `DELETE` lets them go, `GET`
+/// says where it stands. Every method needs the token: the answer names
+/// the primary and the brokers.
+async fn failover(
     State(admin): State<Arc<Admin>>,
     Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    // It names the primary and the brokers: not for anyone who can reach
-    // the port.
-    if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
-        return refused;
-    }
-    json(
-        StatusCode::OK,
-        &FailoverStatus::from(&admin.failover.state()),
-    )
-}
-
-async fn start_failover(
-    State(admin): State<Arc<Admin>>,
-    Extension(peer): Extension<Peer>,
+    method: HttpMethod,
     headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
         return refused;
     }
-    log::info!("failover asked from {}", peer.0);
-    if let Err(reason) = admin.failover.pause() {
-        return failure(StatusCode::CONFLICT, reason);
-    }
-    json(
-        StatusCode::ACCEPTED,
-        &FailoverStatus::from(&admin.failover.state()),
-    )
-}
-
-async fn cancel_failover(
-    State(admin): State<Arc<Admin>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
-        return refused;
-    }
-    admin.failover.resume();
-    json(
-        StatusCode::ACCEPTED,
-        &FailoverStatus::from(&admin.failover.state()),
-    )
+    let status = match method {
+        HttpMethod::POST => {
+            log::info!("failover asked from {}", peer.0);
+            if let Err(reason) = admin.failover.pause() {
+                return failure(StatusCode::CONFLICT, reason);
+            }
+            StatusCode::ACCEPTED
+        }
+        HttpMethod::DELETE => {
+            admin.failover.resume();
+            StatusCode::ACCEPTED
+        }
+        _ => StatusCode::OK,
+    };
+    json(status, &FailoverStatus::from(&admin.failover.state()))
 }
 
 async fn not_allowed() -> Response {

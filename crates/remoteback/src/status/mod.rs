@@ -30,7 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use log::debug;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -95,29 +95,16 @@ pub fn counter_family<const N: usize>(
     family(out, family_name(name), help, kind, samples)
 }
 
-/// A gauge family of seconds (fractions allowed) whose samples differ by
-/// their labels. Label values may hold any text.
-pub fn seconds_family<const N: usize>(
+/// A gauge family whose samples differ by their labels: integers, or
+/// seconds with fractions. Label values may hold any text.
+pub fn gauge_family<const N: usize, V: EncodeGaugeValue + Copy>(
     out: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    samples: &[([(&str, &str); N], f64)],
+    samples: &[([(&str, &str); N], V)],
 ) -> fmt::Result {
-    let kind = ConstGauge::new(0f64).metric_type();
     let samples = samples.iter().map(|(l, v)| (l, ConstGauge::new(*v)));
-    family(out, name, help, kind, samples)
-}
-
-/// A gauge family of integers whose samples differ by their labels.
-pub fn gauge_family<const N: usize>(
-    out: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    samples: &[([(&str, &str); N], i64)],
-) -> fmt::Result {
-    let kind = ConstGauge::new(0i64).metric_type();
-    let samples = samples.iter().map(|(l, v)| (l, ConstGauge::new(*v)));
-    family(out, name, help, kind, samples)
+    family(out, name, help, MetricType::Gauge, samples)
 }
 
 /// A histogram without labels (`name` ends in its unit: `_seconds`).

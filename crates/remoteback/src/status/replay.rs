@@ -9,7 +9,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use remoteback_protocol::record::now_ms;
 use remoteback_replay::Stats;
 
-use super::{counter, gauge, gauge_family, histogram, seconds_family, Report};
+use super::{counter, gauge, gauge_family, histogram, Report};
 
 /// The replay's progress and its wait for the backup.
 pub struct ReplayReport {
@@ -113,7 +113,7 @@ impl Report for ReplayReport {
                 ([("topic", topic.as_str()), ("partition", p.as_str())], lag)
             })
             .collect();
-        seconds_family(
+        gauge_family(
             out,
             "remoteback_replay_lag_seconds",
             "Seconds since the primary answered the newest write applied, or the proxy wrote the newest heartbeat read, per partition (from its first record on).",
