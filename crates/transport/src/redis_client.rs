@@ -58,11 +58,11 @@ pub fn redis_client(info: ConnectionInfo, tls: Option<&TlsSettings>) -> RedisRes
             )))
         }
     };
-    // Read and checked as the hand-written connections do, so that a bad
-    // file is reported alike, naming it. (The crate loads the platform's
-    // store itself and, unlike `TlsSettings`, fails on any unreadable
-    // entry of it.)
-    tls.check(&host).map_err(invalid)?;
+    // The files were checked with the configuration (`TlsSettings::check`);
+    // here they are only read, a missing one named, and the crate parses
+    // them and loads the platform's store itself (failing, unlike
+    // `TlsSettings`, on any unreadable entry of it).
+    tls.server_name(&host).map_err(invalid)?;
     let name = tls.server_name.clone().unwrap_or_else(|| host.clone());
     let resolver = (name != host).then_some(PinnedHost { host, port });
     let info = info.set_addr(ConnectionAddr::TcpTls {
