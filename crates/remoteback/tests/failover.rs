@@ -39,6 +39,62 @@ struct Acked {
     sent_ms: AtomicU64,
 }
 
+/// Three clients writing through the proxy, each its value `n` = 1, 2, ...
+/// with `write`, until a write fails (or times out after `timeout`).
+struct Writers {
+    acked: Vec<Arc<Acked>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Starts them and waits until each had 300 writes acknowledged.
+    fn start(
+        port: u16,
+        timeout: Duration,
+        write: fn(&mut redis::Connection, usize, u64) -> redis::RedisResult<()>,
+    ) -> Writers {
+        let acked: Vec<Arc<Acked>> = (0..3)
+            .map(|_| {
+                Arc::new(Acked {
+                    value: AtomicU64::new(0),
+                    sent_ms: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        let threads = acked
+            .iter()
+            .enumerate()
+            .map(|(w, acked)| {
+                let acked = acked.clone();
+                std::thread::spawn(move || {
+                    let mut con = connect(port);
+                    let _ = con.set_read_timeout(Some(timeout));
+                    for n in 1.. {
+                        let sent = now_ms();
+                        if write(&mut con, w, n).is_err() {
+                            return;
+                        }
+                        acked.sent_ms.store(sent, Ordering::SeqCst);
+                        acked.value.store(n, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        wait_until(Duration::from_secs(30), "each writer acknowledged", || {
+            acked.iter().all(|a| a.value.load(Ordering::SeqCst) >= 300)
+        });
+        Writers { acked, threads }
+    }
+
+    /// Waits for every writer to end; what each had acknowledged.
+    fn join(self) -> Vec<Arc<Acked>> {
+        for t in self.threads {
+            t.join().expect("writer");
+        }
+        self.acked
+    }
+}
+
 #[test]
 fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
     let (mut p, _, replay_metrics) = Pipeline::start_with_metrics(Setup {
@@ -46,51 +102,18 @@ fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
         proxy_extra: "ack = \"kafka\"\n".to_owned(),
         ..Setup::default()
     });
-    let writers: Vec<Arc<Acked>> = (0..3)
-        .map(|_| {
-            Arc::new(Acked {
-                value: AtomicU64::new(0),
-                sent_ms: AtomicU64::new(0),
-            })
-        })
-        .collect();
-    let threads: Vec<_> = writers
-        .iter()
-        .enumerate()
-        .map(|(w, acked)| {
-            let acked = acked.clone();
-            let port = p.proxy_port;
-            std::thread::spawn(move || {
-                let mut con = connect(port);
-                let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
-                for n in 1.. {
-                    let sent = now_ms();
-                    let done: redis::RedisResult<()> = redis::cmd("SET")
-                        .arg(format!("writer:{w}"))
-                        .arg(n)
-                        .query(&mut con);
-                    if done.is_err() {
-                        return;
-                    }
-                    acked.sent_ms.store(sent, Ordering::SeqCst);
-                    acked.value.store(n, Ordering::SeqCst);
-                }
-            })
-        })
-        .collect();
-    wait_until(Duration::from_secs(30), "each writer acknowledged", || {
-        writers
-            .iter()
-            .all(|a| a.value.load(Ordering::SeqCst) >= 300)
+    let writers = Writers::start(p.proxy_port, Duration::from_secs(5), |con, w, n| {
+        redis::cmd("SET")
+            .arg(format!("writer:{w}"))
+            .arg(n)
+            .query(con)
     });
 
     // The region goes: the proxy and the primary at once.
     p.proxy.kill();
     p.primary.stop();
     let gone_ms = now_ms();
-    for t in threads {
-        t.join().expect("writer");
-    }
+    let writers = writers.join();
 
     let out = Command::new(remoteback_bin())
         .args([
@@ -175,48 +198,19 @@ fn a_planned_failover_loses_nothing_and_the_reverse_pipeline_replicates_back() {
         partitions: 2,
         ..Setup::default()
     });
-    let writers: Vec<Arc<Acked>> = (0..3)
-        .map(|_| {
-            Arc::new(Acked {
-                value: AtomicU64::new(0),
-                sent_ms: AtomicU64::new(0),
-            })
-        })
-        .collect();
-    let threads: Vec<_> = writers
-        .iter()
-        .enumerate()
-        .map(|(w, acked)| {
-            let acked = acked.clone();
-            let port = p.proxy_port;
-            std::thread::spawn(move || {
-                let mut con = connect(port);
-                // A write held by the failover times out here.
-                let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
-                for n in 1.. {
-                    let done: redis::RedisResult<()> = redis::pipe()
-                        .cmd("SET")
-                        .arg(format!("writer:{w}"))
-                        .arg(n)
-                        .ignore()
-                        .cmd("HSET")
-                        .arg(format!("history:{w}"))
-                        .arg(n % 50)
-                        .arg(n)
-                        .ignore()
-                        .query(&mut con);
-                    if done.is_err() {
-                        return;
-                    }
-                    acked.value.store(n, Ordering::SeqCst);
-                }
-            })
-        })
-        .collect();
-    wait_until(Duration::from_secs(30), "each writer acknowledged", || {
-        writers
-            .iter()
-            .all(|a| a.value.load(Ordering::SeqCst) >= 300)
+    // A write held by the failover times out after 2 s.
+    let writers = Writers::start(p.proxy_port, Duration::from_secs(2), |con, w, n| {
+        redis::pipe()
+            .cmd("SET")
+            .arg(format!("writer:{w}"))
+            .arg(n)
+            .ignore()
+            .cmd("HSET")
+            .arg(format!("history:{w}"))
+            .arg(n % 50)
+            .arg(n)
+            .ignore()
+            .query(con)
     });
 
     // A transaction queued before the failover, its EXEC sent after.
@@ -252,9 +246,7 @@ fn a_planned_failover_loses_nothing_and_the_reverse_pipeline_replicates_back() {
         ),
         "{report}"
     );
-    for t in threads {
-        t.join().expect("writer");
-    }
+    writers.join();
     // The EXEC waits at the proxy like every write: it never runs.
     let _ = transaction.set_read_timeout(Some(Duration::from_secs(1)));
     let exec: redis::RedisResult<redis::Value> = redis::cmd("EXEC").query(&mut transaction);
