@@ -20,13 +20,28 @@ pub(super) const LOG_TAIL_BYTES: u64 = 8 * 1024;
 // Small utilities
 // ---------------------------------------------------------------------------
 
-/// Ports handed out: below Linux's ephemeral range (32768-60999 by
-/// default), so that no outgoing connection of a concurrent test (a client,
-/// librdkafka) takes one as its local port between the check and the
-/// server's bind, which ports from `bind(0)` allowed.
-const PORTS: std::ops::Range<u16> = 20_000..32_768;
+/// Ports handed out: the lower half of the ports below the kernel's
+/// ephemeral range (32768-60999 by default: 16384-32767), so that no
+/// outgoing connection of a concurrent test (a client, librdkafka) takes
+/// one as its local port between the check and the server's bind, which
+/// ports from `bind(0)` allowed. A machine whose ephemeral range starts
+/// too low to leave room gets 20000-32767.
+fn ports() -> std::ops::Range<u16> {
+    static PORTS: OnceLock<std::ops::Range<u16>> = OnceLock::new();
+    PORTS
+        .get_or_init(|| {
+            let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .ok()
+                .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+            match low {
+                Some(low) if low >= 4096 => low / 2..low,
+                _ => 20_000..32_768,
+            }
+        })
+        .clone()
+}
 
-/// A free TCP port on 127.0.0.1, chosen at random among [`PORTS`]. A port
+/// A free TCP port on 127.0.0.1, chosen at random among [`ports`]. A port
 /// is never handed out twice within the same test process; concurrent test
 /// processes each pick at random.
 pub fn free_port() -> u16 {
@@ -42,8 +57,9 @@ pub fn free_port() -> u16 {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let span = u64::from(PORTS.end - PORTS.start);
-        let port = PORTS.start + (state % span) as u16;
+        let range = ports();
+        let span = u64::from(range.end - range.start);
+        let port = range.start + (state % span) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
             continue;
         }
