@@ -46,6 +46,15 @@ pub const HEADER_CLOSE: &str = "rb-close";
 /// by nothing; it has an `rb-time` but no `rb-seq` (a lost or repeated
 /// heartbeat is neither a gap nor a duplicate).
 pub const HEADER_HEARTBEAT: &str = "rb-heartbeat";
+/// Header: on the records a full `remoteback sync` writes to every
+/// partition when it starts and when it ended with every key copied,
+/// `start:<id>` and `end:<id>`; the id (the sync's start time in
+/// milliseconds) pairs them, with `rb-source`. The records hold no
+/// commands. A restore may begin at a sync's start on every partition
+/// once its end is in the log: from there the records alone rebuild the
+/// whole dataset, and what came before is not needed.
+pub const HEADER_SYNC: &str = "rb-sync";
+
 /// Prefix of every key remoteback itself keeps in the backup (the replay's
 /// offsets): never data, never reported as a difference, kept when the
 /// sync empties the backup.
@@ -142,6 +151,50 @@ impl std::str::FromStr for Barrier {
     }
 }
 
+/// A sync's mark in the log (`rb-sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncMark {
+    pub phase: SyncPhase,
+    /// The sync's start time, milliseconds since the Unix epoch.
+    pub id: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPhase {
+    /// Before the sync's first copy, on every partition.
+    Start,
+    /// After its last copy, every key of every database copied.
+    End,
+}
+
+impl std::fmt::Display for SyncMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = match self.phase {
+            SyncPhase::Start => "start",
+            SyncPhase::End => "end",
+        };
+        write!(f, "{phase}:{}", self.id)
+    }
+}
+
+impl std::str::FromStr for SyncMark {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("not start:ID or end:ID: {s:?}");
+        let (phase, id) = s.split_once(':').ok_or_else(bad)?;
+        let phase = match phase {
+            "start" => SyncPhase::Start,
+            "end" => SyncPhase::End,
+            _ => return Err(bad()),
+        };
+        Ok(SyncMark {
+            phase,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// One unit of replication: what the replay applies, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -173,6 +226,8 @@ pub struct Record {
     pub close: bool,
     /// Whether this is a heartbeat (no commands).
     pub heartbeat: bool,
+    /// A sync's mark (no commands).
+    pub sync: Option<SyncMark>,
 }
 
 impl Record {
@@ -204,6 +259,9 @@ impl Record {
         if self.heartbeat {
             h.push((HEADER_HEARTBEAT, "1".to_string()));
         }
+        if let Some(mark) = self.sync {
+            h.push((HEADER_SYNC, mark.to_string()));
+        }
         h
     }
 }
@@ -229,6 +287,7 @@ pub struct Meta {
     pub conn: Option<u64>,
     pub close: bool,
     pub heartbeat: bool,
+    pub sync: Option<SyncMark>,
 }
 
 impl Meta {
@@ -249,6 +308,7 @@ impl Meta {
             conn: None,
             close: false,
             heartbeat: false,
+            sync: None,
         };
         for (name, value) in headers {
             match name {
@@ -274,6 +334,13 @@ impl Meta {
                 HEADER_CONN => meta.conn = Some(number(HEADER_CONN, value)?),
                 HEADER_CLOSE => meta.close = value == b"1",
                 HEADER_HEARTBEAT => meta.heartbeat = value == b"1",
+                HEADER_SYNC => {
+                    let text = text(HEADER_SYNC, value)?;
+                    meta.sync = Some(text.parse().map_err(|reason| RecordError {
+                        header: HEADER_SYNC,
+                        reason,
+                    })?);
+                }
                 _ => {}
             }
         }
@@ -323,6 +390,10 @@ mod tests {
             conn: Some(7),
             close: true,
             heartbeat: false,
+            sync: Some(SyncMark {
+                phase: SyncPhase::End,
+                id: 1700000000000,
+            }),
         };
         let h = r.headers();
         let meta = Meta::from_headers(h.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap();
@@ -339,6 +410,9 @@ mod tests {
         );
         assert!(meta.close);
         assert_eq!(meta.db, None);
+        assert_eq!(meta.sync, r.sync);
+        let bad = Meta::from_headers([(HEADER_FORMAT, &b"PROTOCOL"[..]), (HEADER_SYNC, b"mid:1")]);
+        assert_eq!(bad.unwrap_err().header, HEADER_SYNC);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! A planned failover's first half, in the proxy: writes stop at the proxy
-//! (they wait before reaching the primary; reads go on), and the proxy says
-//! when every write the primary took through it is in Kafka. The replay
-//! then applies the topic to its end (`remoteback failover`).
+//! (they wait before reaching the primary, or are refused with `-READONLY`;
+//! reads go on), and the proxy says when every write the primary took
+//! through it is in Kafka. The replay then applies the topic to its end
+//! (`remoteback failover`).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::session::SessionContext;
@@ -19,11 +21,48 @@ pub struct Failover {
     kafka: Vec<(String, String)>,
 }
 
+/// What clients' writes meet while a failover holds them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WritesDuring {
+    /// They wait at the proxy until the failover ends (the proxy stops, or
+    /// the failover is cancelled): a client sees a slow write, no error.
+    #[default]
+    Wait,
+    /// They are refused with `-READONLY remoteback: failover in progress`,
+    /// as a Redis replica refuses them; a transaction with writes is
+    /// aborted (`-EXECABORT`). Writes already waiting for a key lock when
+    /// the failover began still wait. With `message = "ROW"` writes wait.
+    Readonly,
+}
+
+impl std::str::FromStr for WritesDuring {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "wait" => Ok(WritesDuring::Wait),
+            "readonly" => Ok(WritesDuring::Readonly),
+            _ => Err(format!("{s:?}: expected wait or readonly")),
+        }
+    }
+}
+
+impl WritesDuring {
+    pub fn name(self) -> &'static str {
+        match self {
+            WritesDuring::Wait => "wait",
+            WritesDuring::Readonly => "readonly",
+        }
+    }
+}
+
 /// Where a planned failover stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailoverState {
-    /// Writes wait at the proxy.
+    /// Writes wait at the proxy (or are refused: `refusing`).
     pub paused: bool,
+    /// Writes are refused with `-READONLY` rather than held.
+    pub refusing: bool,
     /// No write is between being forwarded and having its record handed
     /// to the senders.
     pub none_in_flight: bool,
@@ -63,15 +102,24 @@ impl Failover {
 
     /// Writes wait at the proxy from now on: before the backlog (every
     /// captured command) and at the key locks (everything that takes them,
-    /// a transaction's `EXEC` included), so that none reaches the primary.
-    /// Refused while a sync runs: the backup would be half seeded.
-    pub fn pause(&self) -> Result<(), &'static str> {
+    /// a transaction's `EXEC` included), so that none reaches the primary;
+    /// with [`WritesDuring::Readonly`], the ones that reach the proxy from
+    /// now on are refused instead. Asked again, the failover goes on with
+    /// the mode asked last. Refused while a sync runs: the backup would be
+    /// half seeded.
+    pub fn pause(&self, during: WritesDuring) -> Result<(), &'static str> {
         if self.status.sync().state == SyncState::Running {
             return Err("a sync is running: wait for it or cancel it first");
         }
-        if !self.ctx.senders.backlog().writes_paused() {
+        let refusing = during == WritesDuring::Readonly;
+        let was = self.ctx.refusing.swap(refusing, Ordering::Relaxed);
+        if !self.ctx.senders.backlog().writes_paused() || was != refusing {
+            let what = match during {
+                WritesDuring::Wait => "wait at the proxy",
+                WritesDuring::Readonly => "are refused with -READONLY",
+            };
             log::warn!(
-                "failover: writes wait at the proxy from now on (reads go on) until it stops or \
+                "failover: writes {what} from now on (reads go on) until the proxy stops or \
                  the failover is cancelled"
             );
         }
@@ -91,6 +139,7 @@ impl Failover {
             ordering.pause_locks(false);
         }
         self.ctx.senders.backlog().pause_writes(false);
+        self.ctx.refusing.store(false, Ordering::Relaxed);
     }
 
     pub fn state(&self) -> FailoverState {
@@ -104,6 +153,7 @@ impl Failover {
         let backlog_bytes = backlog.bytes();
         FailoverState {
             paused,
+            refusing: paused && self.ctx.refusing.load(Ordering::Relaxed),
             none_in_flight,
             backlog_bytes,
             drained: paused && none_in_flight && backlog_bytes == 0,

@@ -38,7 +38,7 @@ pub use listener::{Proxy, ProxyError};
 pub use settings::{
     AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, ProxySettings, SenderSettings,
 };
-pub use status::{SenderStatus, Status};
+pub use status::{SenderStatus, Status, UpstreamError};
 pub use sync::{
     BadPosition, CopyError, Method, RepairError, StartError, SyncControl, SyncPosition,
     SyncProgress, SyncRequest, SyncState, DEFAULT_CHUNK_BYTES, DEFAULT_INFLIGHT_BYTES,

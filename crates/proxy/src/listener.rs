@@ -130,6 +130,8 @@ impl Proxy {
                 max_bulk_len: settings.proto_max_bulk_len,
             },
             drain: Drain::new(),
+            metrics: Arc::default(),
+            refusing: Default::default(),
         });
         if let Some(heartbeat) = settings
             .heartbeat
@@ -154,6 +156,7 @@ impl Proxy {
             self.ctx.senders.clone(),
             self.ctx.drain.clone(),
             self.ctx.limits.clone(),
+            self.ctx.metrics.clone(),
             self.sync.clone(),
             self.table.clone(),
             self.ctx.ordering.clone(),

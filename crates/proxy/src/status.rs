@@ -9,6 +9,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use crate::ordering::OrderTables;
 use crate::sender::Senders;
 use crate::session::limits::{ClientLimits, Closed};
+use crate::session::metrics::SessionMetrics;
+pub use crate::session::metrics::UpstreamError;
 use crate::shutdown::Drain;
 use crate::sync::{SyncControl, SyncProgress};
 use crate::table::CommandTable;
@@ -19,6 +21,7 @@ pub struct Status {
     senders: Arc<Senders>,
     sessions: Arc<Drain>,
     limits: Arc<ClientLimits>,
+    sessions_metrics: Arc<SessionMetrics>,
     sync: Arc<SyncControl>,
     table: Arc<CommandTable>,
     ordering: Option<Arc<OrderTables>>,
@@ -57,6 +60,7 @@ impl Status {
         senders: Arc<Senders>,
         sessions: Arc<Drain>,
         limits: Arc<ClientLimits>,
+        sessions_metrics: Arc<SessionMetrics>,
         sync: Arc<SyncControl>,
         table: Arc<CommandTable>,
         ordering: Option<Arc<OrderTables>>,
@@ -65,10 +69,34 @@ impl Status {
             senders,
             sessions,
             limits,
+            sessions_metrics,
             sync,
             table,
             ordering,
         }
+    }
+
+    /// Client commands by command name (`config|get` for a subcommand;
+    /// `unknown` for names no command table knows), since start.
+    pub fn commands(&self) -> Vec<(&'static str, u64)> {
+        self.sessions_metrics.commands()
+    }
+
+    /// Seconds from reading a client's bytes to having written them to the
+    /// primary, per read.
+    pub fn request_seconds(&self) -> Histogram {
+        self.sessions_metrics.request_seconds.clone()
+    }
+
+    /// Seconds from reading the primary's replies to having handed them to
+    /// the client, per read.
+    pub fn reply_seconds(&self) -> Histogram {
+        self.sessions_metrics.reply_seconds.clone()
+    }
+
+    /// Sessions the primary failed, by kind, since start.
+    pub fn upstream_errors(&self) -> Vec<(UpstreamError, u64)> {
+        self.sessions_metrics.upstream_errors()
     }
 
     /// Per Kafka sender (by topic), the time from handing a message to

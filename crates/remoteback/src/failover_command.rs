@@ -1,5 +1,5 @@
 //! `remoteback failover`: the planned switch to the backup. Writes stop at
-//! the proxy (they wait; reads go on), every write the primary took through
+//! the proxy (they wait, or are refused with `-READONLY`; reads go on), every write the primary took through
 //! it reaches Kafka, the replay applies the topic to its end and stops, and
 //! this says whether nothing was lost and prints the reverse direction's
 //! configuration.
@@ -12,6 +12,7 @@ use clap::Args;
 use remoteback::admin::client::AdminClient;
 use remoteback::admin::promotion::PromotionStatus;
 use remoteback::admin::{self, FailoverStatus};
+use remoteback_proxy::failover::WritesDuring;
 
 use crate::promote_command;
 
@@ -39,6 +40,11 @@ pub struct FailoverArgs {
     /// How long the replay may take to apply the topic to its end.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     promote_timeout: Duration,
+    /// What clients' writes meet meanwhile: `wait` (held until the proxy
+    /// stops, a slow write but no error) or `readonly` (refused with
+    /// `-READONLY remoteback: failover in progress`, as by a Redis replica).
+    #[arg(long, default_value = "wait", value_name = "wait|readonly")]
+    clients: WritesDuring,
     /// Also write the reverse direction's configurations,
     /// proxy-reverse.toml and replay-reverse.toml, into DIR.
     #[arg(long, value_name = "DIR")]
@@ -54,13 +60,15 @@ pub fn run(args: FailoverArgs) -> ExitCode {
         }
     };
     let proxy = AdminClient::new(&args.proxy, token);
-    if let Err(e) = proxy.failover() {
+    if let Err(e) = proxy.failover(args.clients) {
         eprintln!("error: failover: proxy: {e}");
         return ExitCode::from(2);
     }
-    eprintln!(
-        "failover: writes wait at the proxy; waiting until every write it forwarded is in Kafka"
-    );
+    let held = match args.clients {
+        WritesDuring::Wait => "writes wait at the proxy",
+        WritesDuring::Readonly => "the proxy refuses writes (-READONLY)",
+    };
+    eprintln!("failover: {held}; waiting until every write it forwarded is in Kafka");
     let drained = match drain(&proxy, args.drain_timeout) {
         Ok(state) => state,
         Err(e) => {

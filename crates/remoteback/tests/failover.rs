@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::pipeline::{connect, Pipeline, Setup};
 use common::{remoteback_bin, wait_until};
+use remoteback::admin::client::AdminClient;
+use remoteback_proxy::failover::WritesDuring;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -321,4 +323,118 @@ fn a_planned_failover_loses_nothing_and_the_reverse_pipeline_replicates_back() {
         "the old primary to equal the new one",
         || common::compare::differences(p.backup.port(), p.primary.port(), &[0]).is_empty(),
     );
+}
+
+/// A failover started with `--clients readonly`: writes are refused with
+/// `-READONLY` as by a Redis replica (in a transaction, at `EXEC`), reads
+/// go on, nothing refused reaches the primary, and writes go again when
+/// the failover is cancelled.
+#[test]
+fn a_readonly_failover_refuses_writes_and_serves_reads() {
+    let (p, proxy_metrics, _) = Pipeline::start_with_metrics(Setup::default());
+    let mut client = connect(p.proxy_port);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("before")
+        .query(&mut client)
+        .unwrap();
+    let mut transaction = connect(p.proxy_port);
+    let _: () = redis::cmd("MULTI").query(&mut transaction).unwrap();
+    let queued: String = redis::cmd("SET")
+        .arg("queued:before")
+        .arg(1)
+        .query(&mut transaction)
+        .unwrap();
+    assert_eq!(queued, "QUEUED");
+
+    let admin = AdminClient::new(&format!("127.0.0.1:{proxy_metrics}"), None);
+    let status = admin.failover(WritesDuring::Readonly).unwrap();
+    assert!(status.paused && status.refusing, "{status:?}");
+
+    // The error code and text a client sees.
+    let refused = |r: redis::RedisResult<redis::Value>| {
+        let e = r.expect_err("a write answered during a readonly failover");
+        format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or(""))
+    };
+    let e = refused(redis::cmd("SET").arg("k").arg("during").query(&mut client));
+    assert_eq!(e, "READONLY remoteback: failover in progress");
+    // Replies stay in order around a refusal.
+    let replies: Vec<redis::RedisResult<Option<String>>> = redis::pipe()
+        .cmd("GET")
+        .arg("k")
+        .cmd("INCR")
+        .arg("counter")
+        .cmd("GET")
+        .arg("k")
+        .ignore_errors()
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(replies.len(), 3);
+    assert_eq!(replies[0].as_ref().unwrap().as_deref(), Some("before"));
+    let e = replies[1].as_ref().expect_err("INCR refused");
+    assert_eq!(e.code(), Some("READONLY"), "{e}");
+    assert_eq!(replies[2].as_ref().unwrap().as_deref(), Some("before"));
+    // The transaction queued before: its EXEC is refused.
+    let e = refused(redis::cmd("EXEC").query(&mut transaction));
+    assert_eq!(
+        e,
+        "EXECABORT Transaction discarded because of: READONLY remoteback: failover in progress"
+    );
+    // One begun now: the write in it is refused, and so is the EXEC.
+    let _: () = redis::cmd("MULTI").query(&mut transaction).unwrap();
+    let e = refused(
+        redis::cmd("SET")
+            .arg("queued:during")
+            .arg(1)
+            .query(&mut transaction),
+    );
+    assert_eq!(e, "READONLY remoteback: failover in progress");
+    let e = refused(redis::cmd("EXEC").query(&mut transaction));
+    assert!(e.starts_with("EXECABORT "), "{e}");
+    // A transaction of reads still runs.
+    let (read,): (Option<String>,) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg("k")
+        .query(&mut transaction)
+        .unwrap();
+    assert_eq!(read.as_deref(), Some("before"));
+
+    let mut primary = p.on_primary();
+    let on_primary: (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = redis::pipe()
+        .cmd("GET")
+        .arg("k")
+        .cmd("GET")
+        .arg("counter")
+        .cmd("GET")
+        .arg("queued:before")
+        .cmd("GET")
+        .arg("queued:during")
+        .query(&mut primary)
+        .unwrap();
+    assert_eq!(
+        on_primary,
+        (Some("before".into()), None, None, None),
+        "no refused write reached the primary"
+    );
+    wait_until(Duration::from_secs(10), "the proxy to drain", || {
+        admin.failover_status().unwrap().drained
+    });
+
+    admin.cancel_failover().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("after")
+        .query(&mut client)
+        .unwrap();
+    p.wait_backup_value(0, "k", "after");
+    // Refused commands were sent by clients all the same.
+    let status = common::status::Status(proxy_metrics);
+    let sets = status.sample("remoteback_proxy_commands_total{command=\"set\"}");
+    assert_eq!(sets, Some(5), "SET k, queued:before, k, queued:during, k");
 }

@@ -234,6 +234,7 @@ mod tests {
                 conn: None,
                 close: false,
                 heartbeat,
+                sync: None,
             },
             payload: Bytes::new(),
         }

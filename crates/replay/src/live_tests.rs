@@ -149,6 +149,7 @@ fn record(offset: i64, commands: &[&[&str]]) -> Received {
             conn: None,
             close: false,
             heartbeat: false,
+            sync: None,
         },
         payload: payload.freeze(),
     }
@@ -447,6 +448,7 @@ async fn row_records_are_sent_again_after_the_backup_went_away() {
             conn: Some(1),
             close: false,
             heartbeat: false,
+            sync: None,
         },
         payload: Bytes::from_static(bytes),
     };

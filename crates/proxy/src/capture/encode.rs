@@ -62,6 +62,7 @@ pub(crate) fn commands<'a>(
         conn: None,
         close: false,
         heartbeat: false,
+        sync: None,
     }
 }
 
@@ -125,6 +126,7 @@ pub(crate) fn row(
         conn: Some(conn),
         close,
         heartbeat: false,
+        sync: None,
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use remoteback_protocol::commands::CommandSpec;
+use remoteback_protocol::record::SyncMark;
 use remoteback_protocol::{Command, Format, Record};
 
 use super::encode;
@@ -27,7 +28,9 @@ use crate::settings::{ProxySettings, SenderSettings};
 use crate::table::CommandTable;
 
 /// What the proxy decided about a command when it read it.
-#[derive(Clone, Copy, Debug)]
+/// The default is the verdict on a command no table knows and no sender
+/// takes.
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Verdict {
     /// Its entry in the command table (the primary's, else the built-in
     /// one), if a table knows it. `'static`: tables are never freed (see
@@ -211,6 +214,29 @@ impl Routes {
             writes,
             true,
             time_ms,
+            Track::Always,
+            &mut deliveries,
+        );
+        deliveries
+    }
+
+    /// Hands a sync's `mark` (a record of no commands, keyless: a barrier
+    /// on every partition) to every sender, and returns its deliveries.
+    pub fn dispatch_mark(&self, senders: &Senders, mark: SyncMark, time_ms: u64) -> Vec<Delivery> {
+        let mut record = encode::commands(
+            self.format,
+            &self.source,
+            self.run,
+            0,
+            std::iter::empty(),
+            false,
+            time_ms,
+        );
+        record.sync = Some(mark);
+        let mut deliveries = Vec::new();
+        senders.send_each(
+            0..self.filters.len(),
+            record,
             Track::Always,
             &mut deliveries,
         );

@@ -67,6 +67,11 @@ impl LockPlan {
         }
     }
 
+    /// Whether a transaction is open with writes queued in it.
+    pub fn queues_writes(&self) -> bool {
+        self.queued.as_ref().is_some_and(|q| !q.is_empty())
+    }
+
     fn need_of(&self, command: &Command, spec: &CommandSpec) -> Need {
         // Commands that touch another database or all keys.
         let across = [

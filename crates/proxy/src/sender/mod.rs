@@ -76,6 +76,7 @@ impl Heartbeat {
             conn: None,
             close: false,
             heartbeat: true,
+            sync: None,
         }
     }
 }

@@ -162,6 +162,7 @@ mod tests {
             conn: None,
             close: false,
             heartbeat: false,
+            sync: None,
         }
     }
 

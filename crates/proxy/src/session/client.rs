@@ -13,6 +13,7 @@
 //! replication stream (`SYNC`, `PSYNC`).
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,8 +29,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::budget::InFlightBudget;
 use super::inflight::{InFlight, Pending, ReplyMode, Shape};
 use super::limits::Closed;
+use super::metrics::{CommandTally, UNKNOWN_COMMAND};
+use super::refusal;
 use super::tunnel::{self, Handover, HandoverRequest};
 use super::SessionContext;
+use crate::capture::Verdict;
 use crate::ordering::{LockPlan, PopState, Prepared, WriteOrder};
 use crate::sender::backlog::Backlog;
 
@@ -62,6 +66,7 @@ pub(super) async fn forward_requests(
     let mut partial = None;
     let idle_timeout = ctx.limits.idle_timeout;
     let mut last_read = Instant::now();
+    let mut tally = CommandTally::default();
     let idle = tokio::time::sleep(idle_timeout.unwrap_or_default());
     tokio::pin!(idle);
     loop {
@@ -101,9 +106,7 @@ pub(super) async fn forward_requests(
         if read == 0 {
             return Ok(());
         }
-        if idle_timeout.is_some() {
-            last_read = Instant::now();
-        }
+        last_read = Instant::now();
         let mut found = Vec::new();
         let mut pos = 0;
         let mut error = None;
@@ -147,6 +150,7 @@ pub(super) async fn forward_requests(
                 let cost = cost_of(&parsed);
                 let command = parsed.command(&chunk.slice(offset..));
                 let verdict = ctx.routes.verdict(&command);
+                tally.count(verdict.spec.map_or(UNKNOWN_COMMAND, |s| s.name()));
                 let shape = mode.shape_of(&command);
                 // With replies off the primary's refusal would never be
                 // seen: such a SYNC is an ordinary command.
@@ -167,6 +171,28 @@ pub(super) async fn forward_requests(
                             send(upstream, &buf).await?;
                             return tunnel::requests(client, upstream).await;
                         }
+                    }
+                }
+                // A failover refusing writes: the write (or the EXEC of
+                // writes queued before) is replaced by a stand-in.
+                if ordering.is_some()
+                    && backlog.holds_writes()
+                    && ctx.refusing.load(Ordering::Relaxed)
+                {
+                    if let Some(stand_in) = refusal::stand_in(&command, &verdict, &mut plan) {
+                        send(upstream, &chunk[flushed..offset]).await?;
+                        flushed = offset + len;
+                        if let Some(ordering) = &ordering {
+                            pops.drain(..).for_each(|w| ordering.watch_pop(w));
+                        }
+                        send(upstream, stand_in.request).await?;
+                        let mut entry =
+                            InFlight::new(stand_in.command, Verdict::default(), shape, None, cost);
+                        entry.answer = Some(stand_in.answer);
+                        if tx.send(Pending::Command(entry)).is_err() {
+                            return Ok(());
+                        }
+                        continue;
                     }
                 }
                 let mut hold = None;
@@ -228,6 +254,8 @@ pub(super) async fn forward_requests(
             if let Some(ordering) = &ordering {
                 pops.drain(..).for_each(|w| ordering.watch_pop(w));
             }
+            ctx.metrics.observe_request(last_read.elapsed());
+            ctx.metrics.add_commands(&mut tally);
         }
         if let Some(e) = error {
             let _ = tx.send(Pending::ProtocolError(e));

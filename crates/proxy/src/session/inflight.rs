@@ -46,6 +46,9 @@ pub(crate) struct InFlight {
     pub hold: Option<Hold>,
     /// What it counts against the client's in-flight budget.
     pub cost: usize,
+    /// What the client gets instead of the primary's reply: a write refused
+    /// during a failover ([`super::refusal`]).
+    pub answer: Option<Bytes>,
 }
 
 impl InFlight {
@@ -65,6 +68,7 @@ impl InFlight {
             shape,
             hold,
             cost,
+            answer: None,
         }
     }
 }

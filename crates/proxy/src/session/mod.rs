@@ -13,10 +13,13 @@ mod budget;
 mod client;
 pub(crate) mod inflight;
 pub(crate) mod limits;
+pub(crate) mod metrics;
 mod output;
+mod refusal;
 mod tunnel;
 mod upstream;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +39,7 @@ use crate::sender::Senders;
 use crate::shutdown::{Drain, Live};
 use budget::InFlightBudget;
 use limits::ClientLimits;
+use metrics::{SessionMetrics, UpstreamError};
 use output::{ClientWriter, ReplyOutput};
 
 /// What every session of a proxy shares.
@@ -59,6 +63,11 @@ pub(crate) struct SessionContext {
     pub request_limits: remoteback_protocol::request::Limits,
     /// Shutdown: sessions stop reading requests and finish what is in flight.
     pub drain: Arc<Drain>,
+    /// Commands by name, the proxy's own latency, the primary's failures.
+    pub metrics: Arc<SessionMetrics>,
+    /// A planned failover refuses writes with `-READONLY` rather than
+    /// holding them (set before the writes are paused, cleared after).
+    pub refusing: AtomicBool,
 }
 
 /// Serves one client until it disconnects or the primary does.
@@ -71,6 +80,7 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
     let upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
         Err(e) => {
+            ctx.metrics.upstream_error(UpstreamError::Connect);
             let addr = ctx.upstream.addr();
             log::warn!("client {conn} ({peer}): primary {addr} unreachable: {e}");
             let mut client = client;
@@ -131,7 +141,7 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
         replies_out,
         rx,
         capture,
-        ctx.reply_timeout,
+        ctx.clone(),
         upstream::Order {
             ordering,
             client_id,
@@ -166,6 +176,9 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
         }
     };
     if let Err(e) = outcome {
+        if let Some(kind) = UpstreamError::of(&e) {
+            ctx.metrics.upstream_error(kind);
+        }
         log::debug!("client {conn}: {e}");
     }
     if ctx.routes.format() == Format::Row {

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use remoteback_protocol::commands::CommandSpec;
@@ -24,8 +24,9 @@ use super::budget::InFlightBudget;
 use super::client::READ_CHUNK;
 use super::inflight::{self, waits_by_design, InFlight, InFlightQueue, Matched, Pending};
 use super::output::{AckWait, ReplyOutput};
-use super::sleep_until;
+use super::refusal;
 use super::tunnel::{self, Handover, HandoverRequest};
+use super::{sleep_until, SessionContext};
 use crate::capture::Capture;
 use crate::ordering::{ClientId, Hold, WriteOrder};
 
@@ -34,8 +35,9 @@ use crate::ordering::{ClientId, Hold, WriteOrder};
 pub(super) enum SessionEnd {
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+    /// `owed`: with replies still owed to the client.
     #[error("primary closed the connection")]
-    UpstreamClosed,
+    UpstreamClosed { owed: bool },
     #[error("invalid reply from the primary: {0}")]
     BadReply(#[source] remoteback_protocol::frame::FrameError),
     #[error("no reply from the primary within {0:?}")]
@@ -64,10 +66,11 @@ pub(super) async fn forward_replies(
     mut client: ReplyOutput,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     mut capture: Capture,
-    timeout: Option<Duration>,
+    ctx: Arc<SessionContext>,
     order: Order,
     budget: Arc<InFlightBudget>,
 ) -> Result<(), SessionEnd> {
+    let (timeout, metrics) = (ctx.reply_timeout, &ctx.metrics);
     let Order {
         ordering,
         mut client_id,
@@ -125,8 +128,13 @@ pub(super) async fn forward_replies(
                 },
                 read = upstream.read_buf(&mut buf) => {
                     if read? == 0 {
-                        return Err(SessionEnd::UpstreamClosed);
+                        while let Ok(p) = rx.try_recv() {
+                            accept(p, &mut queue, &mut protocol_error, &mut handover);
+                        }
+                        let owed = queue.awaiting();
+                        return Err(SessionEnd::UpstreamClosed { owed });
                     }
+                    let read_at = Instant::now();
                     // Everything forwarded before these replies is in the channel.
                     while let Ok(p) = rx.try_recv() {
                         accept(p, &mut queue, &mut protocol_error, &mut handover);
@@ -152,9 +160,13 @@ pub(super) async fn forward_replies(
                             id.set(&replies.slice(..own));
                             replies = replies.slice(own..);
                         }
-                        let (waits, freed) = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
+                        let (mut waits, freed, swaps) = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
                         budget.release(freed + queue.take_freed());
+                        if !swaps.is_empty() {
+                            replies = refusal::substitute(&replies, &swaps, &mut waits);
+                        }
                         client.send(replies, waits).await;
+                        metrics.observe_reply(read_at.elapsed());
                     }
                 }
                 () = client.write_unread(), if client.has_unread() => {}
@@ -236,16 +248,18 @@ fn scan_replies(
 
 /// Matches each reply in `replies` (lengths in `lens`) to its command, and
 /// gives back each write's locks after its capture. Returns the replies
-/// that must wait for Kafka (`ack = "kafka"`), and the in-flight budget the
-/// answered commands give back.
+/// that must wait for Kafka (`ack = "kafka"`), the in-flight budget the
+/// answered commands give back, and the spans of replies the client gets
+/// another answer for (refused writes), with that answer.
 async fn match_replies(
     replies: &Bytes,
     lens: &[usize],
     queue: &mut InFlightQueue,
     capture: &mut Capture,
     ordering: Option<&WriteOrder>,
-) -> (Vec<AckWait>, usize) {
+) -> (Vec<AckWait>, usize, Vec<(usize, usize, Bytes)>) {
     let mut waits = Vec::new();
+    let mut swaps = Vec::new();
     let mut freed = 0;
     let mut pos = 0;
     for &len in lens {
@@ -258,9 +272,13 @@ async fn match_replies(
                     verdict,
                     hold,
                     cost,
+                    answer,
                     ..
                 } = done;
                 freed += cost;
+                if let Some(answer) = answer {
+                    swaps.push((pos, pos + len, answer));
+                }
                 if let Some(ordering) = ordering {
                     ordering.observe(&command, &reply).await;
                     ordering.before_capture(hold.as_ref(), &reply).await;
@@ -286,7 +304,7 @@ async fn match_replies(
         }
         pos += len;
     }
-    (waits, freed)
+    (waits, freed, swaps)
 }
 
 /// Whether `command` blocks until data arrives or its timeout expires (what

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
-use remoteback_protocol::record::{now_ms, KEY_PREFIX};
-use remoteback_protocol::Command;
+use remoteback_protocol::record::{now_ms, SyncMark, SyncPhase, KEY_PREFIX};
+use remoteback_protocol::{Command, Format};
 
 use super::copier::{Copier, CopyError};
 use super::position::SyncPosition;
@@ -65,6 +65,13 @@ impl Job {
         let mut unacked = Unacked::new(start);
         let baseline = (self.copier.senders.lost(), self.copier.senders.uncaptured());
         self.copier.tables.sync.start();
+        // A restore can begin at a full sync's start once its end is in
+        // the log (record.rs, `rb-sync`).
+        let marked = self.request.is_full() && self.copier.routes.format() != Format::Row;
+        let id = now_ms();
+        if marked {
+            self.mark(SyncPhase::Start, id, &mut unacked);
+        }
         let walked = self.walk(&mut unacked).await;
         let unordered = self.copier.tables.sync.stop();
         counters
@@ -80,6 +87,17 @@ impl Job {
         };
         let (state, error) = match walked {
             Ok(()) => match unacked.drain().await {
+                Ok(()) if marked && unordered.unnamed == 0 => {
+                    self.mark(SyncPhase::End, id, &mut unacked);
+                    if let Err(lost) = unacked.drain().await {
+                        log::warn!(
+                            "sync: its end mark did not reach Kafka ({}): the copy is complete, \
+                             but a restore cannot begin at this sync",
+                            CopyError::from(lost)
+                        );
+                    }
+                    (SyncState::Done, None)
+                }
                 Ok(()) => (SyncState::Done, None),
                 Err(lost) => (SyncState::Failed, Some(CopyError::from(lost).to_string())),
             },
@@ -239,6 +257,17 @@ impl Job {
         let done = self.copier.counters.keys_done.load(Ordering::Relaxed);
         let due = started + Duration::from_secs_f64(done as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
+    }
+
+    /// Hands the sync's mark of `phase` to every sender (a barrier: a
+    /// record on every partition).
+    fn mark(&self, phase: SyncPhase, id: u64, unacked: &mut Unacked) {
+        let mark = SyncMark { phase, id };
+        let deliveries = self
+            .copier
+            .routes
+            .dispatch_mark(&self.copier.senders, mark, now_ms());
+        unacked.push(deliveries, 0);
     }
 
     /// The first record: empty the backup but for remoteback's own keys,

@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
+use remoteback_proxy::failover::WritesDuring;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::promotion::PromotionStatus;
-use super::{FailoverStatus, Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
+use super::{
+    FailoverStart, FailoverStatus, Failure, RepairRequest, Repaired, SyncStart, SyncStatus,
+};
 
 /// Longest a request may take: a repair waits for Kafka to acknowledge a
 /// key's records.
@@ -66,9 +69,13 @@ impl AdminClient {
         self.post("/repair", repair)
     }
 
-    /// Asks a proxy to hold every write from now on (a planned failover).
-    pub fn failover(&self) -> Result<FailoverStatus, AdminError> {
-        self.post("/failover", &serde_json::json!({}))
+    /// Asks a proxy to hold every write from now on (a planned failover),
+    /// refusing them with `-READONLY` when `during` says so.
+    pub fn failover(&self, during: WritesDuring) -> Result<FailoverStatus, AdminError> {
+        let start = FailoverStart {
+            clients: Some(during.name().to_string()),
+        };
+        self.post("/failover", &start)
     }
 
     /// A proxy's planned failover: whether everything is in Kafka.

@@ -49,6 +49,15 @@ pub struct SyncStart {
     pub resume: Option<String>,
 }
 
+/// `POST /failover`: what clients' writes meet meanwhile, `wait` (the
+/// default) or `readonly`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverStart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<String>,
+}
+
 /// `GET /sync`: a sync's progress.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyncStatus {
@@ -206,6 +215,9 @@ mod tests {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FailoverStatus {
     pub paused: bool,
+    /// Writes are refused with `-READONLY` rather than held.
+    #[serde(default)]
+    pub refusing: bool,
     pub none_in_flight: bool,
     pub backlog_bytes: u64,
     /// Every write the primary took through the proxy is in Kafka.
@@ -230,6 +242,7 @@ impl From<&remoteback_proxy::failover::FailoverState> for FailoverStatus {
     fn from(s: &remoteback_proxy::failover::FailoverState) -> Self {
         FailoverStatus {
             paused: s.paused,
+            refusing: s.refusing,
             none_in_flight: s.none_in_flight,
             backlog_bytes: s.backlog_bytes,
             drained: s.drained,

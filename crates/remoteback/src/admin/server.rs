@@ -17,6 +17,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCod
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
+use remoteback_proxy::failover::WritesDuring;
 use remoteback_proxy::{
     Method, RepairError, StartError, SyncControl, SyncPosition, SyncRequest, DEFAULT_CHUNK_BYTES,
     DEFAULT_INFLIGHT_BYTES,
@@ -24,7 +25,9 @@ use remoteback_proxy::{
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::{unhex, FailoverStatus, Failure, RepairRequest, Repaired, SyncStart, SyncStatus};
+use super::{
+    unhex, FailoverStart, FailoverStatus, Failure, RepairRequest, Repaired, SyncStart, SyncStatus,
+};
 
 const JSON: &str = "application/json";
 
@@ -70,14 +73,26 @@ async fn failover(
     Extension(peer): Extension<Peer>,
     method: HttpMethod,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     if let Some(refused) = refusal(admin.token.as_deref(), peer, &headers) {
         return refused;
     }
     let status = match method {
         HttpMethod::POST => {
-            log::info!("failover asked from {}", peer.0);
-            if let Err(reason) = admin.failover.pause() {
+            let during = match parse::<FailoverStart>(&headers, &body).and_then(|start| {
+                start
+                    .clients
+                    .as_deref()
+                    .map_or(Ok(WritesDuring::Wait), |c| {
+                        c.parse().map_err(|e| format!("clients: {e}"))
+                    })
+            }) {
+                Ok(during) => during,
+                Err(reason) => return failure(StatusCode::BAD_REQUEST, &reason),
+            };
+            log::info!("failover asked from {} (writes: {})", peer.0, during.name());
+            if let Err(reason) = admin.failover.pause(during) {
                 return failure(StatusCode::CONFLICT, reason);
             }
             StatusCode::ACCEPTED

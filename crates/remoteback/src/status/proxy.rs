@@ -130,6 +130,37 @@ impl Report for ProxyReport {
             "Seconds from handing a message with records to librdkafka to the broker's acknowledgement, per Kafka sender.",
             &samples,
         )?;
+        let commands: Vec<_> = status
+            .commands()
+            .into_iter()
+            .map(|(name, n)| ([("command", name)], n))
+            .collect();
+        counter_family(
+            out,
+            "remoteback_proxy_commands_total",
+            "Client commands by name, as the command table names them (config|get for a subcommand; unknown for names no table knows).",
+            &commands,
+        )?;
+        histogram_family(
+            out,
+            "remoteback_proxy_added_latency_seconds",
+            "Seconds the proxy held a read's bytes: request, from reading a client's requests to having written them to the primary (waits for key locks and a full backlog included); reply, from reading the primary's replies to having handed them to the client (the wait for Kafka under ack = kafka excluded).",
+            &[
+                ([("direction", "request")], status.request_seconds()),
+                ([("direction", "reply")], status.reply_seconds()),
+            ],
+        )?;
+        let errors: Vec<_> = status
+            .upstream_errors()
+            .into_iter()
+            .map(|(kind, n)| ([("kind", kind.label())], n))
+            .collect();
+        counter_family(
+            out,
+            "remoteback_proxy_upstream_errors_total",
+            "Client sessions the primary failed: connect (unreachable, TLS), closed (it closed with replies owed), timeout (rsptimeout), bad_reply (not RESP), io.",
+            &errors,
+        )?;
         if let Some(waits) = status.key_lock_wait_seconds() {
             histogram(
                 out,

@@ -56,4 +56,13 @@ impl Status {
         assert!(!samples.is_empty(), "no {name} in /metrics:\n{text}");
         samples.iter().sum()
     }
+
+    /// The value of one series, `name{label="value",...}` exactly as
+    /// `/metrics` writes it, if it is there.
+    pub fn sample(&self, series: &str) -> Option<u64> {
+        let (code, text) = self.get("/metrics");
+        assert_eq!(code, 200, "/metrics: {text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
 }

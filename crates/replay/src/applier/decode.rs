@@ -171,7 +171,8 @@ impl Applier {
             }
             Format::Row => return Err(bad(Unreadable::Row)),
         };
-        if commands.is_empty() {
+        // A sync's mark holds no commands; any other record holds some.
+        if commands.is_empty() && record.meta.sync.is_none() {
             return Err(bad(Unreadable::Empty));
         }
         let db = record

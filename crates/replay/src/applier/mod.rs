@@ -550,6 +550,7 @@ mod tests {
                 conn: None,
                 close: false,
                 heartbeat: false,
+                sync: None,
             },
             payload: Bytes::from_static(payload),
         }
