@@ -3,10 +3,12 @@
 //! the dataset of 14:03:11 is wanted back on a new instance.
 //!
 //! It is the replay, bounded (`remoteback_replay::Bound`): every partition
-//! from the offset the target holds (none in a fresh Redis: the beginning)
-//! up to the first record captured after `--until`, or to where the
-//! partition ended when the restore began. The target keeps the replay's
-//! state, so a later restore to a later time goes on from there.
+//! from the offset the target holds up to the first record captured after
+//! `--until`, or to where the partition ended when the restore began. A
+//! fresh target begins at the start of the last full sync the topic holds
+//! whole (its marks, `rb-sync`, ended before `--until`), or at the
+//! beginning when there is none. The target keeps the replay's state, so a
+//! later restore to a later time goes on from there.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -18,10 +20,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use redis::{ConnectionAddr, IntoConnectionInfo};
 use remoteback_protocol::Format;
+use remoteback_replay::offset_field;
 use remoteback_replay::settings::TlsSettings;
 use remoteback_replay::{
     BackupSettings, Bound, OnApplyError, OnBadRecord, Reached, ReceiverSettings, ReplaySettings,
-    Start, Stats, STATE_KEY,
+    Start, Stats, SyncInLog, STATE_KEY,
 };
 
 /// How often a plain progress line is written when stderr is not a
@@ -53,6 +56,10 @@ pub struct RestoreArgs {
     /// The topic's record format (the proxy's `message`).
     #[arg(long, default_value = "PROTOCOL", value_parser = parse_format)]
     message: Format,
+    /// Begin at the topic's first record even when a full sync in it would
+    /// do (it needs the whole history, never deleted by retention).
+    #[arg(long)]
+    from_beginning: bool,
 }
 
 fn property(text: &str) -> Result<(String, String), String> {
@@ -97,10 +104,13 @@ pub fn run(args: RestoreArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = claim_target(&args.target, &args.topics, args.until) {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
+    let claim = match claim_target(&args.target, &args.topics, args.until) {
+        Ok(claim) => claim,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let mut kafka = vec![(
         "bootstrap.servers".to_owned(),
         args.bootstrap_servers.clone(),
@@ -142,6 +152,18 @@ pub fn run(args: RestoreArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let began = match (claim, args.from_beginning) {
+        (Claim::Fresh, false) => {
+            match runtime.block_on(begin_at_last_sync(&args.target, &settings, args.until)) {
+                Ok(began) => began,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let progress = Progress::start(stats.clone());
     // The replay ends without error when every partition is done, and
     // when a signal stopped it: the two must be told apart.
@@ -169,6 +191,14 @@ pub fn run(args: RestoreArgs) -> ExitCode {
             "restore interrupted: the target holds a prefix of the log; run it again to go on"
         );
         return ExitCode::FAILURE;
+    }
+    if let Some(sync) = &began {
+        println!(
+            "began at the full sync of {} started {} (ended {}): the records before it were not needed",
+            sync.source,
+            show_time(sync.id),
+            show_time(sync.ended_ms)
+        );
     }
     print!("{}", report(&addr, args.until, &reached, &stats));
     ExitCode::SUCCESS
@@ -223,9 +253,9 @@ fn mark(topics: &[String], until: Option<u64>) -> (String, String) {
 /// to what is there, so another dataset would be mixed in, and a live
 /// backup's replay would be raced. The mark is written before the first
 /// record.
-fn claim_target(url: &str, topics: &[String], until: Option<u64>) -> anyhow::Result<()> {
+fn claim_target(url: &str, topics: &[String], until: Option<u64>) -> anyhow::Result<Claim> {
     let mut con = remoteback::compare::connect(url).context("connect to the target")?;
-    check_target(&mut con, topics, until)?;
+    let claim = check_target(&mut con, topics, until)?;
     let (topics, until) = mark(topics, until);
     let _: () = redis::cmd("HSET")
         .arg(STATE_KEY)
@@ -235,14 +265,56 @@ fn claim_target(url: &str, topics: &[String], until: Option<u64>) -> anyhow::Res
         .arg(until)
         .query(&mut con)
         .context("HSET on the target")?;
-    Ok(())
+    Ok(claim)
+}
+
+/// What the target held when the restore took it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    /// Nothing: the restore begins where the topic allows.
+    Fresh,
+    /// An earlier restore of the same topics: it goes on from there.
+    GoesOn,
+}
+
+/// On a fresh target, finds the last full sync the topic holds whole and
+/// stores its start marks' offsets as the target's positions, so that the
+/// restore begins there. `None` (nothing stored): there is none, and the
+/// restore begins at the first record.
+async fn begin_at_last_sync(
+    url: &str,
+    settings: &ReplaySettings,
+    until: Option<u64>,
+) -> anyhow::Result<Option<SyncInLog>> {
+    let scanned = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watch = Progress::scanning(scanned.clone());
+    let found = remoteback_replay::last_full_sync(&settings.receiver, until, &scanned).await;
+    watch.finish();
+    let Some(sync) = found.context("looking for the last full sync in the topic")? else {
+        eprintln!("restore: no full sync ended before --until in the topic: beginning at its first record");
+        return Ok(None);
+    };
+    let mut con = remoteback::compare::connect(url).context("connect to the target")?;
+    let mut hset = redis::cmd("HSET");
+    hset.arg(STATE_KEY);
+    for (topic, partition, offset) in &sync.starts {
+        hset.arg(offset_field(topic, *partition)).arg(*offset);
+    }
+    let _: () = hset.query(&mut con).context("HSET on the target")?;
+    eprintln!(
+        "restore: beginning at the full sync of {} started {}, ended {}",
+        sync.source,
+        show_time(sync.id),
+        show_time(sync.ended_ms)
+    );
+    Ok(Some(sync))
 }
 
 fn check_target(
     con: &mut redis::Connection,
     topics: &[String],
     until: Option<u64>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Claim> {
     let keyspace: String = redis::cmd("INFO")
         .arg("keyspace")
         .query(con)
@@ -259,7 +331,7 @@ fn check_target(
         })
         .sum();
     if keys == 0 {
-        return Ok(());
+        return Ok(Claim::Fresh);
     }
     let (marked_topics, marked_until): (Option<String>, Option<String>) = redis::cmd("HMGET")
         .arg(STATE_KEY)
@@ -305,7 +377,16 @@ fn check_target(
              empty Redis to go back further"
         );
     }
-    Ok(())
+    // Marked, but stopped before any offset was stored (while looking
+    // for the last sync): as fresh.
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(STATE_KEY)
+        .query(con)
+        .context("HKEYS on the target")?;
+    if !fields.iter().any(|f| f.starts_with("offset:")) {
+        return Ok(Claim::Fresh);
+    }
+    Ok(Claim::GoesOn)
 }
 
 fn report(addr: &str, until: Option<u64>, reached: &[Reached], stats: &Stats) -> String {
@@ -352,14 +433,36 @@ fn report(addr: &str, until: Option<u64>, reached: &[Reached], stats: &Stats) ->
     out
 }
 
-/// What a person watching sees while the restore runs.
+/// What a person watching sees while the restore runs: a spinner with
+/// `line()` on a terminal, else `line()` every few seconds.
 struct Progress {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
+    /// The applying: writes so far and how far every partition is.
     fn start(stats: Stats) -> Progress {
+        Progress::showing(move || {
+            let at = stats.applied_everywhere_ms();
+            let at = if at > 0 {
+                format!(", every partition at {}", show_time(at))
+            } else {
+                String::new()
+            };
+            format!("{} writes applied{at}", stats.commands())
+        })
+    }
+
+    /// The search for the last full sync: records read so far.
+    fn scanning(scanned: Arc<std::sync::atomic::AtomicU64>) -> Progress {
+        Progress::showing(move || {
+            let read = scanned.load(std::sync::atomic::Ordering::Relaxed);
+            format!("looking for the last full sync: {read} records read")
+        })
+    }
+
+    fn showing(line: impl Fn() -> String + Send + 'static) -> Progress {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let bar = std::io::stderr().is_terminal().then(|| {
@@ -374,15 +477,6 @@ impl Progress {
                 Duration::from_millis(200)
             } else {
                 PLAIN_EVERY
-            };
-            let line = || {
-                let at = stats.applied_everywhere_ms();
-                let at = if at > 0 {
-                    format!(", every partition at {}", show_time(at))
-                } else {
-                    String::new()
-                };
-                format!("{} writes applied{at}", stats.commands())
             };
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
             {

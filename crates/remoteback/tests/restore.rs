@@ -66,7 +66,7 @@ fn mark(p: &Pipeline) -> u64 {
     t
 }
 
-fn restore(p: &Pipeline, target: &RedisServer, until: Option<u64>) -> Output {
+fn restore(p: &Pipeline, target: &RedisServer, until: Option<u64>, extra: &[&str]) -> Output {
     let mut command = Command::new(remoteback_bin());
     command.args([
         "restore",
@@ -80,6 +80,7 @@ fn restore(p: &Pipeline, target: &RedisServer, until: Option<u64>) -> Output {
     if let Some(t) = until {
         command.args(["--until", &t.to_string()]);
     }
+    command.args(extra);
     command.output().expect("run remoteback restore")
 }
 
@@ -105,7 +106,7 @@ fn restore_until_a_time_gives_the_dataset_of_that_time() {
 
     for (i, (until, expected)) in points.iter().enumerate() {
         let target = RedisServer::start();
-        let out = restore(&p, &target, Some(*until));
+        let out = restore(&p, &target, Some(*until), &[]);
         let shown = text(&out);
         eprintln!("restore {i} to {until}:\n{shown}");
         assert!(out.status.success(), "restore {i}:\n{shown}\n{}", p.logs());
@@ -131,9 +132,9 @@ fn restore_until_a_time_gives_the_dataset_of_that_time() {
     // Without --until, everything: the primary as it is now; and a second
     // run on the same target goes on from where the first stopped.
     let target = RedisServer::start();
-    let first = restore(&p, &target, Some(points[0].0));
+    let first = restore(&p, &target, Some(points[0].0), &[]);
     assert!(first.status.success(), "{}", text(&first));
-    let rest = restore(&p, &target, None);
+    let rest = restore(&p, &target, None, &[]);
     let shown = text(&rest);
     assert!(rest.status.success(), "{shown}");
     assert!(
@@ -144,7 +145,7 @@ fn restore_until_a_time_gives_the_dataset_of_that_time() {
     assert!(diffs.is_empty(), "{} keys differ:\n{shown}", diffs.len());
 
     // Back in time is a new target's job: this one holds later writes.
-    let back = restore(&p, &target, Some(points[1].0));
+    let back = restore(&p, &target, Some(points[1].0), &[]);
     assert_eq!(back.status.code(), Some(2), "{}", text(&back));
     assert!(
         text(&back).contains("restored up to the end of the topic already, later than --until"),
@@ -162,7 +163,7 @@ fn a_target_holding_other_data_is_refused() {
         .arg(1)
         .query(&mut connect(target.port()))
         .unwrap();
-    let out = restore(&p, &target, None);
+    let out = restore(&p, &target, None, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("the target holds 1 keys and none of a restore's"),
@@ -177,11 +178,88 @@ fn a_target_holding_other_data_is_refused() {
 
     // Nor is the live backup, whose replay would be raced.
     p.wait_applied();
-    let out = restore(&p, &p.backup, None);
+    let out = restore(&p, &p.backup, None, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("the target is a replay's backup"),
         "{}",
         text(&out)
+    );
+}
+
+/// The records before the last full sync are not needed: a restore begins
+/// at the sync's start marks. A write made on the primary behind the
+/// proxy's back makes the history before the sync wrong (the live backup
+/// keeps a key the primary lost), so only a restore that begins at the
+/// sync gets the dataset right; one told to begin at the first record
+/// shows the difference.
+#[test]
+fn a_restore_begins_at_the_last_full_sync() {
+    let (p, proxy_metrics, _) = Pipeline::start_with_metrics(Setup::default());
+    let mut client = p.client();
+    let _: () = redis::cmd("RPUSH")
+        .arg("stale")
+        .arg("a")
+        .query(&mut client)
+        .unwrap();
+    mixed::run_client(&mut client, 0, 200, 21);
+    // Behind the proxy's back: the topic says nothing of these.
+    let mut primary = p.on_primary();
+    let _: () = redis::cmd("DEL").arg("stale").query(&mut primary).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("direct")
+        .arg("only")
+        .query(&mut primary)
+        .unwrap();
+
+    let synced = Command::new(remoteback_bin())
+        .args(["sync", "--proxy", &format!("127.0.0.1:{proxy_metrics}")])
+        .output()
+        .expect("run remoteback sync");
+    assert!(synced.status.success(), "sync:\n{}", text(&synced));
+    mixed::run_client(&mut client, 1, 200, 22);
+    // Every write so far is in the topic once the backup has the last.
+    p.wait_applied();
+    std::thread::sleep(Duration::from_millis(5));
+    let until = now_ms();
+    std::thread::sleep(Duration::from_millis(5));
+    let expected = snapshot(&p);
+    mixed::run_client(&mut client, 2, 100, 23);
+    p.wait_applied();
+
+    let target = RedisServer::start();
+    let out = restore(&p, &target, Some(until), &[]);
+    let shown = text(&out);
+    eprintln!("{shown}");
+    assert!(out.status.success(), "restore:\n{shown}\n{}", p.logs());
+    assert!(shown.contains("began at the full sync of "), "{shown}");
+    let diffs = compare::differences(expected.port(), target.port(), &DBS);
+    assert!(
+        diffs.is_empty(),
+        "the restore differs from the snapshot in {} keys:\n{}\n{shown}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(10)
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    let whole = RedisServer::start();
+    let out = restore(&p, &whole, Some(until), &["--from-beginning"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("began at the full sync"),
+        "{}",
+        text(&out)
+    );
+    let stale: i64 = redis::cmd("LLEN")
+        .arg("stale")
+        .query(&mut connect(whole.port()))
+        .unwrap();
+    assert_eq!(
+        stale, 1,
+        "from the first record, the history before the sync is replayed"
     );
 }

@@ -25,6 +25,7 @@ mod row;
 pub mod settings;
 mod state;
 mod stats;
+mod sync_marks;
 
 #[cfg(test)]
 mod live_tests;
@@ -43,8 +44,10 @@ pub use receiver::ReceiveError;
 pub use settings::{
     BackupSettings, OnApplyError, OnBadRecord, ReceiverSettings, ReplaySettings, Start,
 };
+pub use state::offset_field;
 pub use state::{KEY_PREFIX, STATE_KEY};
 pub use stats::Stats;
+pub use sync_marks::{last_full_sync, SyncInLog};
 
 /// Why the replay stopped.
 #[derive(Debug, thiserror::Error)]
