@@ -48,6 +48,11 @@ pub struct RestoreArgs {
     /// milliseconds. Default: everything the topic holds now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     until: Option<u64>,
+    /// Stop TOPIC's PARTITION at OFFSET, the record there unapplied
+    /// (repeat for several partitions; with --until, whichever comes
+    /// first). Partitions not named go to --until or their end.
+    #[arg(long = "until-offset", value_name = "TOPIC:PARTITION:OFFSET", value_parser = parse_stop)]
+    until_offsets: Vec<(String, i32, i64)>,
     /// The Redis to restore into: redis://[user:password@]host:port, or
     /// rediss:// for TLS. Empty, or left by an earlier restore of the same
     /// topic to an earlier time.
@@ -67,6 +72,23 @@ fn property(text: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
     Ok((name.trim().replace(['-', '_'], "."), value.to_owned()))
+}
+
+/// `TOPIC:PARTITION:OFFSET` (a topic name holds no `:`).
+fn parse_stop(text: &str) -> Result<(String, i32, i64), String> {
+    let bad = || format!("{text:?} is not TOPIC:PARTITION:OFFSET (redis-writes:0:1500)");
+    let mut parts = text.rsplitn(3, ':');
+    let (offset, partition, topic) = (parts.next(), parts.next(), parts.next());
+    let (Some(offset), Some(partition), Some(topic)) = (offset, partition, topic) else {
+        return Err(bad());
+    };
+    let (Ok(partition), Ok(offset)) = (partition.parse::<i32>(), offset.parse::<i64>()) else {
+        return Err(bad());
+    };
+    if topic.is_empty() || partition < 0 || offset < 0 {
+        return Err(bad());
+    }
+    Ok((topic.to_owned(), partition, offset))
 }
 
 fn parse_format(text: &str) -> Result<Format, String> {
@@ -104,7 +126,15 @@ pub fn run(args: RestoreArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let claim = match claim_target(&args.target, &args.topics, args.until) {
+    if let Some((topic, _, _)) = args
+        .until_offsets
+        .iter()
+        .find(|(t, _, _)| !args.topics.contains(t))
+    {
+        eprintln!("error: --until-offset names topic {topic}, not one of the --topic");
+        return ExitCode::from(2);
+    }
+    let claim = match claim_target(&args.target, &args.topics, args.until, &args.until_offsets) {
         Ok(claim) => claim,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -140,7 +170,7 @@ pub fn run(args: RestoreArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let addr = format!("{}:{}", settings.backup.host, settings.backup.port);
-    let bound = Arc::new(Bound::new(args.until));
+    let bound = Arc::new(Bound::with_offsets(args.until, args.until_offsets.clone()));
     let stats = Stats::default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -154,7 +184,9 @@ pub fn run(args: RestoreArgs) -> ExitCode {
     };
     let began = match (claim, args.from_beginning) {
         (Claim::Fresh, false) => {
-            match runtime.block_on(begin_at_last_sync(&args.target, &settings, args.until)) {
+            let began =
+                begin_at_last_sync(&args.target, &settings, args.until, &args.until_offsets);
+            match runtime.block_on(began) {
                 Ok(began) => began,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -253,9 +285,17 @@ fn mark(topics: &[String], until: Option<u64>) -> (String, String) {
 /// to what is there, so another dataset would be mixed in, and a live
 /// backup's replay would be raced. The mark is written before the first
 /// record.
-fn claim_target(url: &str, topics: &[String], until: Option<u64>) -> anyhow::Result<Claim> {
+fn claim_target(
+    url: &str,
+    topics: &[String],
+    until: Option<u64>,
+    offsets: &[(String, i32, i64)],
+) -> anyhow::Result<Claim> {
     let mut con = remoteback::compare::connect(url).context("connect to the target")?;
-    let claim = check_target(&mut con, topics, until)?;
+    let claim = check_target(&mut con, topics, until, offsets)?;
+    // Bounded by offsets alone, the restore's time is unknown: as far as
+    // time goes any later restore may go on (the offsets are checked).
+    let until = until.or((!offsets.is_empty()).then_some(0));
     let (topics, until) = mark(topics, until);
     let _: () = redis::cmd("HSET")
         .arg(STATE_KEY)
@@ -285,10 +325,12 @@ async fn begin_at_last_sync(
     url: &str,
     settings: &ReplaySettings,
     until: Option<u64>,
+    offsets: &[(String, i32, i64)],
 ) -> anyhow::Result<Option<SyncInLog>> {
     let scanned = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watch = Progress::scanning(scanned.clone());
-    let found = remoteback_replay::last_full_sync(&settings.receiver, until, &scanned).await;
+    let found =
+        remoteback_replay::last_full_sync(&settings.receiver, until, offsets, &scanned).await;
     watch.finish();
     let Some(sync) = found.context("looking for the last full sync in the topic")? else {
         eprintln!("restore: no full sync ended before --until in the topic: beginning at its first record");
@@ -314,6 +356,7 @@ fn check_target(
     con: &mut redis::Connection,
     topics: &[String],
     until: Option<u64>,
+    offsets: &[(String, i32, i64)],
 ) -> anyhow::Result<Claim> {
     let keyspace: String = redis::cmd("INFO")
         .arg("keyspace")
@@ -386,6 +429,19 @@ fn check_target(
     if !fields.iter().any(|f| f.starts_with("offset:")) {
         return Ok(Claim::Fresh);
     }
+    for (topic, partition, stop) in offsets {
+        let at: Option<i64> = redis::cmd("HGET")
+            .arg(STATE_KEY)
+            .arg(offset_field(topic, *partition))
+            .query(con)
+            .context("HGET on the target")?;
+        if let Some(at) = at.filter(|at| at > stop) {
+            bail!(
+                "the target holds {topic}[{partition}] up to offset {at} already, past \
+                 --until-offset {stop}: restore into an empty Redis to go back further"
+            );
+        }
+    }
     Ok(Claim::GoesOn)
 }
 
@@ -404,9 +460,10 @@ fn report(addr: &str, until: Option<u64>, reached: &[Reached], stats: &Stats) ->
     let mut sorted = reached.to_vec();
     sorted.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     for r in &sorted {
-        let stop = match r.first_after_ms {
-            Some(ms) => format!("next record captured at {}, after --until", show_time(ms)),
-            None => format!("the end of the partition (offset {})", r.end_offset),
+        let stop = match (r.first_after_ms, r.until_offset) {
+            (Some(ms), _) => format!("next record captured at {}, after --until", show_time(ms)),
+            (None, Some(o)) if o == r.end_offset => format!("--until-offset {o}"),
+            (None, _) => format!("the end of the partition (offset {})", r.end_offset),
         };
         out.push_str(&format!(
             "  {}[{}]: {} records applied, next offset {}; stopped at {stop}\n",
@@ -531,6 +588,17 @@ mod tests {
         assert_eq!(target("redis://127.0.0.1:7000").unwrap().tls, None);
         let e = target("redis://127.0.0.1:7000/3").unwrap_err().to_string();
         assert!(e.contains("writes every database"), "{e}");
+    }
+
+    #[test]
+    fn offsets_name_their_topic_and_partition() {
+        assert_eq!(
+            parse_stop("redis-writes:3:1500"),
+            Ok(("redis-writes".into(), 3, 1500))
+        );
+        for bad in ["redis-writes:1500", "t:x:1", "t:0:-1", ":0:1", "t:-1:4"] {
+            assert!(parse_stop(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -263,3 +263,56 @@ fn a_restore_begins_at_the_last_full_sync() {
         "from the first record, the history before the sync is replayed"
     );
 }
+
+/// `--until-offset TOPIC:PARTITION:OFFSET` stops a partition before the
+/// record at that offset: the dataset of the moment it was written, and a
+/// later restore of the same target goes on from there; going back is
+/// refused.
+#[test]
+fn restore_until_an_offset_gives_the_dataset_before_it() {
+    let p = Pipeline::start(Setup::default());
+    let mut client = p.client();
+    mixed::run_client(&mut client, 0, 300, 31);
+    p.wait_applied();
+    let expected = snapshot(&p);
+    // Everything so far is in the topic: the next record written is here.
+    let stop = p.topic_records().len();
+    mixed::run_client(&mut client, 1, 300, 32);
+    p.wait_applied();
+
+    let target = RedisServer::start();
+    let until = format!("{TOPIC}:0:{stop}");
+    let out = restore(&p, &target, None, &["--until-offset", &until]);
+    let shown = text(&out);
+    assert!(out.status.success(), "restore:\n{shown}\n{}", p.logs());
+    assert!(
+        shown.contains(&format!(
+            "next offset {stop}; stopped at --until-offset {stop}"
+        )),
+        "{shown}"
+    );
+    let diffs = compare::differences(expected.port(), target.port(), &DBS);
+    assert!(
+        diffs.is_empty(),
+        "{} keys differ from the dataset before offset {stop}:\n{shown}",
+        diffs.len()
+    );
+
+    // On to the end, then back before the stop: refused.
+    let rest = restore(&p, &target, None, &[]);
+    assert!(rest.status.success(), "{}", text(&rest));
+    let diffs = compare::differences(p.primary.port(), target.port(), &DBS);
+    assert!(
+        diffs.is_empty(),
+        "{} keys differ:\n{}",
+        diffs.len(),
+        text(&rest)
+    );
+    let back = restore(&p, &target, None, &["--until-offset", &until]);
+    assert_eq!(back.status.code(), Some(2), "{}", text(&back));
+    assert!(
+        text(&back).contains("past --until-offset"),
+        "{}",
+        text(&back)
+    );
+}

@@ -1,7 +1,7 @@
 //! A replay that ends: each partition is applied up to a primary time (the
-//! first record captured after it is left unapplied) or up to where the
-//! partition ended when the replay began, whichever comes first. What
-//! `remoteback restore` runs.
+//! first record captured after it is left unapplied), up to an offset given
+//! for it, or up to where the partition ended when the replay began,
+//! whichever comes first. What `remoteback restore` runs.
 //!
 //! A record's time is its first write's (`rb-time`). `FLUSHALL`,
 //! `FLUSHDB`, `SWAPDB` and the other keyless writes always travel alone,
@@ -19,6 +19,8 @@ pub struct Bound {
     /// Apply records captured at or before this primary time (Unix ms);
     /// `None` for everything the partitions held at the start.
     pub until_ms: Option<u64>,
+    /// Per partition, the offset it stops at (that record unapplied).
+    offsets: Vec<(String, i32, i64)>,
     reached: Mutex<Vec<Reached>>,
     /// How many partitions the replay runs, once it knows.
     partitions: std::sync::atomic::AtomicUsize,
@@ -32,8 +34,11 @@ pub struct Reached {
     /// The offset after the last record applied: where a later restore of
     /// the same target goes on.
     pub next_offset: i64,
-    /// The partition's end when the replay began.
+    /// The partition's end when the replay began, or the offset it was
+    /// to stop at when that came first.
     pub end_offset: i64,
+    /// The offset it was to stop at, when one was given for it.
+    pub until_offset: Option<i64>,
     /// Where the partition began when this replay started it from its
     /// beginning and that was not offset 0: the records before were
     /// deleted (retention), and their writes are missing unless a sync
@@ -52,8 +57,15 @@ pub struct Reached {
 
 impl Bound {
     pub fn new(until_ms: Option<u64>) -> Bound {
+        Bound::with_offsets(until_ms, Vec::new())
+    }
+
+    /// [`new`](Bound::new), and the partitions `offsets` names (topic,
+    /// partition, offset) stop at that offset, the record there unapplied.
+    pub fn with_offsets(until_ms: Option<u64>, offsets: Vec<(String, i32, i64)>) -> Bound {
         Bound {
             until_ms,
+            offsets,
             reached: Mutex::new(Vec::new()),
             partitions: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }
@@ -86,7 +98,13 @@ impl Bound {
         partition: i32,
         start: StartAt,
     ) -> Result<PartitionBound, ReceiveError> {
-        let (low, end) = receiver::watermarks(settings, topic, partition).await?;
+        let (low, high) = receiver::watermarks(settings, topic, partition).await?;
+        let until_offset = self
+            .offsets
+            .iter()
+            .find(|(t, p, _)| t == topic && *p == partition)
+            .map(|(_, _, o)| *o);
+        let end = until_offset.map_or(high, |o| o.min(high));
         let (next, deleted_before) = match start {
             StartAt::Beginning => (low, (low > 0).then_some(low)),
             StartAt::Offset(o) => (o.max(low), (o < low).then_some(low)),
@@ -98,6 +116,7 @@ impl Bound {
                 partition,
                 next_offset: next,
                 end_offset: end,
+                until_offset,
                 deleted_before,
                 first_after_ms: None,
                 records: 0,
@@ -187,7 +206,9 @@ impl PartitionBound {
 
     /// What `records` would add once applied.
     pub fn applying(&self, records: &[Received]) -> Applying {
-        let writes = records.iter().filter(|r| !r.meta.heartbeat);
+        let writes = records
+            .iter()
+            .filter(|r| !r.meta.heartbeat && r.meta.sync.is_none());
         Applying {
             next_offset: records.last().map(|r| r.offset + 1),
             records: writes.clone().count() as u64,
@@ -248,6 +269,7 @@ mod tests {
                 partition: 0,
                 next_offset: next,
                 end_offset: end,
+                until_offset: None,
                 deleted_before: None,
                 first_after_ms: None,
                 records: 0,

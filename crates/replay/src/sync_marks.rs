@@ -39,12 +39,15 @@ struct Seen {
 
 /// Finds the last sync whose start and end marks are on every partition of
 /// `settings`' topics, its end written at or before `until_ms` (any time
-/// when `None`). Reads each partition from its first record to where it
-/// ended when asked; `scanned` counts the records read. A record whose
-/// headers cannot be read is an error: the restore would stop at it too.
+/// when `None`) and before the offset `stops` gives a partition, if any.
+/// Reads each partition from its first record to where it ended when
+/// asked (or to its stop); `scanned` counts the records read. A record
+/// whose headers cannot be read is an error: the restore would stop at it
+/// too.
 pub async fn last_full_sync(
     settings: &ReceiverSettings,
     until_ms: Option<u64>,
+    stops: &[(String, i32, i64)],
     scanned: &AtomicU64,
 ) -> Result<Option<SyncInLog>, ReceiveError> {
     let partitions = receiver::partitions(settings).await?;
@@ -52,6 +55,11 @@ pub async fn last_full_sync(
     let mut syncs: HashMap<(String, u64), HashMap<usize, Seen>> = HashMap::new();
     for (index, (topic, partition)) in partitions.iter().enumerate() {
         let (low, high) = receiver::watermarks(settings, topic, *partition).await?;
+        let stop = stops
+            .iter()
+            .find(|(t, p, _)| t == topic && p == partition)
+            .map(|(_, _, o)| *o);
+        let high = stop.map_or(high, |s| s.min(high));
         if high <= low {
             continue;
         }
@@ -60,7 +68,10 @@ pub async fn last_full_sync(
         while next < high {
             let batch = receiver::next_batch(&consumer, Duration::from_secs(1)).await;
             scanned.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
-            for record in &batch.records {
+            if batch.records.last().is_some_and(|r| r.offset + 1 >= high) {
+                next = high;
+            }
+            for record in batch.records.iter().filter(|r| r.offset < high) {
                 next = record.offset + 1;
                 let (Some(mark), Some(source)) = (record.meta.sync, &record.meta.source) else {
                     continue;
