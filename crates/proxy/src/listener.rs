@@ -22,7 +22,7 @@ use crate::shutdown::{Drain, Live};
 use crate::status::Status;
 use crate::sync::SyncControl;
 use crate::table::{self, CommandTable};
-use remoteback_transport::Connector;
+use remoteback_transport::{Acceptor, Connector};
 
 /// How long shutdown waits for senders to deliver what they buffered.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,6 +94,7 @@ impl Proxy {
             settings.upstream_port,
             settings.upstream_tls.as_ref(),
         )?;
+        let clients = Acceptor::new(settings.client_tls.as_ref())?;
         let primary = Primary {
             host: settings.upstream_ip.clone(),
             port: settings.upstream_port,
@@ -114,6 +115,7 @@ impl Proxy {
                 source,
             })?;
         let ctx = Arc::new(SessionContext {
+            clients,
             upstream,
             primary,
             ordering: (settings.message != Format::Row).then(OrderTables::new),
@@ -201,8 +203,13 @@ impl Proxy {
     /// Accepts clients until `shutdown` resolves, then flushes the senders.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
         log::info!(
-            "proxy listening on {} for primary {}{}, message={}, worker={}, senders: {}",
+            "proxy listening on {}{} for primary {}{}, message={}, worker={}, senders: {}",
             self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            if self.ctx.clients.is_tls() {
+                " (TLS)"
+            } else {
+                ""
+            },
             self.ctx.upstream.addr(),
             if self.ctx.upstream.is_tls() {
                 " (TLS)"

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use remoteback_protocol::{Format, Worker};
-pub use remoteback_transport::TlsSettings;
+pub use remoteback_transport::{ServerTlsSettings, TlsSettings};
 
 pub use crate::capture::Filter;
 pub use crate::sender::ack::AckMode;
@@ -29,6 +29,9 @@ pub struct ProxySettings {
     /// TLS to the primary, for every connection the proxy opens to it
     /// (`conntls` and its `conntls_*` files); `None` for plain TCP.
     pub upstream_tls: Option<TlsSettings>,
+    /// TLS for the proxy's clients on `bindport` (`bindtls` and its
+    /// `bindtls_*` files); `None` for plain TCP.
+    pub client_tls: Option<ServerTlsSettings>,
     /// The user the proxy's own connections to the primary (the sync's)
     /// authenticate as (`connusername`); clients authenticate themselves.
     pub upstream_username: Option<String>,

@@ -94,6 +94,11 @@ impl Status {
         self.sessions_metrics.reply_seconds.clone()
     }
 
+    /// Clients whose TLS handshake failed (`bindtls`), since start.
+    pub fn client_handshakes_failed(&self) -> u64 {
+        self.sessions_metrics.client_handshakes_failed()
+    }
+
     /// Sessions the primary failed, by kind, since start.
     pub fn upstream_errors(&self) -> Vec<(UpstreamError, u64)> {
         self.sessions_metrics.upstream_errors()

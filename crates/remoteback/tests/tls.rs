@@ -220,3 +220,95 @@ fn a_backup_that_wants_a_client_certificate_gets_nothing_without_one() {
     p.wait_applied();
     p.assert_converges(&[0], Duration::from_secs(30));
 }
+
+/// A proxy serving its clients TLS (`bindtls`) and wanting their
+/// certificates: a client with one reads and writes as over plain TCP,
+/// large replies included (they leave through rustls's buffer a piece at
+/// a time), and its writes reach the backup; a client without one, or
+/// speaking plain RESP, is served nothing, and is counted.
+#[test]
+fn clients_reach_the_proxy_over_tls_with_their_certificates() {
+    let certs = TestCerts::generate();
+    let (cert, key) = certs.pair("server");
+    let metrics = free_port();
+    let p = Pipeline::start(Setup {
+        proxy_extra: format!(
+            "metrics = \"127.0.0.1:{metrics}\"\nbindtls = true\nbindtls_cert_file = \"{}\"\n\
+             bindtls_key_file = \"{}\"\nbindtls_ca_file = \"{}\"\n",
+            cert.display(),
+            key.display(),
+            certs.ca().display()
+        ),
+        ..Setup::default()
+    });
+    let log = p.proxy.log();
+    assert!(
+        log.contains(&format!(
+            "proxy listening on 127.0.0.1:{} (TLS)",
+            p.proxy_port
+        )),
+        "the start line says clients speak TLS:\n{log}"
+    );
+    let (client_cert, client_key) = certs.pair("client");
+    let read = |path: &std::path::Path| std::fs::read(path).unwrap();
+    let tls_client = |with_cert: bool| {
+        redis::Client::build_with_tls(
+            format!("rediss://{SERVER_NAME}:{}", p.proxy_port),
+            redis::TlsCertificates {
+                client_tls: with_cert.then(|| redis::ClientTlsConfig {
+                    client_cert: read(&client_cert),
+                    client_key: read(&client_key),
+                }),
+                root_cert: Some(read(&certs.ca())),
+            },
+        )
+        .unwrap()
+    };
+    let mut client = tls_client(true)
+        .get_connection_with_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("a TLS client with a certificate: {e}\n{}", p.logs()));
+    let values: Vec<Vec<u8>> = (0..60u32)
+        .map(|i| (0..(i * 7919 % 300_000)).map(|b| (b % 253) as u8).collect())
+        .collect();
+    let mut pipe = redis::pipe();
+    for (i, v) in values.iter().enumerate() {
+        pipe.cmd("SET").arg(format!("tls:{i}")).arg(v).ignore();
+    }
+    let (): () = pipe.query(&mut client).unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..values.len() {
+        pipe.cmd("GET").arg(format!("tls:{i}"));
+    }
+    let got: Vec<Vec<u8>> = pipe.query(&mut client).unwrap();
+    assert!(
+        got == values,
+        "the values read back over TLS are the ones written"
+    );
+    p.assert_converges(&[0], Duration::from_secs(30));
+
+    // No certificate: the handshake fails; plain RESP: nothing comes back.
+    assert!(
+        tls_client(false)
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err(),
+        "a client without a certificate is served"
+    );
+    let mut plain = TcpStream::connect(("127.0.0.1", p.proxy_port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain.write_all(b"PING\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(b"+PONG"),
+        "plain RESP answered on a TLS port: {answer:?}"
+    );
+    let status = common::status::Status(metrics);
+    wait_until(
+        Duration::from_secs(15),
+        "both refused clients to be counted",
+        || status.value("remoteback_proxy_client_tls_handshakes_failed_total") >= 2,
+    );
+}

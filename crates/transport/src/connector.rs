@@ -14,7 +14,7 @@ use crate::tls::{TlsError, TlsSettings};
 /// How long a server that took the TCP connection may take to finish the
 /// TLS handshake: one that says nothing (a load balancer without a
 /// backend) would otherwise hold the connection forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a Redis server is and how to reach it. Built once (the TLS files
 /// are read then), cloned into whatever connects.
@@ -67,7 +67,7 @@ impl Connector {
                             format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
                         )
                     })??;
-                Ok(Stream::Tls(Box::new(stream)))
+                Ok(Stream::Tls(Box::new(stream.into())))
             }
         }
     }

@@ -7,12 +7,14 @@
 //! the same [`TlsSettings`], so that one file's settings mean the same for
 //! both.
 
+mod acceptor;
 mod connector;
 mod redis_client;
 mod stream;
 mod tls;
 
+pub use acceptor::Acceptor;
 pub use connector::Connector;
 pub use redis_client::{redis_client, RedisClient};
 pub use stream::{ReadHalf, Stream, WriteHalf};
-pub use tls::{TlsError, TlsSettings};
+pub use tls::{ServerTlsSettings, TlsError, TlsSettings};

@@ -1,4 +1,5 @@
-//! A connection to Redis, plain or TLS, and its two halves.
+//! A connection, plain or TLS, and its two halves: to Redis (the client
+//! side of TLS), or from a client of the proxy (the server side).
 //!
 //! An enum rather than a boxed trait object: the plain case is the proxy's
 //! hot path, and a match on the variant is all it costs over a bare
@@ -17,9 +18,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsStream;
 
-/// A connection to a Redis server.
+/// A connection to a Redis server, or from a client of the proxy.
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),

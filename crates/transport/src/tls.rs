@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 /// TLS towards one Redis server, as a configuration file gives it: the
 /// certificates to trust (a PEM bundle, or the platform's when none is
@@ -48,7 +49,7 @@ pub enum TlsError {
     BadKey { path: PathBuf, reason: String },
     #[error("a client certificate needs both a certificate file and a key file")]
     HalfIdentity,
-    #[error("the client certificate {cert} does not go with the key {key}: {reason}")]
+    #[error("the certificate {cert} does not go with the key {key}: {reason}")]
     Identity {
         cert: PathBuf,
         key: PathBuf,
@@ -96,6 +97,45 @@ impl TlsSettings {
         self.client_config()?;
         self.server_name(host)?;
         Ok(())
+    }
+}
+
+/// TLS towards the proxy's clients (`bindtls`): the certificate chain and
+/// key it presents, and, when given, the authorities whose certificates
+/// clients must present (as Redis's `tls-auth-clients yes`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerTlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// PEM certificates of the authorities client certificates must chain
+    /// to; `None`: clients present none.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ServerTlsSettings {
+    /// The rustls configuration of a listener.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder();
+        let builder = match &self.ca_file {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let verifier = WebPkiClientVerifier::builder(Arc::new(roots_from(path)?))
+                    .build()
+                    .map_err(|e| TlsError::BadCertificate {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
+            .with_single_cert(certificates(&self.cert_file)?, private_key(&self.key_file)?)
+            .map_err(|e| TlsError::Identity {
+                cert: self.cert_file.clone(),
+                key: self.key_file.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Arc::new(config))
     }
 }
 

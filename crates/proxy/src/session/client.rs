@@ -21,9 +21,8 @@ use bytes::BytesMut;
 use remoteback_protocol::record::now_ms;
 use remoteback_protocol::request;
 use remoteback_protocol::Format;
-use remoteback_transport::WriteHalf;
+use remoteback_transport::{ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::budget::InFlightBudget;
@@ -47,7 +46,7 @@ const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Client → primary. Ends at client EOF or a protocol error (which it hands
 /// to the upstream side so the client gets it after its earlier replies).
 pub(super) async fn forward_requests(
-    mut client: OwnedReadHalf,
+    mut client: ReadHalf,
     upstream: &mut WriteHalf,
     tx: mpsc::UnboundedSender<Pending>,
     ctx: Arc<SessionContext>,

@@ -1,6 +1,6 @@
 //! What sessions measure for `/metrics`: the commands clients sent, by
-//! name; how long the proxy holds a client's bytes on their way; and how
-//! often the primary failed a session.
+//! name; how long the proxy holds a client's bytes on their way; how often
+//! the primary failed a session; and clients whose TLS handshake failed.
 //!
 //! Every session updates these, so they are built for the hot path: a
 //! session tallies a read's commands itself ([`CommandTally`]) and adds
@@ -97,6 +97,8 @@ pub struct SessionMetrics {
     /// them until Kafka acknowledged: that wait is the delivery histogram).
     pub reply_seconds: Histogram,
     upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
+    /// Clients whose TLS handshake failed (`bindtls`).
+    handshakes_failed: AtomicU64,
 }
 
 impl Default for SessionMetrics {
@@ -106,6 +108,7 @@ impl Default for SessionMetrics {
             request_seconds: Histogram::new(fine_buckets()),
             reply_seconds: Histogram::new(fine_buckets()),
             upstream_errors: Default::default(),
+            handshakes_failed: AtomicU64::new(0),
         }
     }
 }
@@ -147,6 +150,15 @@ impl SessionMetrics {
                 )
             })
             .collect()
+    }
+
+    pub fn client_handshake_failed(&self) {
+        self.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Clients whose TLS handshake failed, since start.
+    pub fn client_handshakes_failed(&self) -> u64 {
+        self.handshakes_failed.load(Ordering::Relaxed)
     }
 
     pub fn observe_request(&self, took: Duration) {

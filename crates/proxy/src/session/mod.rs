@@ -19,6 +19,7 @@ mod refusal;
 mod tunnel;
 mod upstream;
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use remoteback_protocol::record::now_ms;
 use remoteback_protocol::Format;
-use remoteback_transport::Connector;
+use remoteback_transport::{Acceptor, Connector, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -44,6 +45,8 @@ use output::{ClientWriter, ReplyOutput};
 
 /// What every session of a proxy shares.
 pub(crate) struct SessionContext {
+    /// How a client's connection is taken (plain or TLS, `bindtls`).
+    pub clients: Acceptor,
     /// How a session reaches the primary (plain or TLS).
     pub upstream: Connector,
     /// The primary for the proxy's own connections, with its credentials.
@@ -72,18 +75,27 @@ pub(crate) struct SessionContext {
 
 /// Serves one client until it disconnects or the primary does.
 /// `_live` counts it among the connected clients until it returns.
-pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, _live: Live) {
-    let peer = client
+pub(crate) async fn run(socket: TcpStream, conn: u64, ctx: Arc<SessionContext>, _live: Live) {
+    let peer = socket
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let _ = socket.set_nodelay(true);
+    let fd = socket.as_raw_fd();
+    let mut client = match ctx.clients.accept(socket).await {
+        Ok(client) => client,
+        Err(e) => {
+            ctx.metrics.client_handshake_failed();
+            log::info!("client {conn} ({peer}): TLS handshake failed: {e}");
+            return;
+        }
+    };
     let upstream = match ctx.upstream.connect().await {
         Ok(u) => u,
         Err(e) => {
             ctx.metrics.upstream_error(UpstreamError::Connect);
             let addr = ctx.upstream.addr();
             log::warn!("client {conn} ({peer}): primary {addr} unreachable: {e}");
-            let mut client = client;
             let reason = e.to_string().replace(['\r', '\n'], " ");
             let msg = format!("-ERR remoteback: primary {addr} unreachable: {reason}\r\n");
             let _ = client.write_all(msg.as_bytes()).await;
@@ -91,7 +103,6 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
             return;
         }
     };
-    let _ = client.set_nodelay(true);
     log::debug!("client {conn} ({peer}) connected");
     let (client_rd, client_wr) = client.into_split();
     let (upstream_rd, mut upstream_wr) = upstream.into_split();
@@ -110,7 +121,12 @@ pub(crate) async fn run(client: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
     let (tx, rx) = mpsc::unbounded_channel();
     let (replies_out, release) = match ctx.senders.ack() {
         AckMode::Redis => (
-            ReplyOutput::Direct(ClientWriter::new(client_wr, ctx.limits.clone())),
+            ReplyOutput::Direct(ClientWriter::new(
+                client_wr,
+                ctx.limits.clone(),
+                peer.clone(),
+                fd,
+            )),
             None,
         ),
         AckMode::Kafka => {
@@ -202,7 +218,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// reset, and the client could lose the error before reading it: so the
 /// writing side is shut first and what the client still sends is read
 /// (for a second at most) until it closes too.
-async fn refuse_gently(mut client: TcpStream) {
+async fn refuse_gently(mut client: Stream) {
     let _ = client.shutdown().await;
     let mut sink = [0u8; 4096];
     let drained = async { while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {} };

@@ -18,15 +18,23 @@
 //! take is kept as unread output, written when the socket has room, and
 //! bounded by the output buffer limit ([`OutputLimit`]): past it the client
 //! is closed, as Redis closes one past `client-output-buffer-limit`.
+//!
+//! A plain client is written with the socket's own non-blocking writes. A
+//! TLS client (`bindtls`) is written through rustls: bytes rustls took may
+//! wait in its buffer until the socket has room, so they count as unread
+//! output until a flush pushed them out.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use remoteback_transport::WriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::limits::{ClientLimits, Closed, OutputLimit};
@@ -84,7 +92,7 @@ impl ReplyOutput {
 
     /// Whether replies wait for the client's socket to take them.
     pub fn has_unread(&self) -> bool {
-        matches!(self, ReplyOutput::Direct(client) if !client.unread.is_empty())
+        matches!(self, ReplyOutput::Direct(client) if !client.unread.is_empty() || client.flushing)
     }
 
     /// Waits until the client's socket takes some of its unread output, and
@@ -118,37 +126,55 @@ impl ReplyOutput {
 
 /// A client's socket and the replies it did not take yet.
 pub(crate) struct ClientWriter {
-    client: OwnedWriteHalf,
+    client: WriteHalf,
     unread: VecDeque<Bytes>,
     unread_bytes: u64,
+    /// TLS: rustls holds bytes the socket did not take yet.
+    flushing: bool,
     above_soft_since: Option<Instant>,
     limits: Arc<ClientLimits>,
+    /// For the log line of a client closed at the limit.
+    peer: String,
+    /// The client's socket, to shut it both ways (a TLS write half does
+    /// not give its socket back).
+    fd: RawFd,
 }
 
 /// How many pieces of unread output one write hands the kernel at most.
 const MAX_SLICES: usize = 64;
 
 impl ClientWriter {
-    pub fn new(client: OwnedWriteHalf, limits: Arc<ClientLimits>) -> ClientWriter {
+    /// `fd` is `client`'s socket, alive as long as `client` is.
+    pub fn new(
+        client: WriteHalf,
+        limits: Arc<ClientLimits>,
+        peer: String,
+        fd: RawFd,
+    ) -> ClientWriter {
         ClientWriter {
             client,
             unread: VecDeque::new(),
             unread_bytes: 0,
+            flushing: false,
             above_soft_since: None,
             limits,
+            peer,
+            fd,
         }
     }
 
     /// Writes what the socket takes now, keeps the rest; an error once the
     /// unread output passed the limit (the client was closed).
     fn push(&mut self, mut bytes: Bytes) -> io::Result<()> {
-        if self.unread.is_empty() {
-            // The common case: the socket takes it all, nothing is kept.
-            match self.client.try_write(&bytes) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => bytes.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+        if let WriteHalf::Plain(socket) = &self.client {
+            if self.unread.is_empty() {
+                // The common case: the socket takes it all, nothing is kept.
+                match socket.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => return Ok(()),
+                    Ok(n) => bytes.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         if bytes.is_empty() {
@@ -156,6 +182,13 @@ impl ClientWriter {
         }
         self.unread_bytes += bytes.len() as u64;
         self.unread.push_back(bytes);
+        if matches!(self.client, WriteHalf::Tls(_)) {
+            // As far as rustls and the socket take it now; the rest is
+            // written when the reply loop sees unread output.
+            if let Poll::Ready(Err(e)) = self.poll_tls(&mut Context::from_waker(Waker::noop())) {
+                return Err(e);
+            }
+        }
         self.check_limit()
     }
 
@@ -169,13 +202,9 @@ impl ClientWriter {
             return Ok(());
         }
         let closed = self.limits.close(Closed::OutputBuffer);
-        let peer = self
-            .client
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
         log::warn!(
-            "client {peer} closed: {} bytes of replies unread, over client_output_buffer_limit (hard {} soft {} for {} s); {closed} closed so far",
+            "client {} closed: {} bytes of replies unread, over client_output_buffer_limit (hard {} soft {} for {} s); {closed} closed so far",
+            self.peer,
             self.unread_bytes,
             limit.hard,
             limit.soft,
@@ -191,8 +220,18 @@ impl ClientWriter {
         let soft_deadline = self
             .above_soft_since
             .map(|since| since + self.limits.output.soft_for);
+        if matches!(self.client, WriteHalf::Tls(_)) {
+            tokio::select! {
+                written = std::future::poll_fn(|cx| self.poll_tls(cx)) => written?,
+                () = super::sleep_until(soft_deadline.map(Into::into)) => {}
+            }
+            return self.check_limit();
+        }
+        let WriteHalf::Plain(socket) = &self.client else {
+            unreachable!("TLS is written above")
+        };
         tokio::select! {
-            ready = self.client.writable() => ready?,
+            ready = socket.writable() => ready?,
             () = super::sleep_until(soft_deadline.map(Into::into)) => return self.check_limit(),
         }
         while !self.unread.is_empty() {
@@ -202,31 +241,56 @@ impl ClientWriter {
                 .take(MAX_SLICES)
                 .map(|b| IoSlice::new(b))
                 .collect();
-            let mut n = match self.client.try_write_vectored(&slices) {
+            let n = match socket.try_write_vectored(&slices) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             };
-            self.unread_bytes -= n as u64;
-            while n > 0 {
-                let Some(front) = self.unread.front_mut() else {
-                    break;
-                };
-                if n >= front.len() {
-                    n -= front.len();
-                    self.unread.pop_front();
-                } else {
-                    front.advance(n);
-                    n = 0;
-                }
-            }
+            consume(&mut self.unread, &mut self.unread_bytes, n);
         }
         self.check_limit()
     }
 
+    /// TLS: hands unread output to rustls and flushes it to the socket.
+    /// Ready once something moved (or everything is out), pending when
+    /// nothing could; every step is recorded before it returns, so the
+    /// future around it may be dropped at any point without losing or
+    /// repeating a byte.
+    fn poll_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let WriteHalf::Tls(_) = &self.client else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut moved = false;
+        while let Some(front) = self.unread.front().cloned() {
+            match Pin::new(&mut self.client).poll_write(cx, &front) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    consume(&mut self.unread, &mut self.unread_bytes, n);
+                    self.flushing = true;
+                    moved = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if moved => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if !self.flushing {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut self.client).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.flushing = false;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if moved => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// Writes everything unread, under the same limits.
     async fn write_all(&mut self) -> io::Result<()> {
-        while !self.unread.is_empty() {
+        while !self.unread.is_empty() || self.flushing {
             self.write_some().await?;
         }
         Ok(())
@@ -237,14 +301,35 @@ impl ClientWriter {
     fn close(&mut self) {
         self.unread.clear();
         self.unread_bytes = 0;
-        let _ = socket2::SockRef::from(self.client.as_ref()).shutdown(std::net::Shutdown::Both);
+        self.flushing = false;
+        // SAFETY: `fd` is the socket `self.client` holds open, and
+        // `self.client` lives as long as `self`.
+        let socket = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let _ = socket2::SockRef::from(&socket).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Drops `n` written bytes from the front of the unread output.
+fn consume(unread: &mut VecDeque<Bytes>, unread_bytes: &mut u64, mut n: usize) {
+    *unread_bytes -= n as u64;
+    while n > 0 {
+        let Some(front) = unread.front_mut() else {
+            break;
+        };
+        if n >= front.len() {
+            n -= front.len();
+            unread.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
     }
 }
 
 /// Writes held replies to `client` in order, each once its deliveries are
 /// in. Ends when the reply loop is done and everything was written.
 pub(crate) async fn release_acked(
-    mut client: OwnedWriteHalf,
+    mut client: WriteHalf,
     mut chunks: mpsc::Receiver<ReplyChunk>,
 ) -> io::Result<()> {
     let mut out = BytesMut::new();
@@ -258,7 +343,7 @@ pub(crate) async fn release_acked(
                     Some(result) => result,
                     None => {
                         // Everything before this reply can go now.
-                        client.write_all(&out).await?;
+                        write_flushed(&mut client, &out).await?;
                         out.clear();
                         delivery.outcome().await
                     }
@@ -273,11 +358,17 @@ pub(crate) async fn release_acked(
         }
         out.extend_from_slice(&chunk.bytes[pos..]);
         if chunks.is_empty() {
-            client.write_all(&out).await?;
+            write_flushed(&mut client, &out).await?;
             out.clear();
         }
     }
-    client.write_all(&out).await
+    write_flushed(&mut client, &out).await
+}
+
+/// Writes `bytes` and flushes them (TLS: out of rustls's buffer).
+async fn write_flushed(client: &mut WriteHalf, bytes: &[u8]) -> io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
 }
 
 /// The error a client gets instead of the reply to a write whose record did
@@ -301,13 +392,13 @@ mod tests {
     use super::*;
     use crate::sender::ack::Dropped;
 
-    async fn pair() -> (OwnedWriteHalf, TcpStream) {
+    async fn pair() -> (WriteHalf, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (server.into_split().1, client)
+        (WriteHalf::Plain(server.into_split().1), client)
     }
 
     async fn read_some(client: &mut TcpStream) -> String {

@@ -12,7 +12,6 @@ use std::io;
 use bytes::BytesMut;
 use remoteback_transport::{ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 
 use super::client::READ_CHUNK;
@@ -62,10 +61,7 @@ pub(crate) fn outcome(first: u8) -> Handover {
 
 /// Client → primary, unchanged, until the client closes; then the primary
 /// is told the stream's reader is gone.
-pub(super) async fn requests(
-    mut client: OwnedReadHalf,
-    upstream: &mut WriteHalf,
-) -> io::Result<()> {
+pub(super) async fn requests(mut client: ReadHalf, upstream: &mut WriteHalf) -> io::Result<()> {
     tokio::io::copy(&mut client, upstream).await?;
     upstream.shutdown().await
 }

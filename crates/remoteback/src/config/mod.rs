@@ -271,6 +271,7 @@ mod tests {
             r#"# proxy configuration, effective settings
 bindip = "0.0.0.0"
 bindport = 6666
+bindtls = false
 connip = "10.1.2.3"
 connport = 6379
 conntls = false
@@ -317,6 +318,7 @@ retries = "3"
             r#"# proxy configuration, effective settings
 bindip = "127.0.0.1"
 bindport = 6666
+bindtls = false
 connip = "127.0.0.1"
 connport = 6379
 conntls = false

@@ -39,6 +39,10 @@ const MIN_PROTO_MAX_BULK_LEN: u64 = 1024 * 1024;
 const KEYS: &[&str] = &[
     "bindip",
     "bindport",
+    "bindtls",
+    "bindtls_cert_file",
+    "bindtls_key_file",
+    "bindtls_ca_file",
     "connip",
     "connport",
     "connusername",
@@ -66,7 +70,8 @@ const KEYS: &[&str] = &[
     "admin_token_file",
     "sender",
 ];
-const KEYS_TEXT: &str = "bindip, bindport, connip, connport, connusername, connpassword, \
+const KEYS_TEXT: &str = "bindip, bindport, bindtls, bindtls_cert_file, bindtls_key_file, \
+                         bindtls_ca_file, connip, connport, connusername, connpassword, \
                          conntls, conntls_ca_file, conntls_cert_file, conntls_key_file, \
                          conntls_server_name, message, worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, \
                          client_output_buffer_limit, client_query_buffer_limit, \
@@ -88,6 +93,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         upstream_ip: DEFAULT_REDIS_IP.to_owned(),
         upstream_port: DEFAULT_REDIS_PORT,
         upstream_tls: None,
+        client_tls: None,
         upstream_username: None,
         upstream_password: None,
         message: Format::default(),
@@ -109,6 +115,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
     };
     let mut token_key: Option<&str> = None;
     let mut tls = TlsKeys::new("", "conntls");
+    let mut client_tls = TlsKeys::new("", "bindtls");
     let mut ack_at = None;
     for (key, value) in in_file_order(doc) {
         let name = key.get_ref().as_ref();
@@ -199,10 +206,12 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
             "metrics" => settings.metrics = Some(common::listen_address(src, &path, value)?),
             "sender" => settings.senders = senders(src, value)?,
             _ if tls.read(src, name, value)? => {}
+            _ if client_tls.read(src, name, value)? => {}
             _ => return Err(unknown_top_level(src, key)),
         }
     }
     settings.upstream_tls = tls.finish(src, &settings.upstream_ip)?;
+    settings.client_tls = client_tls.finish_server(src)?;
     if let (AckMode::Kafka, Some(span)) = (settings.ack, ack_at) {
         if settings.message == Format::Row {
             return Err(src.error(
@@ -752,6 +761,7 @@ mod tests {
                 upstream_ip: "127.0.0.1".into(),
                 upstream_port: 6379,
                 upstream_tls: None,
+                client_tls: None,
                 upstream_username: None,
                 upstream_password: None,
                 message: Format::Protocol,
@@ -1119,7 +1129,8 @@ security-protocol = "SASL_SSL"
         assert_eq!(
             error("bindport = 1\nbindprot = 2\n"),
             "proxy.toml:2: bindprot: unknown key (did you mean `bindport`?); a proxy configuration \
-             takes bindip, bindport, connip, connport, connusername, connpassword, conntls, \
+             takes bindip, bindport, bindtls, bindtls_cert_file, bindtls_key_file, bindtls_ca_file, \
+             connip, connport, connusername, connpassword, conntls, \
              conntls_ca_file, conntls_cert_file, conntls_key_file, conntls_server_name, message, \
              worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
              client_query_buffer_limit, proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, \

@@ -29,6 +29,7 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
     writeln!(f, "# proxy configuration, effective settings")?;
     writeln!(f, "bindip = {}", quote(&s.bind_ip))?;
     writeln!(f, "bindport = {}", s.bind_port)?;
+    tls::render_server(f, "bindtls", s.client_tls.as_ref())?;
     writeln!(f, "connip = {}", quote(&s.upstream_ip))?;
     writeln!(f, "connport = {}", s.upstream_port)?;
     tls::render(f, "conntls", s.upstream_tls.as_ref())?;

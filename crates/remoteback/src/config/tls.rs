@@ -1,5 +1,6 @@
-//! TLS keys towards a Redis server: a switch and its files, under one
-//! prefix (`conntls` in a proxy file, `tls` in a replay's `[redis]`).
+//! TLS keys: a switch and its files, under one prefix: towards a Redis
+//! server (`conntls` in a proxy file, `tls` in a replay's `[redis]`), or
+//! towards the proxy's clients (`bindtls`).
 //!
 //! The files are read while the configuration is checked, so that
 //! `check-config` and a service's start report an unreadable or wrong one
@@ -9,7 +10,7 @@ use std::fmt::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use remoteback_transport::{TlsError, TlsSettings};
+use remoteback_transport::{ServerTlsSettings, TlsError, TlsSettings};
 use toml::de::DeValue;
 
 use super::source::{join, quote, Source, Value};
@@ -39,6 +40,49 @@ impl TlsKeys {
             settings: TlsSettings::default(),
             spans: Vec::new(),
         }
+    }
+
+    /// The listener's settings when TLS is on (`bindtls`): a certificate
+    /// and key are needed, a CA file makes client certificates required,
+    /// and no server name is taken.
+    pub fn finish_server(self, src: Source<'_>) -> Result<Option<ServerTlsSettings>, ConfigError> {
+        if let Some((_, span)) = self.spans.iter().find(|(s, _)| *s == "server_name") {
+            let name = format!("{}_server_name", self.prefix);
+            return Err(src.error(
+                span,
+                &join(self.table, &name),
+                format!("{name} is for connections to Redis; the proxy's clients check its certificate themselves"),
+            ));
+        }
+        if !self.on.as_ref().is_some_and(|(on, _)| *on) {
+            return self.finish(src, "").map(|_| None);
+        }
+        let missing = |suffix: &str| {
+            let span = self.on.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+            let name = format!("{}_{suffix}", self.prefix);
+            src.error(
+                &span,
+                &join(self.table, self.prefix),
+                format!("{} = true needs {name}", self.prefix),
+            )
+        };
+        let settings = ServerTlsSettings {
+            cert_file: self
+                .settings
+                .cert_file
+                .clone()
+                .ok_or_else(|| missing("cert_file"))?,
+            key_file: self
+                .settings
+                .key_file
+                .clone()
+                .ok_or_else(|| missing("key_file"))?,
+            ca_file: self.settings.ca_file.clone(),
+        };
+        settings
+            .server_config()
+            .map_err(|e| self.located(src, &e))?;
+        Ok(Some(settings))
     }
 
     /// Reads `name` if it is one of the TLS keys: `Ok(false)` if it is not.
@@ -137,6 +181,28 @@ impl TlsKeys {
             (self.prefix.to_owned(), span)
         });
         src.error(&span, &join(self.table, &name), error.to_string())
+    }
+}
+
+/// The keys of a listener's `tls` as `check-config` shows them.
+pub(super) fn render_server(
+    f: &mut String,
+    prefix: &str,
+    tls: Option<&ServerTlsSettings>,
+) -> fmt::Result {
+    let Some(tls) = tls else {
+        return writeln!(f, "{prefix} = false");
+    };
+    writeln!(f, "{prefix} = true")?;
+    let path = |p: &Path| quote(&p.display().to_string());
+    writeln!(f, "{prefix}_cert_file = {}", path(&tls.cert_file))?;
+    writeln!(f, "{prefix}_key_file = {}", path(&tls.key_file))?;
+    match &tls.ca_file {
+        Some(ca) => writeln!(f, "{prefix}_ca_file = {}", path(ca)),
+        None => writeln!(
+            f,
+            "# {prefix}_ca_file not set: clients present no certificate"
+        ),
     }
 }
 
@@ -325,5 +391,41 @@ mod tests {
             e.starts_with("replay.toml:8: redis.tls_cert_file: "),
             "the key is named in its table: {e}"
         );
+    }
+
+    #[test]
+    fn bindtls_needs_a_certificate_and_key_and_takes_a_client_ca() {
+        let files = Files::new("bind");
+        let error = |text: &str| parse_proxy(text, "proxy.toml").unwrap_err().to_string();
+        let text = format!(
+            "bindtls = true\nbindtls_cert_file = \"{}\"\nbindtls_key_file = \"{}\"\n\
+             bindtls_ca_file = \"{}\"\n",
+            files.path("client.pem"),
+            files.path("client.key"),
+            files.path("ca.pem"),
+        );
+        let settings = parse_proxy(&text, "proxy.toml").unwrap();
+        let tls = settings.client_tls.clone().expect("TLS on");
+        assert_eq!(tls.ca_file, Some(PathBuf::from(files.path("ca.pem"))));
+        let shown = Loaded::Proxy(settings).to_string();
+        assert!(shown.contains("bindtls = true\n"), "{shown}");
+        assert!(Loaded::Proxy(parse_proxy("", "proxy.toml").unwrap())
+            .to_string()
+            .contains("bindtls = false\n"));
+        assert_eq!(
+            error("bindtls = true\n"),
+            "proxy.toml:1: bindtls: bindtls = true needs bindtls_cert_file"
+        );
+        let e = error(&format!(
+            "bindtls = true\nbindtls_cert_file = \"{}\"\nbindtls_key_file = \"{}\"\n",
+            files.path("client.pem"),
+            files.path("ca.pem"),
+        ));
+        assert!(
+            e.starts_with("proxy.toml:3: bindtls_key_file: ") && e.contains("no PEM private key"),
+            "{e}"
+        );
+        let e = error("bindtls = true\nbindtls_server_name = \"x\"\n");
+        assert!(e.starts_with("proxy.toml:2: bindtls_server_name: "), "{e}");
     }
 }

@@ -33,6 +33,12 @@ impl Report for ProxyReport {
         )?;
         counter(
             out,
+            "remoteback_proxy_client_tls_handshakes_failed_total",
+            "Client connections closed because their TLS handshake failed or took over 10 s (bindtls).",
+            status.client_handshakes_failed(),
+        )?;
+        counter(
+            out,
             "remoteback_proxy_clients_closed_output_limit_total",
             "Clients closed because their unread replies passed client_output_buffer_limit.",
             status.clients_closed_output_limit(),
