@@ -298,6 +298,11 @@ fn restore_until_an_offset_gives_the_dataset_before_it() {
         diffs.len()
     );
 
+    // Partitions not named went to their end: as far as time goes, the
+    // target holds everything, and a restore to a time is refused.
+    let timed = restore(&p, &target, Some(now_ms()), &[]);
+    assert_eq!(timed.status.code(), Some(2), "{}", text(&timed));
+
     // On to the end, then back before the stop: refused.
     let rest = restore(&p, &target, None, &[]);
     assert!(rest.status.success(), "{}", text(&rest));

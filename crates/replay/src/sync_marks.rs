@@ -6,7 +6,8 @@
 //! primary held: each key's copy and every write after it. So a restore
 //! into an empty Redis may skip everything before them, which is what makes
 //! a topic with retention restorable, as long as a complete sync is still
-//! in it. This reads the partitions once, headers only, to find them.
+//! in it. This reads the partitions once to find them (the records' headers
+//! are all it looks at), before the restore reads them again to apply.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,10 +69,17 @@ pub async fn last_full_sync(
         while next < high {
             let batch = receiver::next_batch(&consumer, Duration::from_secs(1)).await;
             scanned.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
-            if batch.records.last().is_some_and(|r| r.offset + 1 >= high) {
-                next = high;
+            if batch.records.is_empty() && batch.error.is_none() {
+                // Nothing came: past the last record already when the
+                // offsets below `high` hold none (a gap at the tail).
+                next = next.max(position(&consumer, topic, *partition).unwrap_or(next));
             }
-            for record in batch.records.iter().filter(|r| r.offset < high) {
+            for record in &batch.records {
+                if record.offset >= high {
+                    // At or past where the search ends.
+                    next = high;
+                    break;
+                }
                 next = record.offset + 1;
                 let (Some(mark), Some(source)) = (record.meta.sync, &record.meta.source) else {
                     continue;
@@ -91,6 +99,22 @@ pub async fn last_full_sync(
         }
     }
     Ok(choose(syncs, &partitions))
+}
+
+/// Where the consumer of `topic[partition]` reads next, if it knows.
+fn position(
+    consumer: &rdkafka::consumer::StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    consumer
+        .position()
+        .ok()?
+        .find_partition(topic, partition)?
+        .offset()
+        .to_raw()
+        .filter(|o| *o >= 0)
 }
 
 fn note(seen: &mut Seen, mark: SyncMark, offset: i64, time_ms: Option<u64>, until: Option<u64>) {

@@ -184,13 +184,15 @@ pub(super) async fn forward_requests(
                         if let Some(ordering) = &ordering {
                             pops.drain(..).for_each(|w| ordering.watch_pop(w));
                         }
-                        send(upstream, stand_in.request).await?;
+                        // The entry goes before the bytes, as for every
+                        // command: the reply side must know what it answers.
                         let mut entry =
                             InFlight::new(stand_in.command, Verdict::default(), shape, None, cost);
                         entry.answer = Some(stand_in.answer);
                         if tx.send(Pending::Command(entry)).is_err() {
                             return Ok(());
                         }
+                        send(upstream, stand_in.request).await?;
                         continue;
                     }
                 }

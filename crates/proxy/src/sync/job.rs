@@ -72,7 +72,17 @@ impl Job {
         if marked {
             self.mark(SyncPhase::Start, id, &mut unacked);
         }
-        let walked = self.walk(&mut unacked).await;
+        let walked = match marked {
+            // The databases are read again after the mark: one that got
+            // its first keys between the first reading and the mark would
+            // be walked by no one, and its writes are before the mark.
+            true => self.read_databases_again().await,
+            false => Ok(()),
+        };
+        let walked = match walked {
+            Ok(()) => self.walk(&mut unacked).await,
+            stopped => stopped,
+        };
         let unordered = self.copier.tables.sync.stop();
         counters
             .unordered_writes
@@ -257,6 +267,18 @@ impl Job {
         let done = self.copier.counters.keys_done.load(Ordering::Relaxed);
         let due = started + Duration::from_secs_f64(done as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
+    }
+
+    /// The databases holding keys now, as the sync started.
+    async fn read_databases_again(&mut self) -> Result<(), Stop> {
+        let failed = |e: String| Stop::Failed(format!("reading the primary's databases: {e}"));
+        let mut conn = super::open(&self.primary, 0)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        self.dbs = databases(&mut conn, &self.request)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(())
     }
 
     /// Hands the sync's mark of `phase` to every sender (a barrier: a

@@ -150,7 +150,7 @@ impl Report for ProxyReport {
         histogram_family(
             out,
             "remoteback_proxy_added_latency_seconds",
-            "Seconds the proxy held a read's bytes: request, from reading a client's requests to having written them to the primary (waits for key locks and a full backlog included); reply, from reading the primary's replies to having handed them to the client (the wait for Kafka under ack = kafka excluded).",
+            "Seconds the proxy held a read's bytes: request, from reading a client's requests to having written them to the primary (waits for key locks and a full backlog included); reply, from reading the primary's replies to having handed them to the client (under ack = kafka, to the writer that holds them: the wait for Kafka is not in it, unless 256 chunks of replies wait already).",
             &[
                 ([("direction", "request")], status.request_seconds()),
                 ([("direction", "reply")], status.reply_seconds()),
