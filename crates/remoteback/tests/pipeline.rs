@@ -711,8 +711,32 @@ fn heartbeats_keep_the_lag_true_when_no_one_writes_and_show_a_dead_proxy() {
             + replay.value("remoteback_replay_duplicates_skipped_total"),
         0
     );
+    let series = |name: &str| format!("{name}{{topic=\"{TOPIC}\",partition=\"0\"}}");
+    assert_eq!(
+        replay.sample(&series(
+            "remoteback_replay_partition_commands_applied_total"
+        )),
+        Some(1),
+        "partition 0 applied the one write"
+    );
     p.proxy.kill();
     common::wait_until(Duration::from_secs(20), "the lag to grow", || {
         replay.value("remoteback_replay_age_of_last_applied_ms") > 2000
     });
+    // No more heartbeats: the replay's position reaches the partition's
+    // end, which is every record the topic holds.
+    let end = p.topic_records().len() as u64;
+    common::wait_until(
+        Duration::from_secs(20),
+        "the position to reach the end",
+        || replay.sample(&series("remoteback_replay_position")) == Some(end),
+    );
+    assert_eq!(
+        replay.sample(&series("remoteback_replay_high_watermark")),
+        Some(end)
+    );
+    assert_eq!(
+        replay.sample(&series("remoteback_replay_records_behind")),
+        Some(0)
+    );
 }

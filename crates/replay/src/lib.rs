@@ -46,7 +46,7 @@ pub use settings::{
 };
 pub use state::offset_field;
 pub use state::{KEY_PREFIX, STATE_KEY};
-pub use stats::Stats;
+pub use stats::{PartitionStats, Stats};
 pub use sync_marks::{last_full_sync, SyncInLog};
 
 /// Why the replay stopped.

@@ -315,7 +315,7 @@ impl PartitionJob {
         };
         if let Some(high) = receiver::cached_high_watermark(consumer, &self.topic, self.partition) {
             self.stats
-                .set_behind((&self.topic, self.partition), (high - next).max(0));
+                .set_position((&self.topic, self.partition), next, high);
         }
     }
 

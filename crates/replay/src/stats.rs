@@ -26,15 +26,13 @@ struct Inner {
     barriers: AtomicU64,
     /// Why the backup needs a resync (the first gap seen), once it does.
     resync: Mutex<Option<String>>,
-    /// The newest primary time applied per (topic, partition): the lag is
-    /// the partition furthest behind's, so that heartbeats of idle
-    /// partitions cannot hide one that is stuck.
-    partitions: Mutex<Vec<((String, i32), u64)>>,
+    /// Per (topic, partition): the newest primary time applied (the lag
+    /// is the partition furthest behind's, so that heartbeats of idle
+    /// partitions cannot hide one that is stuck), what it applied, and
+    /// where it stands against its high watermark.
+    partitions: Mutex<Vec<((String, i32), PartitionStats)>>,
     /// The newest primary time of a record with writes applied, anywhere.
     last_write_ms: AtomicU64,
-    /// Records each (topic, partition) is behind its high watermark, as
-    /// last seen.
-    behind: Mutex<Vec<((String, i32), i64)>>,
     /// Seconds one batch's transaction took on the backup.
     apply_seconds: Histogram,
     /// Records per batch applied.
@@ -63,7 +61,6 @@ impl Default for Inner {
             resync: Mutex::default(),
             partitions: Mutex::default(),
             last_write_ms: AtomicU64::default(),
-            behind: Mutex::default(),
             apply_seconds: seconds(),
             // 1 to 65536 records.
             batch_records: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
@@ -72,45 +69,81 @@ impl Default for Inner {
     }
 }
 
+/// What one partition of the replay did and where it stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// The newest primary time applied (a write's or a heartbeat's).
+    pub time_ms: Option<u64>,
+    /// Records and the writes they held, applied since start.
+    pub records: u64,
+    pub commands: u64,
+    /// The offset of the next record to apply, and the partition's high
+    /// watermark, as last seen after a batch.
+    pub position: Option<i64>,
+    pub high_watermark: Option<i64>,
+}
+
+impl PartitionStats {
+    /// Records between the next one to apply and the high watermark.
+    pub fn behind(&self) -> Option<i64> {
+        Some((self.high_watermark? - self.position?).max(0))
+    }
+}
+
 impl Stats {
-    /// `n` records took effect, holding `commands` writes (a packed record
-    /// holds several); the last was answered by the primary at
-    /// `primary_ms` (when known), which defines the replication lag.
-    pub fn add_applied(
-        &self,
-        (topic, partition): (&str, i32),
-        n: u64,
-        commands: u64,
-        primary_ms: Option<u64>,
-    ) {
-        self.0.applied.fetch_add(n, Ordering::Relaxed);
-        self.0.commands.fetch_add(commands, Ordering::Relaxed);
-        if let Some(t) = primary_ms {
-            if commands > 0 {
-                self.0.last_write_ms.fetch_max(t, Ordering::Relaxed);
-            }
-            let mut partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
-            match partitions
-                .iter_mut()
-                .find(|((tp, p), _)| *p == partition && tp == topic)
-            {
-                Some((_, at)) => *at = (*at).max(t),
-                None => partitions.push(((topic.to_string(), partition), t)),
+    /// Updates the entry of `topic[partition]`.
+    fn partition(&self, (topic, partition): (&str, i32), update: impl FnOnce(&mut PartitionStats)) {
+        let mut partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        match partitions
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+        {
+            Some((_, stats)) => update(stats),
+            None => {
+                let mut stats = PartitionStats::default();
+                update(&mut stats);
+                partitions.push(((topic.to_string(), partition), stats));
             }
         }
     }
 
-    /// Each (topic, partition) seen so far with the newest primary time
-    /// applied in it.
-    pub fn partition_times(&self) -> Vec<((String, i32), u64)> {
-        let mut times = self
+    /// `n` records took effect, holding `commands` writes (a packed record
+    /// holds several); the last was answered by the primary at
+    /// `primary_ms` (when known), which defines the replication lag.
+    pub fn add_applied(&self, at: (&str, i32), n: u64, commands: u64, primary_ms: Option<u64>) {
+        self.0.applied.fetch_add(n, Ordering::Relaxed);
+        self.0.commands.fetch_add(commands, Ordering::Relaxed);
+        if let (Some(t), true) = (primary_ms, commands > 0) {
+            self.0.last_write_ms.fetch_max(t, Ordering::Relaxed);
+        }
+        self.partition(at, |stats| {
+            stats.records += n;
+            stats.commands += commands;
+            if let Some(t) = primary_ms {
+                stats.time_ms = Some(stats.time_ms.map_or(t, |was| was.max(t)));
+            }
+        });
+    }
+
+    /// Each (topic, partition) seen so far, sorted.
+    pub fn partitions(&self) -> Vec<((String, i32), PartitionStats)> {
+        let mut all = self
             .0
             .partitions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        times.sort();
-        times
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Each (topic, partition) seen so far with the newest primary time
+    /// applied in it.
+    pub fn partition_times(&self) -> Vec<((String, i32), u64)> {
+        self.partitions()
+            .into_iter()
+            .filter_map(|(at, stats)| Some((at, stats.time_ms?)))
+            .collect()
     }
 
     /// When the primary answered the newest write applied (or the proxy
@@ -120,7 +153,11 @@ impl Stats {
     /// first).
     pub fn applied_everywhere_ms(&self) -> u64 {
         let partitions = self.0.partitions.lock().unwrap_or_else(|e| e.into_inner());
-        partitions.iter().map(|(_, t)| *t).min().unwrap_or(0)
+        partitions
+            .iter()
+            .filter_map(|(_, stats)| stats.time_ms)
+            .min()
+            .unwrap_or(0)
     }
 
     /// A batch of `records` took `took` on the backup; its newest record
@@ -157,28 +194,21 @@ impl Stats {
         ]
     }
 
-    /// `topic[partition]` is `n` records behind its high watermark.
-    pub fn set_behind(&self, (topic, partition): (&str, i32), n: i64) {
-        let mut behind = self.0.behind.lock().unwrap_or_else(|e| e.into_inner());
-        match behind
-            .iter_mut()
-            .find(|((t, p), _)| *p == partition && t == topic)
-        {
-            Some((_, at)) => *at = n,
-            None => behind.push(((topic.to_string(), partition), n)),
-        }
+    /// `topic[partition]` applies `position` next; its high watermark is
+    /// `high`.
+    pub fn set_position(&self, at: (&str, i32), position: i64, high: i64) {
+        self.partition(at, |stats| {
+            stats.position = Some(position);
+            stats.high_watermark = Some(high);
+        });
     }
 
     /// Each (topic, partition) with the records it is behind, as last seen.
     pub fn behind(&self) -> Vec<((String, i32), i64)> {
-        let mut behind = self
-            .0
-            .behind
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        behind.sort();
-        behind
+        self.partitions()
+            .into_iter()
+            .filter_map(|(at, stats)| Some((at, stats.behind()?)))
+            .collect()
     }
 
     /// The primary time of the newest record with writes applied (0 before

@@ -7,9 +7,12 @@ use std::fmt;
 
 use prometheus_client::encoding::DescriptorEncoder;
 use remoteback_protocol::record::now_ms;
-use remoteback_replay::Stats;
+use remoteback_replay::{PartitionStats, Stats};
 
-use super::{counter, gauge, gauge_family, histogram, Report};
+use super::{counter, counter_family, gauge, gauge_family, histogram, Report};
+
+/// A per-partition gauge's value, when the partition has one yet.
+type PartitionGauge = fn(&PartitionStats) -> Option<i64>;
 
 /// The replay's progress and its wait for the backup.
 pub struct ReplayReport {
@@ -129,20 +132,64 @@ impl Report for ReplayReport {
             "Milliseconds since remoteback_replay_last_applied_primary_time_ms: the replication lag of the partition furthest behind (with heartbeats it stays true when no one writes).",
             lag.min(i64::MAX as u64) as i64,
         )?;
-        let behind = self.stats.behind();
-        let partitions: Vec<String> = behind.iter().map(|((_, p), _)| p.to_string()).collect();
-        let samples: Vec<([(&str, &str); 2], i64)> = behind
-            .iter()
-            .zip(&partitions)
-            .map(|(((topic, _), n), p)| {
-                ([("topic", topic.as_str()), ("partition", p.as_str())], *n)
-            })
-            .collect();
-        gauge_family(
+        let partitions = self.stats.partitions();
+        let names: Vec<String> = partitions.iter().map(|((_, p), _)| p.to_string()).collect();
+        let labelled =
+            |value: fn(&PartitionStats) -> Option<i64>| -> Vec<([(&str, &str); 2], i64)> {
+                partitions
+                    .iter()
+                    .zip(&names)
+                    .filter_map(|(((topic, _), stats), p)| {
+                        Some((
+                            [("topic", topic.as_str()), ("partition", p.as_str())],
+                            value(stats)?,
+                        ))
+                    })
+                    .collect()
+            };
+        let per_partition: [(&str, &str, PartitionGauge); 3] = [
+            (
+                "remoteback_replay_records_behind",
+                "Records between the next one the replay applies and the partition's high watermark, as the consumer last heard it from the broker, per partition.",
+                PartitionStats::behind,
+            ),
+            (
+                "remoteback_replay_position",
+                "The offset of the next record the replay applies, per partition, as of its last batch.",
+                |s| s.position,
+            ),
+            (
+                "remoteback_replay_high_watermark",
+                "The partition's high watermark (the offset its next record will get), as the consumer last heard it from the broker.",
+                |s| s.high_watermark,
+            ),
+        ];
+        for (name, help, value) in per_partition {
+            gauge_family(out, name, help, &labelled(value))?;
+        }
+        let counted = |value: fn(&PartitionStats) -> u64| -> Vec<([(&str, &str); 2], u64)> {
+            partitions
+                .iter()
+                .zip(&names)
+                .map(|(((topic, _), stats), p)| {
+                    (
+                        [("topic", topic.as_str()), ("partition", p.as_str())],
+                        value(stats),
+                    )
+                })
+                .collect()
+        };
+        counter_family(
             out,
-            "remoteback_replay_records_behind",
-            "Records between the next one the replay applies and the partition's high watermark, as the consumer last heard it from the broker, per partition.",
-            &samples,
+            "remoteback_replay_partition_records_applied_total",
+            "Records applied, per partition (remoteback_replay_records_applied_total is their sum).",
+            &counted(|s| s.records),
+        )?;
+        counter_family(
+            out,
+            "remoteback_replay_partition_commands_applied_total",
+            "Writes applied, per partition (remoteback_replay_commands_applied_total is their sum).",
+            &counted(|s| s.commands),
         )?;
         for (name, help, h) in self.stats.histograms() {
             histogram(out, name, help, &h)?;
