@@ -92,7 +92,7 @@ fn restore_until_a_time_gives_the_dataset_of_that_time() {
     });
     let mut client = p.client();
     let mut points = Vec::new();
-    for (phase, seed) in [(0, 11), (1, 12)] {
+    for (phase, seed) in [(0, 11), (1, 12), (2, 14)] {
         for c in 0..3 {
             mixed::run_client(&mut client, c + phase * 3, 300, seed);
         }
