@@ -108,7 +108,11 @@ pub fn report(status: &PromotionStatus) -> String {
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     for p in &partitions {
         let heard = match p.last_heartbeat_ms {
-            Some(ms) => format!("; last heartbeat {}", show_time(ms)),
+            Some(ms) => format!(
+                "; last heartbeat {}, {} records with writes applied after it",
+                show_time(ms),
+                p.records_since_heartbeat
+            ),
             None => String::new(),
         };
         out.push_str(&format!(

@@ -101,8 +101,13 @@ impl Writers {
 fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
     let (mut p, _, replay_metrics) = Pipeline::start_with_metrics(Setup {
         partitions: 2,
-        proxy_extra: "ack = \"kafka\"\n".to_owned(),
+        proxy_extra: "ack = \"kafka\"\nheartbeat_ms = 100\n".to_owned(),
         ..Setup::default()
+    });
+    // The idle proxy's heartbeats reach both partitions before the load.
+    let replay_status = common::status::Status(replay_metrics);
+    wait_until(Duration::from_secs(20), "heartbeats on both partitions", || {
+        replay_status.value("remoteback_replay_heartbeats_total") >= 4
     });
     let writers = Writers::start(p.proxy_port, Duration::from_secs(5), |con, w, n| {
         redis::cmd("SET")
@@ -155,9 +160,18 @@ fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
     );
     let everywhere = time_after(&report, "every partition holds the writes captured up to ");
     assert!(everywhere <= last_write.max(gone_ms), "{report}");
+    // Past the proxy's last sign of life on a partition, its writes are
+    // counted: the writers' writes followed the heartbeats of the idle start.
+    let after_heartbeat: u64 = report
+        .lines()
+        .filter_map(|l| {
+            let (before, _) = l.split_once(" records with writes applied after it")?;
+            before.rsplit(' ').next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(after_heartbeat > 0, "{report}");
 
     // The replay's histograms saw every batch it applied.
-    let replay_status = common::status::Status(replay_metrics);
     let batches = replay_status.value("remoteback_replay_apply_seconds_count");
     assert!(batches > 0);
     assert_eq!(

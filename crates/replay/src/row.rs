@@ -110,6 +110,7 @@ impl RowApplier {
             batch.len() as u64,
             batch.len() as u64,
             batch.iter().rev().find_map(|r| r.time_ms()),
+            None,
         );
         Ok(())
     }

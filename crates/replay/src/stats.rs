@@ -77,6 +77,11 @@ pub struct PartitionStats {
     /// Records and the writes they held, applied since start.
     pub records: u64,
     pub commands: u64,
+    /// The time of the last heartbeat read: the proxy was alive then.
+    pub last_heartbeat_ms: Option<u64>,
+    /// Records with writes applied after that heartbeat (since start when
+    /// none was read): what the proxy captured after its last sign of life.
+    pub records_since_heartbeat: u64,
     /// The offset of the next record to apply, and the partition's high
     /// watermark, as last seen after a batch.
     pub position: Option<i64>,
@@ -110,7 +115,16 @@ impl Stats {
     /// `n` records took effect, holding `commands` writes (a packed record
     /// holds several); the last was answered by the primary at
     /// `primary_ms` (when known), which defines the replication lag.
-    pub fn add_applied(&self, at: (&str, i32), n: u64, commands: u64, primary_ms: Option<u64>) {
+    /// `heartbeat`: the batch's last heartbeat, its time and the records
+    /// with writes after it, when the batch held one.
+    pub fn add_applied(
+        &self,
+        at: (&str, i32),
+        n: u64,
+        commands: u64,
+        primary_ms: Option<u64>,
+        heartbeat: Option<(Option<u64>, u64)>,
+    ) {
         self.0.applied.fetch_add(n, Ordering::Relaxed);
         self.0.commands.fetch_add(commands, Ordering::Relaxed);
         if let (Some(t), true) = (primary_ms, commands > 0) {
@@ -119,6 +133,13 @@ impl Stats {
         self.partition(at, |stats| {
             stats.records += n;
             stats.commands += commands;
+            match heartbeat {
+                Some((time, after)) => {
+                    stats.last_heartbeat_ms = time.or(stats.last_heartbeat_ms);
+                    stats.records_since_heartbeat = after;
+                }
+                None => stats.records_since_heartbeat += n,
+            }
             if let Some(t) = primary_ms {
                 stats.time_ms = Some(stats.time_ms.map_or(t, |was| was.max(t)));
             }
@@ -346,15 +367,15 @@ mod tests {
     fn the_recovery_point_is_the_partition_furthest_behind() {
         let stats = Stats::default();
         assert_eq!(stats.applied_everywhere_ms(), 0, "nothing applied yet");
-        stats.add_applied(("t", 0), 1, 1, Some(100));
-        stats.add_applied(("t", 1), 1, 1, Some(50));
+        stats.add_applied(("t", 0), 1, 1, Some(100), None);
+        stats.add_applied(("t", 1), 1, 1, Some(50), None);
         // Heartbeats keep partition 0 current; partition 1 is stuck.
-        stats.add_applied(("t", 0), 0, 0, Some(900));
-        stats.add_applied(("u", 1), 0, 0, Some(950));
+        stats.add_applied(("t", 0), 0, 0, Some(900), None);
+        stats.add_applied(("u", 1), 0, 0, Some(950), None);
         assert_eq!(stats.applied_everywhere_ms(), 50);
-        stats.add_applied(("t", 1), 0, 0, Some(40));
+        stats.add_applied(("t", 1), 0, 0, Some(40), None);
         assert_eq!(stats.applied_everywhere_ms(), 50, "a time never goes back");
-        stats.add_applied(("t", 1), 1, 1, Some(800));
+        stats.add_applied(("t", 1), 1, 1, Some(800), None);
         assert_eq!(stats.applied_everywhere_ms(), 800);
         assert_eq!((stats.applied(), stats.commands()), (3, 3));
     }

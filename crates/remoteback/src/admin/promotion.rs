@@ -55,8 +55,14 @@ pub struct PartitionEnd {
     pub records: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_write_ms: Option<u64>,
+    /// The last heartbeat the replay read in the partition since it
+    /// started (before the request too): the proxy was alive then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_ms: Option<u64>,
+    /// Records with writes applied after that heartbeat: what the proxy
+    /// captured after its last sign of life in the partition.
+    #[serde(default)]
+    pub records_since_heartbeat: u64,
 }
 
 impl From<&Reached> for PartitionEnd {
@@ -69,20 +75,33 @@ impl From<&Reached> for PartitionEnd {
             records: r.records,
             last_write_ms: r.last_write_ms,
             last_heartbeat_ms: r.last_heartbeat_ms,
+            records_since_heartbeat: 0,
         }
     }
 }
 
 impl PromotionStatus {
     pub fn of(promotion: &Promotion, stats: &Stats, backup: &str) -> PromotionStatus {
-        let (requested, done, partitions) = match promotion.bound() {
-            None => (false, false, Vec::new()),
+        let (requested, done, mut partitions) = match promotion.bound() {
+            None => (false, false, Vec::<PartitionEnd>::new()),
             Some(bound) => (
                 true,
                 bound.is_done(),
                 bound.reached().iter().map(PartitionEnd::from).collect(),
             ),
         };
+        // The heartbeats of the replay's whole run, not only of the
+        // promotion's: the proxy may have died long before it.
+        let seen = stats.partitions();
+        for end in &mut partitions {
+            if let Some((_, s)) = seen
+                .iter()
+                .find(|((t, p), _)| *t == end.topic && *p == end.partition)
+            {
+                end.last_heartbeat_ms = s.last_heartbeat_ms.max(end.last_heartbeat_ms);
+                end.records_since_heartbeat = s.records_since_heartbeat;
+            }
+        }
         PromotionStatus {
             requested,
             done,

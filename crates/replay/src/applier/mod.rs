@@ -467,11 +467,24 @@ impl Applier {
             .count();
         let nothing = records.iter().filter(|r| r.commands.is_empty()).count();
         let writes: usize = records.iter().map(Decoded::writes).sum();
+        // A heartbeat is the record with no commands and no number (a
+        // sync's mark has one).
+        let heartbeat = records
+            .iter()
+            .rposition(|r| r.commands.is_empty() && r.seq.is_none())
+            .map(|i| {
+                let after = records[i + 1..]
+                    .iter()
+                    .filter(|r| !r.commands.is_empty())
+                    .count();
+                (records[i].time_ms, after as u64)
+            });
         self.stats.add_applied(
             (self.link.topic(), self.link.partition()),
             (records.len() - fully_refused - nothing) as u64,
             writes.saturating_sub(refusals.len()) as u64,
             records.iter().rev().find_map(|r| r.time_ms),
+            heartbeat,
         );
         Ok(refusals)
     }
