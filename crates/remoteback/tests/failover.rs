@@ -106,9 +106,11 @@ fn an_unplanned_failover_reports_the_recovery_point_the_backup_holds() {
     });
     // The idle proxy's heartbeats reach both partitions before the load.
     let replay_status = common::status::Status(replay_metrics);
-    wait_until(Duration::from_secs(20), "heartbeats on both partitions", || {
-        replay_status.value("remoteback_replay_heartbeats_total") >= 4
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "heartbeats on both partitions",
+        || replay_status.value("remoteback_replay_heartbeats_total") >= 4,
+    );
     let writers = Writers::start(p.proxy_port, Duration::from_secs(5), |con, w, n| {
         redis::cmd("SET")
             .arg(format!("writer:{w}"))

@@ -311,4 +311,42 @@ fn clients_reach_the_proxy_over_tls_with_their_certificates() {
         "both refused clients to be counted",
         || status.value("remoteback_proxy_client_tls_handshakes_failed_total") >= 2,
     );
+
+    // The proxy's certificate is renewed in place, from another authority:
+    // clients that trust the new one get in without a restart, and the old
+    // connection goes on.
+    let renewed = TestCerts::generate();
+    let (new_cert, new_key) = renewed.pair("server");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    let trusting_the_new = redis::Client::build_with_tls(
+        format!("rediss://{SERVER_NAME}:{}", p.proxy_port),
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: read(&client_cert),
+                client_key: read(&client_key),
+            }),
+            root_cert: Some(read(&renewed.ca())),
+        },
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "the renewed certificate to be served",
+        || {
+            trusting_the_new
+                .get_connection_with_timeout(Duration::from_secs(5))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        },
+    );
+    let pong: String = redis::cmd("PING").query(&mut client).unwrap();
+    assert_eq!(pong, "PONG", "a connection made before the renewal goes on");
+    assert!(
+        p.proxy
+            .log()
+            .contains("TLS for clients: renewed files taken up"),
+        "{}",
+        p.proxy.log()
+    );
 }

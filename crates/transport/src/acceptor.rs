@@ -2,11 +2,13 @@
 //! client that speaks TLS to it (`bindtls`).
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connector::HANDSHAKE_TIMEOUT;
+use crate::renewal::Renewing;
 use crate::stream::Stream;
 use crate::tls::{ServerTlsSettings, TlsError};
 
@@ -14,15 +16,31 @@ use crate::tls::{ServerTlsSettings, TlsError};
 /// read then).
 #[derive(Clone)]
 pub struct Acceptor {
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<Renewing<TlsAcceptor>>>,
 }
 
 impl Acceptor {
-    /// Plain TCP when `tls` is `None`.
+    /// Plain TCP when `tls` is `None`. Its files renewed on disk are taken
+    /// up by the connections taken after ([`Renewing`]).
     pub fn new(tls: Option<&ServerTlsSettings>) -> Result<Acceptor, TlsError> {
         let tls = match tls {
             None => None,
-            Some(settings) => Some(TlsAcceptor::from(settings.server_config()?)),
+            Some(settings) => {
+                let files = [
+                    Some(&settings.cert_file),
+                    Some(&settings.key_file),
+                    settings.ca_file.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+                let owned = settings.clone();
+                let acceptor = Renewing::new("TLS for clients", files, move || {
+                    Ok(TlsAcceptor::from(owned.server_config()?))
+                })?;
+                Some(Arc::new(acceptor))
+            }
         };
         Ok(Acceptor { tls })
     }
@@ -38,7 +56,7 @@ impl Acceptor {
         let Some(acceptor) = &self.tls else {
             return Ok(Stream::Plain(socket));
         };
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket))
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.get().accept(socket))
             .await
             .map_err(|_| {
                 io::Error::new(

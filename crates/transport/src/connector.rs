@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::renewal::Renewing;
 use crate::stream::Stream;
 use crate::tls::{TlsError, TlsSettings};
 
@@ -21,18 +23,27 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Connector {
     addr: String,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    tls: Option<(Arc<Renewing<TlsConnector>>, ServerName<'static>)>,
 }
 
 impl Connector {
-    /// `host:port`, through TLS when `tls` is given.
+    /// `host:port`, through TLS when `tls` is given. Its files renewed on
+    /// disk are taken up by the connections opened after ([`Renewing`]).
     pub fn new(host: &str, port: u16, tls: Option<&TlsSettings>) -> Result<Connector, TlsError> {
         let tls = match tls {
             None => None,
-            Some(settings) => Some((
-                TlsConnector::from(settings.client_config()?),
-                settings.server_name(host)?,
-            )),
+            Some(settings) => {
+                let files = [&settings.ca_file, &settings.cert_file, &settings.key_file]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                let owned = settings.clone();
+                let connector = Renewing::new("TLS to Redis", files, move || {
+                    Ok(TlsConnector::from(owned.client_config()?))
+                })?;
+                Some((Arc::new(connector), settings.server_name(host)?))
+            }
         };
         Ok(Connector {
             addr: format!("{host}:{port}"),
@@ -58,7 +69,7 @@ impl Connector {
         match &self.tls {
             None => Ok(Stream::Plain(socket)),
             Some((connector, name)) => {
-                let handshake = connector.connect(name.clone(), socket);
+                let handshake = connector.get().connect(name.clone(), socket);
                 let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
                     .await
                     .map_err(|_| {

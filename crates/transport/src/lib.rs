@@ -10,6 +10,7 @@
 mod acceptor;
 mod connector;
 mod redis_client;
+mod renewal;
 mod stream;
 mod tls;
 
