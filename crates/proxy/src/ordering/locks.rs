@@ -21,7 +21,7 @@
 //!   whose replies need no lock).
 //!
 //! One mutex guards the table, and one `Notify` wakes waiters on a
-//! release while any wait; waiters re-check. Contention costs a wake-up per
+//! release that freed a lock while any wait; waiters re-check. Contention costs a wake-up per
 //! release per waiter, which only matters when many clients write the same
 //! keys. Every write takes and gives back its keys here, so the table hashes
 //! with foldhash (randomly seeded, as keys come from clients) rather than
@@ -107,7 +107,10 @@ impl Table {
         }
     }
 
-    fn give_back(&mut self, session: u64, need: &Need) {
+    /// Gives `need` back; `true` when a lock became free (a session's
+    /// re-entrant hold only counted down frees nothing another could take).
+    fn give_back(&mut self, session: u64, need: &Need) -> bool {
+        let mut freed = false;
         match need {
             Need::Keys(keys) => {
                 for k in keys {
@@ -115,6 +118,7 @@ impl Table {
                         h.count -= 1;
                         if h.count == 0 {
                             self.keys.remove(k);
+                            freed = true;
                         }
                     }
                 }
@@ -130,10 +134,12 @@ impl Table {
                     b.count -= 1;
                     if b.count == 0 {
                         self.barrier = None;
+                        freed = true;
                     }
                 }
             }
         }
+        freed
     }
 }
 
@@ -167,11 +173,13 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.locks.table().give_back(self.session, &self.need);
+        let freed = self.locks.table().give_back(self.session, &self.need);
         // A waiter counts itself before it looks at the table, so one that
         // found this lock taken is counted by now (the table's mutex
-        // orders the two).
-        if self.locks.waiting.load(Ordering::SeqCst) > 0 {
+        // orders the two). Only a lock that became free can let one go: a
+        // session pipelining sixteen writes to a hot key wakes the others
+        // once, not sixteen times.
+        if freed && self.locks.waiting.load(Ordering::SeqCst) > 0 {
             self.locks.released.notify_waiters();
         }
     }
@@ -382,5 +390,19 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(held);
         assert_eq!(waiter.await.expect("join"), 2);
+    }
+
+    #[test]
+    fn only_the_last_of_a_sessions_holds_frees_a_key() {
+        let mut table = Table::default();
+        table.take(1, &keys(&["a"]));
+        table.take(1, &keys(&["a"]));
+        assert!(!table.free_for(2, &keys(&["a"])));
+        assert!(!table.give_back(1, &keys(&["a"])), "still held once");
+        assert!(!table.free_for(2, &keys(&["a"])));
+        assert!(table.give_back(1, &keys(&["a"])), "free now");
+        assert!(table.free_for(2, &keys(&["a"])));
+        table.take(1, &Need::Barrier);
+        assert!(table.give_back(1, &Need::Barrier));
     }
 }
