@@ -232,7 +232,7 @@ impl Proxy {
                         let live = self.ctx.drain.enter();
                         if self.ctx.drain.live() > self.settings.max_clients {
                             drop(live);
-                            refuse(stream, peer, self.settings.max_clients, &self.ctx.drain);
+                            refuse(stream, peer, self.settings.max_clients, &self.ctx.drain, self.ctx.clients.is_tls());
                             continue;
                         }
                         if let Some(idle) = self.settings.tcp_keepalive {
@@ -267,10 +267,14 @@ impl Proxy {
 
 /// `maxclients` reached: Redis's answer, then the connection closes. The
 /// reply is a few bytes a fresh socket's buffer always takes, so it is
-/// written without waiting.
-fn refuse(stream: TcpStream, peer: std::net::SocketAddr, max: usize, drain: &Drain) {
+/// written without waiting. A TLS client (`tls`) is closed without it: the
+/// answer would need a handshake the proxy has no room for, and plain bytes
+/// would only read as a TLS error.
+fn refuse(stream: TcpStream, peer: std::net::SocketAddr, max: usize, drain: &Drain, tls: bool) {
     let n = drain.refuse();
-    let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+    if !tls {
+        let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+    }
     if n == 1 || n.is_power_of_two() {
         log::warn!(
             "client {peer} refused: {max} clients connected (maxclients); {n} refused so far"

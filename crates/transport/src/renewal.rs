@@ -63,9 +63,11 @@ impl<T> Renewing<T> {
     }
 
     fn renew(&self, now: Instant) {
-        let Ok(mut looked) = self.looked.try_lock() else {
+        let mut looked = match self.looked.try_lock() {
+            Ok(looked) => looked,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             // Another connection is looking right now.
-            return;
+            Err(std::sync::TryLockError::WouldBlock) => return,
         };
         if now.duration_since(looked.0) < LOOK_EVERY {
             return;

@@ -21,8 +21,10 @@
 //!
 //! A plain client is written with the socket's own non-blocking writes. A
 //! TLS client (`bindtls`) is written through rustls: bytes rustls took may
-//! wait in its buffer until the socket has room, so they count as unread
-//! output until a flush pushed them out.
+//! wait in its buffer until the socket has room, and the reply loop keeps
+//! flushing until they are out. They no longer count as unread output: the
+//! limit applies on top of rustls's buffer (64 KiB at most), as it applies
+//! on top of the kernel's.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -129,7 +131,8 @@ pub(crate) struct ClientWriter {
     client: WriteHalf,
     unread: VecDeque<Bytes>,
     unread_bytes: u64,
-    /// TLS: rustls holds bytes the socket did not take yet.
+    /// TLS: rustls holds bytes the socket did not take yet (not counted
+    /// in `unread_bytes`).
     flushing: bool,
     above_soft_since: Option<Instant>,
     limits: Arc<ClientLimits>,
