@@ -312,35 +312,17 @@ impl Meta {
         };
         for (name, value) in headers {
             match name {
-                HEADER_FORMAT => {
-                    let text = text(HEADER_FORMAT, value)?;
-                    format = Some(text.parse::<Format>().map_err(|reason| RecordError {
-                        header: HEADER_FORMAT,
-                        reason,
-                    })?);
-                }
+                HEADER_FORMAT => format = Some(parsed(HEADER_FORMAT, value)?),
                 HEADER_DB => meta.db = Some(number(HEADER_DB, value)?),
                 HEADER_SOURCE => meta.source = Some(text(HEADER_SOURCE, value)?.to_string()),
                 HEADER_RUN => meta.run = Some(number(HEADER_RUN, value)?),
                 HEADER_SEQ => meta.seq = Some(number(HEADER_SEQ, value)?),
-                HEADER_BARRIER => {
-                    let text = text(HEADER_BARRIER, value)?;
-                    meta.barrier = Some(text.parse().map_err(|reason| RecordError {
-                        header: HEADER_BARRIER,
-                        reason,
-                    })?);
-                }
+                HEADER_BARRIER => meta.barrier = Some(parsed(HEADER_BARRIER, value)?),
                 HEADER_TIME => meta.time_ms = Some(number(HEADER_TIME, value)?),
                 HEADER_CONN => meta.conn = Some(number(HEADER_CONN, value)?),
                 HEADER_CLOSE => meta.close = value == b"1",
                 HEADER_HEARTBEAT => meta.heartbeat = value == b"1",
-                HEADER_SYNC => {
-                    let text = text(HEADER_SYNC, value)?;
-                    meta.sync = Some(text.parse().map_err(|reason| RecordError {
-                        header: HEADER_SYNC,
-                        reason,
-                    })?);
-                }
+                HEADER_SYNC => meta.sync = Some(parsed(HEADER_SYNC, value)?),
                 _ => {}
             }
         }
@@ -357,6 +339,16 @@ fn text<'a>(header: &'static str, value: &'a [u8]) -> Result<&'a str, RecordErro
         header,
         reason: "not UTF-8".into(),
     })
+}
+
+/// A header whose text parses into `T`, its parser's reason kept.
+fn parsed<T: std::str::FromStr<Err = String>>(
+    header: &'static str,
+    value: &[u8],
+) -> Result<T, RecordError> {
+    text(header, value)?
+        .parse()
+        .map_err(|reason| RecordError { header, reason })
 }
 
 fn number<T: std::str::FromStr>(header: &'static str, value: &[u8]) -> Result<T, RecordError> {

@@ -135,11 +135,13 @@ impl Failover {
         if self.ctx.senders.backlog().writes_paused() {
             log::warn!("failover cancelled: writes go to the primary again");
         }
+        // Refusals end first: a write arriving meanwhile waits for the
+        // pause's end an instant rather than being refused.
+        self.ctx.refusing.store(false, Ordering::Relaxed);
         if let Some(ordering) = &self.ctx.ordering {
             ordering.pause_locks(false);
         }
         self.ctx.senders.backlog().pause_writes(false);
-        self.ctx.refusing.store(false, Ordering::Relaxed);
     }
 
     pub fn state(&self) -> FailoverState {

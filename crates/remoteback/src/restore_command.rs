@@ -293,20 +293,9 @@ fn claim_target(
 ) -> anyhow::Result<Claim> {
     let mut con = remoteback::compare::connect(url).context("connect to the target")?;
     let claim = check_target(&mut con, topics, until, offsets)?;
-    // A mark never moves back: a restore bounded by offsets only, whose
-    // other partitions went to their end, marks the end; one to an earlier
-    // time after a later one (possible when offsets bounded the later)
-    // keeps the later.
-    let marked: Option<String> = redis::cmd("HGET")
-        .arg(STATE_KEY)
-        .arg(UNTIL_FIELD)
-        .query(&mut con)
-        .context("HGET on the target")?;
-    let until = match (marked.map(|m| m.parse::<u64>().ok()), until) {
-        (Some(None), _) | (_, None) => None,
-        (Some(Some(was)), Some(now)) => Some(was.max(now)),
-        (None, Some(now)) => Some(now),
-    };
+    // The mark never moves back: `check_target` took only an `--until` at
+    // or after it, and a restore without one (bounded by offsets or not)
+    // marks the end, since the partitions it names no offset for go there.
     let (topics, until) = mark(topics, until);
     let _: () = redis::cmd("HSET")
         .arg(STATE_KEY)

@@ -35,6 +35,20 @@ fn time_after(report: &str, label: &str) -> u64 {
     time.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
+/// A client through the proxy in the middle of a transaction: `MULTI`,
+/// then `SET queued:before 1` queued; its `EXEC` is the test's to send.
+fn queued_transaction(port: u16) -> redis::Connection {
+    let mut transaction = connect(port);
+    let _: () = redis::cmd("MULTI").query(&mut transaction).unwrap();
+    let queued: String = redis::cmd("SET")
+        .arg("queued:before")
+        .arg(1)
+        .query(&mut transaction)
+        .unwrap();
+    assert_eq!(queued, "QUEUED");
+    transaction
+}
+
 /// What a writer had acknowledged: its last value and when it was sent.
 struct Acked {
     value: AtomicU64,
@@ -232,14 +246,7 @@ fn a_planned_failover_loses_nothing_and_the_reverse_pipeline_replicates_back() {
     });
 
     // A transaction queued before the failover, its EXEC sent after.
-    let mut transaction = connect(p.proxy_port);
-    let _: () = redis::cmd("MULTI").query(&mut transaction).unwrap();
-    let queued: String = redis::cmd("SET")
-        .arg("queued:before")
-        .arg(1)
-        .query(&mut transaction)
-        .unwrap();
-    assert_eq!(queued, "QUEUED");
+    let mut transaction = queued_transaction(p.proxy_port);
 
     let dir = common::temp_dir("reverse");
     let out = Command::new(remoteback_bin())
@@ -354,14 +361,7 @@ fn a_readonly_failover_refuses_writes_and_serves_reads() {
         .arg("before")
         .query(&mut client)
         .unwrap();
-    let mut transaction = connect(p.proxy_port);
-    let _: () = redis::cmd("MULTI").query(&mut transaction).unwrap();
-    let queued: String = redis::cmd("SET")
-        .arg("queued:before")
-        .arg(1)
-        .query(&mut transaction)
-        .unwrap();
-    assert_eq!(queued, "QUEUED");
+    let mut transaction = queued_transaction(p.proxy_port);
 
     let admin = AdminClient::new(&format!("127.0.0.1:{proxy_metrics}"), None);
     let status = admin.failover(WritesDuring::Readonly).unwrap();

@@ -56,6 +56,19 @@ fn snapshot(p: &Pipeline) -> RedisServer {
     copy
 }
 
+/// Asserts that `target` holds what `expected` does in every database of
+/// the load, naming the first keys that differ and the restore's output.
+fn assert_same(expected: &RedisServer, target: &RedisServer, what: &str, shown: &str) {
+    let diffs = compare::differences(expected.port(), target.port(), &DBS);
+    let first: Vec<String> = diffs.iter().take(10).map(|d| d.to_string()).collect();
+    assert!(
+        diffs.is_empty(),
+        "{what}: {} keys differ:\n{}\n{shown}",
+        diffs.len(),
+        first.join("\n")
+    );
+}
+
 /// The moment between two phases of writes: every write before it is on
 /// the backup (so in the topic), none after it was made yet.
 fn mark(p: &Pipeline) -> u64 {
@@ -115,17 +128,11 @@ fn restore_until_a_time_gives_the_dataset_of_that_time() {
                 && shown.contains("recovery point: the last write applied was captured at "),
             "{shown}"
         );
-        let diffs = compare::differences(expected.port(), target.port(), &DBS);
-        assert!(
-            diffs.is_empty(),
-            "restore {i} to {until} differs from the snapshot of then in {} keys:\n{}\n{shown}",
-            diffs.len(),
-            diffs
-                .iter()
-                .take(10)
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
+        assert_same(
+            expected,
+            &target,
+            &format!("restore {i} to {until} against the snapshot of then"),
+            &shown,
         );
     }
 
@@ -233,17 +240,11 @@ fn a_restore_begins_at_the_last_full_sync() {
     eprintln!("{shown}");
     assert!(out.status.success(), "restore:\n{shown}\n{}", p.logs());
     assert!(shown.contains("began at the full sync of "), "{shown}");
-    let diffs = compare::differences(expected.port(), target.port(), &DBS);
-    assert!(
-        diffs.is_empty(),
-        "the restore differs from the snapshot in {} keys:\n{}\n{shown}",
-        diffs.len(),
-        diffs
-            .iter()
-            .take(10)
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
+    assert_same(
+        &expected,
+        &target,
+        "the restore against the snapshot",
+        &shown,
     );
 
     let whole = RedisServer::start();
@@ -291,11 +292,11 @@ fn restore_until_an_offset_gives_the_dataset_before_it() {
         )),
         "{shown}"
     );
-    let diffs = compare::differences(expected.port(), target.port(), &DBS);
-    assert!(
-        diffs.is_empty(),
-        "{} keys differ from the dataset before offset {stop}:\n{shown}",
-        diffs.len()
+    assert_same(
+        &expected,
+        &target,
+        &format!("the dataset before offset {stop}"),
+        &shown,
     );
 
     // Partitions not named went to their end: as far as time goes, the

@@ -158,15 +158,6 @@ impl Stats {
         all
     }
 
-    /// Each (topic, partition) seen so far with the newest primary time
-    /// applied in it.
-    pub fn partition_times(&self) -> Vec<((String, i32), u64)> {
-        self.partitions()
-            .into_iter()
-            .filter_map(|(at, stats)| Some((at, stats.time_ms?)))
-            .collect()
-    }
-
     /// When the primary answered the newest write applied (or the proxy
     /// wrote the newest heartbeat read) in the partition furthest behind:
     /// everything the primary answered before it is on the backup, as far
@@ -222,14 +213,6 @@ impl Stats {
             stats.position = Some(position);
             stats.high_watermark = Some(high);
         });
-    }
-
-    /// Each (topic, partition) with the records it is behind, as last seen.
-    pub fn behind(&self) -> Vec<((String, i32), i64)> {
-        self.partitions()
-            .into_iter()
-            .filter_map(|(at, stats)| Some((at, stats.behind()?)))
-            .collect()
     }
 
     /// The primary time of the newest record with writes applied (0 before

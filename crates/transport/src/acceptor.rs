@@ -26,17 +26,8 @@ impl Acceptor {
         let tls = match tls {
             None => None,
             Some(settings) => {
-                let files = [
-                    Some(&settings.cert_file),
-                    Some(&settings.key_file),
-                    settings.ca_file.as_ref(),
-                ]
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect();
                 let owned = settings.clone();
-                let acceptor = Renewing::new("TLS for clients", files, move || {
+                let acceptor = Renewing::new("TLS for clients", settings.files(), move || {
                     Ok(TlsAcceptor::from(owned.server_config()?))
                 })?;
                 Some(Arc::new(acceptor))

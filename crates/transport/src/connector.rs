@@ -33,13 +33,8 @@ impl Connector {
         let tls = match tls {
             None => None,
             Some(settings) => {
-                let files = [&settings.ca_file, &settings.cert_file, &settings.key_file]
-                    .into_iter()
-                    .flatten()
-                    .cloned()
-                    .collect();
                 let owned = settings.clone();
-                let connector = Renewing::new("TLS to Redis", files, move || {
+                let connector = Renewing::new("TLS to Redis", settings.files(), move || {
                     Ok(TlsConnector::from(owned.client_config()?))
                 })?;
                 Some((Arc::new(connector), settings.server_name(host)?))

@@ -84,6 +84,15 @@ impl TlsSettings {
         Ok(Arc::new(config))
     }
 
+    /// The files it names, for [`crate::renewal::Renewing`] to watch.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     /// The name the server's certificate must carry when connecting to
     /// `host`.
     pub fn server_name(&self, host: &str) -> Result<ServerName<'static>, TlsError> {
@@ -113,6 +122,13 @@ pub struct ServerTlsSettings {
 }
 
 impl ServerTlsSettings {
+    /// The files it names, for [`crate::renewal::Renewing`] to watch.
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.cert_file.clone(), self.key_file.clone()];
+        files.extend(self.ca_file.clone());
+        files
+    }
+
     /// The rustls configuration of a listener.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let builder = ServerConfig::builder();

@@ -173,11 +173,9 @@ pub(super) async fn forward_requests(
                     }
                 }
                 // A failover refusing writes: the write (or the EXEC of
-                // writes queued before) is replaced by a stand-in.
-                if ordering.is_some()
-                    && backlog.holds_writes()
-                    && ctx.refusing.load(Ordering::Relaxed)
-                {
+                // writes queued before) is replaced by a stand-in. One
+                // relaxed load per command when none runs.
+                if ctx.refusing.load(Ordering::Relaxed) && ordering.is_some() {
                     if let Some(stand_in) = refusal::stand_in(&command, &verdict, &mut plan) {
                         send(upstream, &chunk[flushed..offset]).await?;
                         flushed = offset + len;

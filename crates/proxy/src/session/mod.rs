@@ -69,7 +69,8 @@ pub(crate) struct SessionContext {
     /// Commands by name, the proxy's own latency, the primary's failures.
     pub metrics: Arc<SessionMetrics>,
     /// A planned failover refuses writes with `-READONLY` rather than
-    /// holding them (set before the writes are paused, cleared after).
+    /// holding them (set just before the writes are paused, cleared just
+    /// before they go again).
     pub refusing: AtomicBool,
 }
 

@@ -223,15 +223,12 @@ impl ClientWriter {
         let soft_deadline = self
             .above_soft_since
             .map(|since| since + self.limits.output.soft_for);
-        if matches!(self.client, WriteHalf::Tls(_)) {
+        let WriteHalf::Plain(socket) = &self.client else {
             tokio::select! {
                 written = std::future::poll_fn(|cx| self.poll_tls(cx)) => written?,
                 () = super::sleep_until(soft_deadline.map(Into::into)) => {}
             }
             return self.check_limit();
-        }
-        let WriteHalf::Plain(socket) = &self.client else {
-            unreachable!("TLS is written above")
         };
         tokio::select! {
             ready = socket.writable() => ready?,

@@ -14,6 +14,26 @@ use super::{counter, counter_family, gauge, gauge_family, histogram, Report};
 /// A per-partition gauge's value, when the partition has one yet.
 type PartitionGauge = fn(&PartitionStats) -> Option<i64>;
 
+/// The samples of a per-partition metric, labelled by topic and partition
+/// (`names`: each partition's number as text), for the partitions `value`
+/// has one for.
+fn per_partition<'a, V>(
+    partitions: &'a [((String, i32), PartitionStats)],
+    names: &'a [String],
+    value: impl Fn(&PartitionStats) -> Option<V>,
+) -> Vec<([(&'static str, &'a str); 2], V)> {
+    partitions
+        .iter()
+        .zip(names)
+        .filter_map(|(((topic, _), stats), p)| {
+            Some((
+                [("topic", topic.as_str()), ("partition", p.as_str())],
+                value(stats)?,
+            ))
+        })
+        .collect()
+}
+
 /// The replay's progress and its wait for the backup.
 pub struct ReplayReport {
     pub stats: Stats,
@@ -106,21 +126,15 @@ impl Report for ReplayReport {
             self.stats.applied_everywhere_ms().min(i64::MAX as u64) as i64,
         )?;
         let now = now_ms();
-        let times = self.stats.partition_times();
-        let partitions: Vec<String> = times.iter().map(|((_, p), _)| p.to_string()).collect();
-        let samples: Vec<_> = times
-            .iter()
-            .zip(&partitions)
-            .map(|(((topic, _), t), p)| {
-                let lag = now.saturating_sub(*t) as f64 / 1000.0;
-                ([("topic", topic.as_str()), ("partition", p.as_str())], lag)
-            })
-            .collect();
+        let partitions = self.stats.partitions();
+        let names: Vec<String> = partitions.iter().map(|((_, p), _)| p.to_string()).collect();
         gauge_family(
             out,
             "remoteback_replay_lag_seconds",
             "Seconds since the primary answered the newest write applied, or the proxy wrote the newest heartbeat read, per partition (from its first record on).",
-            &samples,
+            &per_partition(&partitions, &names, |s| {
+                s.time_ms.map(|t| now.saturating_sub(t) as f64 / 1000.0)
+            }),
         )?;
         let lag = match self.stats.applied_everywhere_ms() {
             0 => 0,
@@ -132,22 +146,7 @@ impl Report for ReplayReport {
             "Milliseconds since remoteback_replay_last_applied_primary_time_ms: the replication lag of the partition furthest behind (with heartbeats it stays true when no one writes).",
             lag.min(i64::MAX as u64) as i64,
         )?;
-        let partitions = self.stats.partitions();
-        let names: Vec<String> = partitions.iter().map(|((_, p), _)| p.to_string()).collect();
-        let labelled =
-            |value: fn(&PartitionStats) -> Option<i64>| -> Vec<([(&str, &str); 2], i64)> {
-                partitions
-                    .iter()
-                    .zip(&names)
-                    .filter_map(|(((topic, _), stats), p)| {
-                        Some((
-                            [("topic", topic.as_str()), ("partition", p.as_str())],
-                            value(stats)?,
-                        ))
-                    })
-                    .collect()
-            };
-        let per_partition: [(&str, &str, PartitionGauge); 3] = [
+        let gauges: [(&str, &str, PartitionGauge); 3] = [
             (
                 "remoteback_replay_records_behind",
                 "Records between the next one the replay applies and the partition's high watermark, as the consumer last heard it from the broker, per partition.",
@@ -164,32 +163,20 @@ impl Report for ReplayReport {
                 |s| s.high_watermark,
             ),
         ];
-        for (name, help, value) in per_partition {
-            gauge_family(out, name, help, &labelled(value))?;
+        for (name, help, value) in gauges {
+            gauge_family(out, name, help, &per_partition(&partitions, &names, value))?;
         }
-        let counted = |value: fn(&PartitionStats) -> u64| -> Vec<([(&str, &str); 2], u64)> {
-            partitions
-                .iter()
-                .zip(&names)
-                .map(|(((topic, _), stats), p)| {
-                    (
-                        [("topic", topic.as_str()), ("partition", p.as_str())],
-                        value(stats),
-                    )
-                })
-                .collect()
-        };
         counter_family(
             out,
             "remoteback_replay_partition_records_applied_total",
             "Records applied, per partition (remoteback_replay_records_applied_total is their sum).",
-            &counted(|s| s.records),
+            &per_partition(&partitions, &names, |s| Some(s.records)),
         )?;
         counter_family(
             out,
             "remoteback_replay_partition_commands_applied_total",
             "Writes applied, per partition (remoteback_replay_commands_applied_total is their sum).",
-            &counted(|s| s.commands),
+            &per_partition(&partitions, &names, |s| Some(s.commands)),
         )?;
         for (name, help, h) in self.stats.histograms() {
             histogram(out, name, help, &h)?;
