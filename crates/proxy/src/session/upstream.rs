@@ -26,7 +26,7 @@ use super::inflight::{self, waits_by_design, InFlight, InFlightQueue, Matched, P
 use super::output::{AckWait, ReplyOutput};
 use super::refusal;
 use super::tunnel::{self, Handover, HandoverRequest};
-use super::{sleep_until, SessionContext};
+use super::SessionContext;
 use crate::capture::Capture;
 use crate::ordering::{ClientId, Hold, WriteOrder};
 
@@ -84,6 +84,13 @@ pub(super) async fn forward_replies(
     let mut requests_open = true;
     let mut unblocked = false;
     let result = async {
+        // One timer for the reply timeout, moved when the oldest awaited
+        // reply changes: a new one at each turn of the loop was registered
+        // in and removed from tokio's timer wheel every time (about 1.5 %
+        // of the proxy's CPU in a profile of SET -P 16).
+        let reply_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(reply_timer);
+        let mut armed = None;
         loop {
             let mut freed = 0;
             queue.drain_silent(|c| freed += silent(&mut capture, c));
@@ -120,7 +127,13 @@ pub(super) async fn forward_replies(
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            let deadline = deadline(&queue, timeout);
+            let due = deadline(&queue, timeout);
+            if due != armed {
+                if let Some(at) = due {
+                    reply_timer.as_mut().reset(at);
+                }
+                armed = due;
+            }
             tokio::select! {
                 entry = rx.recv(), if requests_open && protocol_error.is_none() => match entry {
                     Some(p) => accept(p, &mut queue, &mut protocol_error, &mut handover),
@@ -170,7 +183,7 @@ pub(super) async fn forward_replies(
                     }
                 }
                 () = client.write_unread(), if client.has_unread() => {}
-                _ = sleep_until(deadline) => {
+                () = &mut reply_timer, if armed.is_some() => {
                     let limit = timeout.unwrap_or_default();
                     let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
                     client.send(msg.into(), Vec::new()).await;
