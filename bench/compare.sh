@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Compares proxy builds side by side in one run: each build in turn, as a
+# proxy with a KafkaSender (PROTOCOL) in front of one Redis and one tansu,
+# takes the same redis-benchmark cases (50 clients); the builds alternate
+# over ROUNDS rounds. Prints, per case and build, the requests/s and the
+# proxy's CPU time per request (from /proc/PID/stat: less noisy than the
+# rate on a shared machine) of every round, and their medians.
+#
+#   bench/compare.sh BIN [BIN...]
+#
+#   ROUNDS   rounds (default 5)
+#   CASES    space-separated, from: set-hot-16 set-16 set-hot-1 set-1
+#            get-16 get-1 (default: all; "hot" is one key for all clients,
+#            the others are random keys; the number is the pipeline depth)
+#   ENV_<i>  environment for the i-th build (1-based), such as
+#            ENV_2="TOKIO_WORKER_THREADS=1"
+#
+# A BIN is a `remoteback` binary (build each commit with `cargo build
+# --release` and copy target/release/remoteback aside). After each case the
+# script waits until Kafka acknowledged everything the proxy captured, so
+# no case pays for the previous one's backlog.
+#
+# Needs what scripts/setup.sh installs. Uses ports 17520-17523 and a
+# temporary directory; stops everything it started.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+
+if [ $# -eq 0 ]; then
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+fi
+for bin in "$@"; do
+    [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
+done
+ROUNDS="${ROUNDS:-5}"
+CASES="${CASES:-set-hot-16 set-16 set-hot-1 set-1 get-16 get-1}"
+P_REDIS=17520 P_KAFKA=17521 P_PROXY=17522 P_METRICS=17523
+require_free $P_REDIS $P_KAFKA $P_PROXY $P_METRICS
+TICKS="$(getconf CLK_TCK)"
+
+redis-server --port $P_REDIS --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+(cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$P_KAFKA" \
+    --advertised-listener-url "tcp://127.0.0.1:$P_KAFKA" --storage-engine sqlite://tansu.db) \
+    >"$WORK/tansu.log" 2>&1 &
+PIDS+=($!)
+wait_port $P_REDIS
+wait_port $P_KAFKA
+python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
+cat >"$WORK/proxy.toml" <<TOML
+bindport = $P_PROXY
+connport = $P_REDIS
+message = "PROTOCOL"
+metrics = "127.0.0.1:$P_METRICS"
+[[sender]]
+class = "KafkaSender"
+topic = "compare"
+bootstrap-servers = "127.0.0.1:$P_KAFKA"
+TOML
+
+# redis-benchmark's arguments for a case.
+case_args() { # CASE
+    local test="${1%%-*}" depth="${1##*-}" keys=(-r 1000000) n=100000
+    [[ "$1" == *-hot-* ]] && keys=()
+    [ "$depth" = 1 ] && n=20000
+    echo "-c 50 -n $n -P $depth -t $test ${keys[*]}"
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+backlog() {
+    curl -sf "127.0.0.1:$P_METRICS/metrics" | awk '$1 == "remoteback_proxy_backlog_bytes" {print int($2)}'
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+declare -A RATE CPU
+for round in $(seq 1 "$ROUNDS"); do
+    i=0
+    for bin in "$@"; do
+        i=$((i + 1))
+        env_name="ENV_$i"
+        # shellcheck disable=SC2086
+        env ${!env_name:-} "$bin" proxy --config "$WORK/proxy.toml" 2>"$WORK/proxy-$i.log" &
+        pid=$!
+        wait_port $P_PROXY
+        for c in $CASES; do
+            n="$(case_args "$c" | awk '{print $4}')"
+            before="$(cpu_ticks $pid)"
+            # shellcheck disable=SC2046
+            rps="$(redis-benchmark -p $P_PROXY $(case_args "$c") -q | tr '\r' '\n' |
+                awk '/requests per second/ {print int($2)}' | tail -n 1)"
+            after="$(cpu_ticks $pid)"
+            us="$(awk -v t=$((after - before)) -v hz="$TICKS" -v n="$n" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
+            RATE[$c:$i]+="$rps "
+            CPU[$c:$i]+="$us "
+            until [ "$(backlog)" = 0 ]; do sleep 0.2; done
+        done
+        kill $pid
+        wait $pid 2>/dev/null || true
+        echo "round $round: build $i done" >&2
+    done
+done
+
+echo "| Case | Build | requests/s (median; rounds) | proxy CPU per request (median; rounds) |"
+echo "|---|---|---|---|"
+for c in $CASES; do
+    i=0
+    for bin in "$@"; do
+        i=$((i + 1))
+        env_name="ENV_$i"
+        echo "| $c | $i: $bin${!env_name:+ (${!env_name})} | $(echo "${RATE[$c:$i]}" | median); ${RATE[$c:$i]% } | $(echo "${CPU[$c:$i]}" | median) µs; ${CPU[$c:$i]% } |"
+    done
+done
