@@ -55,10 +55,20 @@ impl Command {
         self.args.get(i)
     }
 
+    /// The length of this command as a RESP multi-bulk: a buffer of
+    /// exactly this size freezes into `Bytes` without allocating again.
+    pub fn resp_len(&self) -> usize {
+        let args: usize = self
+            .args
+            .iter()
+            .map(|a| header_len(a.len()) + a.len() + 2)
+            .sum();
+        header_len(self.args.len()) + args
+    }
+
     /// Appends this command as a RESP multi-bulk (`*N\r\n$len\r\narg\r\n...`).
     pub fn write_resp(&self, out: &mut BytesMut) {
-        let size: usize = self.args.iter().map(|a| a.len() + 16).sum();
-        out.reserve(size + 16);
+        out.reserve(self.resp_len());
         put_header(out, b'*', self.args.len());
         for a in &self.args {
             put_header(out, b'$', a.len());
@@ -73,6 +83,12 @@ impl Command {
         self.write_resp(&mut out);
         out.freeze()
     }
+}
+
+/// The length of a `*N\r\n` or `$N\r\n` header.
+fn header_len(n: usize) -> usize {
+    let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    1 + digits + 2
 }
 
 fn put_header(out: &mut BytesMut, kind: u8, n: usize) {
@@ -105,5 +121,20 @@ mod tests {
         );
         assert!(c.is("SET"));
         assert!(!c.is("GET"));
+    }
+
+    #[test]
+    fn resp_len_is_the_encoded_length() {
+        let long = vec![b'v'; 12_345];
+        for parts in [
+            vec![&b"PING"[..]],
+            vec![&b"SET"[..], b"", b"\r\n\0"],
+            vec![&b"SET"[..], b"k", &long[..]],
+            vec![&b"x"[..]; 10],
+            vec![&b"y"[..]; 100],
+        ] {
+            let c = Command::from_parts(parts);
+            assert_eq!(c.resp_len(), c.to_resp().len());
+        }
     }
 }
