@@ -71,8 +71,6 @@ struct Queued {
 struct Table {
     keys: HashMap<(u32, Bytes), Holder, RandomState>,
     barrier: Option<Holder>,
-    /// How many key locks each session holds (for the barrier's check).
-    per_session: HashMap<u64, usize, RandomState>,
     /// Sessions waiting for the barrier, and how many times each (the
     /// barrier entries of `queue`, counted for `free_for`).
     barriers_waiting: HashMap<u64, usize, RandomState>,
@@ -100,10 +98,9 @@ impl Table {
                         .iter()
                         .all(|k| self.keys.get(k).is_none_or(|h| h.session == session))
             }
-            Need::Barrier => self
-                .per_session
-                .iter()
-                .all(|(s, n)| *s == session || *n == 0),
+            // Rare next to key locks: looking at the keys held costs less
+            // than counting each session's at every write.
+            Need::Barrier => self.keys.values().all(|h| h.session == session),
         }
     }
 
@@ -116,7 +113,6 @@ impl Table {
                         .or_insert(Holder { session, count: 0 })
                         .count += 1;
                 }
-                *self.per_session.entry(session).or_default() += keys.len();
             }
             Need::Barrier => {
                 self.barrier
@@ -128,23 +124,20 @@ impl Table {
 
     /// Gives `need` back; `true` when a lock became free (a session's
     /// re-entrant hold only counted down frees nothing another could take).
-    fn give_back(&mut self, session: u64, need: &Need) -> bool {
+    fn give_back(&mut self, need: &Need) -> bool {
         let mut freed = false;
         match need {
             Need::Keys(keys) => {
+                // One lookup for the usual single hold; a re-entrant one
+                // goes back in with its count down.
                 for k in keys {
-                    if let Some(h) = self.keys.get_mut(k) {
+                    if let Some((key, mut h)) = self.keys.remove_entry(k) {
                         h.count -= 1;
                         if h.count == 0 {
-                            self.keys.remove(k);
                             freed = true;
+                        } else {
+                            self.keys.insert(key, h);
                         }
-                    }
-                }
-                if let Some(n) = self.per_session.get_mut(&session) {
-                    *n -= keys.len();
-                    if *n == 0 {
-                        self.per_session.remove(&session);
                     }
                 }
             }
@@ -241,7 +234,6 @@ pub(crate) struct KeyLocks {
 #[derive(Debug)]
 pub(crate) struct LockGuard {
     locks: Arc<KeyLocks>,
-    session: u64,
     need: Need,
 }
 
@@ -257,7 +249,7 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.locks.give_back(self.session, &self.need);
+        self.locks.give_back(&self.need);
     }
 }
 
@@ -270,10 +262,9 @@ impl KeyLocks {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn guard(self: &Arc<Self>, session: u64, need: Need) -> LockGuard {
+    fn guard(self: &Arc<Self>, need: Need) -> LockGuard {
         LockGuard {
             locks: self.clone(),
-            session,
             need,
         }
     }
@@ -282,11 +273,11 @@ impl KeyLocks {
     /// lock that became free can let a waiter go: a session pipelining
     /// sixteen writes to a hot key looks at the queue once, not sixteen
     /// times.
-    fn give_back(&self, session: u64, need: &Need) {
+    fn give_back(&self, need: &Need) {
         let mut wake = Vec::new();
         {
             let mut table = self.table();
-            if table.give_back(session, need) && !table.queue.is_empty() {
+            if table.give_back(need) && !table.queue.is_empty() {
                 table.grant(&mut wake);
             }
         }
@@ -324,7 +315,7 @@ impl KeyLocks {
         }
         table.take(session, &need);
         drop(table);
-        Ok(self.guard(session, need))
+        Ok(self.guard(need))
     }
 
     /// Waits until `need` can be taken for `session`, then takes it. A
@@ -339,21 +330,20 @@ impl KeyLocks {
             if table.free_for(session, &need) {
                 table.take(session, &need);
                 drop(table);
-                return self.guard(session, need);
+                return self.guard(need);
             }
             table.enqueue(session, need.clone(), granted.clone())
         };
         let mut queued = InQueue {
             locks: self,
             ticket,
-            session,
             need: Some(need),
         };
         // `notify_one` keeps its permit for a waiter not yet polling, so
         // a grant before this line is not missed; nothing else wakes it.
         granted.notified().await;
         let need = queued.need.take().expect("still queued");
-        self.guard(session, need)
+        self.guard(need)
     }
 }
 
@@ -363,7 +353,6 @@ impl KeyLocks {
 struct InQueue<'a> {
     locks: &'a Arc<KeyLocks>,
     ticket: u64,
-    session: u64,
     /// `None` once the locks are in a [`LockGuard`].
     need: Option<Need>,
 }
@@ -381,7 +370,7 @@ impl Drop for InQueue<'_> {
                 if need == Need::Barrier {
                     table.grant(&mut wake);
                 }
-            } else if table.give_back(self.session, &need) {
+            } else if table.give_back(&need) {
                 table.grant(&mut wake);
             }
         }
@@ -460,7 +449,10 @@ mod tests {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["a"])).expect("free");
         let l2 = locks.clone();
-        let barrier = tokio::spawn(async move { l2.acquire(2, Need::Barrier).await.session });
+        let barrier = tokio::spawn(async move {
+            drop(l2.acquire(2, Need::Barrier).await);
+            2
+        });
         tokio::task::yield_now().await;
         assert!(
             locks.try_acquire(3, keys(&["b"])).is_err(),
@@ -480,7 +472,10 @@ mod tests {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["k"])).expect("free");
         let l2 = locks.clone();
-        let waiter = tokio::spawn(async move { l2.acquire(2, keys(&["k"])).await.session });
+        let waiter = tokio::spawn(async move {
+            drop(l2.acquire(2, keys(&["k"])).await);
+            2
+        });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(held);
@@ -502,7 +497,10 @@ mod tests {
         let first = tokio::spawn(async move { l2.acquire(2, keys(&["k"])).await });
         tokio::task::yield_now().await;
         let l3 = locks.clone();
-        let second = tokio::spawn(async move { l3.acquire(3, keys(&["k"])).await.session });
+        let second = tokio::spawn(async move {
+            drop(l3.acquire(3, keys(&["k"])).await);
+            3
+        });
         tokio::task::yield_now().await;
         drop(held);
         // Granted to session 2, which goes away before it runs.
@@ -516,7 +514,10 @@ mod tests {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["k"])).expect("free");
         let l2 = locks.clone();
-        let waiter = tokio::spawn(async move { l2.acquire(2, keys(&["k"])).await.session });
+        let waiter = tokio::spawn(async move {
+            drop(l2.acquire(2, keys(&["k"])).await);
+            2
+        });
         tokio::task::yield_now().await;
         locks.pause(true);
         drop(held);
@@ -564,7 +565,10 @@ mod tests {
         // can take the key: it was handed over, not left for a race.
         assert!(locks.try_acquire(3, keys(&["k"])).is_err());
         let guard = within(waiter).await.expect("join");
-        assert_eq!(guard.session, 2);
+        assert!(
+            locks.try_acquire(3, keys(&["k"])).is_err(),
+            "session 2 holds it"
+        );
         drop(guard);
         assert!(locks.try_acquire(3, keys(&["k"])).is_ok());
     }
@@ -575,7 +579,10 @@ mod tests {
         let a = locks.try_acquire(1, keys(&["a"])).expect("free");
         let b = locks.try_acquire(1, keys(&["b"])).expect("free");
         let l2 = locks.clone();
-        let both = tokio::spawn(async move { l2.acquire(2, keys(&["a", "b"])).await.session });
+        let both = tokio::spawn(async move {
+            drop(l2.acquire(2, keys(&["a", "b"])).await);
+            2
+        });
         tokio::task::yield_now().await;
         let l3 = locks.clone();
         let only_a = tokio::spawn(async move { l3.acquire(3, keys(&["a"])).await });
@@ -616,7 +623,10 @@ mod tests {
         let locks = KeyLocks::new();
         locks.pause(true);
         let l2 = locks.clone();
-        let waiter = tokio::spawn(async move { l2.acquire(2, keys(&["k"])).await.session });
+        let waiter = tokio::spawn(async move {
+            drop(l2.acquire(2, keys(&["k"])).await);
+            2
+        });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         locks.pause(false);
@@ -631,7 +641,10 @@ mod tests {
         let barrier = tokio::spawn(async move { l2.acquire(2, Need::Barrier).await });
         tokio::task::yield_now().await;
         let l3 = locks.clone();
-        let key = tokio::spawn(async move { l3.acquire(3, keys(&["b"])).await.session });
+        let key = tokio::spawn(async move {
+            drop(l3.acquire(3, keys(&["b"])).await);
+            3
+        });
         tokio::task::yield_now().await;
         assert!(!key.is_finished(), "held back by the waiting barrier");
         barrier.abort();
@@ -646,11 +659,11 @@ mod tests {
         table.take(1, &keys(&["a"]));
         table.take(1, &keys(&["a"]));
         assert!(!table.free_for(2, &keys(&["a"])));
-        assert!(!table.give_back(1, &keys(&["a"])), "still held once");
+        assert!(!table.give_back(&keys(&["a"])), "still held once");
         assert!(!table.free_for(2, &keys(&["a"])));
-        assert!(table.give_back(1, &keys(&["a"])), "free now");
+        assert!(table.give_back(&keys(&["a"])), "free now");
         assert!(table.free_for(2, &keys(&["a"])));
         table.take(1, &Need::Barrier);
-        assert!(table.give_back(1, &Need::Barrier));
+        assert!(table.give_back(&Need::Barrier));
     }
 }
