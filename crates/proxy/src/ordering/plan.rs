@@ -73,20 +73,25 @@ impl LockPlan {
     }
 
     fn need_of(&self, command: &Command, spec: &CommandSpec) -> Need {
-        // Commands that touch another database or all keys.
-        let across = [
-            "MOVE", "COPY", "SWAPDB", "FLUSHALL", "FLUSHDB", "FUNCTION", "SCRIPT",
-        ];
-        if across.iter().any(|n| command.is(n)) {
+        // Commands that touch another database or all keys (by the table's
+        // lowercase name, a subcommand's container included: one compare
+        // each, not a case-insensitive one per name and write).
+        let container = spec.name().split('|').next().unwrap_or_default();
+        if matches!(
+            container,
+            "move" | "copy" | "swapdb" | "flushall" | "flushdb" | "function" | "script"
+        ) {
             return Need::Barrier;
         }
-        let keys = spec.keys(command.args());
-        if keys.is_empty() {
+        let mut pairs: Vec<(u32, Bytes)> = Vec::new();
+        spec.keys_into(command.args(), &mut pairs, |k| (self.db, k.clone()));
+        if pairs.is_empty() {
             return Need::Barrier;
         }
-        let mut pairs: Vec<(u32, Bytes)> = keys.into_iter().map(|k| (self.db, k.clone())).collect();
-        pairs.sort();
-        pairs.dedup();
+        if pairs.len() > 1 {
+            pairs.sort();
+            pairs.dedup();
+        }
         Need::Keys(pairs)
     }
 }
@@ -156,6 +161,32 @@ mod tests {
         assert_eq!(
             need(&mut o, &s, &["JSON.SET", "k", "$", "1"]),
             Some(Need::Barrier)
+        );
+    }
+
+    #[test]
+    fn writes_beyond_their_keys_take_the_barrier_in_any_case() {
+        let s = routes();
+        let mut o = LockPlan::default();
+        for parts in [
+            &["MOVE", "k", "1"][..],
+            &["copy", "a", "b", "DB", "2"],
+            &["SwapDb", "0", "1"],
+            &["FLUSHALL"],
+            &[
+                "function",
+                "LOAD",
+                "#!lua name=l\nredis.register_function('f', function() end)",
+            ],
+            &["SCRIPT", "flush"],
+        ] {
+            assert_eq!(need(&mut o, &s, parts), Some(Need::Barrier), "{parts:?}");
+        }
+        // A key named twice is locked once.
+        assert_eq!(need(&mut o, &s, &["RENAME", "a", "a"]), keys(0, &["a"]));
+        assert_eq!(
+            need(&mut o, &s, &["SMOVE", "b", "a", "m"]),
+            keys(0, &["a", "b"])
         );
     }
 
