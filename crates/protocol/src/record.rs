@@ -5,6 +5,7 @@
 //! else rides in Kafka headers; docs/record-format.md is the public
 //! description of this module.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -212,7 +213,8 @@ pub struct Record {
     pub key: Option<String>,
     /// Where the record belongs among the partitions (`STRING`/`PROTOCOL`).
     pub placement: Placement,
-    pub source: String,
+    /// This proxy (`rb-source`): one string shared by all its records.
+    pub source: Arc<str>,
     /// The proxy run (`rb-run`).
     pub run: u64,
     /// Set by the sender, per partition.
@@ -235,7 +237,7 @@ impl Record {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut h = vec![
             (HEADER_FORMAT, self.format.name().to_string()),
-            (HEADER_SOURCE, self.source.clone()),
+            (HEADER_SOURCE, self.source.to_string()),
             (HEADER_RUN, self.run.to_string()),
         ];
         // A heartbeat has no number: it changes nothing, so a lost or

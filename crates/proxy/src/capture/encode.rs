@@ -1,5 +1,7 @@
 //! Building the Kafka record for a capture, in the configured format.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use remoteback_protocol::record::Placement;
 use remoteback_protocol::{slot, Command, Format, Record};
@@ -13,7 +15,7 @@ use super::routes::Captured;
 /// entries the writes carry; the placement holds the slots of all of them.
 pub(crate) fn commands<'a>(
     format: Format,
-    source: &str,
+    source: &Arc<str>,
     run: u64,
     db: u32,
     writes: impl Iterator<Item = &'a Captured> + Clone,
@@ -62,7 +64,7 @@ pub(crate) fn commands<'a>(
         payload: out.freeze(),
         key: placement.first_slot().map(|s| s.to_string()),
         placement,
-        source: source.to_string(),
+        source: source.clone(),
         run,
         seq: 0,
         barrier: None,
@@ -115,7 +117,7 @@ fn placement<'a>(keys: impl Iterator<Item = Option<Vec<&'a Bytes>>>) -> Placemen
 /// Keyed by connection, so one connection's bytes stay in one partition, in
 /// order.
 pub(crate) fn row(
-    source: &str,
+    source: &Arc<str>,
     run: u64,
     conn: u64,
     bytes: Bytes,
@@ -129,7 +131,7 @@ pub(crate) fn row(
         payload: bytes,
         key: Some(conn.to_string()),
         placement: Placement::Connection(conn),
-        source: source.to_string(),
+        source: source.clone(),
         run,
         seq: 0,
         barrier: None,
@@ -178,7 +180,7 @@ mod tests {
     #[test]
     fn transaction_is_wrapped_and_keyed_by_first_key() {
         let w = writes(&[&["SET", "foo", "1"], &["INCR", "bar"]]);
-        let r = commands(Format::Protocol, "h:1", 1, 2, w.iter(), true, 5);
+        let r = commands(Format::Protocol, &"h:1".into(), 1, 2, w.iter(), true, 5);
         let decoded = protocol::decode(&r.payload).unwrap();
         assert_eq!(decoded.len(), 4);
         assert!(decoded[0].is("MULTI") && decoded[3].is("EXEC"));
@@ -195,14 +197,14 @@ mod tests {
             command,
             senders: SenderSet::NONE.with(0),
         }];
-        let r = commands(Format::String, "h:1", 1, 0, w.iter(), false, 5);
+        let r = commands(Format::String, &"h:1".into(), 1, 0, w.iter(), false, 5);
         assert_eq!(&r.payload[..], b"set \"a b\" \"\\x00\\xff\"\n");
     }
 
     #[test]
     fn keys_of_one_slot_need_no_list() {
         let w = writes(&[&["MSET", "{u}a", "1", "{u}b", "2"], &["DEL", "{u}c"]]);
-        let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), true, 5);
+        let r = commands(Format::Protocol, &"h:1".into(), 1, 0, w.iter(), true, 5);
         assert!(matches!(r.placement, Placement::Slot(_)));
     }
 
@@ -214,11 +216,11 @@ mod tests {
             &["FLUSHALL"],
             &["SET", "a", "2"],
         ]);
-        let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), true, 5);
+        let r = commands(Format::Protocol, &"h:1".into(), 1, 0, w.iter(), true, 5);
         assert_eq!(r.placement, Placement::Keyless);
         assert_eq!(r.placement.partition(4), None);
         let w = writes(&[&["SET", "a", "1"], &["SELECT", "2"], &["SET", "a", "2"]]);
-        let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), true, 5);
+        let r = commands(Format::Protocol, &"h:1".into(), 1, 0, w.iter(), true, 5);
         assert!(
             matches!(r.placement, Placement::Slot(_)),
             "SELECT names no key and is no write"
@@ -228,7 +230,7 @@ mod tests {
     #[test]
     fn keyless_commands_have_no_key() {
         let w = writes(&[&["FLUSHALL"]]);
-        let r = commands(Format::Protocol, "h:1", 1, 0, w.iter(), false, 5);
+        let r = commands(Format::Protocol, &"h:1".into(), 1, 0, w.iter(), false, 5);
         assert_eq!(r.key, None);
         assert_eq!(r.placement, Placement::Keyless);
     }

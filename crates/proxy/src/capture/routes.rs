@@ -75,7 +75,7 @@ impl Captured {
 /// every session.
 pub(crate) struct Routes {
     format: Format,
-    source: String,
+    source: Arc<str>,
     filters: Vec<Filter>,
     /// The command table commands are classified with.
     table: Arc<CommandTable>,
@@ -101,7 +101,7 @@ impl Routes {
         let run = remoteback_protocol::record::now_ms();
         Routes {
             format: settings.message,
-            source: source.to_string(),
+            source: source.into(),
             filters,
             table,
             run,
@@ -125,7 +125,7 @@ impl Routes {
     pub fn from_parts(format: Format, source: &str, filters: Vec<Filter>) -> Routes {
         Routes {
             format,
-            source: source.to_string(),
+            source: source.into(),
             filters,
             table: Arc::new(CommandTable::builtin()),
             run: 1,

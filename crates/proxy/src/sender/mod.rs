@@ -52,7 +52,7 @@ pub(crate) trait Sender: Send + Sync {
 #[derive(Clone, Debug)]
 pub(crate) struct Heartbeat {
     pub format: remoteback_protocol::Format,
-    pub source: String,
+    pub source: std::sync::Arc<str>,
     pub run: u64,
     pub every: Duration,
 }
