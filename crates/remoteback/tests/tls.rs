@@ -241,13 +241,12 @@ fn clients_reach_the_proxy_over_tls_with_their_certificates() {
         ),
         ..Setup::default()
     });
-    let log = p.proxy.log();
-    assert!(
-        log.contains(&format!(
-            "proxy listening on 127.0.0.1:{} (TLS)",
-            p.proxy_port
-        )),
-        "the start line says clients speak TLS:\n{log}"
+    // The port opens a moment before the start line is written.
+    let start_line = format!("proxy listening on 127.0.0.1:{} (TLS)", p.proxy_port);
+    wait_until(
+        Duration::from_secs(10),
+        "the start line saying clients speak TLS",
+        || p.proxy.log().contains(&start_line),
     );
     let (client_cert, client_key) = certs.pair("client");
     let read = |path: &std::path::Path| std::fs::read(path).unwrap();
