@@ -122,6 +122,15 @@ impl Table {
         }
     }
 
+    /// Takes `need` for `session` if no other session holds any of it.
+    fn take_if_free(&mut self, session: u64, need: &Need) -> bool {
+        let free = self.free_for(session, need);
+        if free {
+            self.take(session, need);
+        }
+        free
+    }
+
     /// Gives `need` back; `true` when a lock became free (a session's
     /// re-entrant hold only counted down frees nothing another could take).
     fn give_back(&mut self, need: &Need) -> bool {
@@ -205,22 +214,14 @@ impl Table {
         }
         let mut queue = std::mem::take(&mut self.queue);
         queue.retain(|q| {
-            if !self.free_for(q.session, &q.need) {
+            if !self.take_if_free(q.session, &q.need) {
                 return true;
             }
             self.forget_barrier_wait(q);
-            self.take(q.session, &q.need);
             wake.push(q.granted.clone());
             false
         });
         self.queue = queue;
-    }
-}
-
-/// Wakes the waiters [`Table::grant`] gave their locks to.
-fn wake_granted(wake: Vec<Arc<Notify>>) {
-    for granted in wake {
-        granted.notify_one();
     }
 }
 
@@ -248,8 +249,11 @@ impl LockGuard {
 }
 
 impl Drop for LockGuard {
+    /// Only a lock that became free can let a waiter go: a session
+    /// pipelining sixteen writes to a hot key looks at the queue once, not
+    /// sixteen times.
     fn drop(&mut self) {
-        self.locks.give_back(&self.need);
+        self.locks.change(|table| table.give_back(&self.need));
     }
 }
 
@@ -269,19 +273,20 @@ impl KeyLocks {
         }
     }
 
-    /// Gives `need` back and grants what that freed to the queue. Only a
-    /// lock that became free can let a waiter go: a session pipelining
-    /// sixteen writes to a hot key looks at the queue once, not sixteen
-    /// times.
-    fn give_back(&self, need: &Need) {
+    /// Changes the table under its mutex; when `change` says it may have
+    /// let queued commands go, grants them their locks, and wakes them once
+    /// the mutex is let go.
+    fn change(&self, change: impl FnOnce(&mut Table) -> bool) {
         let mut wake = Vec::new();
         {
             let mut table = self.table();
-            if table.give_back(need) && !table.queue.is_empty() {
+            if change(&mut table) {
                 table.grant(&mut wake);
             }
         }
-        wake_granted(wake);
+        for granted in wake {
+            granted.notify_one();
+        }
     }
 
     /// Whether no write holds a lock: none is between being forwarded and
@@ -295,26 +300,18 @@ impl KeyLocks {
     /// Under the table's mutex: once it returns, no write takes a lock
     /// before the pause ends, so "paused and idle" stays true.
     pub fn pause(&self, paused: bool) {
-        let mut wake = Vec::new();
-        {
-            let mut table = self.table();
+        self.change(|table| {
             table.paused = paused;
-            if !paused {
-                table.grant(&mut wake);
-            }
-        }
-        wake_granted(wake);
+            !paused
+        });
     }
 
     /// Takes `need` for `session` if no other session holds any of it;
     /// gives it back otherwise.
     pub fn try_acquire(self: &Arc<Self>, session: u64, need: Need) -> Result<LockGuard, Need> {
-        let mut table = self.table();
-        if !table.free_for(session, &need) {
+        if !self.table().take_if_free(session, &need) {
             return Err(need);
         }
-        table.take(session, &need);
-        drop(table);
         Ok(self.guard(need))
     }
 
@@ -327,8 +324,7 @@ impl KeyLocks {
         let granted = Arc::new(Notify::new());
         let ticket = {
             let mut table = self.table();
-            if table.free_for(session, &need) {
-                table.take(session, &need);
+            if table.take_if_free(session, &need) {
                 drop(table);
                 return self.guard(need);
             }
@@ -362,19 +358,14 @@ impl Drop for InQueue<'_> {
         let Some(need) = self.need.take() else {
             return;
         };
-        let mut wake = Vec::new();
-        {
-            let mut table = self.locks.table();
+        self.locks.change(|table| {
             if table.dequeue(self.ticket) {
                 // A barrier that waited held back other sessions' keys.
-                if need == Need::Barrier {
-                    table.grant(&mut wake);
-                }
-            } else if table.give_back(&need) {
-                table.grant(&mut wake);
+                need == Need::Barrier
+            } else {
+                table.give_back(&need)
             }
-        }
-        wake_granted(wake);
+        });
     }
 }
 
@@ -469,11 +460,7 @@ mod tests {
     async fn a_waiting_barrier_goes_before_new_key_locks() {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["a"])).expect("free");
-        let l2 = locks.clone();
-        let barrier = tokio::spawn(async move {
-            drop(l2.acquire(2, Need::Barrier).await);
-            2
-        });
+        let barrier = spawn_acquire_release(&locks, 2, Need::Barrier);
         tokio::task::yield_now().await;
         assert!(
             locks.try_acquire(3, keys(&["b"])).is_err(),
@@ -492,15 +479,35 @@ mod tests {
     async fn waiter_wakes_on_release() {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["k"])).expect("free");
-        let l2 = locks.clone();
-        let waiter = tokio::spawn(async move {
-            drop(l2.acquire(2, keys(&["k"])).await);
-            2
-        });
+        let waiter = spawn_acquire_release(&locks, 2, keys(&["k"]));
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(held);
         assert_eq!(within(waiter).await.expect("join"), 2);
+    }
+
+    /// A task waiting for `need` for `session`, with the guard it gets.
+    fn spawn_acquire(
+        locks: &Arc<KeyLocks>,
+        session: u64,
+        need: Need,
+    ) -> tokio::task::JoinHandle<LockGuard> {
+        let locks = locks.clone();
+        tokio::spawn(async move { locks.acquire(session, need).await })
+    }
+
+    /// A task waiting for `need` for `session`, which gives it back at
+    /// once and ends with `session`.
+    fn spawn_acquire_release(
+        locks: &Arc<KeyLocks>,
+        session: u64,
+        need: Need,
+    ) -> tokio::task::JoinHandle<u64> {
+        let locks = locks.clone();
+        tokio::spawn(async move {
+            drop(locks.acquire(session, need).await);
+            session
+        })
     }
 
     /// `f`, or a failure instead of a hang when a wake-up was lost.
@@ -514,14 +521,9 @@ mod tests {
     async fn a_late_grant_given_back_goes_to_the_next_waiter() {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["k"])).expect("free");
-        let l2 = locks.clone();
-        let first = tokio::spawn(async move { l2.acquire(2, keys(&["k"])).await });
+        let first = spawn_acquire(&locks, 2, keys(&["k"]));
         tokio::task::yield_now().await;
-        let l3 = locks.clone();
-        let second = tokio::spawn(async move {
-            drop(l3.acquire(3, keys(&["k"])).await);
-            3
-        });
+        let second = spawn_acquire_release(&locks, 3, keys(&["k"]));
         tokio::task::yield_now().await;
         drop(held);
         // Granted to session 2, which goes away before it runs.
@@ -534,11 +536,7 @@ mod tests {
     async fn a_release_during_a_pause_grants_nothing() {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["k"])).expect("free");
-        let l2 = locks.clone();
-        let waiter = tokio::spawn(async move {
-            drop(l2.acquire(2, keys(&["k"])).await);
-            2
-        });
+        let waiter = spawn_acquire_release(&locks, 2, keys(&["k"]));
         tokio::task::yield_now().await;
         locks.pause(true);
         drop(held);
@@ -578,8 +576,7 @@ mod tests {
     async fn a_grant_holds_the_locks_before_the_waiter_runs() {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["k"])).expect("free");
-        let l2 = locks.clone();
-        let waiter = tokio::spawn(async move { l2.acquire(2, keys(&["k"])).await });
+        let waiter = spawn_acquire(&locks, 2, keys(&["k"]));
         tokio::task::yield_now().await;
         drop(held);
         // The waiter has not run since the release, and still nobody else
@@ -598,14 +595,9 @@ mod tests {
         let locks = KeyLocks::new();
         let a = locks.try_acquire(1, keys(&["a"])).expect("free");
         let b = locks.try_acquire(1, keys(&["b"])).expect("free");
-        let l2 = locks.clone();
-        let both = tokio::spawn(async move {
-            drop(l2.acquire(2, keys(&["a", "b"])).await);
-            2
-        });
+        let both = spawn_acquire_release(&locks, 2, keys(&["a", "b"]));
         tokio::task::yield_now().await;
-        let l3 = locks.clone();
-        let only_a = tokio::spawn(async move { l3.acquire(3, keys(&["a"])).await });
+        let only_a = spawn_acquire(&locks, 3, keys(&["a"]));
         tokio::task::yield_now().await;
         drop(a);
         // Session 2 still waits for b; session 3, behind it, needs only a.
@@ -621,14 +613,12 @@ mod tests {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["k"])).expect("free");
         // A wait dropped while queued.
-        let l2 = locks.clone();
-        let gone = tokio::spawn(async move { l2.acquire(2, keys(&["k"])).await });
+        let gone = spawn_acquire(&locks, 2, keys(&["k"]));
         tokio::task::yield_now().await;
         gone.abort();
         let _ = gone.await;
         // A wait granted, then dropped before it ran again.
-        let l3 = locks.clone();
-        let late = tokio::spawn(async move { l3.acquire(3, keys(&["k"])).await });
+        let late = spawn_acquire(&locks, 3, keys(&["k"]));
         tokio::task::yield_now().await;
         drop(held);
         late.abort();
@@ -642,11 +632,7 @@ mod tests {
     async fn a_paused_table_grants_when_the_pause_ends() {
         let locks = KeyLocks::new();
         locks.pause(true);
-        let l2 = locks.clone();
-        let waiter = tokio::spawn(async move {
-            drop(l2.acquire(2, keys(&["k"])).await);
-            2
-        });
+        let waiter = spawn_acquire_release(&locks, 2, keys(&["k"]));
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         locks.pause(false);
@@ -657,14 +643,9 @@ mod tests {
     async fn a_dropped_barrier_wait_lets_held_back_keys_go() {
         let locks = KeyLocks::new();
         let held = locks.try_acquire(1, keys(&["a"])).expect("free");
-        let l2 = locks.clone();
-        let barrier = tokio::spawn(async move { l2.acquire(2, Need::Barrier).await });
+        let barrier = spawn_acquire(&locks, 2, Need::Barrier);
         tokio::task::yield_now().await;
-        let l3 = locks.clone();
-        let key = tokio::spawn(async move {
-            drop(l3.acquire(3, keys(&["b"])).await);
-            3
-        });
+        let key = spawn_acquire_release(&locks, 3, keys(&["b"]));
         tokio::task::yield_now().await;
         assert!(!key.is_finished(), "held back by the waiting barrier");
         barrier.abort();
