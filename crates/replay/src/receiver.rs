@@ -304,10 +304,9 @@ pub fn is_transient(e: &KafkaError) -> bool {
 pub async fn next_batch(consumer: &StreamConsumer, poll_timeout: Duration) -> Batch {
     let mut batch = Batch::default();
     let mut bytes = 0;
-    let mut first = true;
     while batch.records.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-        let message = if first {
-            first = false;
+        // Only the first record is waited for.
+        let message = if batch.records.is_empty() {
             match tokio::time::timeout(poll_timeout, consumer.recv()).await {
                 Err(_) => break,
                 Ok(m) => m,
