@@ -1,8 +1,10 @@
 # Shared by the bench scripts (source it): a temporary directory, processes
-# stopped on exit, and a wait for a port.
+# stopped on exit, a wait for a port, a tansu broker, a metric's value,
+# redis-benchmark's rate and a median.
 #
-#   WORK    a fresh directory, removed on exit
-#   PIDS    append the pid of each background process to stop on exit
+#   WORK     a fresh directory, removed on exit
+#   PIDS     append the pid of each background process to stop on exit
+#   CLIENTS  redis-benchmark's connections for `rps` (default 50)
 
 WORK="$(mktemp -d /tmp/remoteback-bench.XXXXXX)"
 PIDS=()
@@ -35,4 +37,31 @@ wait_port() { # PORT [SECONDS]
     done
     echo "port $1 did not open" >&2
     exit 1
+}
+
+# Starts tansu on 127.0.0.1:PORT, its data and log (tansu.log) in $WORK,
+# stopped on exit; $! is its pid.
+start_tansu() { # PORT
+    (cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$1" \
+        --advertised-listener-url "tcp://127.0.0.1:$1" --storage-engine sqlite://tansu.db) \
+        >"$WORK/tansu.log" 2>&1 &
+    PIDS+=($!)
+}
+
+# Sum of a metric's samples (all label sets) on 127.0.0.1:PORT.
+metric() { # PORT NAME
+    curl -s "127.0.0.1:$1/metrics" \
+        | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f", s }'
+}
+
+# requests/s of one redis-benchmark test.
+rps() { # PORT TEST REQUESTS PIPELINE [KEYSPACE]
+    local keyspace=()
+    [ -n "${5:-}" ] && keyspace=(-r "$5")
+    redis-benchmark -h 127.0.0.1 -p "$1" -t "$2" -n "$3" -P "$4" -c "${CLIENTS:-50}" "${keyspace[@]}" --csv 2>/dev/null \
+        | awk -F, '$1 ~ /^"(SET|GET)"$/ { gsub(/"/, "", $2); printf "%.0f", $2 }'
+}
+
+median() { # VALUES...
+    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }

@@ -43,10 +43,7 @@ TICKS="$(getconf CLK_TCK)"
 
 redis-server --port $P_REDIS --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
-(cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$P_KAFKA" \
-    --advertised-listener-url "tcp://127.0.0.1:$P_KAFKA" --storage-engine sqlite://tansu.db) \
-    >"$WORK/tansu.log" 2>&1 &
-PIDS+=($!)
+start_tansu $P_KAFKA
 wait_port $P_REDIS
 wait_port $P_KAFKA
 python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
@@ -61,18 +58,14 @@ topic = "compare"
 bootstrap-servers = "127.0.0.1:$P_KAFKA"
 TOML
 
-# redis-benchmark's arguments for a case.
+# rps's arguments for a case: TEST REQUESTS PIPELINE [KEYSPACE].
 case_args() { # CASE
-    local test="${1%%-*}" depth="${1##*-}" keys=(-r 1000000) n=100000
-    [[ "$1" == *-hot-* ]] && keys=()
+    local test="${1%%-*}" depth="${1##*-}" keys=1000000 n=100000
+    [[ "$1" == *-hot-* ]] && keys=""
     [ "$depth" = 1 ] && n=20000
-    echo "-c 50 -n $n -P $depth -t $test ${keys[*]}"
+    echo "$test $n $depth $keys"
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-backlog() {
-    curl -sf "127.0.0.1:$P_METRICS/metrics" | awk '$1 == "remoteback_proxy_backlog_bytes" {print int($2)}'
-}
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 declare -A RATE CPU
 for round in $(seq 1 "$ROUNDS"); do
@@ -85,16 +78,14 @@ for round in $(seq 1 "$ROUNDS"); do
         pid=$!
         wait_port $P_PROXY
         for c in $CASES; do
-            n="$(case_args "$c" | awk '{print $4}')"
+            read -r test n depth keys <<<"$(case_args "$c")"
             before="$(cpu_ticks $pid)"
-            # shellcheck disable=SC2046
-            rps="$(redis-benchmark -p $P_PROXY $(case_args "$c") -q | tr '\r' '\n' |
-                awk '/requests per second/ {print int($2)}' | tail -n 1)"
+            rate="$(rps $P_PROXY "$test" "$n" "$depth" "$keys")"
             after="$(cpu_ticks $pid)"
             us="$(awk -v t=$((after - before)) -v hz="$TICKS" -v n="$n" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
-            RATE[$c:$i]+="$rps "
+            RATE[$c:$i]+="$rate "
             CPU[$c:$i]+="$us "
-            until [ "$(backlog)" = 0 ]; do sleep 0.2; done
+            until [ "$(metric $P_METRICS remoteback_proxy_backlog_bytes)" = 0 ]; do sleep 0.2; done
         done
         kill $pid
         wait $pid 2>/dev/null || true
@@ -109,6 +100,7 @@ for c in $CASES; do
     for bin in "$@"; do
         i=$((i + 1))
         env_name="ENV_$i"
-        echo "| $c | $i: $bin${!env_name:+ (${!env_name})} | $(echo "${RATE[$c:$i]}" | median); ${RATE[$c:$i]% } | $(echo "${CPU[$c:$i]}" | median) µs; ${CPU[$c:$i]% } |"
+        # shellcheck disable=SC2086
+        echo "| $c | $i: $bin${!env_name:+ (${!env_name})} | $(median ${RATE[$c:$i]}); ${RATE[$c:$i]% } | $(median ${CPU[$c:$i]}) µs; ${CPU[$c:$i]% } |"
     done
 done

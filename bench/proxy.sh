@@ -23,9 +23,7 @@ BIN="$ROOT/target/release/remoteback"
 
 redis-server --port 17380 --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
-(cd "$WORK" && exec tansu broker --listener-url tcp://127.0.0.1:17092 \
-    --advertised-listener-url tcp://127.0.0.1:17092 --storage-engine sqlite://tansu.db) >"$WORK/tansu.log" 2>&1 &
-PIDS+=($!)
+start_tansu 17092
 wait_port 17380
 wait_port 17092
 python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"

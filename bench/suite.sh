@@ -120,10 +120,7 @@ for port in $P_PRIMARY $P_BACKUP $P_BACKUP2; do
     CPU_PIDS+=("redis-server :$port=$!")
     LOG_OF["redis-server :$port"]="$WORK/redis-$port.log"
 done
-(cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$P_KAFKA" \
-    --advertised-listener-url "tcp://127.0.0.1:$P_KAFKA" --storage-engine sqlite://tansu.db) \
-    >"$WORK/tansu.log" 2>&1 &
-PIDS+=($!)
+start_tansu $P_KAFKA
 CPU_PIDS+=("tansu=$!")
 LOG_OF[tansu]="$WORK/tansu.log"
 cat >"$WORK/nutcracker.yml" <<YAML
@@ -185,11 +182,6 @@ LOG_OF[replay]="$WORK/replay.log"
 wait_port $P_PROXY 60
 wait_port $P_REPLAY_M 30
 
-# Sum of a metric's samples (all label sets) on 127.0.0.1:PORT.
-metric() { # PORT NAME
-    curl -s "127.0.0.1:$1/metrics" \
-        | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f", s }'
-}
 rss_kib() { # PID
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
@@ -232,16 +224,6 @@ drain() {
         sleep 0.5
     done
     echo $((SECONDS - started))
-}
-# requests/s of one redis-benchmark test.
-rps() { # PORT TEST REQUESTS PIPELINE [KEYSPACE]
-    local keyspace=()
-    [ -n "${5:-}" ] && keyspace=(-r "$5")
-    redis-benchmark -h 127.0.0.1 -p "$1" -t "$2" -n "$3" -P "$4" -c "$CLIENTS" "${keyspace[@]}" --csv 2>/dev/null \
-        | awk -F, '$1 ~ /^"(SET|GET)"$/ { gsub(/"/, "", $2); printf "%.0f", $2 }'
-}
-median() { # VALUES...
-    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 kfmt() { # N: 123456 -> 123k
     awk -v n="$1" 'BEGIN { if (n >= 10000) printf "%.0fk", n / 1000; else if (n >= 1000) printf "%.1fk", n / 1000; else printf "%.0f", n }'

@@ -26,9 +26,7 @@ BIN="$ROOT/target/release/remoteback"
 redis-server --port 17440 --save "" --appendonly no --dir "$WORK" \
     --enable-debug-command yes >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
-(cd "$WORK" && exec tansu broker --listener-url tcp://127.0.0.1:17094 \
-    --advertised-listener-url tcp://127.0.0.1:17094 --storage-engine sqlite://tansu.db) >"$WORK/tansu.log" 2>&1 &
-PIDS+=($!)
+start_tansu 17094
 wait_port 17440
 wait_port 17094
 python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
