@@ -9,7 +9,9 @@
 //! them.
 //!
 //! - Locks are re-entrant per session: a client pipelining writes to one key
-//!   never waits for itself.
+//!   never waits for itself, unless another session waits for that key (a
+//!   holder that takes a key again and again, such as the connection
+//!   sessions share, would otherwise keep it from everyone else).
 //! - A command takes all its locks at once or none (no hold-and-wait), and a
 //!   lock is only ever held by a command already sent to the primary, whose
 //!   reply needs no other lock: no deadlock is possible.
@@ -24,8 +26,7 @@
 //! a queue, and a release that frees a lock grants them, under that mutex,
 //! to the queued commands that can now go, in the order they queued; each
 //! granted waiter is woken alone, already holding its locks. (Not strictly
-//! first come first served: a session that holds a key re-enters it
-//! without looking at the queue, and a command whose locks are all free
+//! first come first served: a command whose locks are all free
 //! takes them though an earlier one, waiting for more keys, shares some.) Waking every
 //! waiter to look again, as an earlier version did, cost fifty wake-ups
 //! and fifty turns of the mutex per release when fifty clients wrote one
@@ -94,14 +95,30 @@ impl Table {
         match need {
             Need::Keys(keys) => {
                 self.barriers_waiting.keys().all(|s| *s == session)
-                    && keys
-                        .iter()
-                        .all(|k| self.keys.get(k).is_none_or(|h| h.session == session))
+                    && keys.iter().all(|k| match self.keys.get(k) {
+                        None => true,
+                        // A re-entrant take does not pass another's wait
+                        // for the key: the shared connection holds a hot
+                        // key for ever as long as it takes it again.
+                        Some(h) => h.session == session && !self.awaited_by_other(k, session),
+                    })
             }
             // Rare next to key locks: looking at the keys held (a cost that
             // grows with them) beats counting each session's at every write.
             Need::Barrier => self.keys.values().all(|h| h.session == session),
         }
+    }
+
+    /// Whether a command of another session waits for `key` (during a
+    /// grant pass the queue is out of the table: none does).
+    fn awaited_by_other(&self, key: &(u32, Bytes), session: u64) -> bool {
+        self.queue.iter().any(|q| {
+            q.session != session
+                && match &q.need {
+                    Need::Keys(keys) => keys.contains(key),
+                    Need::Barrier => true,
+                }
+        })
     }
 
     fn take(&mut self, session: u64, need: &Need) {
@@ -395,6 +412,26 @@ mod tests {
         );
         drop(a2);
         assert!(locks.try_acquire(2, keys(&["k"])).is_ok());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_holder_does_not_reenter_past_a_waiter() {
+        let locks = KeyLocks::new();
+        let held = locks.try_acquire(1, keys(&["k"])).expect("free");
+        let waiter = spawn_acquire(&locks, 2, keys(&["k"]));
+        tokio::task::yield_now().await;
+        assert!(
+            locks.try_acquire(1, keys(&["k"])).is_err(),
+            "session 2 waits for k: session 1 queues behind it"
+        );
+        let again = spawn_acquire(&locks, 1, keys(&["k"]));
+        tokio::task::yield_now().await;
+        drop(held);
+        let second = within(waiter).await.expect("join");
+        assert!(!again.is_finished(), "granted in queue order");
+        drop(second);
+        drop(within(again).await.expect("join"));
+        assert!(locks.try_acquire(2, keys(&["k"])).is_ok(), "free again");
     }
 
     #[test]
