@@ -62,6 +62,11 @@ pub struct ProxySettings {
     /// longer one is answered `-ERR Protocol error: invalid bulk length`
     /// and the connection closed.
     pub proto_max_bulk_len: u64,
+    /// Whether sessions send the commands that can go on it (keyed,
+    /// from connections in their initial state) on one connection they
+    /// share (`share_upstream`, default true): the primary then takes many
+    /// clients' commands per read.
+    pub share_upstream: bool,
     /// How long to wait for the primary's reply to a command (`rsptimeout`);
     /// `None` waits forever. Blocking commands and pub/sub are exempt.
     pub reply_timeout: Option<Duration>,

@@ -99,6 +99,12 @@ impl Status {
         self.sessions_metrics.client_handshakes_failed()
     }
 
+    /// Commands sent on the connection sessions share, and shared
+    /// connections opened, since start.
+    pub fn shared_upstream(&self) -> (u64, u64) {
+        self.sessions_metrics.shared()
+    }
+
     /// Sessions the primary failed, by kind, since start.
     pub fn upstream_errors(&self) -> Vec<(UpstreamError, u64)> {
         self.sessions_metrics.upstream_errors()

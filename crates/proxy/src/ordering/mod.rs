@@ -164,6 +164,19 @@ impl WriteOrder {
         Ok((ordering, ClientId(tx)))
     }
 
+    /// The ordering handle of the connection sessions share
+    /// (`session::shared`): its writes take their locks for `holder`, and
+    /// it runs no blocking pop, so it needs no client id.
+    pub fn for_shared(holder: u64, shared: Arc<OrderTables>, primary: &Primary) -> WriteOrder {
+        let (_, rx) = watch::channel(Some(None));
+        WriteOrder {
+            conn: holder,
+            shared,
+            client_id: rx,
+            prober: Arc::new(tokio::sync::Mutex::new(Prober::new(primary.clone()))),
+        }
+    }
+
     /// The client id once known (waits for the `CLIENT ID` reply).
     async fn resolved_client_id(&self) -> Option<i64> {
         let mut rx = self.client_id.clone();

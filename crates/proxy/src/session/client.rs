@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use remoteback_protocol::record::now_ms;
 use remoteback_protocol::request;
 use remoteback_protocol::Format;
@@ -30,6 +30,8 @@ use super::inflight::{InFlight, Pending, ReplyMode, Shape};
 use super::limits::Closed;
 use super::metrics::{CommandTally, UNKNOWN_COMMAND};
 use super::refusal;
+use super::route::{Owed, Route, Router};
+use super::shared::{Batch, Member, SharedUpstream};
 use super::tunnel::{self, Handover, HandoverRequest};
 use super::SessionContext;
 use crate::capture::Verdict;
@@ -48,13 +50,15 @@ const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 pub(super) async fn forward_requests(
     mut client: ReadHalf,
     upstream: &mut WriteHalf,
-    tx: mpsc::UnboundedSender<Pending>,
     ctx: Arc<SessionContext>,
     conn: u64,
     ordering: Option<WriteOrder>,
     budget: Arc<InFlightBudget>,
+    mut lanes: Lanes,
 ) -> io::Result<()> {
+    let tx = lanes.own.clone();
     let row = ctx.routes.format() == Format::Row;
+    let mut router = Router::new(ctx.shared.is_some());
     let backlog = ctx.senders.backlog().clone();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut mode = ReplyMode::default();
@@ -153,13 +157,24 @@ pub(super) async fn forward_requests(
                 let shape = mode.shape_of(&command);
                 // With replies off the primary's refusal would never be
                 // seen: such a SYNC is an ordinary command.
+                let refusing = ctx.refusing.load(Ordering::Relaxed) && ordering.is_some();
+                let route = match router.route(&command, &verdict) {
+                    // A refused write's stand-in goes on the session's own.
+                    Route::Shared if refusing => Route::Own,
+                    route => route,
+                };
+                if route != lanes.route {
+                    lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
+                    lanes.switch(route).await;
+                }
                 if tunnel::asks_for_replication(&command) && shape != Shape::Silent {
-                    send(upstream, &chunk[flushed..offset]).await?;
+                    lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
                     flushed = offset + len;
                     if let Some(ordering) = &ordering {
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
                     }
                     let entry = InFlight::new(command, verdict, shape, None, cost);
+                    lanes.owed.add(Route::Own, 1);
                     match hand_over(&tx, entry, upstream, &chunk[offset..offset + len]).await? {
                         Handover::Refused => continue,
                         Handover::Taken => {
@@ -175,9 +190,9 @@ pub(super) async fn forward_requests(
                 // A failover refusing writes: the write (or the EXEC of
                 // writes queued before) is replaced by a stand-in. One
                 // relaxed load per command when none runs.
-                if ctx.refusing.load(Ordering::Relaxed) && ordering.is_some() {
+                if refusing {
                     if let Some(stand_in) = refusal::stand_in(&command, &verdict, &mut plan) {
-                        send(upstream, &chunk[flushed..offset]).await?;
+                        lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
                         flushed = offset + len;
                         if let Some(ordering) = &ordering {
                             pops.drain(..).for_each(|w| ordering.watch_pop(w));
@@ -187,6 +202,7 @@ pub(super) async fn forward_requests(
                         let mut entry =
                             InFlight::new(stand_in.command, Verdict::default(), shape, None, cost);
                         entry.answer = Some(stand_in.answer);
+                        lanes.owed.add(Route::Own, 1);
                         if tx.send(Pending::Command(entry)).is_err() {
                             return Ok(());
                         }
@@ -198,8 +214,7 @@ pub(super) async fn forward_requests(
                 if verdict.is_captured() && backlog.holds_writes() {
                     // Kafka is behind: this write waits, with everything
                     // before it sent (reads and other clients' reads go on).
-                    send(upstream, &chunk[flushed..offset]).await?;
-                    flushed = offset;
+                    lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
                     if let Some(ordering) = &ordering {
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
                     }
@@ -214,24 +229,27 @@ pub(super) async fn forward_requests(
                     // the probe relies on), and no later command holds locks
                     // the pop's feeder needs.
                     if let Some(pop) = blocking.take().filter(|p: &Arc<PopState>| !p.is_done()) {
-                        send(upstream, &chunk[flushed..offset]).await?;
-                        flushed = offset;
+                        lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
                         pops.drain(..).for_each(|w| ordering.watch_pop(w));
                         pop.done().await;
                     }
-                    hold = match ordering.prepare(&mut plan, &command, &verdict) {
+                    // Writes on the shared connection take their locks for it.
+                    let order = match (route, &ctx.shared) {
+                        (Route::Shared, Some(shared)) => shared.ordering(),
+                        _ => ordering,
+                    };
+                    hold = match order.prepare(&mut plan, &command, &verdict) {
                         Prepared::Ready(hold) => hold,
                         Prepared::Wait(need) => {
                             // Wait only with everything before this command
                             // sent: the locks this session holds must be
                             // released by replies that are on their way.
-                            send(upstream, &chunk[flushed..offset]).await?;
-                            flushed = offset;
+                            lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
                             pops.drain(..).for_each(|w| ordering.watch_pop(w));
                             // At shutdown a write still waiting (a paused
                             // failover gives no locks) is not sent at all.
                             tokio::select! {
-                                hold = ordering.wait(&verdict, need) => hold,
+                                hold = order.wait(&verdict, need) => hold,
                                 _ = closing.wait_for(|c| *c) => return Ok(()),
                             }
                         }
@@ -245,11 +263,19 @@ pub(super) async fn forward_requests(
                 // waits above (a full backlog, another session's locks, a
                 // blocking pop before it) are the proxy's, not the primary's.
                 let entry = InFlight::new(command, verdict, shape, hold, cost);
-                if tx.send(Pending::Command(entry)).is_err() {
-                    return Ok(());
+                match route {
+                    Route::Shared => lanes.entries.push(entry),
+                    Route::Own => {
+                        lanes.owed.add(Route::Own, 1);
+                        if tx.send(Pending::Command(entry)).is_err() {
+                            return Ok(());
+                        }
+                    }
                 }
             }
-            send(upstream, &chunk[flushed..]).await?;
+            lanes
+                .flush(upstream, &chunk, &mut flushed, chunk.len())
+                .await?;
             if let Some(ordering) = &ordering {
                 pops.drain(..).for_each(|w| ordering.watch_pop(w));
             }
@@ -330,4 +356,105 @@ async fn room_or_closing(backlog: &Backlog, closing: &mut watch::Receiver<bool>)
 async fn send(upstream: &mut WriteHalf, bytes: &[u8]) -> io::Result<()> {
     upstream.write_all(bytes).await?;
     upstream.flush().await
+}
+
+/// Where a session's requests go: its own connection or the shared one
+/// ([`super::route`]), and the run of commands not handed over yet.
+pub(super) struct Lanes {
+    /// What the upstream side must know of the commands on the session's
+    /// own connection, in order.
+    own: mpsc::UnboundedSender<Pending>,
+    /// The connection the current run goes on.
+    route: Route,
+    /// The entries of the current run on the shared connection, handed
+    /// over with its bytes.
+    entries: Vec<InFlight>,
+    shared: Option<Arc<SharedUpstream>>,
+    /// The shared connection's writer, once the session used it.
+    inbox: Option<mpsc::UnboundedSender<Batch>>,
+    /// This session, as the shared connection knows it.
+    member: Arc<Member>,
+    pub owed: Arc<Owed>,
+}
+
+impl Lanes {
+    pub fn new(
+        own: mpsc::UnboundedSender<Pending>,
+        shared: Option<Arc<SharedUpstream>>,
+        member: Arc<Member>,
+        owed: Arc<Owed>,
+    ) -> Lanes {
+        Lanes {
+            own,
+            route: Route::Own,
+            entries: Vec::new(),
+            shared,
+            inbox: None,
+            member,
+            owed,
+        }
+    }
+
+    /// Sends `chunk[*from..to]` on the current run's connection (with its
+    /// entries, on the shared one); `*from` becomes `to`.
+    async fn flush(
+        &mut self,
+        upstream: &mut WriteHalf,
+        chunk: &Bytes,
+        from: &mut usize,
+        to: usize,
+    ) -> io::Result<()> {
+        if *from < to || !self.entries.is_empty() {
+            match self.route {
+                Route::Own => send(upstream, &chunk[*from..to]).await?,
+                Route::Shared => self.hand_over(chunk.slice(*from..to)).await?,
+            }
+        }
+        *from = to;
+        Ok(())
+    }
+
+    /// Hands a run to the shared connection, opening one if the last
+    /// failed.
+    async fn hand_over(&mut self, bytes: Bytes) -> io::Result<()> {
+        let Some(shared) = &self.shared else {
+            return Err(io::Error::other("no shared connection"));
+        };
+        let count = self.entries.len();
+        // Counted before it leaves: the reply could be handed over first.
+        self.owed.add(Route::Shared, count);
+        let mut batch = Batch {
+            bytes,
+            entries: std::mem::take(&mut self.entries),
+            session: self.member.clone(),
+        };
+        loop {
+            let inbox = match &self.inbox {
+                Some(inbox) => inbox,
+                None => match shared.inbox().await {
+                    Ok(inbox) => self.inbox.insert(inbox),
+                    Err(e) => {
+                        self.owed.answered(Route::Shared, count);
+                        return Err(e);
+                    }
+                },
+            };
+            match inbox.send(batch) {
+                Ok(()) => return Ok(()),
+                // That connection failed: the batch goes on the next.
+                Err(mpsc::error::SendError(b)) => {
+                    batch = b;
+                    self.inbox = None;
+                }
+            }
+        }
+    }
+
+    /// Goes on `route` once every command sent on the other was answered,
+    /// so the primary runs the session's commands in its order, and the
+    /// client reads their replies in it.
+    async fn switch(&mut self, route: Route) {
+        self.owed.settled(self.route).await;
+        self.route = route;
+    }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
+use super::shared::Failure;
 use super::upstream::SessionEnd;
 
 /// Label of commands no command table knows: their names are the
@@ -75,6 +76,11 @@ impl UpstreamError {
             SessionEnd::UpstreamClosed { owed: false } => None,
             SessionEnd::BadReply(_) => Some(UpstreamError::BadReply),
             SessionEnd::Timeout(_) => Some(UpstreamError::Timeout),
+            SessionEnd::Shared(failure) => Some(match failure {
+                Failure::Closed => UpstreamError::Closed,
+                Failure::Timeout(_) => UpstreamError::Timeout,
+                Failure::BadReply => UpstreamError::BadReply,
+            }),
         }
     }
 }
@@ -100,6 +106,10 @@ pub struct SessionMetrics {
     upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
     /// Clients whose TLS handshake failed (`bindtls`).
     handshakes_failed: AtomicU64,
+    /// Commands sent on the connection sessions share, and the shared
+    /// connections opened.
+    shared_commands: AtomicU64,
+    shared_connections: AtomicU64,
 }
 
 impl Default for SessionMetrics {
@@ -110,11 +120,32 @@ impl Default for SessionMetrics {
             reply_seconds: Histogram::new(fine_buckets()),
             upstream_errors: Default::default(),
             handshakes_failed: AtomicU64::new(0),
+            shared_commands: AtomicU64::new(0),
+            shared_connections: AtomicU64::new(0),
         }
     }
 }
 
 impl SessionMetrics {
+    /// `n` more commands went on the shared connection.
+    pub(crate) fn add_shared_commands(&self, n: usize) {
+        self.shared_commands.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A shared connection was opened.
+    pub(crate) fn shared_connection_opened(&self) {
+        self.shared_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Commands sent on the shared connection, and shared connections
+    /// opened, since start.
+    pub fn shared(&self) -> (u64, u64) {
+        (
+            self.shared_commands.load(Ordering::Relaxed),
+            self.shared_connections.load(Ordering::Relaxed),
+        )
+    }
+
     /// Adds what `tally` counted and empties it.
     pub fn add_commands(&self, tally: &mut CommandTally) {
         for (name, n) in tally.counts.drain(..) {

@@ -8,6 +8,10 @@
 //! writes that took effect, and hands the bytes unchanged to the client's
 //! output ([`output`]). Neither loop waits for the other, so pipelining is
 //! preserved.
+//!
+//! Keyed commands of a session whose connection is still in its initial
+//! state go on a connection the sessions share instead ([`route`],
+//! [`shared`]), which hands their replies to the upstream side.
 
 mod budget;
 mod client;
@@ -16,6 +20,8 @@ pub(crate) mod limits;
 pub(crate) mod metrics;
 mod output;
 mod refusal;
+mod route;
+pub(crate) mod shared;
 mod tunnel;
 mod upstream;
 
@@ -42,6 +48,8 @@ use budget::InFlightBudget;
 use limits::ClientLimits;
 use metrics::{SessionMetrics, UpstreamError};
 use output::{ClientWriter, ReplyOutput};
+use route::Owed;
+use shared::{Member, SharedUpstream};
 
 /// What every session of a proxy shares.
 pub(crate) struct SessionContext {
@@ -54,6 +62,9 @@ pub(crate) struct SessionContext {
     /// Orders conflicting writes of different clients (not for `ROW`,
     /// which replays each connection on its own).
     pub ordering: Option<Arc<OrderTables>>,
+    /// The connection sessions share for what can go on it
+    /// ([`route`]); `None` keeps every command on its session's own.
+    pub shared: Option<Arc<SharedUpstream>>,
     /// Which senders take which commands, and how records are built.
     pub routes: Arc<Routes>,
     pub senders: Arc<Senders>,
@@ -143,20 +154,26 @@ pub(crate) async fn run(socket: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
     // open after the loop ends: dropping it would send FIN, and Redis drops
     // a connection at EOF without sending the replies it still owes.
     let budget = Arc::new(InFlightBudget::new(ctx.limits.idle_timeout.is_some()));
+    let owed = Arc::new(Owed::default());
+    let (shared_tx, shared_rx) = mpsc::unbounded_channel();
+    let member = Arc::new(Member {
+        replies: shared_tx,
+        budget: budget.clone(),
+    });
+    let lanes = client::Lanes::new(tx, ctx.shared.clone(), member, owed.clone());
     let requests = client::forward_requests(
         client_rd,
         &mut upstream_wr,
-        tx,
         ctx.clone(),
         conn,
         ordering.clone(),
         budget.clone(),
+        lanes,
     );
     let capture = Capture::new(ctx.routes.clone(), ctx.senders.clone(), ctx.scripts.clone());
     let replies = upstream::forward_replies(
         upstream_rd,
         replies_out,
-        rx,
         capture,
         ctx.clone(),
         upstream::Order {
@@ -164,6 +181,11 @@ pub(crate) async fn run(socket: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
             client_id,
         },
         budget,
+        upstream::ReplyLanes {
+            own: rx,
+            shared: shared_rx,
+            owed,
+        },
     );
     // With held replies, the reply loop is done when the writer wrote the
     // last of them.

@@ -25,6 +25,8 @@ use super::client::READ_CHUNK;
 use super::inflight::{self, waits_by_design, InFlight, InFlightQueue, Matched, Pending};
 use super::output::{AckWait, ReplyOutput};
 use super::refusal;
+use super::route::{Owed, Route};
+use super::shared::{Failure, SharedReply};
 use super::tunnel::{self, Handover, HandoverRequest};
 use super::SessionContext;
 use crate::capture::Capture;
@@ -42,6 +44,19 @@ pub(super) enum SessionEnd {
     BadReply(#[source] remoteback_protocol::frame::FrameError),
     #[error("no reply from the primary within {0:?}")]
     Timeout(Duration),
+    /// The connection sessions share failed with this session's commands
+    /// on it.
+    #[error("the shared connection to the primary failed: {0:?}")]
+    Shared(Failure),
+}
+
+/// The session's side of the shared connection: its replies, and what
+/// each connection still owes the client.
+pub(super) struct ReplyLanes {
+    /// The commands on the session's own connection, in order.
+    pub own: mpsc::UnboundedReceiver<Pending>,
+    pub shared: mpsc::UnboundedReceiver<SharedReply>,
+    pub owed: Arc<Owed>,
 }
 
 /// The session's part in ordering writes across clients, when it has one:
@@ -64,12 +79,17 @@ pub(super) struct Order {
 pub(super) async fn forward_replies(
     mut upstream: ReadHalf,
     mut client: ReplyOutput,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
     mut capture: Capture,
     ctx: Arc<SessionContext>,
     order: Order,
     budget: Arc<InFlightBudget>,
+    lanes: ReplyLanes,
 ) -> Result<(), SessionEnd> {
+    let ReplyLanes {
+        own: mut rx,
+        shared: mut shared_replies,
+        owed,
+    } = lanes;
     let (timeout, metrics) = (ctx.reply_timeout, &ctx.metrics);
     let Order {
         ordering,
@@ -93,8 +113,15 @@ pub(super) async fn forward_replies(
         let mut armed = None;
         loop {
             let mut freed = 0;
-            queue.drain_silent(|c| freed += silent(&mut capture, c));
+            let mut answered = 0;
+            queue.drain_silent(|c| {
+                freed += silent(&mut capture, c);
+                answered += 1;
+            });
+            owed.answered(Route::Own, answered);
             budget.release(freed + queue.take_freed());
+            // Nothing owed on the shared connection either.
+            let settled = owed.on(Route::Shared) == 0;
             budget.set_listening(queue.listening());
             // A SYNC waits for everything before it to be answered,
             // the proxy's own CLIENT ID included.
@@ -117,11 +144,11 @@ pub(super) async fn forward_replies(
                     ordering.unblock_abandoned().await;
                 }
             }
-            if let (Some(msg), false) = (&protocol_error, queue.awaiting()) {
+            if let (Some(msg), false, true) = (&protocol_error, queue.awaiting(), settled) {
                 client.send(msg.reply().into(), Vec::new()).await;
                 return Ok(None);
             }
-            if !requests_open && !queue.awaiting() {
+            if !requests_open && !queue.awaiting() && settled {
                 return Ok(None);
             }
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -173,15 +200,29 @@ pub(super) async fn forward_replies(
                             id.set(&replies.slice(..own));
                             replies = replies.slice(own..);
                         }
-                        let (mut waits, freed, swaps) = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
+                        let (mut waits, freed, swaps, answered) = match_replies(&replies, &lens, &mut queue, &mut capture, ordering.as_ref()).await;
                         budget.release(freed + queue.take_freed());
                         if !swaps.is_empty() {
                             replies = refusal::substitute(&replies, &swaps, &mut waits);
                         }
                         client.send(replies, waits).await;
+                        owed.answered(Route::Own, answered);
                         metrics.observe_reply(read_at.elapsed());
                     }
                 }
+                Some(reply) = shared_replies.recv() => match reply {
+                    SharedReply::Replies { bytes, waits, count } => {
+                        client.send(bytes, waits).await;
+                        owed.answered(Route::Shared, count);
+                    }
+                    SharedReply::Failed(failure) => {
+                        if let Failure::Timeout(limit) = failure {
+                            let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
+                            client.send(msg.into(), Vec::new()).await;
+                        }
+                        return Err(SessionEnd::Shared(failure));
+                    }
+                },
                 () = client.write_unread(), if client.has_unread() => {}
                 () = &mut reply_timer, if armed.is_some() => {
                     let limit = timeout.unwrap_or_default();
@@ -262,24 +303,30 @@ fn scan_replies(
 /// Matches each reply in `replies` (lengths in `lens`) to its command, and
 /// gives back each write's locks after its capture. Returns the replies
 /// that must wait for Kafka (`ack = "kafka"`), the in-flight budget the
-/// answered commands give back, and the spans of replies the client gets
-/// another answer for (refused writes), with that answer.
+/// answered commands give back, the spans of replies the client gets
+/// another answer for (refused writes), with that answer, and how many
+/// commands were answered.
 async fn match_replies(
     replies: &Bytes,
     lens: &[usize],
     queue: &mut InFlightQueue,
     capture: &mut Capture,
     ordering: Option<&WriteOrder>,
-) -> (Vec<AckWait>, usize, Vec<(usize, usize, Bytes)>) {
+) -> (Vec<AckWait>, usize, Vec<(usize, usize, Bytes)>, usize) {
+    let mut answered = 0;
     let mut waits = Vec::new();
     let mut swaps = Vec::new();
     let mut freed = 0;
     let mut pos = 0;
     for &len in lens {
         let reply = replies.slice(pos..pos + len);
-        queue.drain_silent(|c| freed += silent(capture, c));
+        queue.drain_silent(|c| {
+            freed += silent(capture, c);
+            answered += 1;
+        });
         match queue.match_reply(&reply) {
             Matched::Reply(done) => {
+                answered += 1;
                 let InFlight {
                     command,
                     verdict,
@@ -317,7 +364,7 @@ async fn match_replies(
         }
         pos += len;
     }
-    (waits, freed, swaps)
+    (waits, freed, swaps, answered)
 }
 
 /// Whether `command` blocks until data arrives or its timeout expires (what

@@ -55,6 +55,7 @@ const KEYS: &[&str] = &[
     "message",
     "worker",
     "rsptimeout",
+    "share_upstream",
     "heartbeat_ms",
     "maxclients",
     "tcp_keepalive",
@@ -73,7 +74,7 @@ const KEYS: &[&str] = &[
 const KEYS_TEXT: &str = "bindip, bindport, bindtls, bindtls_cert_file, bindtls_key_file, \
                          bindtls_ca_file, connip, connport, connusername, connpassword, \
                          conntls, conntls_ca_file, conntls_cert_file, conntls_key_file, \
-                         conntls_server_name, message, worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, \
+                         conntls_server_name, message, worker, rsptimeout, share_upstream, heartbeat_ms, maxclients, tcp_keepalive, timeout, \
                          client_output_buffer_limit, client_query_buffer_limit, \
                          proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, metrics, \
                          admin_token, admin_token_file, [[sender]]";
@@ -99,6 +100,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         message: Format::default(),
         worker: Worker::default(),
         reply_timeout: Some(Duration::from_millis(DEFAULT_RSPTIMEOUT_MS)),
+        share_upstream: true,
         heartbeat: Some(Duration::from_millis(DEFAULT_HEARTBEAT_MS)),
         max_clients: DEFAULT_MAX_CLIENTS,
         tcp_keepalive: Some(Duration::from_secs(DEFAULT_TCP_KEEPALIVE_S)),
@@ -152,6 +154,12 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
                     "a number of milliseconds >= 0 (0 waits forever)",
                 )?;
                 settings.reply_timeout = (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
+            }
+            "share_upstream" => {
+                let DeValue::Boolean(on) = value.get_ref() else {
+                    return Err(src.unexpected(&path, value, "true or false"));
+                };
+                settings.share_upstream = *on;
             }
             "heartbeat_ms" => {
                 const EXPECTED: &str = "0 (no heartbeats) or a number of milliseconds 100-3600000";
@@ -751,6 +759,12 @@ mod tests {
     }
 
     #[test]
+    fn share_upstream_can_be_turned_off() {
+        assert!(!parse("share_upstream = false\n").share_upstream);
+        assert!(parse("share_upstream = true\n").share_upstream);
+    }
+
+    #[test]
     fn defaults() {
         let (s, warnings) = warnings_from(|| parse(""));
         assert_eq!(
@@ -767,6 +781,7 @@ mod tests {
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
                 reply_timeout: Some(Duration::from_secs(10)),
+                share_upstream: true,
                 heartbeat: Some(Duration::from_secs(1)),
                 max_clients: 10_000,
                 tcp_keepalive: Some(Duration::from_secs(300)),
@@ -1119,6 +1134,10 @@ security-protocol = "SASL_SSL"
             "proxy.toml:1: rsptimeout: expected a number of milliseconds >= 0 (0 waits forever), got a float (1.5)"
         );
         assert_eq!(
+            error("share_upstream = 1"),
+            "proxy.toml:1: share_upstream: expected true or false, got 1"
+        );
+        assert_eq!(
             error("bindip = ''"),
             "proxy.toml:1: bindip: expected an IP address or host name, got \"\""
         );
@@ -1132,7 +1151,7 @@ security-protocol = "SASL_SSL"
              takes bindip, bindport, bindtls, bindtls_cert_file, bindtls_key_file, bindtls_ca_file, \
              connip, connport, connusername, connpassword, conntls, \
              conntls_ca_file, conntls_cert_file, conntls_key_file, conntls_server_name, message, \
-             worker, rsptimeout, heartbeat_ms, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
+             worker, rsptimeout, share_upstream, heartbeat_ms, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
              client_query_buffer_limit, proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, \
              metrics, admin_token, admin_token_file, [[sender]]"
         );

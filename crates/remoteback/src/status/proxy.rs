@@ -167,6 +167,19 @@ impl Report for ProxyReport {
             "Client sessions the primary failed: connect (unreachable, TLS), closed (it closed with replies owed), timeout (rsptimeout), bad_reply (not RESP), io.",
             &errors,
         )?;
+        let (shared_commands, shared_connections) = status.shared_upstream();
+        counter(
+            out,
+            "remoteback_proxy_shared_upstream_commands_total",
+            "Client commands sent on the connection to the primary that sessions share (share_upstream): keyed commands of connections in their initial state.",
+            shared_commands,
+        )?;
+        counter(
+            out,
+            "remoteback_proxy_shared_upstream_connections_total",
+            "Shared connections to the primary opened: one at the first shared command, one more after each failure.",
+            shared_connections,
+        )?;
         if let Some(waits) = status.key_lock_wait_seconds() {
             histogram(
                 out,

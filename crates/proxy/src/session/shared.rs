@@ -1,0 +1,523 @@
+//! The connection to the primary that sessions share for the commands
+//! that can go on it ([`super::route`]).
+//!
+//! Sessions hand it [`Batch`]es: the bytes of a run of their commands, as
+//! the client sent them, and an entry per command. A writer task takes
+//! every batch waiting, gives their entries to the reader task, then
+//! writes all their bytes in one vectored write: the primary reads many
+//! clients' commands at once and answers them in one write. The reader
+//! matches each reply to its entry in that order, which is the order the
+//! primary ran them in; captures the writes that took effect, gives back
+//! their key locks, and hands each session its replies ([`SharedReply`]),
+//! one message per run of consecutive replies of the same session.
+//!
+//! Key locks of commands on this connection are held for it, not for
+//! their sessions ([`SHARED_HOLDER`]): two sessions' writes to one key both
+//! go at once, as the connection's own order is the primary's, and capture
+//! follows it. A write of a session's own connection to the same key still
+//! waits for them, as for any other session.
+//!
+//! When the connection fails (the primary closes it, a reply does not come
+//! within `rsptimeout`, or cannot be read), every session with a command on
+//! it is told and ends, as when its own connection fails, and the writes in
+//! flight are counted as uncaptured; the next batch opens a new connection.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use remoteback_protocol::frame::Scanner;
+use remoteback_transport::{Connector, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, Notify};
+
+use super::budget::InFlightBudget;
+use super::client::READ_CHUNK;
+use super::inflight::InFlight;
+use super::metrics::{SessionMetrics, UpstreamError};
+use super::output::AckWait;
+use crate::capture::{Capture, Routes, ScriptCache};
+use crate::ordering::{Hold, WriteOrder};
+use crate::sender::Senders;
+
+/// The key-lock holder of every command on the shared connection: distinct
+/// from every session's number (counted up from 1) and the sync's holders.
+pub(crate) const SHARED_HOLDER: u64 = u64::MAX;
+
+/// The most bytes of batches the writer gathers into one write.
+const MAX_WRITE: usize = 256 * 1024;
+
+/// A run of one session's commands for the shared connection.
+pub(crate) struct Batch {
+    /// The commands' bytes, as the client sent them.
+    pub bytes: Bytes,
+    /// One entry per command, in order.
+    pub entries: Vec<InFlight>,
+    pub session: Arc<Member>,
+}
+
+/// A session, as the shared connection knows it.
+pub(crate) struct Member {
+    /// Where its replies go.
+    pub replies: mpsc::UnboundedSender<SharedReply>,
+    /// What its commands are charged to.
+    pub budget: Arc<InFlightBudget>,
+}
+
+/// What the shared connection hands a session.
+pub(crate) enum SharedReply {
+    /// Replies to `count` of its commands, in order, with the ones that
+    /// wait for Kafka (`ack = "kafka"`) and the in-flight budget they give
+    /// back.
+    Replies {
+        bytes: Bytes,
+        waits: Vec<AckWait>,
+        count: usize,
+    },
+    /// The connection failed with the session's commands on it.
+    Failed(Failure),
+}
+
+/// How the shared connection failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Failure {
+    Closed,
+    Timeout(Duration),
+    BadReply,
+}
+
+/// What the shared connection's tasks need.
+pub(crate) struct SharedUpstream {
+    connector: Connector,
+    /// The runtime the connection's tasks run on: the proxy's, whichever
+    /// session opened it.
+    runtime: Handle,
+    /// Key locks for [`SHARED_HOLDER`], and their release after capture.
+    ordering: WriteOrder,
+    routes: Arc<Routes>,
+    senders: Arc<Senders>,
+    scripts: Arc<ScriptCache>,
+    reply_timeout: Option<Duration>,
+    metrics: Arc<SessionMetrics>,
+    /// The live connection's writer, if one is open.
+    current: Mutex<Option<mpsc::UnboundedSender<Batch>>>,
+    /// Held while a connection is being opened, so only one is.
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// What [`SharedUpstream::new`] takes.
+pub(crate) struct SharedParts {
+    pub connector: Connector,
+    pub ordering: WriteOrder,
+    pub routes: Arc<Routes>,
+    pub senders: Arc<Senders>,
+    pub scripts: Arc<ScriptCache>,
+    pub reply_timeout: Option<Duration>,
+    pub metrics: Arc<SessionMetrics>,
+}
+
+impl SharedUpstream {
+    /// Must be called on the proxy's runtime.
+    pub fn new(parts: SharedParts) -> SharedUpstream {
+        SharedUpstream {
+            connector: parts.connector,
+            runtime: Handle::current(),
+            ordering: parts.ordering,
+            routes: parts.routes,
+            senders: parts.senders,
+            scripts: parts.scripts,
+            reply_timeout: parts.reply_timeout,
+            metrics: parts.metrics,
+            current: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The ordering handle its commands take their key locks with.
+    pub fn ordering(&self) -> &WriteOrder {
+        &self.ordering
+    }
+
+    /// The live connection's writer, opening a connection if none is.
+    pub async fn inbox(self: &Arc<Self>) -> io::Result<mpsc::UnboundedSender<Batch>> {
+        if let Some(tx) = self.live() {
+            return Ok(tx);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(tx) = self.live() {
+            return Ok(tx);
+        }
+        let mut stream = match self.connector.connect().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.upstream_error(UpstreamError::Connect);
+                return Err(io::Error::other(e));
+            }
+        };
+        name(&mut stream).await?;
+        self.metrics.shared_connection_opened();
+        let (rd, wr) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(Notify::new());
+        let metrics = self.metrics.clone();
+        self.runtime
+            .spawn(write_batches(wr, rx, sent_tx, stop.clone(), metrics));
+        self.runtime
+            .spawn(self.clone().read_replies(rd, sent_rx, stop));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        log::debug!(
+            "shared connection to the primary {} open",
+            self.connector.addr()
+        );
+        Ok(tx)
+    }
+
+    fn live(&self) -> Option<mpsc::UnboundedSender<Batch>> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    /// Primary → sessions, with capture, until the connection fails.
+    async fn read_replies(
+        self: Arc<Self>,
+        mut upstream: ReadHalf,
+        mut sent: mpsc::UnboundedReceiver<Sent>,
+        stop: Arc<Notify>,
+    ) {
+        let mut capture = Capture::new(
+            self.routes.clone(),
+            self.senders.clone(),
+            self.scripts.clone(),
+        );
+        let mut queue: VecDeque<(Arc<Member>, InFlight)> = VecDeque::new();
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut scanner = Scanner::new();
+        let mut lens = Vec::new();
+        let reply_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(reply_timer);
+        let mut armed = None;
+        let mut writer_open = true;
+        let mut named = false;
+        let failure = loop {
+            if !writer_open && queue.is_empty() {
+                return;
+            }
+            let due = match (self.reply_timeout, queue.front()) {
+                (Some(t), Some((_, head))) => {
+                    Some(tokio::time::Instant::from_std(head.sent_at + t))
+                }
+                _ => None,
+            };
+            if due != armed {
+                if let Some(at) = due {
+                    reply_timer.as_mut().reset(at);
+                }
+                armed = due;
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                s = sent.recv(), if writer_open => match s {
+                    Some(Sent::Batches(batches)) => enqueue(&mut queue, batches),
+                    Some(Sent::Broken) => break Failure::Closed,
+                    None => writer_open = false,
+                },
+                read = upstream.read_buf(&mut buf) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        break Failure::Closed;
+                    }
+                    let read_at = Instant::now();
+                    // Everything written before these replies is in the channel.
+                    let mut broken = false;
+                    while let Ok(s) = sent.try_recv() {
+                        match s {
+                            Sent::Batches(batches) => enqueue(&mut queue, batches),
+                            Sent::Broken => broken = true,
+                        }
+                    }
+                    lens.clear();
+                    let mut pos = 0;
+                    let scanned = loop {
+                        match scanner.next(&buf[pos..]) {
+                            Ok(Some(len)) => {
+                                lens.push(len);
+                                pos += len;
+                            }
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    if pos > 0 {
+                        let mut replies = buf.split_to(pos).freeze();
+                        // The connection's first reply answers its name.
+                        if !named {
+                            named = true;
+                            let own = lens.remove(0);
+                            replies = replies.slice(own..);
+                        }
+                        if !self.deliver(&replies, &lens, &mut queue, &mut capture).await {
+                            log::warn!("shared connection to the primary: a reply with no command in flight; closing it");
+                            break Failure::BadReply;
+                        }
+                        self.metrics.observe_reply(read_at.elapsed());
+                    }
+                    if let Err(e) = scanned {
+                        log::warn!("shared connection to the primary: invalid reply: {e}; closing it");
+                        break Failure::BadReply;
+                    }
+                    if broken {
+                        break Failure::Closed;
+                    }
+                }
+                () = &mut reply_timer, if armed.is_some() => {
+                    break Failure::Timeout(self.reply_timeout.unwrap_or_default());
+                }
+            }
+        };
+        // The writer stops and hands over what it took meanwhile.
+        stop.notify_one();
+        while let Some(s) = sent.recv().await {
+            if let Sent::Batches(batches) = s {
+                enqueue(&mut queue, batches);
+            }
+        }
+        self.fail(failure, queue, &mut capture);
+    }
+
+    /// Hands each reply to its command's session and captures it; `false`
+    /// if a reply answers nothing (the connection is out of step).
+    async fn deliver(
+        &self,
+        replies: &Bytes,
+        lens: &[usize],
+        queue: &mut VecDeque<(Arc<Member>, InFlight)>,
+        capture: &mut Capture,
+    ) -> bool {
+        // The run of consecutive replies of one session: its start, count
+        // and waits.
+        let mut run: Option<Run> = None;
+        let mut pos = 0;
+        for &len in lens {
+            let Some((member, done)) = queue.pop_front() else {
+                if let Some(r) = run.take() {
+                    r.hand_over(replies, pos);
+                }
+                return false;
+            };
+            let reply = replies.slice(pos..pos + len);
+            if run
+                .as_ref()
+                .is_some_and(|r| !Arc::ptr_eq(&r.member, &member))
+            {
+                if let Some(r) = run.take() {
+                    r.hand_over(replies, pos);
+                }
+            }
+            let r = run.get_or_insert_with(|| Run {
+                member,
+                start: pos,
+                count: 0,
+                cost: 0,
+                waits: Vec::new(),
+            });
+            let InFlight {
+                command,
+                verdict,
+                hold,
+                cost,
+                ..
+            } = done;
+            capture.on_reply(command, &verdict, &reply);
+            let deliveries = capture.take_deliveries();
+            if !deliveries.is_empty() {
+                r.waits.push(AckWait {
+                    start: pos - r.start,
+                    end: pos + len - r.start,
+                    deliveries,
+                });
+            }
+            r.count += 1;
+            r.cost += cost;
+            // A write's locks go once its record is with the senders.
+            match hold {
+                Some(Hold::Locks(locks)) => self.ordering.release(locks).await,
+                hold => drop(hold),
+            }
+            pos += len;
+        }
+        if let Some(r) = run.take() {
+            r.hand_over(replies, pos);
+        }
+        true
+    }
+
+    /// Tells every session with a command in flight that the connection
+    /// failed, after counting its writes as uncaptured.
+    fn fail(
+        &self,
+        failure: Failure,
+        queue: VecDeque<(Arc<Member>, InFlight)>,
+        capture: &mut Capture,
+    ) {
+        log::warn!(
+            "shared connection to the primary {} failed ({failure:?}); {} commands in flight",
+            self.connector.addr(),
+            queue.len()
+        );
+        capture.abandon(queue.iter().map(|(_, c)| (&c.command, &c.verdict)));
+        let mut told: Vec<Arc<Member>> = Vec::new();
+        for (member, entry) in queue {
+            member.budget.release(entry.cost);
+            if !told.iter().any(|m| Arc::ptr_eq(m, &member)) {
+                let _ = member.replies.send(SharedReply::Failed(failure));
+                told.push(member);
+            }
+        }
+    }
+}
+
+/// What the writer hands the reader.
+enum Sent {
+    /// Batches whose bytes are being written, in that order.
+    Batches(Vec<(Arc<Member>, Vec<InFlight>)>),
+    /// A write failed: the connection is done.
+    Broken,
+}
+
+fn enqueue(
+    queue: &mut VecDeque<(Arc<Member>, InFlight)>,
+    batches: Vec<(Arc<Member>, Vec<InFlight>)>,
+) {
+    for (member, entries) in batches {
+        queue.extend(entries.into_iter().map(|e| (member.clone(), e)));
+    }
+}
+
+/// One session's consecutive replies in a read.
+struct Run {
+    member: Arc<Member>,
+    start: usize,
+    count: usize,
+    cost: usize,
+    waits: Vec<AckWait>,
+}
+
+impl Run {
+    fn hand_over(self, replies: &Bytes, end: usize) {
+        self.member.budget.release(self.cost);
+        // A session gone meanwhile has nothing to read them: its writes
+        // were captured all the same.
+        let _ = self.member.replies.send(SharedReply::Replies {
+            bytes: replies.slice(self.start..end),
+            waits: self.waits,
+            count: self.count,
+        });
+    }
+}
+
+/// Sessions → primary: every batch waiting goes in one write, its entries
+/// to the reader first (so a reply never comes before its entry). Ends
+/// when a write fails or the reader says `stop`; then no batch is taken any
+/// more (a session's send fails, and it opens a new connection), and the
+/// batches taken are handed to the reader, which fails them.
+async fn write_batches(
+    mut upstream: WriteHalf,
+    mut inbox: mpsc::UnboundedReceiver<Batch>,
+    sent: mpsc::UnboundedSender<Sent>,
+    stop: Arc<Notify>,
+    metrics: Arc<SessionMetrics>,
+) {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = stop.notified() => break,
+            b = inbox.recv() => match b {
+                Some(b) => b,
+                None => break,
+            },
+        };
+        let mut size = first.bytes.len();
+        let mut batches = vec![first];
+        while size < MAX_WRITE {
+            let Ok(b) = inbox.try_recv() else { break };
+            size += b.bytes.len();
+            batches.push(b);
+        }
+        chunks.clear();
+        let mut entries = Vec::with_capacity(batches.len());
+        metrics.add_shared_commands(batches.iter().map(|b| b.entries.len()).sum());
+        for b in batches {
+            chunks.push(b.bytes);
+            entries.push((b.session, b.entries));
+        }
+        if sent.send(Sent::Batches(entries)).is_err() {
+            break;
+        }
+        // A primary that neither reads nor answers must not keep the
+        // writer from stopping when the reader gave up on it.
+        let written = tokio::select! {
+            biased;
+            () = stop.notified() => break,
+            w = write_all(&mut upstream, &mut chunks) => w,
+        };
+        if let Err(e) = written {
+            log::debug!("shared connection to the primary: {e}");
+            let _ = sent.send(Sent::Broken);
+            break;
+        }
+    }
+    inbox.close();
+    let mut late = Vec::new();
+    while let Some(b) = inbox.recv().await {
+        late.push((b.session, b.entries));
+    }
+    if !late.is_empty() {
+        let _ = sent.send(Sent::Batches(late));
+    }
+}
+
+/// Writes every chunk, as few writes as the socket allows.
+async fn write_all(upstream: &mut WriteHalf, chunks: &mut [Bytes]) -> io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
+        let mut written = upstream.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let chunk = &mut chunks[first];
+            let n = written.min(chunk.len());
+            chunk.advance(n);
+            written -= n;
+            if chunk.is_empty() {
+                first += 1;
+            }
+        }
+        while first < chunks.len() && chunks[first].is_empty() {
+            first += 1;
+        }
+    }
+    upstream.flush().await
+}
+
+/// The name the shared connection has on the primary (`CLIENT LIST`).
+pub(crate) const SHARED_NAME: &str = "remoteback-shared";
+
+/// Names a new shared connection: its first reply, which the reader
+/// skips, answers this. Not awaited here, so a paused primary (`CLIENT
+/// PAUSE`) holds the first commands under `rsptimeout` as any others. A
+/// primary that refuses the name (`-NOAUTH` where a password is required)
+/// still serves the connection: its sessions get the primary's own answers
+/// on it, as on their own.
+async fn name(stream: &mut remoteback_transport::Stream) -> io::Result<()> {
+    let request = remoteback_protocol::Command::from_parts(["CLIENT", "SETNAME", SHARED_NAME]);
+    stream.write_all(&request.to_resp()).await?;
+    stream.flush().await
+}
