@@ -21,7 +21,11 @@ struct Proxied {
 }
 
 fn start(share: bool) -> Proxied {
-    let primary = RedisServer::start();
+    start_with(share, &[])
+}
+
+fn start_with(share: bool, primary_args: &[&str]) -> Proxied {
+    let primary = RedisServer::start_with(primary_args);
     let (port, metrics) = (free_port(), free_port());
     let proxy = Service::proxy(&format!(
         r#"
@@ -241,4 +245,63 @@ fn a_shared_connection_the_primary_closed_is_replaced() {
     let now = shared_ids(&mut primary);
     assert_eq!(now.len(), 1);
     assert_ne!(now, ids, "a new connection");
+}
+
+/// The primary's connections, by name ("" for none).
+fn names(primary: &mut redis::Connection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(primary)
+        .expect("CLIENT LIST");
+    list.lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("name=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_client_whose_own_connection_the_primary_closed_idle_goes_on_sharing() {
+    // The primary closes connections idle for a second: the client's own
+    // one, which none of its SETs use.
+    let p = start_with(true, &["--timeout", "1"]);
+    let mut con = connect(p.port);
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("app")
+        .query(&mut con)
+        .unwrap();
+    let mut admin = connect(p.primary.port());
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("admin")
+        .query(&mut admin)
+        .unwrap();
+    let mut i = 0;
+    wait_until(
+        Duration::from_secs(15),
+        "the client's own connection closed",
+        || {
+            i += 1;
+            let _: () = redis::cmd("SET")
+                .arg("k")
+                .arg(i)
+                .query(&mut con)
+                .expect("SET while sharing");
+            thread::sleep(Duration::from_millis(50));
+            !names(&mut admin).iter().any(|n| n == "app")
+        },
+    );
+    for _ in 0..20 {
+        i += 1;
+        let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg(i)
+            .query(&mut con)
+            .expect("SET after the close");
+    }
+    let got: i64 = redis::cmd("GET").arg("k").query(&mut admin).unwrap();
+    assert_eq!(got, i);
+    // Its next command for its own connection finds it closed, as it
+    // would without the proxy.
+    assert!(redis::cmd("PING").query::<String>(&mut con).is_err());
 }

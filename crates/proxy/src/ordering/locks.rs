@@ -26,8 +26,9 @@
 //! a queue, and a release that frees a lock grants them, under that mutex,
 //! to the queued commands that can now go, in the order they queued; each
 //! granted waiter is woken alone, already holding its locks. (Not strictly
-//! first come first served: a command whose locks are all free
-//! takes them though an earlier one, waiting for more keys, shares some.) Waking every
+//! first come first served: a command whose locks are all free takes them
+//! though an earlier one, waiting for more keys, shares some; but a holder
+//! never takes a key again past another session's wait for it.) Waking every
 //! waiter to look again, as an earlier version did, cost fifty wake-ups
 //! and fifty turns of the mutex per release when fifty clients wrote one
 //! hot key. Every write takes and gives back its keys here, so the table
@@ -86,6 +87,11 @@ struct Table {
 
 impl Table {
     fn free_for(&self, session: u64, need: &Need) -> bool {
+        self.free_behind(session, need, &self.queue)
+    }
+
+    /// Whether `need` is free for `session` with `ahead` queued before it.
+    fn free_behind(&self, session: u64, need: &Need, ahead: &VecDeque<Queued>) -> bool {
         if self.paused {
             return false;
         }
@@ -97,28 +103,17 @@ impl Table {
                 self.barriers_waiting.keys().all(|s| *s == session)
                     && keys.iter().all(|k| match self.keys.get(k) {
                         None => true,
-                        // A re-entrant take does not pass another's wait
-                        // for the key: the shared connection holds a hot
-                        // key for ever as long as it takes it again.
-                        Some(h) => h.session == session && !self.awaited_by_other(k, session),
+                        // A re-entrant take does not pass another
+                        // session's wait for the key: the shared connection
+                        // would keep a hot key for ever, taking it again
+                        // and again.
+                        Some(h) => h.session == session && !awaited_by_other(ahead, k, session),
                     })
             }
             // Rare next to key locks: looking at the keys held (a cost that
             // grows with them) beats counting each session's at every write.
             Need::Barrier => self.keys.values().all(|h| h.session == session),
         }
-    }
-
-    /// Whether a command of another session waits for `key` (during a
-    /// grant pass the queue is out of the table: none does).
-    fn awaited_by_other(&self, key: &(u32, Bytes), session: u64) -> bool {
-        self.queue.iter().any(|q| {
-            q.session != session
-                && match &q.need {
-                    Need::Keys(keys) => keys.contains(key),
-                    Need::Barrier => true,
-                }
-        })
     }
 
     fn take(&mut self, session: u64, need: &Need) {
@@ -229,17 +224,32 @@ impl Table {
         if self.paused || self.queue.is_empty() {
             return;
         }
-        let mut queue = std::mem::take(&mut self.queue);
-        queue.retain(|q| {
-            if !self.take_if_free(q.session, &q.need) {
-                return true;
+        let queue = std::mem::take(&mut self.queue);
+        let mut kept = VecDeque::with_capacity(queue.len());
+        for q in queue {
+            if !self.free_behind(q.session, &q.need, &kept) {
+                kept.push_back(q);
+                continue;
             }
-            self.forget_barrier_wait(q);
+            self.take(q.session, &q.need);
+            self.forget_barrier_wait(&q);
             wake.push(q.granted.clone());
-            false
-        });
-        self.queue = queue;
+        }
+        self.queue = kept;
     }
+}
+
+/// Whether a command of another session in `queue` waits for `key`.
+/// Looked at only when some command waits: the queue is empty most of the
+/// time.
+fn awaited_by_other(queue: &VecDeque<Queued>, key: &(u32, Bytes), session: u64) -> bool {
+    queue.iter().any(|q| {
+        q.session != session
+            && match &q.need {
+                Need::Keys(keys) => keys.contains(key),
+                Need::Barrier => false,
+            }
+    })
 }
 
 /// The lock table shared by every session of a proxy.
@@ -432,6 +442,25 @@ mod tests {
         drop(second);
         drop(within(again).await.expect("join"));
         assert!(locks.try_acquire(2, keys(&["k"])).is_ok(), "free again");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_grant_does_not_pass_an_earlier_waiter_for_the_key() {
+        let locks = KeyLocks::new();
+        let k = locks.try_acquire(1, keys(&["k"])).expect("free");
+        let j = locks.try_acquire(1, keys(&["j"])).expect("free");
+        let other = spawn_acquire(&locks, 2, keys(&["k"]));
+        tokio::task::yield_now().await;
+        let again = spawn_acquire(&locks, 1, keys(&["k"]));
+        tokio::task::yield_now().await;
+        // Freeing j runs a grant pass: session 1 must not re-enter k past
+        // session 2.
+        drop(j);
+        tokio::task::yield_now().await;
+        assert!(!again.is_finished(), "behind session 2");
+        drop(k);
+        drop(within(other).await.expect("join"));
+        drop(within(again).await.expect("join"));
     }
 
     #[test]

@@ -321,6 +321,17 @@ impl WriteOrder {
         }
     }
 
+    /// Whether giving back `locks` may wait for blocking pops of other
+    /// sessions (see [`release`](Self::release)); one relaxed load when no
+    /// pop is in flight.
+    pub fn may_wait_for_pops(&self, locks: &LockGuard) -> bool {
+        !self
+            .shared
+            .pops
+            .pending_on(locks.keys(), self.conn)
+            .is_empty()
+    }
+
     /// Gives back a write's locks, after waiting for pops of other sessions
     /// that the write served (so their records follow the write's and come
     /// before any later write to the key).

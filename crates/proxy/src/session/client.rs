@@ -163,9 +163,20 @@ pub(super) async fn forward_requests(
                     Route::Shared if refusing => Route::Own,
                     route => route,
                 };
+                if !router.shares() && lanes.owed.shares() {
+                    lanes.owed.pin();
+                }
                 if route != lanes.route {
                     lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
                     lanes.switch(route).await;
+                }
+                // The primary closed the session's idle own connection
+                // (its `timeout`): the client is closed, as it would be
+                // by the primary (what was sent before still gets its
+                // replies).
+                if route == Route::Own && lanes.owed.own_closed() {
+                    lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
+                    return Ok(());
                 }
                 if tunnel::asks_for_replication(&command) && shape != Shape::Silent {
                     lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
@@ -384,6 +395,9 @@ impl Lanes {
         member: Arc<Member>,
         owed: Arc<Owed>,
     ) -> Lanes {
+        if shared.is_none() {
+            owed.pin();
+        }
         Lanes {
             own,
             route: Route::Own,
@@ -441,8 +455,18 @@ impl Lanes {
             };
             match inbox.send(batch) {
                 Ok(()) => return Ok(()),
-                // That connection failed: the batch goes on the next.
+                // That connection failed. With none of the session's
+                // commands left on it, the batch goes on the next; else
+                // they could still run after the batch, and the session
+                // ends with them (its reply side is told).
                 Err(mpsc::error::SendError(b)) => {
+                    if self.owed.on(Route::Shared) > count {
+                        self.owed.answered(Route::Shared, count);
+                        return Err(io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "the shared connection failed with commands in flight",
+                        ));
+                    }
                     batch = b;
                     self.inbox = None;
                 }

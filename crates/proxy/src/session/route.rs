@@ -22,7 +22,7 @@
 //! client ([`Owed`]), so the primary runs them, and the client reads their
 //! replies, in the order the client sent them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use remoteback_protocol::commands::CMD_PUBSUB;
 use remoteback_protocol::Command;
@@ -58,12 +58,23 @@ impl Router {
         }
     }
 
+    /// Whether the session may still share.
+    pub fn shares(&self) -> bool {
+        self.sharing
+    }
+
     /// Where `command` goes, updating what the session's connection
     /// remembers. A command whose effect on the connection is unknown (it
     /// failed, say) counts as taking effect: the session then stays on its
     /// own connection, which is always right, only slower.
     pub fn route(&mut self, command: &Command, verdict: &Verdict) -> Route {
         if !self.sharing {
+            return Route::Own;
+        }
+        // Queued in a transaction, SELECT, AUTH, HELLO... take effect at
+        // EXEC: the connection counts as changed all the same.
+        if changes_connection(command) {
+            self.sharing = false;
             return Route::Own;
         }
         if self.transaction {
@@ -74,10 +85,6 @@ impl Router {
         }
         if command.is("MULTI") {
             self.transaction = true;
-            return Route::Own;
-        }
-        if changes_connection(command) {
-            self.sharing = false;
             return Route::Own;
         }
         match verdict.spec {
@@ -106,7 +113,11 @@ impl Router {
 /// Whether `command` changes what its connection remembers in a way that
 /// changes how later commands run or are answered.
 fn changes_connection(command: &Command) -> bool {
-    const CHANGING: [&str; 16] = [
+    // WAIT and WAITAOF count the writes of the connection they run on: a
+    // client that uses them sends its later writes on its own.
+    const CHANGING: [&str; 18] = [
+        "WAIT",
+        "WAITAOF",
         "SELECT",
         "AUTH",
         "HELLO",
@@ -146,9 +157,32 @@ pub(crate) struct Owed {
     shared: AtomicUsize,
     /// Woken when a count reaches zero.
     settled: Notify,
+    /// The session's connection changed: it shares no more.
+    pinned: AtomicBool,
+    /// The primary closed the session's own connection while it owed
+    /// nothing; the session ends when it needs it.
+    own_closed: AtomicBool,
 }
 
 impl Owed {
+    /// The request side's router stopped sharing.
+    pub fn pin(&self) {
+        self.pinned.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the session may still send on the shared connection.
+    pub fn shares(&self) -> bool {
+        !self.pinned.load(Ordering::Relaxed)
+    }
+
+    pub fn close_own(&self) {
+        self.own_closed.store(true, Ordering::Release);
+    }
+
+    pub fn own_closed(&self) -> bool {
+        self.own_closed.load(Ordering::Acquire)
+    }
+
     fn count(&self, route: Route) -> &AtomicUsize {
         match route {
             Route::Own => &self.own,
@@ -247,6 +281,7 @@ mod tests {
             &["CLIENT", "TRACKING", "ON"],
             &["SUBSCRIBE", "ch"],
             &["RESET"],
+            &["WAIT", "1", "0"],
         ] {
             let mut r = Router::new(true);
             assert_eq!(routed(&mut r, &["SET", "k", "v"]), Route::Shared);
@@ -254,6 +289,17 @@ mod tests {
             assert_eq!(routed(&mut r, &["SET", "k", "v"]), Route::Own, "{change:?}");
             assert_eq!(routed(&mut r, &["SELECT", "0"]), Route::Own);
             assert_eq!(routed(&mut r, &["GET", "k"]), Route::Own, "{change:?}");
+        }
+    }
+
+    #[test]
+    fn a_change_queued_in_a_transaction_counts() {
+        for change in [&["SELECT", "1"][..], &["AUTH", "pw"], &["HELLO", "3"]] {
+            let mut r = Router::new(true);
+            assert_eq!(routed(&mut r, &["MULTI"]), Route::Own);
+            assert_eq!(routed(&mut r, change), Route::Own);
+            assert_eq!(routed(&mut r, &["EXEC"]), Route::Own);
+            assert_eq!(routed(&mut r, &["SET", "k", "v"]), Route::Own, "{change:?}");
         }
     }
 

@@ -47,6 +47,9 @@ use crate::sender::Senders;
 /// from every session's number (counted up from 1) and the sync's holders.
 pub(crate) const SHARED_HOLDER: u64 = u64::MAX;
 
+/// How long opening the shared connection may take without `rsptimeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The most bytes of batches the writer gathers into one write.
 const MAX_WRITE: usize = 256 * 1024;
 
@@ -76,6 +79,7 @@ pub(crate) enum SharedReply {
         bytes: Bytes,
         waits: Vec<AckWait>,
         count: usize,
+        cost: usize,
     },
     /// The connection failed with the session's commands on it.
     Failed(Failure),
@@ -150,14 +154,32 @@ impl SharedUpstream {
         if let Some(tx) = self.live() {
             return Ok(tx);
         }
-        let mut stream = match self.connector.connect().await {
+        // Sessions wait for this with locks taken for commands not sent
+        // yet: not for longer than for a reply.
+        let limit = self.reply_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let opened = tokio::time::timeout(limit, async {
+            let mut stream = self.connector.connect().await.map_err(io::Error::other)?;
+            name(&mut stream).await?;
+            Ok::<_, io::Error>(stream)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {limit:?}"),
+            ))
+        });
+        let stream = match opened {
             Ok(s) => s,
             Err(e) => {
                 self.metrics.upstream_error(UpstreamError::Connect);
-                return Err(io::Error::other(e));
+                log::warn!(
+                    "shared connection to the primary {}: {e}",
+                    self.connector.addr()
+                );
+                return Err(e);
             }
         };
-        name(&mut stream).await?;
         self.metrics.shared_connection_opened();
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -202,6 +224,8 @@ impl SharedUpstream {
         let mut armed = None;
         let mut writer_open = true;
         let mut named = false;
+        // Batches the writer took and never wrote.
+        let mut unsent = Vec::new();
         let failure = loop {
             if !writer_open && queue.is_empty() {
                 return;
@@ -224,7 +248,10 @@ impl SharedUpstream {
             tokio::select! {
                 s = sent.recv(), if writer_open => match s {
                     Some(Sent::Batches(batches)) => enqueue(&mut queue, batches),
-                    Some(Sent::Broken) => break Failure::Closed,
+                    // Replies to what reached the primary may still come:
+                    // the read side ends the connection.
+                    Some(Sent::Broken) => {}
+                    Some(Sent::Unsent(batches)) => unsent.extend(batches),
                     None => writer_open = false,
                 },
                 read = upstream.read_buf(&mut buf) => {
@@ -233,11 +260,11 @@ impl SharedUpstream {
                     }
                     let read_at = Instant::now();
                     // Everything written before these replies is in the channel.
-                    let mut broken = false;
                     while let Ok(s) = sent.try_recv() {
                         match s {
                             Sent::Batches(batches) => enqueue(&mut queue, batches),
-                            Sent::Broken => broken = true,
+                            Sent::Broken => {}
+                            Sent::Unsent(batches) => unsent.extend(batches),
                         }
                     }
                     lens.clear();
@@ -270,9 +297,6 @@ impl SharedUpstream {
                         log::warn!("shared connection to the primary: invalid reply: {e}; closing it");
                         break Failure::BadReply;
                     }
-                    if broken {
-                        break Failure::Closed;
-                    }
                 }
                 () = &mut reply_timer, if armed.is_some() => {
                     break Failure::Timeout(self.reply_timeout.unwrap_or_default());
@@ -282,11 +306,13 @@ impl SharedUpstream {
         // The writer stops and hands over what it took meanwhile.
         stop.notify_one();
         while let Some(s) = sent.recv().await {
-            if let Sent::Batches(batches) = s {
-                enqueue(&mut queue, batches);
+            match s {
+                Sent::Batches(batches) => enqueue(&mut queue, batches),
+                Sent::Broken => {}
+                Sent::Unsent(batches) => unsent.extend(batches),
             }
         }
-        self.fail(failure, queue, &mut capture);
+        self.fail(failure, queue, unsent, &mut capture);
     }
 
     /// Hands each reply to its command's session and captures it; `false`
@@ -343,9 +369,15 @@ impl SharedUpstream {
             }
             r.count += 1;
             r.cost += cost;
-            // A write's locks go once its record is with the senders.
+            // A write's locks go once its record is with the senders; after
+            // the blocking pops of other sessions it served, if any, which
+            // the other sessions' replies must not wait for.
             match hold {
-                Some(Hold::Locks(locks)) => self.ordering.release(locks).await,
+                Some(Hold::Locks(locks)) if self.ordering.may_wait_for_pops(&locks) => {
+                    let ordering = self.ordering.clone();
+                    self.runtime
+                        .spawn(async move { ordering.release(locks).await });
+                }
                 hold => drop(hold),
             }
             pos += len;
@@ -362,16 +394,28 @@ impl SharedUpstream {
         &self,
         failure: Failure,
         queue: VecDeque<(Arc<Member>, InFlight)>,
+        unsent: Vec<(Arc<Member>, Vec<InFlight>)>,
         capture: &mut Capture,
     ) {
-        log::warn!(
+        let level = match queue.is_empty() && unsent.is_empty() {
+            // An idle connection the primary closed (its `timeout`).
+            true => log::Level::Debug,
+            false => log::Level::Warn,
+        };
+        log::log!(
+            level,
             "shared connection to the primary {} failed ({failure:?}); {} commands in flight",
             self.connector.addr(),
             queue.len()
         );
+        // What reached the primary may have run there without a record;
+        // what never left did not run.
         capture.abandon(queue.iter().map(|(_, c)| (&c.command, &c.verdict)));
+        let unsent = unsent
+            .into_iter()
+            .flat_map(|(member, entries)| entries.into_iter().map(move |e| (member.clone(), e)));
         let mut told: Vec<Arc<Member>> = Vec::new();
-        for (member, entry) in queue {
+        for (member, entry) in queue.into_iter().chain(unsent) {
             member.budget.release(entry.cost);
             if !told.iter().any(|m| Arc::ptr_eq(m, &member)) {
                 let _ = member.replies.send(SharedReply::Failed(failure));
@@ -387,6 +431,8 @@ enum Sent {
     Batches(Vec<(Arc<Member>, Vec<InFlight>)>),
     /// A write failed: the connection is done.
     Broken,
+    /// Batches taken after the connection stopped, never written.
+    Unsent(Vec<(Arc<Member>, Vec<InFlight>)>),
 }
 
 fn enqueue(
@@ -409,13 +455,15 @@ struct Run {
 
 impl Run {
     fn hand_over(self, replies: &Bytes, end: usize) {
-        self.member.budget.release(self.cost);
-        // A session gone meanwhile has nothing to read them: its writes
-        // were captured all the same.
+        // The session gives back the budget once the replies are with its
+        // client's output (which may wait for Kafka). A session gone
+        // meanwhile has nothing to read them: its writes were captured all
+        // the same.
         let _ = self.member.replies.send(SharedReply::Replies {
             bytes: replies.slice(self.start..end),
             waits: self.waits,
             count: self.count,
+            cost: self.cost,
         });
     }
 }
@@ -452,7 +500,11 @@ async fn write_batches(
         chunks.clear();
         let mut entries = Vec::with_capacity(batches.len());
         metrics.add_shared_commands(batches.iter().map(|b| b.entries.len()).sum());
-        for b in batches {
+        // `rsptimeout` counts from here: the wait for the connection was
+        // the proxy's.
+        let now = Instant::now();
+        for mut b in batches {
+            b.entries.iter_mut().for_each(|e| e.sent_at = now);
             chunks.push(b.bytes);
             entries.push((b.session, b.entries));
         }
@@ -478,7 +530,7 @@ async fn write_batches(
         late.push((b.session, b.entries));
     }
     if !late.is_empty() {
-        let _ = sent.send(Sent::Batches(late));
+        let _ = sent.send(Sent::Unsent(late));
     }
 }
 

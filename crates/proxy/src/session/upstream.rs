@@ -163,16 +163,27 @@ pub(super) async fn forward_replies(
             }
             tokio::select! {
                 entry = rx.recv(), if requests_open && protocol_error.is_none() => match entry {
+                    Some(Pending::Command(_) | Pending::Handover(_)) if owed.own_closed() => {
+                        return Err(SessionEnd::UpstreamClosed { owed: true });
+                    }
                     Some(p) => accept(p, &mut queue, &mut protocol_error, &mut handover),
                     None => requests_open = false,
                 },
-                read = upstream.read_buf(&mut buf) => {
+                read = upstream.read_buf(&mut buf), if !owed.own_closed() => {
                     if read? == 0 {
                         while let Ok(p) = rx.try_recv() {
                             accept(p, &mut queue, &mut protocol_error, &mut handover);
                         }
-                        let owed = queue.awaiting();
-                        return Err(SessionEnd::UpstreamClosed { owed });
+                        let owes = queue.awaiting() || queue.listening() || owed.on(Route::Own) > 0;
+                        // A client all of whose commands go on the shared
+                        // connection leaves its own idle, and a primary
+                        // with a `timeout` closes it: the session goes on
+                        // until it needs its own connection again.
+                        if !owes && owed.shares() {
+                            owed.close_own();
+                            continue;
+                        }
+                        return Err(SessionEnd::UpstreamClosed { owed: owes });
                     }
                     let read_at = Instant::now();
                     // Everything forwarded before these replies is in the channel.
@@ -211,8 +222,9 @@ pub(super) async fn forward_replies(
                     }
                 }
                 Some(reply) = shared_replies.recv() => match reply {
-                    SharedReply::Replies { bytes, waits, count } => {
+                    SharedReply::Replies { bytes, waits, count, cost } => {
                         client.send(bytes, waits).await;
+                        budget.release(cost);
                         owed.answered(Route::Shared, count);
                     }
                     SharedReply::Failed(failure) => {
