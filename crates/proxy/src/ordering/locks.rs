@@ -280,7 +280,34 @@ impl Drop for LockGuard {
     /// pipelining sixteen writes to a hot key looks at the queue once, not
     /// sixteen times.
     fn drop(&mut self) {
+        if matches!(&self.need, Need::Keys(keys) if keys.is_empty()) {
+            return;
+        }
         self.locks.change(|table| table.give_back(&self.need));
+    }
+}
+
+impl LockGuard {
+    /// Gives back all of `guards` (of one table) in one turn of its mutex
+    /// and one grant pass: the shared connection's reader frees a read's
+    /// worth of writes at once, where a mutex turn each showed in its
+    /// profile.
+    pub fn release_all(guards: &mut Vec<LockGuard>) {
+        let Some(first) = guards.first() else {
+            return;
+        };
+        let locks = first.locks.clone();
+        locks.change(|table| {
+            let mut freed = false;
+            for guard in guards.iter_mut() {
+                debug_assert!(Arc::ptr_eq(&guard.locks, &locks));
+                freed |= table.give_back(&guard.need);
+                // Given back: its drop has nothing left to do.
+                guard.need = Need::Keys(Vec::new());
+            }
+            freed
+        });
+        guards.clear();
     }
 }
 
@@ -461,6 +488,22 @@ mod tests {
         drop(k);
         drop(within(other).await.expect("join"));
         drop(within(again).await.expect("join"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn guards_given_back_together_free_their_keys_and_wake_waiters() {
+        let locks = KeyLocks::new();
+        let mut held = vec![
+            locks.try_acquire(1, keys(&["a"])).expect("free"),
+            locks.try_acquire(1, keys(&["a"])).expect("re-entrant"),
+            locks.try_acquire(1, keys(&["b"])).expect("free"),
+        ];
+        let waiter = spawn_acquire_release(&locks, 2, keys(&["a", "b"]));
+        tokio::task::yield_now().await;
+        LockGuard::release_all(&mut held);
+        assert!(held.is_empty());
+        assert_eq!(within(waiter).await.expect("join"), 2);
+        assert!(locks.is_idle(), "nothing held twice or left behind");
     }
 
     #[test]

@@ -40,7 +40,7 @@ use super::inflight::InFlight;
 use super::metrics::{SessionMetrics, UpstreamError};
 use super::output::AckWait;
 use crate::capture::{Capture, Routes, ScriptCache};
-use crate::ordering::{Hold, WriteOrder};
+use crate::ordering::{Hold, LockGuard, WriteOrder};
 use crate::sender::Senders;
 
 /// The key-lock holder of every command on the shared connection: distinct
@@ -327,9 +327,12 @@ impl SharedUpstream {
         // The run of consecutive replies of one session: its start, count
         // and waits.
         let mut run: Option<Run> = None;
+        // The read's locks, given back together once all are captured.
+        let mut freed = Vec::new();
         let mut pos = 0;
         for &len in lens {
             let Some((member, done)) = queue.pop_front() else {
+                LockGuard::release_all(&mut freed);
                 if let Some(r) = run.take() {
                     r.hand_over(replies, pos);
                 }
@@ -378,10 +381,12 @@ impl SharedUpstream {
                     self.runtime
                         .spawn(async move { ordering.release(locks).await });
                 }
+                Some(Hold::Locks(locks)) => freed.push(locks),
                 hold => drop(hold),
             }
             pos += len;
         }
+        LockGuard::release_all(&mut freed);
         if let Some(r) = run.take() {
             r.hand_over(replies, pos);
         }
