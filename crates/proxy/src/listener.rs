@@ -16,8 +16,7 @@ use crate::primary::Primary;
 use crate::sender::topic::{self, TopicError};
 use crate::sender::{SenderError, Senders, Undelivered};
 use crate::session::limits::ClientLimits;
-use crate::session::metrics::SessionMetrics;
-use crate::session::shared::{SharedParts, SharedUpstream, SHARED_HOLDER};
+use crate::session::shared::{SharedUpstream, SHARED_HOLDER};
 use crate::session::{self, SessionContext};
 use crate::settings::{ProxySettings, SenderSettings};
 use crate::shutdown::{Drain, Live};
@@ -117,26 +116,14 @@ impl Proxy {
                 source,
             })?;
         let ordering = (settings.message != Format::Row).then(OrderTables::new);
-        let routes = Arc::new(Routes::new(&settings, &source, table.clone()));
-        let senders = Arc::new(senders);
-        let scripts = Arc::new(ScriptCache::new());
-        let metrics: Arc<SessionMetrics> = Arc::default();
         // One connection for what sessions can share (`share_upstream`):
         // not in ROW format, which replays each client's connection as its
         // own, nor with a thread per client, which is chosen to keep
         // clients apart.
         let shared = match (&ordering, settings.share_upstream, settings.worker) {
-            (Some(tables), true, Worker::Coroutine) => {
-                Some(Arc::new(SharedUpstream::new(SharedParts {
-                    connector: upstream.clone(),
-                    ordering: WriteOrder::for_shared(SHARED_HOLDER, tables.clone(), &primary),
-                    routes: routes.clone(),
-                    senders: senders.clone(),
-                    scripts: scripts.clone(),
-                    reply_timeout: settings.reply_timeout,
-                    metrics: metrics.clone(),
-                })))
-            }
+            (Some(tables), true, Worker::Coroutine) => Some(Arc::new(SharedUpstream::new(
+                WriteOrder::for_shared(SHARED_HOLDER, tables.clone(), &primary),
+            ))),
             _ => None,
         };
         let ctx = Arc::new(SessionContext {
@@ -145,9 +132,9 @@ impl Proxy {
             primary,
             ordering,
             shared,
-            routes,
-            senders,
-            scripts,
+            routes: Arc::new(Routes::new(&settings, &source, table.clone())),
+            senders: Arc::new(senders),
+            scripts: Arc::new(ScriptCache::new()),
             reply_timeout: settings.reply_timeout,
             limits: Arc::new(ClientLimits::new(
                 settings.output_limit,
@@ -158,7 +145,7 @@ impl Proxy {
                 max_bulk_len: settings.proto_max_bulk_len,
             },
             drain: Drain::new(),
-            metrics,
+            metrics: Arc::default(),
             refusing: Default::default(),
         });
         if let Some(heartbeat) = settings

@@ -10,6 +10,7 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
+use common::pipeline::connect;
 use common::status::Status;
 use common::{free_port, wait_until, RedisServer, Service};
 
@@ -51,22 +52,29 @@ level = "debug"
     }
 }
 
-fn connect(port: u16) -> redis::Connection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
-}
-
-/// The primary's connections named as the shared one, by id.
-fn shared_ids(primary: &mut redis::Connection) -> Vec<String> {
+/// The primary's connections: (id, name), "" for none.
+fn clients(primary: &mut redis::Connection) -> Vec<(String, String)> {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query(primary)
         .expect("CLIENT LIST");
+    let field = |line: &str, name: &str| {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
     list.lines()
-        .filter(|l| l.split(' ').any(|f| f == "name=remoteback-shared"))
-        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .map(str::to_owned)
+        .map(|l| (field(l, "id="), field(l, "name=")))
+        .collect()
+}
+
+/// The primary's connections named as the shared one, by id.
+fn shared_ids(primary: &mut redis::Connection) -> Vec<String> {
+    clients(primary)
+        .into_iter()
+        .filter(|(_, name)| name == "remoteback-shared")
+        .map(|(id, _)| id)
         .collect()
 }
 
@@ -247,18 +255,6 @@ fn a_shared_connection_the_primary_closed_is_replaced() {
     assert_ne!(now, ids, "a new connection");
 }
 
-/// The primary's connections, by name ("" for none).
-fn names(primary: &mut redis::Connection) -> Vec<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(primary)
-        .expect("CLIENT LIST");
-    list.lines()
-        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("name=")))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[test]
 fn a_client_whose_own_connection_the_primary_closed_idle_goes_on_sharing() {
     // The primary closes connections idle for a second: the client's own
@@ -288,7 +284,7 @@ fn a_client_whose_own_connection_the_primary_closed_idle_goes_on_sharing() {
                 .query(&mut con)
                 .expect("SET while sharing");
             thread::sleep(Duration::from_millis(50));
-            !names(&mut admin).iter().any(|n| n == "app")
+            !clients(&mut admin).iter().any(|(_, name)| name == "app")
         },
     );
     for _ in 0..20 {

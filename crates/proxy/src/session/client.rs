@@ -31,7 +31,7 @@ use super::limits::Closed;
 use super::metrics::{CommandTally, UNKNOWN_COMMAND};
 use super::refusal;
 use super::route::{Owed, Route, Router};
-use super::shared::{Batch, Member, SharedUpstream};
+use super::shared::{Batch, Member};
 use super::tunnel::{self, Handover, HandoverRequest};
 use super::SessionContext;
 use crate::capture::Verdict;
@@ -58,7 +58,7 @@ pub(super) async fn forward_requests(
 ) -> io::Result<()> {
     let tx = lanes.own.clone();
     let row = ctx.routes.format() == Format::Row;
-    let mut router = Router::new(ctx.shared.is_some());
+    let mut router = Router::new(lanes.owed.clone());
     let backlog = ctx.senders.backlog().clone();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut mode = ReplyMode::default();
@@ -163,9 +163,6 @@ pub(super) async fn forward_requests(
                     Route::Shared if refusing => Route::Own,
                     route => route,
                 };
-                if !router.shares() && lanes.owed.shares() {
-                    lanes.owed.pin();
-                }
                 if route != lanes.route {
                     lanes.flush(upstream, &chunk, &mut flushed, offset).await?;
                     lanes.switch(route).await;
@@ -213,8 +210,7 @@ pub(super) async fn forward_requests(
                         let mut entry =
                             InFlight::new(stand_in.command, Verdict::default(), shape, None, cost);
                         entry.answer = Some(stand_in.answer);
-                        lanes.owed.add(Route::Own, 1);
-                        if tx.send(Pending::Command(entry)).is_err() {
+                        if !lanes.send_own(entry) {
                             return Ok(());
                         }
                         send(upstream, stand_in.request).await?;
@@ -277,8 +273,7 @@ pub(super) async fn forward_requests(
                 match route {
                     Route::Shared => lanes.entries.push(entry),
                     Route::Own => {
-                        lanes.owed.add(Route::Own, 1);
-                        if tx.send(Pending::Command(entry)).is_err() {
+                        if !lanes.send_own(entry) {
                             return Ok(());
                         }
                     }
@@ -380,7 +375,9 @@ pub(super) struct Lanes {
     /// The entries of the current run on the shared connection, handed
     /// over with its bytes.
     entries: Vec<InFlight>,
-    shared: Option<Arc<SharedUpstream>>,
+    /// The proxy's shared connection (`ctx.shared`) and what its tasks
+    /// take from the session's context.
+    ctx: Arc<SessionContext>,
     /// The shared connection's writer, once the session used it.
     inbox: Option<mpsc::UnboundedSender<Batch>>,
     /// This session, as the shared connection knows it.
@@ -391,18 +388,18 @@ pub(super) struct Lanes {
 impl Lanes {
     pub fn new(
         own: mpsc::UnboundedSender<Pending>,
-        shared: Option<Arc<SharedUpstream>>,
+        ctx: Arc<SessionContext>,
         member: Arc<Member>,
         owed: Arc<Owed>,
     ) -> Lanes {
-        if shared.is_none() {
+        if ctx.shared.is_none() {
             owed.pin();
         }
         Lanes {
             own,
             route: Route::Own,
             entries: Vec::new(),
-            shared,
+            ctx,
             inbox: None,
             member,
             owed,
@@ -431,7 +428,7 @@ impl Lanes {
     /// Hands a run to the shared connection, opening one if the last
     /// failed.
     async fn hand_over(&mut self, bytes: Bytes) -> io::Result<()> {
-        let Some(shared) = &self.shared else {
+        let Some(shared) = &self.ctx.shared else {
             return Err(io::Error::other("no shared connection"));
         };
         let count = self.entries.len();
@@ -445,7 +442,7 @@ impl Lanes {
         loop {
             let inbox = match &self.inbox {
                 Some(inbox) => inbox,
-                None => match shared.inbox().await {
+                None => match shared.inbox(&self.ctx).await {
                     Ok(inbox) => self.inbox.insert(inbox),
                     Err(e) => {
                         self.owed.answered(Route::Shared, count);
@@ -472,6 +469,13 @@ impl Lanes {
                 }
             }
         }
+    }
+
+    /// Tells the upstream side of a command on the session's own
+    /// connection, counted as owed; `false` if that side is gone.
+    fn send_own(&self, entry: InFlight) -> bool {
+        self.owed.add(Route::Own, 1);
+        self.own.send(Pending::Command(entry)).is_ok()
     }
 
     /// Goes on `route` once every command sent on the other was answered,

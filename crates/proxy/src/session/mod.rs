@@ -160,7 +160,7 @@ pub(crate) async fn run(socket: TcpStream, conn: u64, ctx: Arc<SessionContext>, 
         replies: shared_tx,
         budget: budget.clone(),
     });
-    let lanes = client::Lanes::new(tx, ctx.shared.clone(), member, owed.clone());
+    let lanes = client::Lanes::new(tx, ctx.clone(), member, owed.clone());
     let requests = client::forward_requests(
         client_rd,
         &mut upstream_wr,

@@ -23,6 +23,7 @@
 //! replies, in the order the client sent them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use remoteback_protocol::commands::CMD_PUBSUB;
 use remoteback_protocol::Command;
@@ -41,26 +42,21 @@ pub(crate) enum Route {
 /// still the shared connection's.
 #[derive(Debug)]
 pub(crate) struct Router {
-    /// Sharing is on for this session, and it changed nothing the shared
-    /// connection would not know.
-    sharing: bool,
+    /// Whether the session may still share: [`Owed::pin`] ends it, here
+    /// or where sharing is off (the reply side reads it too).
+    owed: Arc<Owed>,
     /// Between `MULTI` and `EXEC` or `DISCARD`.
     transaction: bool,
 }
 
 impl Router {
-    /// A router for a fresh session; `sharing` false keeps every command on
-    /// the session's own connection.
-    pub fn new(sharing: bool) -> Router {
+    /// A router for a fresh session; an `owed` pinned already keeps every
+    /// command on the session's own connection.
+    pub fn new(owed: Arc<Owed>) -> Router {
         Router {
-            sharing,
+            owed,
             transaction: false,
         }
-    }
-
-    /// Whether the session may still share.
-    pub fn shares(&self) -> bool {
-        self.sharing
     }
 
     /// Where `command` goes, updating what the session's connection
@@ -68,45 +64,35 @@ impl Router {
     /// failed, say) counts as taking effect: the session then stays on its
     /// own connection, which is always right, only slower.
     pub fn route(&mut self, command: &Command, verdict: &Verdict) -> Route {
-        if !self.sharing {
+        if !self.owed.shares() {
             return Route::Own;
+        }
+        // First, the usual case, without comparing names: no command that
+        // changes the connection names keys (SSUBSCRIBE's are pub/sub).
+        let shareable = verdict.spec.is_some_and(|spec| {
+            !spec.key_specs().is_empty()
+                && !spec.is_blocking()
+                && !spec.has_flag(CMD_PUBSUB)
+                && !matches!(
+                    spec.name(),
+                    "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" | "watch"
+                )
+        });
+        if shareable && !self.transaction {
+            return Route::Shared;
         }
         // Queued in a transaction, SELECT, AUTH, HELLO... take effect at
         // EXEC: the connection counts as changed all the same.
         if changes_connection(command) {
-            self.sharing = false;
-            return Route::Own;
-        }
-        if self.transaction {
+            self.owed.pin();
+        } else if self.transaction {
             if command.is("EXEC") || command.is("DISCARD") {
                 self.transaction = false;
             }
-            return Route::Own;
-        }
-        if command.is("MULTI") {
+        } else if command.is("MULTI") {
             self.transaction = true;
-            return Route::Own;
         }
-        match verdict.spec {
-            Some(spec)
-                if !spec.key_specs().is_empty()
-                    && !spec.is_blocking()
-                    && !spec.has_flag(CMD_PUBSUB)
-                    && !matches!(
-                        spec.name(),
-                        "eval"
-                            | "evalsha"
-                            | "eval_ro"
-                            | "evalsha_ro"
-                            | "fcall"
-                            | "fcall_ro"
-                            | "watch"
-                    ) =>
-            {
-                Route::Shared
-            }
-            _ => Route::Own,
-        }
+        Route::Own
     }
 }
 
@@ -165,7 +151,8 @@ pub(crate) struct Owed {
 }
 
 impl Owed {
-    /// The request side's router stopped sharing.
+    /// The session stops sharing for good (its router saw its connection
+    /// change, or sharing is off).
     pub fn pin(&self) {
         self.pinned.store(true, Ordering::Relaxed);
     }
@@ -243,7 +230,7 @@ mod tests {
 
     #[test]
     fn keyed_commands_share_and_the_rest_stay_own() {
-        let mut r = Router::new(true);
+        let mut r = Router::new(Arc::default());
         assert_eq!(routed(&mut r, &["SET", "k", "v"]), Route::Shared);
         assert_eq!(routed(&mut r, &["get", "k"]), Route::Shared);
         assert_eq!(routed(&mut r, &["MGET", "a", "b"]), Route::Shared);
@@ -260,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_transaction_stays_own_until_it_ends() {
-        let mut r = Router::new(true);
+        let mut r = Router::new(Arc::default());
         assert_eq!(routed(&mut r, &["MULTI"]), Route::Own);
         assert_eq!(routed(&mut r, &["SET", "k", "v"]), Route::Own);
         assert_eq!(routed(&mut r, &["EXEC"]), Route::Own);
@@ -283,7 +270,7 @@ mod tests {
             &["RESET"],
             &["WAIT", "1", "0"],
         ] {
-            let mut r = Router::new(true);
+            let mut r = Router::new(Arc::default());
             assert_eq!(routed(&mut r, &["SET", "k", "v"]), Route::Shared);
             assert_eq!(routed(&mut r, change), Route::Own, "{change:?}");
             assert_eq!(routed(&mut r, &["SET", "k", "v"]), Route::Own, "{change:?}");
@@ -295,7 +282,7 @@ mod tests {
     #[test]
     fn a_change_queued_in_a_transaction_counts() {
         for change in [&["SELECT", "1"][..], &["AUTH", "pw"], &["HELLO", "3"]] {
-            let mut r = Router::new(true);
+            let mut r = Router::new(Arc::default());
             assert_eq!(routed(&mut r, &["MULTI"]), Route::Own);
             assert_eq!(routed(&mut r, change), Route::Own);
             assert_eq!(routed(&mut r, &["EXEC"]), Route::Own);
@@ -305,7 +292,9 @@ mod tests {
 
     #[test]
     fn sharing_off_keeps_everything_own() {
-        let mut r = Router::new(false);
+        let owed = Arc::new(Owed::default());
+        owed.pin();
+        let mut r = Router::new(owed);
         assert_eq!(routed(&mut r, &["SET", "k", "v"]), Route::Own);
     }
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use remoteback_protocol::frame::Scanner;
-use remoteback_transport::{Connector, ReadHalf, WriteHalf};
+use remoteback_transport::{ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Notify};
@@ -39,9 +39,10 @@ use super::client::READ_CHUNK;
 use super::inflight::InFlight;
 use super::metrics::{SessionMetrics, UpstreamError};
 use super::output::AckWait;
-use crate::capture::{Capture, Routes, ScriptCache};
+use super::upstream::scan_replies;
+use super::SessionContext;
+use crate::capture::Capture;
 use crate::ordering::{Hold, LockGuard, WriteOrder};
-use crate::sender::Senders;
 
 /// The key-lock holder of every command on the shared connection: distinct
 /// from every session's number (counted up from 1) and the sync's holders.
@@ -93,48 +94,27 @@ pub(crate) enum Failure {
     BadReply,
 }
 
-/// What the shared connection's tasks need.
+/// The shared connection, open or not. Its tasks take what else they need
+/// (the primary's connector, capture's routes and senders, `rsptimeout`,
+/// the metrics) from the [`SessionContext`] of the session that opened it.
 pub(crate) struct SharedUpstream {
-    connector: Connector,
     /// The runtime the connection's tasks run on: the proxy's, whichever
     /// session opened it.
     runtime: Handle,
     /// Key locks for [`SHARED_HOLDER`], and their release after capture.
     ordering: WriteOrder,
-    routes: Arc<Routes>,
-    senders: Arc<Senders>,
-    scripts: Arc<ScriptCache>,
-    reply_timeout: Option<Duration>,
-    metrics: Arc<SessionMetrics>,
     /// The live connection's writer, if one is open.
     current: Mutex<Option<mpsc::UnboundedSender<Batch>>>,
     /// Held while a connection is being opened, so only one is.
     opening: tokio::sync::Mutex<()>,
 }
 
-/// What [`SharedUpstream::new`] takes.
-pub(crate) struct SharedParts {
-    pub connector: Connector,
-    pub ordering: WriteOrder,
-    pub routes: Arc<Routes>,
-    pub senders: Arc<Senders>,
-    pub scripts: Arc<ScriptCache>,
-    pub reply_timeout: Option<Duration>,
-    pub metrics: Arc<SessionMetrics>,
-}
-
 impl SharedUpstream {
     /// Must be called on the proxy's runtime.
-    pub fn new(parts: SharedParts) -> SharedUpstream {
+    pub fn new(ordering: WriteOrder) -> SharedUpstream {
         SharedUpstream {
-            connector: parts.connector,
             runtime: Handle::current(),
-            ordering: parts.ordering,
-            routes: parts.routes,
-            senders: parts.senders,
-            scripts: parts.scripts,
-            reply_timeout: parts.reply_timeout,
-            metrics: parts.metrics,
+            ordering,
             current: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
         }
@@ -146,7 +126,10 @@ impl SharedUpstream {
     }
 
     /// The live connection's writer, opening a connection if none is.
-    pub async fn inbox(self: &Arc<Self>) -> io::Result<mpsc::UnboundedSender<Batch>> {
+    pub async fn inbox(
+        self: &Arc<Self>,
+        ctx: &Arc<SessionContext>,
+    ) -> io::Result<mpsc::UnboundedSender<Batch>> {
         if let Some(tx) = self.live() {
             return Ok(tx);
         }
@@ -156,9 +139,9 @@ impl SharedUpstream {
         }
         // Sessions wait for this with locks taken for commands not sent
         // yet: not for longer than for a reply.
-        let limit = self.reply_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let limit = ctx.reply_timeout.unwrap_or(CONNECT_TIMEOUT);
         let opened = tokio::time::timeout(limit, async {
-            let mut stream = self.connector.connect().await.map_err(io::Error::other)?;
+            let mut stream = ctx.upstream.connect().await.map_err(io::Error::other)?;
             name(&mut stream).await?;
             Ok::<_, io::Error>(stream)
         })
@@ -172,28 +155,28 @@ impl SharedUpstream {
         let stream = match opened {
             Ok(s) => s,
             Err(e) => {
-                self.metrics.upstream_error(UpstreamError::Connect);
+                ctx.metrics.upstream_error(UpstreamError::Connect);
                 log::warn!(
                     "shared connection to the primary {}: {e}",
-                    self.connector.addr()
+                    ctx.upstream.addr()
                 );
                 return Err(e);
             }
         };
-        self.metrics.shared_connection_opened();
+        ctx.metrics.shared_connection_opened();
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let (sent_tx, sent_rx) = mpsc::unbounded_channel();
         let stop = Arc::new(Notify::new());
-        let metrics = self.metrics.clone();
+        let metrics = ctx.metrics.clone();
         self.runtime
             .spawn(write_batches(wr, rx, sent_tx, stop.clone(), metrics));
         self.runtime
-            .spawn(self.clone().read_replies(rd, sent_rx, stop));
+            .spawn(self.clone().read_replies(ctx.clone(), rd, sent_rx, stop));
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
         log::debug!(
             "shared connection to the primary {} open",
-            self.connector.addr()
+            ctx.upstream.addr()
         );
         Ok(tx)
     }
@@ -206,15 +189,13 @@ impl SharedUpstream {
     /// Primary → sessions, with capture, until the connection fails.
     async fn read_replies(
         self: Arc<Self>,
+        ctx: Arc<SessionContext>,
         mut upstream: ReadHalf,
         mut sent: mpsc::UnboundedReceiver<Sent>,
         stop: Arc<Notify>,
     ) {
-        let mut capture = Capture::new(
-            self.routes.clone(),
-            self.senders.clone(),
-            self.scripts.clone(),
-        );
+        let mut capture =
+            Capture::new(ctx.routes.clone(), ctx.senders.clone(), ctx.scripts.clone());
         let mut queue: VecDeque<(Arc<Member>, InFlight)> = VecDeque::new();
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut scanner = Scanner::new();
@@ -230,7 +211,7 @@ impl SharedUpstream {
             if !writer_open && queue.is_empty() {
                 return;
             }
-            let due = match (self.reply_timeout, queue.front()) {
+            let due = match (ctx.reply_timeout, queue.front()) {
                 (Some(t), Some((_, head))) => {
                     Some(tokio::time::Instant::from_std(head.sent_at + t))
                 }
@@ -268,17 +249,10 @@ impl SharedUpstream {
                         }
                     }
                     lens.clear();
-                    let mut pos = 0;
-                    let scanned = loop {
-                        match scanner.next(&buf[pos..]) {
-                            Ok(Some(len)) => {
-                                lens.push(len);
-                                pos += len;
-                            }
-                            Ok(None) => break Ok(()),
-                            Err(e) => break Err(e),
-                        }
-                    };
+                    // The replies before one that cannot be read still
+                    // answer their commands.
+                    let scanned = scan_replies(&buf, &mut scanner, &mut lens);
+                    let pos: usize = lens.iter().sum();
                     if pos > 0 {
                         let mut replies = buf.split_to(pos).freeze();
                         // The connection's first reply answers its name.
@@ -291,7 +265,7 @@ impl SharedUpstream {
                             log::warn!("shared connection to the primary: a reply with no command in flight; closing it");
                             break Failure::BadReply;
                         }
-                        self.metrics.observe_reply(read_at.elapsed());
+                        ctx.metrics.observe_reply(read_at.elapsed());
                     }
                     if let Err(e) = scanned {
                         log::warn!("shared connection to the primary: invalid reply: {e}; closing it");
@@ -299,7 +273,7 @@ impl SharedUpstream {
                     }
                 }
                 () = &mut reply_timer, if armed.is_some() => {
-                    break Failure::Timeout(self.reply_timeout.unwrap_or_default());
+                    break Failure::Timeout(ctx.reply_timeout.unwrap_or_default());
                 }
             }
         };
@@ -312,7 +286,7 @@ impl SharedUpstream {
                 Sent::Unsent(batches) => unsent.extend(batches),
             }
         }
-        self.fail(failure, queue, unsent, &mut capture);
+        self.fail(&ctx, failure, queue, unsent, &mut capture);
     }
 
     /// Hands each reply to its command's session and captures it; `false`
@@ -397,6 +371,7 @@ impl SharedUpstream {
     /// failed, after counting its writes as uncaptured.
     fn fail(
         &self,
+        ctx: &SessionContext,
         failure: Failure,
         queue: VecDeque<(Arc<Member>, InFlight)>,
         unsent: Vec<(Arc<Member>, Vec<InFlight>)>,
@@ -410,7 +385,7 @@ impl SharedUpstream {
         log::log!(
             level,
             "shared connection to the primary {} failed ({failure:?}); {} commands in flight",
-            self.connector.addr(),
+            ctx.upstream.addr(),
             queue.len()
         );
         // What reached the primary may have run there without a record;

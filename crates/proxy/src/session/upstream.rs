@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use remoteback_protocol::commands::CommandSpec;
-use remoteback_protocol::frame::Scanner;
+use remoteback_protocol::frame::{FrameError, Scanner};
 use remoteback_protocol::request::ProtocolError;
 use remoteback_protocol::Command;
 use remoteback_transport::ReadHalf;
@@ -41,7 +41,7 @@ pub(super) enum SessionEnd {
     #[error("primary closed the connection")]
     UpstreamClosed { owed: bool },
     #[error("invalid reply from the primary: {0}")]
-    BadReply(#[source] remoteback_protocol::frame::FrameError),
+    BadReply(#[source] FrameError),
     #[error("no reply from the primary within {0:?}")]
     Timeout(Duration),
     /// The connection sessions share failed with this session's commands
@@ -200,7 +200,7 @@ pub(super) async fn forward_replies(
                         }
                     }
                     lens.clear();
-                    scan_replies(&buf, &mut scanner, &mut lens)?;
+                    scan_replies(&buf, &mut scanner, &mut lens).map_err(SessionEnd::BadReply)?;
                     let consumed: usize = lens.iter().sum();
                     if consumed > 0 {
                         let mut replies = buf.split_to(consumed).freeze();
@@ -229,8 +229,7 @@ pub(super) async fn forward_replies(
                     }
                     SharedReply::Failed(failure) => {
                         if let Failure::Timeout(limit) = failure {
-                            let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
-                            client.send(msg.into(), Vec::new()).await;
+                            client.send(timeout_reply(limit), Vec::new()).await;
                         }
                         return Err(SessionEnd::Shared(failure));
                     }
@@ -238,8 +237,7 @@ pub(super) async fn forward_replies(
                 () = client.write_unread(), if client.has_unread() => {}
                 () = &mut reply_timer, if armed.is_some() => {
                     let limit = timeout.unwrap_or_default();
-                    let msg = format!("-ERR remoteback: no reply from the primary within {} ms\r\n", limit.as_millis());
-                    client.send(msg.into(), Vec::new()).await;
+                    client.send(timeout_reply(limit), Vec::new()).await;
                     return Err(SessionEnd::Timeout(limit));
                 }
             }
@@ -298,18 +296,27 @@ fn silent(capture: &mut Capture, done: InFlight) -> usize {
 }
 
 /// Finds the complete replies at the start of `buf`, appending their lengths
-/// to `lens`.
-fn scan_replies(
+/// to `lens`; on a reply that cannot be read, `lens` holds those before it.
+pub(super) fn scan_replies(
     buf: &[u8],
     scanner: &mut Scanner,
     lens: &mut Vec<usize>,
-) -> Result<(), SessionEnd> {
+) -> Result<(), FrameError> {
     let mut pos = 0;
-    while let Some(len) = scanner.next(&buf[pos..]).map_err(SessionEnd::BadReply)? {
+    while let Some(len) = scanner.next(&buf[pos..])? {
         lens.push(len);
         pos += len;
     }
     Ok(())
+}
+
+/// What a client gets when the primary did not answer within `limit`.
+fn timeout_reply(limit: Duration) -> Bytes {
+    format!(
+        "-ERR remoteback: no reply from the primary within {} ms\r\n",
+        limit.as_millis()
+    )
+    .into()
 }
 
 /// Matches each reply in `replies` (lengths in `lens`) to its command, and
