@@ -4,8 +4,10 @@
 mod common;
 
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use common::pipeline::{connect, Pipeline, Setup};
+use common::wait_until;
 
 fn get(con: &mut redis::Connection, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query(con).expect("GET")
@@ -108,4 +110,67 @@ fn blocking_pops_racing_with_pushes_keep_the_primary_order() {
         "{}",
         p.logs()
     );
+}
+
+/// A client blocked in `BLPOP` (on its own connection) is served by the
+/// first of another client's pipelined `LPUSH`es to its key, which go on the shared
+/// connection: the pop's record must come between that push and the next,
+/// or the backup pops the next push's element instead.
+#[test]
+fn a_pop_served_by_a_pipelined_push_replays_between_the_pushes() {
+    let p = Pipeline::start(Setup::default());
+    let port = p.proxy_port;
+    const POPS: usize = 100;
+    let consumer = std::thread::spawn(move || {
+        let mut c = connect(port);
+        for burst in 0..POPS {
+            let _: (String, String) = redis::cmd("BLPOP")
+                .arg(format!("q{burst}"))
+                .arg(0)
+                .query(&mut c)
+                .expect("BLPOP");
+        }
+    });
+    let mut on_primary = p.on_primary();
+    let mut producer = connect(port);
+    for burst in 0..POPS {
+        // The consumer is blocked: the burst's first push serves it.
+        wait_until(Duration::from_secs(10), "the consumer's BLPOP", || {
+            blocked_clients(&mut on_primary) > 0
+        });
+        let mut pipe = redis::pipe();
+        for i in 0..3 {
+            pipe.cmd("LPUSH")
+                .arg(format!("q{burst}"))
+                .arg(format!("{burst}-{i}"))
+                .ignore();
+        }
+        let _: () = pipe.query(&mut producer).expect("LPUSH burst");
+    }
+    consumer.join().expect("consumer");
+    p.wait_applied();
+    let lists = |c: &mut redis::Connection| -> Vec<Vec<String>> {
+        (0..POPS)
+            .map(|burst| {
+                redis::cmd("LRANGE")
+                    .arg(format!("q{burst}"))
+                    .arg(0)
+                    .arg(-1)
+                    .query(c)
+                    .expect("LRANGE")
+            })
+            .collect()
+    };
+    let want = lists(&mut on_primary);
+    assert!(want.iter().all(|l| l.len() == 2), "{want:?}");
+    assert_eq!(lists(&mut p.on_backup()), want, "{}", p.logs());
+}
+
+/// The primary's `blocked_clients`.
+fn blocked_clients(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("clients").query(con).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("blocked_clients in INFO")
 }

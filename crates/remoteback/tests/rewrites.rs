@@ -389,11 +389,9 @@ fn blocking_pops_replay_as_the_pop_that_served_them() {
         .any(|l| l.contains("timeout-list") || l.contains("nolist") || l.contains("nozset")));
 }
 
-/// A pop served by another client's later push. The rewrite is right
-/// (`LPOP queue`), but the pop's record can leave before the push's: the
-/// blocked command holds no key lock (it would deadlock the push), so the
-/// two captures race. Ignored until a served blocking command takes the
-/// served key's lock before it is captured; run it with `--run-ignored`.
+/// A pop served by another client's later push replays as `LPOP queue`,
+/// after the push: the blocked command holds no key lock (it would
+/// deadlock the push), so its capture waits for the push's release.
 #[test]
 fn a_pop_served_by_another_clients_push_replays_after_it() {
     let p = start(true);

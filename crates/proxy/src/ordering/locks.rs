@@ -112,7 +112,15 @@ impl Table {
             }
             // Rare next to key locks: looking at the keys held (a cost that
             // grows with them) beats counting each session's at every write.
-            Need::Barrier => self.keys.values().all(|h| h.session == session),
+            // Nor does a barrier pass another session's queued barrier: the
+            // shared connection, taking it again and again, would keep
+            // every other session's writes and the sync's waiting.
+            Need::Barrier => {
+                self.keys.values().all(|h| h.session == session)
+                    && !ahead
+                        .iter()
+                        .any(|q| q.session != session && q.need == Need::Barrier)
+            }
         }
     }
 
@@ -553,6 +561,26 @@ mod tests {
         );
         drop(second);
         assert!(locks.try_acquire(2, Need::Barrier).is_ok());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_barrier_holder_does_not_take_it_again_past_another_barrier() {
+        let locks = KeyLocks::new();
+        let held = locks.try_acquire(1, Need::Barrier).expect("free");
+        let other = spawn_acquire(&locks, 2, Need::Barrier);
+        tokio::task::yield_now().await;
+        assert!(
+            locks.try_acquire(1, Need::Barrier).is_err(),
+            "session 2 waits for the barrier: session 1 queues behind it"
+        );
+        let again = spawn_acquire(&locks, 1, Need::Barrier);
+        tokio::task::yield_now().await;
+        drop(held);
+        let second = within(other).await.expect("join");
+        assert!(!again.is_finished(), "granted in queue order");
+        drop(second);
+        drop(within(again).await.expect("join"));
+        assert!(locks.is_idle());
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use remoteback_transport::{ReadHalf, WriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
 
 use super::budget::InFlightBudget;
 use super::client::READ_CHUNK;
@@ -106,7 +108,21 @@ pub(crate) struct SharedUpstream {
     /// The live connection's writer, if one is open.
     current: Mutex<Option<mpsc::UnboundedSender<Batch>>>,
     /// Held while a connection is being opened, so only one is.
-    opening: tokio::sync::Mutex<()>,
+    opening: tokio::sync::Mutex<Opening>,
+    /// Attempts to open a connection so far: a session that waited for
+    /// another's attempt learns whether one was made meanwhile.
+    attempts: AtomicU64,
+}
+
+/// What opening a connection needs to know of the last one.
+#[derive(Default)]
+struct Opening {
+    /// The last connection's reader. A new connection waits for it to
+    /// end: its commands hold their key locks for the same holder as the
+    /// new one's, so the old replies must all be captured first.
+    reader: Option<JoinHandle<()>>,
+    /// Why the last attempt failed, if it did.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 impl SharedUpstream {
@@ -116,7 +132,8 @@ impl SharedUpstream {
             runtime: Handle::current(),
             ordering,
             current: Mutex::new(None),
-            opening: tokio::sync::Mutex::new(()),
+            opening: tokio::sync::Mutex::new(Opening::default()),
+            attempts: AtomicU64::new(0),
         }
     }
 
@@ -133,14 +150,28 @@ impl SharedUpstream {
         if let Some(tx) = self.live() {
             return Ok(tx);
         }
-        let _opening = self.opening.lock().await;
+        let seen = self.attempts.load(Ordering::Acquire);
+        let mut opening = self.opening.lock().await;
         if let Some(tx) = self.live() {
             return Ok(tx);
         }
+        // An attempt made while this session waited failed: each waiter
+        // trying again in turn would make the last wait for all of them.
+        if let Some((kind, why)) = &opening.failed {
+            if self.attempts.load(Ordering::Acquire) != seen {
+                return Err(io::Error::new(*kind, why.clone()));
+            }
+        }
+        self.attempts.fetch_add(1, Ordering::AcqRel);
         // Sessions wait for this with locks taken for commands not sent
         // yet: not for longer than for a reply.
         let limit = ctx.reply_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let previous = &mut opening.reader;
         let opened = tokio::time::timeout(limit, async {
+            if let Some(reader) = previous.as_mut() {
+                let _ = reader.await;
+                *previous = None;
+            }
             let mut stream = ctx.upstream.connect().await.map_err(io::Error::other)?;
             name(&mut stream).await?;
             Ok::<_, io::Error>(stream)
@@ -155,6 +186,7 @@ impl SharedUpstream {
         let stream = match opened {
             Ok(s) => s,
             Err(e) => {
+                opening.failed = Some((e.kind(), e.to_string()));
                 ctx.metrics.upstream_error(UpstreamError::Connect);
                 log::warn!(
                     "shared connection to the primary {}: {e}",
@@ -171,8 +203,12 @@ impl SharedUpstream {
         let metrics = ctx.metrics.clone();
         self.runtime
             .spawn(write_batches(wr, rx, sent_tx, stop.clone(), metrics));
-        self.runtime
-            .spawn(self.clone().read_replies(ctx.clone(), rd, sent_rx, stop));
+        opening.failed = None;
+        opening.reader =
+            Some(
+                self.runtime
+                    .spawn(self.clone().read_replies(ctx.clone(), rd, sent_rx, stop)),
+            );
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
         log::debug!(
             "shared connection to the primary {} open",
@@ -209,7 +245,11 @@ impl SharedUpstream {
         let mut unsent = Vec::new();
         let failure = loop {
             if !writer_open && queue.is_empty() {
-                return;
+                // Batches never written still need their sessions told.
+                if unsent.is_empty() {
+                    return;
+                }
+                break Failure::Closed;
             }
             let due = match (ctx.reply_timeout, queue.front()) {
                 (Some(t), Some((_, head))) => {
@@ -346,19 +386,23 @@ impl SharedUpstream {
             }
             r.count += 1;
             r.cost += cost;
+            pos += len;
             // A write's locks go once its record is with the senders; after
-            // the blocking pops of other sessions it served, if any, which
-            // the other sessions' replies must not wait for.
+            // the blocking pops of other sessions it served, if any. The
+            // next reply waits for those: its command holds the same
+            // locks (one holder), so only this wait keeps a later push to
+            // the key from being captured before the pop it did not serve.
             match hold {
                 Some(Hold::Locks(locks)) if self.ordering.may_wait_for_pops(&locks) => {
-                    let ordering = self.ordering.clone();
-                    self.runtime
-                        .spawn(async move { ordering.release(locks).await });
+                    LockGuard::release_all(&mut freed);
+                    if let Some(r) = run.take() {
+                        r.hand_over(replies, pos);
+                    }
+                    self.ordering.release(locks).await;
                 }
                 Some(Hold::Locks(locks)) => freed.push(locks),
                 hold => drop(hold),
             }
-            pos += len;
         }
         LockGuard::release_all(&mut freed);
         if let Some(r) = run.take() {
