@@ -452,18 +452,15 @@ impl Lanes {
             };
             match inbox.send(batch) {
                 Ok(()) => return Ok(()),
-                // That connection failed. With none of the session's
-                // commands left on it, the batch goes on the next; else
-                // they could still run after the batch, and the session
-                // ends with them (its reply side is told).
+                // That connection failed. The batch goes on the next once
+                // the session's commands sent before it are answered, so
+                // that they cannot run after it; those that were on the
+                // failed connection never are: its reply side is told and
+                // ends the session, which ends this wait.
                 Err(mpsc::error::SendError(b)) => {
-                    if self.owed.on(Route::Shared) > count {
-                        self.owed.answered(Route::Shared, count);
-                        return Err(io::Error::new(
-                            io::ErrorKind::BrokenPipe,
-                            "the shared connection failed with commands in flight",
-                        ));
-                    }
+                    self.owed.answered(Route::Shared, count);
+                    self.owed.settled(Route::Shared).await;
+                    self.owed.add(Route::Shared, count);
                     batch = b;
                     self.inbox = None;
                 }
