@@ -514,6 +514,13 @@ async fn write_batches(
                 None => break,
             },
         };
+        // Other sessions woken by the same readiness poll hand over their
+        // batches meanwhile: unpipelined clients' commands go in one write
+        // (measured at `SET -P 1`, 50 clients: without this, 0.75 writes
+        // to the primary per command).
+        if inbox.is_empty() {
+            tokio::task::yield_now().await;
+        }
         let mut size = first.bytes.len();
         let mut batches = vec![first];
         while size < MAX_WRITE {
