@@ -118,9 +118,19 @@ pub struct KafkaSenderSettings {
     /// The most payload bytes packed into one Kafka message (`pack_bytes`);
     /// 0 sends each record as its own message.
     pub pack_bytes: usize,
+    /// The least time between two messages of a partition while records
+    /// follow one another (`pack_gap`); zero sends a pack as soon as the
+    /// message before it was acknowledged.
+    pub pack_gap: std::time::Duration,
 }
 
 /// `pack_bytes` unless the configuration says otherwise: well under the
 /// 1 MB a Kafka broker takes per message by default (`message.max.bytes`),
 /// and a few thousand small writes.
 pub const DEFAULT_PACK_BYTES: usize = 512 * 1024;
+
+/// `pack_gap_ms` unless the configuration says otherwise. tansu's cost is
+/// per message (and per header): at `SET -P 1` with 50 clients, 2 ms took
+/// its CPU from 22 to 10 µs per write and records per message from 32 to
+/// 85; 5 ms took it to 4.8 µs but the lag at 20,000 writes/s past 20 ms.
+pub const DEFAULT_PACK_GAP_MS: u64 = 2;

@@ -647,6 +647,59 @@ fn pipelined_writes_travel_packed_and_apply_in_order_in_their_databases() {
     }
 }
 
+/// Writes that follow one another closely leave at most one message per
+/// `pack_gap_ms`, each message carrying what came in the gap, and all of
+/// them apply, in order.
+#[test]
+fn writes_in_quick_succession_leave_a_message_per_gap() {
+    let metrics = common::free_port();
+    let p = Pipeline::start(Setup {
+        proxy_extra: format!("metrics = \"127.0.0.1:{metrics}\""),
+        sender_extra: "pack_gap_ms = 300".into(),
+        ..Setup::default()
+    });
+    const N: usize = 200;
+    let mut c = p.client();
+    // The topic's first message takes the producer's setup: after it the
+    // broker acknowledges within milliseconds.
+    let _: () = redis::cmd("SET")
+        .arg("warm")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    p.wait_applied();
+    let status = common::status::Status(metrics);
+    let before = status.value("remoteback_proxy_kafka_messages_total");
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        // One at a time: each waits for its reply, not for Kafka.
+        let _: i64 = redis::cmd("RPUSH")
+            .arg("order")
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let elapsed = started.elapsed();
+    p.wait_applied();
+    let writes = status.value("remoteback_proxy_records_delivered_total");
+    let messages = status.value("remoteback_proxy_kafka_messages_total") - before;
+    assert_eq!(writes, N as u64 + 3, "every write and the two sentinels");
+    // One a gap at most while they come, then the last pack and the
+    // sentinel.
+    let most = 3 + (elapsed.as_millis() / 300) as u64;
+    assert!(
+        messages <= most,
+        "{writes} writes in {elapsed:?} took {messages} messages, more than {most}"
+    );
+    let order: Vec<usize> = redis::cmd("LRANGE")
+        .arg("order")
+        .arg(0)
+        .arg(-1)
+        .query(&mut p.on_backup())
+        .unwrap();
+    assert_eq!(order, (0..N).collect::<Vec<_>>(), "in order, each once");
+}
+
 /// With no writes the proxy's heartbeats keep the replay's lag at about
 /// their interval; they apply nothing, carry no number and count as no
 /// record; when the proxy stops, the lag grows.

@@ -254,6 +254,9 @@ struct Lane {
     heartbeat_in_flight: bool,
     /// When its last message (or heartbeat) was queued.
     last_sent: Instant,
+    /// When its last message with records was queued: the next waits for
+    /// the gap after it (`pack_gap_ms`).
+    last_records: Option<Instant>,
 }
 
 impl Default for Lane {
@@ -264,6 +267,7 @@ impl Default for Lane {
             in_flight: 0,
             heartbeat_in_flight: false,
             last_sent: Instant::now(),
+            last_records: None,
         }
     }
 }
@@ -305,6 +309,9 @@ struct Outbox {
     backlog: Arc<Backlog>,
     packing: Arc<Packing>,
     drops: LossLog,
+    /// The least time between two messages of a partition while records
+    /// follow one another (`pack_gap`).
+    gap: Duration,
 }
 
 /// The client configuration for `settings`: remoteback's defaults, then the
@@ -367,6 +374,7 @@ impl KafkaSender {
             backlog,
             packing,
             drops: LossLog::default(),
+            gap: settings.pack_gap,
         });
         let packer = std::thread::Builder::new()
             .name("kafka-packer".into())
@@ -477,13 +485,22 @@ impl Outbox {
             if lanes.stop {
                 return;
             }
+            let now = Instant::now();
+            let mut due: Option<Duration> = None;
             for p in 0..lanes.lanes.len() {
                 let lane = &lanes.lanes[p];
-                if lane.pack.is_some() && lane.in_flight < IN_FLIGHT {
-                    self.send_pack(&mut lanes, p as u32);
+                if lane.pack.is_none() || lane.in_flight >= IN_FLIGHT {
+                    continue;
+                }
+                match self.gap_left(lane, now) {
+                    None => self.send_pack(&mut lanes, p as u32),
+                    Some(left) => due = Some(due.map_or(left, |d| d.min(left))),
                 }
             }
-            let next = self.send_heartbeats(&mut lanes);
+            let next = match (self.send_heartbeats(&mut lanes), due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             lanes = match next {
                 Some(wait) => {
                     self.packing
@@ -499,6 +516,16 @@ impl Outbox {
                     .unwrap_or_else(|e| e.into_inner()),
             };
         }
+    }
+
+    /// How long `lane`'s waiting pack still waits for the gap after its
+    /// last message; `None` if it may leave now.
+    fn gap_left(&self, lane: &Lane, now: Instant) -> Option<Duration> {
+        if self.gap.is_zero() {
+            return None;
+        }
+        let since = now.saturating_duration_since(lane.last_records?);
+        (since < self.gap).then(|| self.gap - since)
     }
 
     /// Queues a heartbeat to every partition with nothing packed, nothing
@@ -549,10 +576,11 @@ impl Outbox {
         let lane = &mut lanes.lanes[p as usize];
         let (size, records) = (pack.size(), pack.records());
         let heartbeat = pack.is_heartbeat();
+        lane.last_sent = Instant::now();
         if !heartbeat {
             lane.seq += 1;
+            lane.last_records = Some(lane.last_sent);
         }
-        lane.last_sent = Instant::now();
         let (message, reports) = pack.into_message(lane.seq, barrier);
         let mut headers = OwnedHeaders::new_with_capacity(8);
         for (key, value) in message.headers() {
@@ -645,8 +673,17 @@ impl Sender for KafkaSender {
                 lanes.lanes[p as usize].pack = Some(Pack::new(record, size, report));
             }
         }
-        if !packable || lanes.lanes[p as usize].in_flight < IN_FLIGHT {
+        let lane = &lanes.lanes[p as usize];
+        if !packable {
             outbox.send_pack(&mut lanes, p);
+        } else if lane.in_flight < IN_FLIGHT {
+            match outbox.gap_left(lane, Instant::now()) {
+                None => outbox.send_pack(&mut lanes, p),
+                // The packing thread sends it once the gap has passed: told
+                // of a new pack only, which sets when.
+                Some(_) if !joins => outbox.packing.wake.notify_one(),
+                Some(_) => {}
+            }
         }
         delivery
     }

@@ -9,8 +9,8 @@ use remoteback_protocol::request::DEFAULT_MAX_BULK_LEN;
 use remoteback_protocol::{Format, Worker};
 use remoteback_proxy::settings::{
     AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, OutputLimit, ProxySettings,
-    SenderSettings, DEFAULT_BACKLOG_BYTES, DEFAULT_PACK_BYTES, DEFAULT_QUERY_BUFFER_LIMIT,
-    MAX_SENDERS,
+    SenderSettings, DEFAULT_BACKLOG_BYTES, DEFAULT_PACK_BYTES, DEFAULT_PACK_GAP_MS,
+    DEFAULT_QUERY_BUFFER_LIMIT, MAX_SENDERS,
 };
 use toml::de::{DeTable, DeValue};
 
@@ -81,7 +81,7 @@ const KEYS_TEXT: &str = "bindip, bindport, bindtls, bindtls_cert_file, bindtls_k
 
 /// Keys of a `[[sender]]` table that are not Kafka properties.
 const LOG_KEYS: &[&str] = &["class", "logger", "level"];
-const KAFKA_KEYS: &[&str] = &["class", "topic", "filter", "pack_bytes"];
+const KAFKA_KEYS: &[&str] = &["class", "topic", "filter", "pack_bytes", "pack_gap_ms"];
 
 const CLASSES_TEXT: &str = "LogSender or KafkaSender (fully qualified names ending in \
                             .LogSender, .LogRxSender or .KafkaSender are accepted too)";
@@ -535,6 +535,7 @@ fn kafka_sender(
     let mut topic = None;
     let mut filter = Filter::Writes;
     let mut pack_bytes = DEFAULT_PACK_BYTES;
+    let mut pack_gap = Duration::from_millis(DEFAULT_PACK_GAP_MS);
     let mut properties = Properties::new(path);
     for (key, value) in in_file_order(table) {
         let name = key.get_ref().as_ref();
@@ -544,6 +545,15 @@ fn kafka_sender(
             "topic" => topic = Some(src.word(&key_path, value, "a topic name")?),
             "filter" => filter = self::filter(src, &key_path, value)?,
             "pack_bytes" => pack_bytes = self::pack_bytes(src, &key_path, value)?,
+            "pack_gap_ms" => {
+                let ms = src.integer(
+                    &key_path,
+                    value,
+                    0..=1000,
+                    "a number of milliseconds 0-1000",
+                )?;
+                pack_gap = Duration::from_millis(ms.unsigned_abs());
+            }
             // LogSender's keys, and top-level keys written after the header.
             _ if name == "logger" || name == "level" || KEYS.contains(&name) => {
                 return Err(not_allowed(src, label, Class::Kafka, key, KAFKA_KEYS))
@@ -557,7 +567,7 @@ fn kafka_sender(
                     label,
                     Class::Kafka,
                     key,
-                    &["topic", "filter", "pack_bytes"],
+                    &["topic", "filter", "pack_bytes", "pack_gap_ms"],
                 ))
             }
             _ => properties.add(src, key, value)?,
@@ -583,6 +593,7 @@ fn kafka_sender(
         filter,
         kafka: properties.into_vec(),
         pack_bytes,
+        pack_gap,
     })
 }
 
@@ -668,6 +679,30 @@ mod tests {
         match &settings.senders[i] {
             SenderSettings::Log(l) => l,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pack_gap_is_milliseconds_up_to_a_second() {
+        let with = |v: &str| {
+            format!("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\npack_gap_ms = {v}\n")
+        };
+        let default =
+            parse("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\n");
+        assert_eq!(kafka(&default, 0).pack_gap, Duration::from_millis(2));
+        assert_eq!(kafka(&parse(&with("0")), 0).pack_gap, Duration::ZERO);
+        let p = parse(&with("250"));
+        assert_eq!(kafka(&p, 0).pack_gap, Duration::from_millis(250));
+        assert!(
+            !kafka(&p, 0).kafka.iter().any(|(k, _)| k.contains("pack")),
+            "not a librdkafka property"
+        );
+        for bad in ["1001", "-1", "'2ms'"] {
+            let e = error(&with(bad));
+            assert!(
+                e.contains("sender[0].pack_gap_ms") && e.contains("0-1000"),
+                "{bad}: {e}"
+            );
         }
     }
 
