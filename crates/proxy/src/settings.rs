@@ -119,7 +119,7 @@ pub struct KafkaSenderSettings {
     /// 0 sends each record as its own message.
     pub pack_bytes: usize,
     /// The least time between two messages of a partition while records
-    /// follow one another (`pack_gap`); zero sends a pack as soon as the
+    /// follow one another (`pack_gap_ms`); zero sends a pack as soon as the
     /// message before it was acknowledged.
     pub pack_gap: std::time::Duration,
 }

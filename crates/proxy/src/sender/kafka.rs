@@ -259,6 +259,32 @@ struct Lane {
     last_records: Option<Instant>,
 }
 
+/// When a partition's waiting pack leaves.
+enum Leave {
+    Now,
+    /// Once the gap after its last message has passed.
+    After(Duration),
+    /// When the message on its way was acknowledged (`IN_FLIGHT`).
+    OnDelivery,
+}
+
+impl Lane {
+    /// When its pack leaves: once nothing of it is on its way, and `gap`
+    /// after its last message with records (`pack_gap_ms`).
+    fn leave(&self, gap: Duration) -> Leave {
+        if self.in_flight >= IN_FLIGHT {
+            return Leave::OnDelivery;
+        }
+        let Some(last) = self.last_records.filter(|_| !gap.is_zero()) else {
+            return Leave::Now;
+        };
+        match gap.checked_sub(last.elapsed()) {
+            Some(left) if !left.is_zero() => Leave::After(left),
+            _ => Leave::Now,
+        }
+    }
+}
+
 impl Default for Lane {
     fn default() -> Self {
         Lane {
@@ -310,7 +336,7 @@ struct Outbox {
     packing: Arc<Packing>,
     drops: LossLog,
     /// The least time between two messages of a partition while records
-    /// follow one another (`pack_gap`).
+    /// follow one another (`pack_gap_ms`).
     gap: Duration,
 }
 
@@ -485,22 +511,24 @@ impl Outbox {
             if lanes.stop {
                 return;
             }
-            let now = Instant::now();
-            let mut due: Option<Duration> = None;
+            let mut gap_ends = None;
             for p in 0..lanes.lanes.len() {
                 let lane = &lanes.lanes[p];
-                if lane.pack.is_none() || lane.in_flight >= IN_FLIGHT {
+                if lane.pack.is_none() {
                     continue;
                 }
-                match self.gap_left(lane, now) {
-                    None => self.send_pack(&mut lanes, p as u32),
-                    Some(left) => due = Some(due.map_or(left, |d| d.min(left))),
+                match lane.leave(self.gap) {
+                    Leave::Now => self.send_pack(&mut lanes, p as u32),
+                    Leave::After(left) => {
+                        gap_ends = Some(gap_ends.map_or(left, |d: Duration| d.min(left)))
+                    }
+                    Leave::OnDelivery => {}
                 }
             }
-            let next = match (self.send_heartbeats(&mut lanes), due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = [self.send_heartbeats(&mut lanes), gap_ends]
+                .into_iter()
+                .flatten()
+                .min();
             lanes = match next {
                 Some(wait) => {
                     self.packing
@@ -516,16 +544,6 @@ impl Outbox {
                     .unwrap_or_else(|e| e.into_inner()),
             };
         }
-    }
-
-    /// How long `lane`'s waiting pack still waits for the gap after its
-    /// last message; `None` if it may leave now.
-    fn gap_left(&self, lane: &Lane, now: Instant) -> Option<Duration> {
-        if self.gap.is_zero() {
-            return None;
-        }
-        let since = now.saturating_duration_since(lane.last_records?);
-        (since < self.gap).then(|| self.gap - since)
     }
 
     /// Queues a heartbeat to every partition with nothing packed, nothing
@@ -673,17 +691,16 @@ impl Sender for KafkaSender {
                 lanes.lanes[p as usize].pack = Some(Pack::new(record, size, report));
             }
         }
-        let lane = &lanes.lanes[p as usize];
         if !packable {
             outbox.send_pack(&mut lanes, p);
-        } else if lane.in_flight < IN_FLIGHT {
-            match outbox.gap_left(lane, Instant::now()) {
-                None => outbox.send_pack(&mut lanes, p),
-                // The packing thread sends it once the gap has passed: told
-                // of a new pack only, which sets when.
-                Some(_) if !joins => outbox.packing.wake.notify_one(),
-                Some(_) => {}
-            }
+            return delivery;
+        }
+        match lanes.lanes[p as usize].leave(outbox.gap) {
+            Leave::Now => outbox.send_pack(&mut lanes, p),
+            // The packing thread sends it once the gap has passed: told of
+            // a new pack only, which sets when.
+            Leave::After(_) if !joins => outbox.packing.wake.notify_one(),
+            Leave::After(_) | Leave::OnDelivery => {}
         }
         delivery
     }
