@@ -79,6 +79,13 @@ struct Table {
     /// Commands waiting, in the order they asked.
     queue: VecDeque<Queued>,
     next_ticket: u64,
+    /// Keys with a blocking pop parked on them (blocked on the primary,
+    /// its locks given back), and how many. A holder does not take such a
+    /// key again while it holds it: each write that may serve the pop is
+    /// answered, and its pop captured, before the next goes, since the
+    /// primary's word on the pop ("still blocked?") is only true of the
+    /// writes that ran so far.
+    parked: HashMap<(u32, Bytes), usize, RandomState>,
     /// A planned failover: no lock is given to anyone, so no write reaches
     /// the primary, however far it got (a queued transaction's `EXEC`, a
     /// write behind its session's blocked pop, one waiting here already).
@@ -107,7 +114,11 @@ impl Table {
                         // session's wait for the key: the shared connection
                         // would keep a hot key for ever, taking it again
                         // and again.
-                        Some(h) => h.session == session && !awaited_by_other(ahead, k, session),
+                        Some(h) => {
+                            h.session == session
+                                && !awaited_by_other(ahead, k, session)
+                                && !self.parked.contains_key(k)
+                        }
                     })
             }
             // Rare next to key locks: looking at the keys held (a cost that
@@ -271,6 +282,8 @@ pub(crate) struct KeyLocks {
 pub(crate) struct LockGuard {
     locks: Arc<KeyLocks>,
     need: Need,
+    /// Given back as a parked blocking pop's ([`park`](Self::park)).
+    parked: bool,
 }
 
 impl LockGuard {
@@ -280,6 +293,26 @@ impl LockGuard {
             Need::Keys(keys) => keys,
             Need::Barrier => &[],
         }
+    }
+
+    /// A blocking pop's locks once the primary reported it blocked: given
+    /// back (the write that serves it needs them), its keys marked parked
+    /// until the guard is dropped, after the pop's capture.
+    pub fn park(&mut self) {
+        if self.parked {
+            return;
+        }
+        self.parked = true;
+        let need = &self.need;
+        self.locks.change(|table| {
+            let freed = table.give_back(need);
+            if let Need::Keys(keys) = need {
+                for k in keys {
+                    *table.parked.entry(k.clone()).or_default() += 1;
+                }
+            }
+            freed
+        });
     }
 }
 
@@ -291,7 +324,22 @@ impl Drop for LockGuard {
         if matches!(&self.need, Need::Keys(keys) if keys.is_empty()) {
             return;
         }
-        self.locks.change(|table| table.give_back(&self.need));
+        if !self.parked {
+            self.locks.change(|table| table.give_back(&self.need));
+            return;
+        }
+        // A take of its keys again may have waited for this.
+        self.locks.change(|table| {
+            for k in self.keys() {
+                if let Some(n) = table.parked.get_mut(k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        table.parked.remove(k);
+                    }
+                }
+            }
+            true
+        });
     }
 }
 
@@ -308,7 +356,7 @@ impl LockGuard {
         locks.change(|table| {
             let mut freed = false;
             for guard in guards.iter_mut() {
-                debug_assert!(Arc::ptr_eq(&guard.locks, &locks));
+                debug_assert!(Arc::ptr_eq(&guard.locks, &locks) && !guard.parked);
                 freed |= table.give_back(&guard.need);
                 // Given back: its drop has nothing left to do.
                 guard.need = Need::Keys(Vec::new());
@@ -332,6 +380,7 @@ impl KeyLocks {
         LockGuard {
             locks: self.clone(),
             need,
+            parked: false,
         }
     }
 
@@ -461,22 +510,35 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_holder_does_not_reenter_past_a_waiter() {
+        let locks = reentry_waits_behind_session_2(keys(&["k"])).await;
+        assert!(locks.try_acquire(2, keys(&["k"])).is_ok(), "free again");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_barrier_holder_does_not_take_it_again_past_another_barrier() {
+        let locks = reentry_waits_behind_session_2(Need::Barrier).await;
+        assert!(locks.is_idle());
+    }
+
+    /// Session 1 holds `need`, session 2 waits for it: session 1's next
+    /// take of it queues behind session 2 and is granted after it.
+    async fn reentry_waits_behind_session_2(need: Need) -> Arc<KeyLocks> {
         let locks = KeyLocks::new();
-        let held = locks.try_acquire(1, keys(&["k"])).expect("free");
-        let waiter = spawn_acquire(&locks, 2, keys(&["k"]));
+        let held = locks.try_acquire(1, need.clone()).expect("free");
+        let waiter = spawn_acquire(&locks, 2, need.clone());
         tokio::task::yield_now().await;
         assert!(
-            locks.try_acquire(1, keys(&["k"])).is_err(),
-            "session 2 waits for k: session 1 queues behind it"
+            locks.try_acquire(1, need.clone()).is_err(),
+            "session 2 waits for {need:?}: session 1 queues behind it"
         );
-        let again = spawn_acquire(&locks, 1, keys(&["k"]));
+        let again = spawn_acquire(&locks, 1, need);
         tokio::task::yield_now().await;
         drop(held);
         let second = within(waiter).await.expect("join");
         assert!(!again.is_finished(), "granted in queue order");
         drop(second);
         drop(within(again).await.expect("join"));
-        assert!(locks.try_acquire(2, keys(&["k"])).is_ok(), "free again");
+        locks
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -564,23 +626,25 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_barrier_holder_does_not_take_it_again_past_another_barrier() {
+    async fn a_key_with_a_parked_pop_is_not_taken_again_by_its_holder() {
         let locks = KeyLocks::new();
-        let held = locks.try_acquire(1, Need::Barrier).expect("free");
-        let other = spawn_acquire(&locks, 2, Need::Barrier);
-        tokio::task::yield_now().await;
+        let mut pop = locks.try_acquire(2, keys(&["k"])).expect("free");
+        pop.park();
+        let first = locks.try_acquire(1, keys(&["k"])).expect("given back");
         assert!(
-            locks.try_acquire(1, Need::Barrier).is_err(),
-            "session 2 waits for the barrier: session 1 queues behind it"
+            locks.try_acquire(1, keys(&["k"])).is_err(),
+            "one write at a time to a key with a parked pop"
         );
-        let again = spawn_acquire(&locks, 1, Need::Barrier);
+        let second = spawn_acquire(&locks, 1, keys(&["k"]));
         tokio::task::yield_now().await;
-        drop(held);
-        let second = within(other).await.expect("join");
-        assert!(!again.is_finished(), "granted in queue order");
-        drop(second);
-        drop(within(again).await.expect("join"));
-        assert!(locks.is_idle());
+        drop(first);
+        drop(within(second).await.expect("join"));
+        let again = locks.try_acquire(1, keys(&["k"])).expect("free");
+        drop(pop);
+        let _reentered = locks
+            .try_acquire(1, keys(&["k"]))
+            .expect("pop captured: re-entrant again");
+        drop(again);
     }
 
     #[test]

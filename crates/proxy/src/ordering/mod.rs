@@ -268,7 +268,12 @@ impl WriteOrder {
                     }
                     Ok(true) => {
                         state.park();
-                        break;
+                        if let Some(guard) =
+                            locks.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+                        {
+                            guard.park();
+                        }
+                        return;
                     }
                     Err(e) => {
                         log::warn!("client id {}: cannot probe a blocking pop ({e}); its order with writes to its keys is not guaranteed", state.client_id);

@@ -388,17 +388,15 @@ impl SharedUpstream {
             r.cost += cost;
             pos += len;
             // A write's locks go once its record is with the senders; after
-            // the blocking pops of other sessions it served, if any. The
-            // next reply waits for those: its command holds the same
-            // locks (one holder), so only this wait keeps a later push to
-            // the key from being captured before the pop it did not serve.
+            // the blocking pops of other sessions it served, if any, which
+            // the other sessions' replies must not wait for. Meanwhile no
+            // later write to the key is on this connection: the lock table
+            // does not let a holder take a key with a parked pop again.
             match hold {
                 Some(Hold::Locks(locks)) if self.ordering.may_wait_for_pops(&locks) => {
-                    LockGuard::release_all(&mut freed);
-                    if let Some(r) = run.take() {
-                        r.hand_over(replies, pos);
-                    }
-                    self.ordering.release(locks).await;
+                    let ordering = self.ordering.clone();
+                    self.runtime
+                        .spawn(async move { ordering.release(locks).await });
                 }
                 Some(Hold::Locks(locks)) => freed.push(locks),
                 hold => drop(hold),
