@@ -24,7 +24,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,9 +108,6 @@ pub(crate) struct SharedUpstream {
     current: Mutex<Option<mpsc::UnboundedSender<Batch>>>,
     /// Held while a connection is being opened, so only one is.
     opening: tokio::sync::Mutex<Opening>,
-    /// Attempts to open a connection so far: a session that waited for
-    /// another's attempt learns whether one was made meanwhile.
-    attempts: AtomicU64,
 }
 
 /// What opening a connection needs to know of the last one.
@@ -121,8 +117,8 @@ struct Opening {
     /// end: its commands hold their key locks for the same holder as the
     /// new one's, so the old replies must all be captured first.
     reader: Option<JoinHandle<()>>,
-    /// Why the last attempt failed, if it did.
-    failed: Option<(io::ErrorKind, String)>,
+    /// When the last attempt ended and why it failed, if it did.
+    failed: Option<(Instant, io::ErrorKind, String)>,
 }
 
 impl SharedUpstream {
@@ -133,7 +129,6 @@ impl SharedUpstream {
             ordering,
             current: Mutex::new(None),
             opening: tokio::sync::Mutex::new(Opening::default()),
-            attempts: AtomicU64::new(0),
         }
     }
 
@@ -150,19 +145,18 @@ impl SharedUpstream {
         if let Some(tx) = self.live() {
             return Ok(tx);
         }
-        let seen = self.attempts.load(Ordering::Acquire);
+        let asked = Instant::now();
         let mut opening = self.opening.lock().await;
         if let Some(tx) = self.live() {
             return Ok(tx);
         }
-        // An attempt made while this session waited failed: each waiter
-        // trying again in turn would make the last wait for all of them.
-        if let Some((kind, why)) = &opening.failed {
-            if self.attempts.load(Ordering::Acquire) != seen {
+        // An attempt that ended while this session waited failed: each
+        // waiter trying again in turn would make the last wait for all.
+        if let Some((at, kind, why)) = &opening.failed {
+            if *at >= asked {
                 return Err(io::Error::new(*kind, why.clone()));
             }
         }
-        self.attempts.fetch_add(1, Ordering::AcqRel);
         // Sessions wait for this with locks taken for commands not sent
         // yet: not for longer than for a reply.
         let limit = ctx.reply_timeout.unwrap_or(CONNECT_TIMEOUT);
@@ -186,7 +180,7 @@ impl SharedUpstream {
         let stream = match opened {
             Ok(s) => s,
             Err(e) => {
-                opening.failed = Some((e.kind(), e.to_string()));
+                opening.failed = Some((Instant::now(), e.kind(), e.to_string()));
                 ctx.metrics.upstream_error(UpstreamError::Connect);
                 log::warn!(
                     "shared connection to the primary {}: {e}",
