@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::pipeline::{connect, Pipeline, Setup};
-use common::wait_until;
+use common::{blocked_clients, wait_until};
 
 fn get(con: &mut redis::Connection, key: &str) -> Option<String> {
     redis::cmd("GET").arg(key).query(con).expect("GET")
@@ -164,13 +164,4 @@ fn a_pop_served_by_a_pipelined_push_replays_between_the_pushes() {
     let want = lists(&mut on_primary);
     assert!(want.iter().all(|l| l.len() == 2), "{want:?}");
     assert_eq!(lists(&mut p.on_backup()), want, "{}", p.logs());
-}
-
-/// The primary's `blocked_clients`.
-fn blocked_clients(con: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("clients").query(con).expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("blocked_clients in INFO")
 }

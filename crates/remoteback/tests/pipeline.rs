@@ -652,9 +652,7 @@ fn pipelined_writes_travel_packed_and_apply_in_order_in_their_databases() {
 /// them apply, in order.
 #[test]
 fn writes_in_quick_succession_leave_a_message_per_gap() {
-    let metrics = common::free_port();
-    let p = Pipeline::start(Setup {
-        proxy_extra: format!("metrics = \"127.0.0.1:{metrics}\""),
+    let (p, metrics, _) = Pipeline::start_with_metrics(Setup {
         sender_extra: "pack_gap_ms = 300".into(),
         ..Setup::default()
     });

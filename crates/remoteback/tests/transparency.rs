@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{free_port, wait_until, RedisServer, Service};
+use common::{blocked_clients, free_port, wait_until, RedisServer, Service};
 
 struct Proxied {
     primary: RedisServer,
@@ -309,26 +309,16 @@ fn a_blocked_client_that_hangs_up_takes_nothing() {
     let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
     s.write_all(b"BLPOP jobs 0\r\n").expect("write");
     let mut primary = connect(p.primary.port());
-    let blocked = |primary: &mut redis::Connection| -> i64 {
-        let info: String = redis::cmd("INFO")
-            .arg("clients")
-            .query(primary)
-            .expect("INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix("blocked_clients:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("blocked_clients in INFO")
-    };
     wait_until(
         Duration::from_secs(5),
         "the BLPOP blocked on the primary",
-        || blocked(&mut primary) == 1,
+        || blocked_clients(&mut primary) == 1,
     );
     drop(s);
     wait_until(
         Duration::from_secs(5),
         "the block ended after the hang-up",
-        || blocked(&mut primary) == 0,
+        || blocked_clients(&mut primary) == 0,
     );
     let _: i64 = redis::cmd("RPUSH")
         .arg("jobs")

@@ -682,13 +682,15 @@ mod tests {
         }
     }
 
+    /// The least Kafka sender, with `line` added.
+    fn kafka_sender_with(line: &str) -> String {
+        format!("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\n{line}\n")
+    }
+
     #[test]
     fn pack_gap_is_milliseconds_up_to_a_second() {
-        let with = |v: &str| {
-            format!("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\npack_gap_ms = {v}\n")
-        };
-        let default =
-            parse("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\n");
+        let with = |v: &str| kafka_sender_with(&format!("pack_gap_ms = {v}"));
+        let default = parse(&kafka_sender_with(""));
         assert_eq!(kafka(&default, 0).pack_gap, Duration::from_millis(2));
         assert_eq!(kafka(&parse(&with("0")), 0).pack_gap, Duration::ZERO);
         let p = parse(&with("250"));
@@ -708,11 +710,8 @@ mod tests {
 
     #[test]
     fn pack_bytes_is_a_size_or_zero() {
-        let with = |v: &str| {
-            format!("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\npack_bytes = {v}\n")
-        };
-        let default =
-            parse("[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nbootstrap-servers = 'k:9092'\n");
+        let with = |v: &str| kafka_sender_with(&format!("pack_bytes = {v}"));
+        let default = parse(&kafka_sender_with(""));
         assert_eq!(kafka(&default, 0).pack_bytes, 512 * 1024);
         assert_eq!(kafka(&parse(&with("0")), 0).pack_bytes, 0);
         assert_eq!(kafka(&parse(&with("'1mb'")), 0).pack_bytes, 1024 * 1024);

@@ -39,6 +39,16 @@ impl ServerKind {
     }
 }
 
+/// The server's `blocked_clients` (`INFO clients`): how many clients wait
+/// in a blocking command.
+pub fn blocked_clients(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("clients").query(con).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("blocked_clients in INFO")
+}
+
 /// Sends an inline PING and returns true on `+PONG`.
 pub fn redis_ping(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
