@@ -4,7 +4,9 @@
 # takes the same redis-benchmark cases (50 clients); the builds alternate
 # over ROUNDS rounds. Prints, per case and build, the requests/s and the
 # proxy's CPU time per request (from /proc/PID/stat: less noisy than the
-# rate on a shared machine) of every round, and their medians.
+# rate on a shared machine) of every round, and their medians; also the
+# broker's CPU time per request (tansu's, the case's records until Kafka
+# acknowledged them) and the records per Kafka message.
 #
 #   bench/compare.sh BIN [BIN...]
 #
@@ -14,6 +16,8 @@
 #            the others are random keys; the number is the pipeline depth)
 #   ENV_<i>  environment for the i-th build (1-based), such as
 #            ENV_2="TOKIO_WORKER_THREADS=1"
+#   SENDER_<i>  lines added to the i-th build's [[sender]], such as
+#            SENDER_1="pack_gap_ms = 0" (one binary may be given twice)
 #
 # A BIN is a `remoteback` binary (build each commit with `cargo build
 # --release` and copy target/release/remoteback aside). After each case the
@@ -29,7 +33,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bench/common.sh"
 
 if [ $# -eq 0 ]; then
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 for bin in "$@"; do
@@ -44,6 +48,7 @@ TICKS="$(getconf CLK_TCK)"
 redis-server --port $P_REDIS --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
 start_tansu $P_KAFKA
+TANSU_PID=$!
 wait_port $P_REDIS
 wait_port $P_KAFKA
 python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
@@ -66,26 +71,39 @@ case_args() { # CASE
     echo "$test $n $depth $keys"
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# µs of CPU per request: TICKS REQUESTS
+per_request() { awk -v t="$1" -v hz="$TICKS" -v n="$2" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}'; }
 
-declare -A RATE CPU
+declare -A RATE CPU BROKER PACKED
 for round in $(seq 1 "$ROUNDS"); do
     i=0
     for bin in "$@"; do
         i=$((i + 1))
-        env_name="ENV_$i"
+        env_name="ENV_$i" sender_name="SENDER_$i"
+        { cat "$WORK/proxy.toml"; echo "${!sender_name:-}"; } >"$WORK/proxy-$i.toml"
         # shellcheck disable=SC2086
-        env ${!env_name:-} "$bin" proxy --config "$WORK/proxy.toml" 2>"$WORK/proxy-$i.log" &
+        env ${!env_name:-} "$bin" proxy --config "$WORK/proxy-$i.toml" 2>"$WORK/proxy-$i.log" &
         pid=$!
         wait_port $P_PROXY
+        # The producer's first message waits for its setup (idempotence):
+        # a first case would gather its records into a few messages.
+        rps $P_PROXY set 1000 1 >/dev/null
+        until [ "$(metric $P_METRICS remoteback_proxy_backlog_bytes)" = 0 ]; do sleep 0.2; done
         for c in $CASES; do
             read -r test n depth keys <<<"$(case_args "$c")"
-            before="$(cpu_ticks $pid)"
+            before="$(cpu_ticks $pid)" broker="$(cpu_ticks $TANSU_PID)"
+            records="$(metric $P_METRICS remoteback_proxy_records_delivered_total)"
+            messages="$(metric $P_METRICS remoteback_proxy_kafka_messages_total)"
             rate="$(rps $P_PROXY "$test" "$n" "$depth" "$keys")"
             after="$(cpu_ticks $pid)"
-            us="$(awk -v t=$((after - before)) -v hz="$TICKS" -v n="$n" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
-            RATE[$c:$i]+="$rate "
-            CPU[$c:$i]+="$us "
             until [ "$(metric $P_METRICS remoteback_proxy_backlog_bytes)" = 0 ]; do sleep 0.2; done
+            broker=$(($(cpu_ticks $TANSU_PID) - broker))
+            records=$(($(metric $P_METRICS remoteback_proxy_records_delivered_total) - records))
+            messages=$(($(metric $P_METRICS remoteback_proxy_kafka_messages_total) - messages))
+            RATE[$c:$i]+="$rate "
+            CPU[$c:$i]+="$(per_request $((after - before)) "$n") "
+            BROKER[$c:$i]+="$(per_request $broker "$n") "
+            PACKED[$c:$i]+="$((records / (messages > 0 ? messages : 1))) "
         done
         kill $pid
         wait $pid 2>/dev/null || true
@@ -93,14 +111,15 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-echo "| Case | Build | requests/s (median; rounds) | proxy CPU per request (median; rounds) |"
-echo "|---|---|---|---|"
+echo "| Case | Build | requests/s (median; rounds) | proxy CPU per request (median; rounds) | broker CPU per request | records per message |"
+echo "|---|---|---|---|---|---|"
 for c in $CASES; do
     i=0
     for bin in "$@"; do
         i=$((i + 1))
-        env_name="ENV_$i"
+        env_name="ENV_$i" sender_name="SENDER_$i"
+        setting="${!env_name:-}${!sender_name:+ ${!sender_name}}"
         # shellcheck disable=SC2086
-        echo "| $c | $i: $bin${!env_name:+ (${!env_name})} | $(median ${RATE[$c:$i]}); ${RATE[$c:$i]% } | $(median ${CPU[$c:$i]}) µs; ${CPU[$c:$i]% } |"
+        echo "| $c | $i: $bin${setting:+ (${setting# })} | $(median ${RATE[$c:$i]}); ${RATE[$c:$i]% } | $(median ${CPU[$c:$i]}) µs; ${CPU[$c:$i]% } | $(median ${BROKER[$c:$i]}) µs | $(median ${PACKED[$c:$i]}) |"
     done
 done
