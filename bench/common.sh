@@ -5,6 +5,9 @@
 #   WORK     a fresh directory, removed on exit
 #   PIDS     append the pid of each background process to stop on exit
 #   CLIENTS  redis-benchmark's connections for `rps` (default 50)
+#   TANSU_STORAGE  tansu's store (default sqlite://tansu.db, a file in
+#            $WORK, as the tests and scripts/up.sh use; memory://tansu/ is
+#            tansu's own default, BENCHMARKS.md 2026-12-03 12:46 measured it)
 
 WORK="$(mktemp -d /tmp/remoteback-bench.XXXXXX)"
 PIDS=()
@@ -41,11 +44,20 @@ wait_port() { # PORT [SECONDS]
 
 # Starts tansu on 127.0.0.1:PORT, its data and log (tansu.log) in $WORK,
 # stopped on exit; $! is its pid.
+TANSU_STORAGE="${TANSU_STORAGE:-sqlite://tansu.db}"
 start_tansu() { # PORT
     (cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$1" \
-        --advertised-listener-url "tcp://127.0.0.1:$1" --storage-engine sqlite://tansu.db) \
+        --advertised-listener-url "tcp://127.0.0.1:$1" --storage-engine "$TANSU_STORAGE") \
         >"$WORK/tansu.log" 2>&1 &
     PIDS+=($!)
+}
+
+# Once tansu's port is open: a sqlite store gets the index tansu 0.6.0's
+# schema lacks (scripts/tansu-index.py); other stores need nothing.
+tansu_ready() {
+    case "$TANSU_STORAGE" in
+        sqlite://*) python3 "$ROOT/scripts/tansu-index.py" "$WORK/${TANSU_STORAGE#sqlite://}" ;;
+    esac
 }
 
 # Sum of a metric's samples (all label sets) on 127.0.0.1:PORT.

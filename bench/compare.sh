@@ -51,7 +51,7 @@ start_tansu $P_KAFKA
 TANSU_PID=$!
 wait_port $P_REDIS
 wait_port $P_KAFKA
-python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
+tansu_ready
 cat >"$WORK/proxy.toml" <<TOML
 bindport = $P_PROXY
 connport = $P_REDIS

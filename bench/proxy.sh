@@ -26,7 +26,7 @@ PIDS+=($!)
 start_tansu 17092
 wait_port 17380
 wait_port 17092
-python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
+tansu_ready
 
 cat >"$WORK/plain.toml" <<TOML
 bindport = 17666

@@ -21,6 +21,8 @@
 #
 #   bench/suite.sh [--quick] [--out FILE]
 #
+# TANSU_STORAGE picks tansu's store (default its sqlite store; see
+# bench/common.sh).
 # --quick uses small counts and short phases (to check the script; its
 # sustained phase stops at 20,000 writes); the full run takes about
 # 3 minutes on 2 cores after the build, a minute of it the sustained phase.
@@ -145,7 +147,7 @@ wait_port $P_BACKUP
 wait_port $P_BACKUP2
 wait_port $P_KAFKA 30
 wait_port $P_TWEM
-python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
+tansu_ready
 
 step "starting remoteback proxy and replay"
 cat >"$WORK/proxy.toml" <<TOML
@@ -428,7 +430,7 @@ step "CPU time over the run: ${CPU%, }"
 {
     mode=full
     [ "$QUICK" = 1 ] && mode=quick
-    echo "bench/suite.sh ($mode), $STARTED_AT, $(nproc) cores, load average $LOAD_START at the start, $LOAD_END at the end"
+    echo "bench/suite.sh ($mode), $STARTED_AT, $(nproc) cores, load average $LOAD_START at the start, $LOAD_END at the end; tansu's store $TANSU_STORAGE"
     echo
     echo "redis-benchmark, $CLIENTS clients, random keys (-r 1000000), requests/s, median of $ROUNDS rounds (the rounds in parentheses):"
     echo

@@ -29,7 +29,7 @@ PIDS+=($!)
 start_tansu 17094
 wait_port 17440
 wait_port 17094
-python3 "$ROOT/scripts/tansu-index.py" "$WORK/tansu.db"
+tansu_ready
 
 # One proxy copies into Kafka; the other has a sender that writes nothing
 # (a LogSender whose level is off), so its rate is the proxy's own.
