@@ -22,7 +22,9 @@
 #   bench/suite.sh [--quick] [--out FILE]
 #
 # TANSU_STORAGE picks tansu's store (default its sqlite store; see
-# bench/common.sh).
+# bench/common.sh). PROXY_SETTINGS adds lines to the top of the measured
+# proxy's configuration (PROXY_SETTINGS="worker_threads = 2"), for an A/B of
+# a setting; the results' first line shows them.
 # --quick uses small counts and short phases (to check the script; its
 # sustained phase stops at 20,000 writes); the full run takes about
 # 3 minutes on 2 cores after the build, a minute of it the sustained phase.
@@ -151,6 +153,7 @@ tansu_ready
 
 step "starting remoteback proxy and replay"
 cat >"$WORK/proxy.toml" <<TOML
+${PROXY_SETTINGS:-}
 bindport = $P_PROXY
 connport = $P_PRIMARY
 message = "PROTOCOL"
@@ -430,7 +433,7 @@ step "CPU time over the run: ${CPU%, }"
 {
     mode=full
     [ "$QUICK" = 1 ] && mode=quick
-    echo "bench/suite.sh ($mode), $STARTED_AT, $(nproc) cores, load average $LOAD_START at the start, $LOAD_END at the end; tansu's store $TANSU_STORAGE"
+    echo "bench/suite.sh ($mode), $STARTED_AT, $(nproc) cores, load average $LOAD_START at the start, $LOAD_END at the end; tansu's store $TANSU_STORAGE${PROXY_SETTINGS:+; proxy settings: $PROXY_SETTINGS}"
     echo
     echo "redis-benchmark, $CLIENTS clients, random keys (-r 1000000), requests/s, median of $ROUNDS rounds (the rounds in parentheses):"
     echo

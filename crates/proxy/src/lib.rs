@@ -36,7 +36,8 @@ mod table;
 
 pub use listener::{Proxy, ProxyError};
 pub use settings::{
-    AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull, ProxySettings, SenderSettings,
+    default_worker_threads, AckMode, Filter, KafkaSenderSettings, LogSenderSettings, OnFull,
+    ProxySettings, SenderSettings,
 };
 pub use status::{SenderStatus, Status, UpstreamError};
 pub use sync::{

@@ -216,7 +216,7 @@ impl Proxy {
     /// Accepts clients until `shutdown` resolves, then flushes the senders.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
         log::info!(
-            "proxy listening on {}{} for primary {}{}, message={}, worker={}, senders: {}",
+            "proxy listening on {}{} for primary {}{}, message={}, worker={}, worker_threads={}, senders: {}",
             self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             if self.ctx.clients.is_tls() {
                 " (TLS)"
@@ -231,6 +231,7 @@ impl Proxy {
             },
             self.settings.message,
             self.settings.worker,
+            tokio::runtime::Handle::current().metrics().num_workers(),
             self.ctx.senders.describe().join(", ")
         );
         let next_conn = AtomicU64::new(1);

@@ -41,6 +41,9 @@ pub struct ProxySettings {
     pub message: Format,
     /// How client sessions are scheduled (`worker`).
     pub worker: Worker,
+    /// Threads of the runtime the sessions run on (`worker_threads`);
+    /// `None` for [`default_worker_threads`].
+    pub worker_threads: Option<usize>,
     /// Clients connected at most (`maxclients`, Redis's default 10000); one
     /// more is answered `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
@@ -134,3 +137,14 @@ pub const DEFAULT_PACK_BYTES: usize = 512 * 1024;
 /// its CPU from 22 to 10 µs per write and records per message from 32 to
 /// 85; 5 ms took it to 4.8 µs but the lag at 20,000 writes/s past 20 ms.
 pub const DEFAULT_PACK_GAP_MS: u64 = 2;
+
+/// `worker_threads` when the file does not set it: half the cores the
+/// process may use, at least one. The proxy needs CPU beyond its runtime's
+/// threads: librdkafka's threads and the sender's packing thread, and the
+/// kernel's loopback and network work, which is most of an unpipelined
+/// command's cost. On 2 cores one runtime thread took 15-20 % less CPU per
+/// unpipelined command than two, which woke each other for every hand-over
+/// (BENCHMARKS.md, 2026-12-03 13:30).
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}

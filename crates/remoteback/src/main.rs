@@ -133,6 +133,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// The proxy's runtime: `threads` workers (`worker_threads`).
+fn proxy_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+}
+
 fn run_proxy(file: PathBuf) -> ExitCode {
     let settings = match config::load_proxy(&file) {
         Ok(s) => s,
@@ -148,7 +156,10 @@ fn run_proxy(file: PathBuf) -> ExitCode {
     }
     let metrics = settings.metrics.clone();
     let token = settings.admin_token.clone();
-    let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
+    let threads = settings
+        .worker_threads
+        .unwrap_or_else(remoteback_proxy::default_worker_threads);
+    let result = proxy_runtime(threads).map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(async {
             let proxy = Proxy::bind(settings).await?;
             if let Some(address) = metrics {

@@ -54,6 +54,7 @@ const KEYS: &[&str] = &[
     "conntls_server_name",
     "message",
     "worker",
+    "worker_threads",
     "rsptimeout",
     "share_upstream",
     "heartbeat_ms",
@@ -74,7 +75,7 @@ const KEYS: &[&str] = &[
 const KEYS_TEXT: &str = "bindip, bindport, bindtls, bindtls_cert_file, bindtls_key_file, \
                          bindtls_ca_file, connip, connport, connusername, connpassword, \
                          conntls, conntls_ca_file, conntls_cert_file, conntls_key_file, \
-                         conntls_server_name, message, worker, rsptimeout, share_upstream, heartbeat_ms, maxclients, tcp_keepalive, timeout, \
+                         conntls_server_name, message, worker, worker_threads, rsptimeout, share_upstream, heartbeat_ms, maxclients, tcp_keepalive, timeout, \
                          client_output_buffer_limit, client_query_buffer_limit, \
                          proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, metrics, \
                          admin_token, admin_token_file, [[sender]]";
@@ -99,6 +100,7 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
         upstream_password: None,
         message: Format::default(),
         worker: Worker::default(),
+        worker_threads: None,
         reply_timeout: Some(Duration::from_millis(DEFAULT_RSPTIMEOUT_MS)),
         share_upstream: true,
         heartbeat: Some(Duration::from_millis(DEFAULT_HEARTBEAT_MS)),
@@ -146,6 +148,10 @@ pub(super) fn settings(src: Source<'_>, doc: &DeTable<'_>) -> Result<ProxySettin
             }
             "message" => settings.message = common::message(src, &path, value)?,
             "worker" => settings.worker = common::worker(src, &path, value)?,
+            "worker_threads" => {
+                let n = src.integer(&path, value, 1..=1024, "a number of threads 1-1024")?;
+                settings.worker_threads = Some(n as usize);
+            }
             "rsptimeout" => {
                 let ms = src.integer(
                     &path,
@@ -793,6 +799,20 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_are_a_number_of_threads() {
+        assert_eq!(parse("").worker_threads, None);
+        assert_eq!(parse("worker_threads = 3\n").worker_threads, Some(3));
+        assert_eq!(
+            error("worker_threads = 0"),
+            "proxy.toml:1: worker_threads: expected a number of threads 1-1024, got 0"
+        );
+        assert_eq!(
+            error("worker_threads = 'auto'"),
+            "proxy.toml:1: worker_threads: expected a number of threads 1-1024, got \"auto\""
+        );
+    }
+
+    #[test]
     fn share_upstream_can_be_turned_off() {
         assert!(!parse("share_upstream = false\n").share_upstream);
         assert!(parse("share_upstream = true\n").share_upstream);
@@ -814,6 +834,7 @@ mod tests {
                 upstream_password: None,
                 message: Format::Protocol,
                 worker: Worker::Coroutine,
+                worker_threads: None,
                 reply_timeout: Some(Duration::from_secs(10)),
                 share_upstream: true,
                 heartbeat: Some(Duration::from_secs(1)),
@@ -1185,7 +1206,7 @@ security-protocol = "SASL_SSL"
              takes bindip, bindport, bindtls, bindtls_cert_file, bindtls_key_file, bindtls_ca_file, \
              connip, connport, connusername, connpassword, conntls, \
              conntls_ca_file, conntls_cert_file, conntls_key_file, conntls_server_name, message, \
-             worker, rsptimeout, share_upstream, heartbeat_ms, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
+             worker, worker_threads, rsptimeout, share_upstream, heartbeat_ms, maxclients, tcp_keepalive, timeout, client_output_buffer_limit, \
              client_query_buffer_limit, proto_max_bulk_len, backlog_bytes, on_backlog_full, ack, \
              metrics, admin_token, admin_token_file, [[sender]]"
         );
