@@ -15,7 +15,9 @@
 #            get-16 get-1 (default: all; "hot" is one key for all clients,
 #            the others are random keys; the number is the pipeline depth)
 #   ENV_<i>  environment for the i-th build (1-based), such as
-#            ENV_2="TOKIO_WORKER_THREADS=1"
+#            ENV_2="REMOTEBACK_LOG=debug"
+#   PROXY_<i>  lines added to the top of the i-th build's configuration,
+#            such as PROXY_2="worker_threads = 2"
 #   SENDER_<i>  lines added to the i-th build's [[sender]], such as
 #            SENDER_1="pack_gap_ms = 0" (one binary may be given twice)
 #
@@ -33,7 +35,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bench/common.sh"
 
 if [ $# -eq 0 ]; then
-    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 for bin in "$@"; do
@@ -79,8 +81,8 @@ for round in $(seq 1 "$ROUNDS"); do
     i=0
     for bin in "$@"; do
         i=$((i + 1))
-        env_name="ENV_$i" sender_name="SENDER_$i"
-        { cat "$WORK/proxy.toml"; echo "${!sender_name:-}"; } >"$WORK/proxy-$i.toml"
+        env_name="ENV_$i" proxy_name="PROXY_$i" sender_name="SENDER_$i"
+        { echo "${!proxy_name:-}"; cat "$WORK/proxy.toml"; echo "${!sender_name:-}"; } >"$WORK/proxy-$i.toml"
         # shellcheck disable=SC2086
         env ${!env_name:-} "$bin" proxy --config "$WORK/proxy-$i.toml" 2>"$WORK/proxy-$i.log" &
         pid=$!
@@ -117,8 +119,8 @@ for c in $CASES; do
     i=0
     for bin in "$@"; do
         i=$((i + 1))
-        env_name="ENV_$i" sender_name="SENDER_$i"
-        setting="${!env_name:-}${!sender_name:+ ${!sender_name}}"
+        env_name="ENV_$i" proxy_name="PROXY_$i" sender_name="SENDER_$i"
+        setting="${!env_name:-}${!proxy_name:+ ${!proxy_name}}${!sender_name:+ ${!sender_name}}"
         # shellcheck disable=SC2086
         echo "| $c | $i: $bin${setting:+ (${setting# })} | $(median ${RATE[$c:$i]}); ${RATE[$c:$i]% } | $(median ${CPU[$c:$i]}) µs; ${CPU[$c:$i]% } | $(median ${BROKER[$c:$i]}) µs | $(median ${PACKED[$c:$i]}) |"
     done
