@@ -127,18 +127,14 @@ fn validate_kafka(loaded: &config::Loaded) -> Result<(), String> {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-}
-
-/// The proxy's runtime: `threads` workers (`worker_threads`).
-fn proxy_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
+/// A multi-threaded runtime with `threads` workers (the proxy's
+/// `worker_threads`), or tokio's default of one per core.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
 }
 
 fn run_proxy(file: PathBuf) -> ExitCode {
@@ -159,7 +155,7 @@ fn run_proxy(file: PathBuf) -> ExitCode {
     let threads = settings
         .worker_threads
         .unwrap_or_else(remoteback_proxy::default_worker_threads);
-    let result = proxy_runtime(threads).map_err(anyhow::Error::from).and_then(|rt| {
+    let result = runtime(Some(threads)).map_err(anyhow::Error::from).and_then(|rt| {
         rt.block_on(async {
             let proxy = Proxy::bind(settings).await?;
             if let Some(address) = metrics {
@@ -199,7 +195,7 @@ fn run_replay(file: PathBuf) -> ExitCode {
     };
     let stats = remoteback_replay::Stats::default();
     let promotion = remoteback_replay::Promotion::default();
-    let result = match runtime() {
+    let result = match runtime(None) {
         Ok(rt) => {
             if let Some(address) = settings.metrics.clone() {
                 let report = status::replay::ReplayReport {

@@ -158,3 +158,34 @@ fn check_config_lets_librdkafka_judge_kafka_properties() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_prints_the_threads_and_the_shared_connection_it_runs_with() {
+    let set = write(
+        "proxy.toml",
+        "worker_threads = 3\nshare_upstream = false\nheartbeat_ms = 0\n",
+    );
+    let out = run(&["check-config", set.to_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "worker_threads = 3",
+        "share_upstream = false",
+        "heartbeat_ms = 0 ",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+
+    let defaults = write("proxy.toml", "bindport = 6666\n");
+    let out = run(&["check-config", defaults.to_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = format!("worker_threads = {} # half the cores", (cores / 2).max(1));
+    assert!(stdout.contains(&threads), "{threads}: {stdout}");
+    assert!(stdout.contains("share_upstream = true"), "{stdout}");
+    assert!(stdout.contains("heartbeat_ms = 1000"), "{stdout}");
+}

@@ -43,6 +43,19 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
     }
     writeln!(f, "message = {}", quote(s.message.name()))?;
     writeln!(f, "worker = {}", quote(&s.worker.to_string()))?;
+    match s.worker_threads {
+        Some(n) => writeln!(f, "worker_threads = {n}")?,
+        None => writeln!(
+            f,
+            "worker_threads = {} # half the cores, at least one",
+            remoteback_proxy::default_worker_threads()
+        )?,
+    }
+    writeln!(f, "share_upstream = {}", s.share_upstream)?;
+    match s.heartbeat {
+        Some(every) => writeln!(f, "heartbeat_ms = {}", every.as_millis())?,
+        None => writeln!(f, "heartbeat_ms = 0 # no heartbeats")?,
+    }
     match s.reply_timeout {
         Some(timeout) => writeln!(f, "rsptimeout = {}", timeout.as_millis())?,
         None => writeln!(f, "rsptimeout = 0 # wait forever")?,
