@@ -268,7 +268,8 @@ mod tests {
         let loaded = parse_any(ORIGINAL_PROXY, "p.toml").unwrap();
         assert_eq!(
             loaded.to_string(),
-            r#"# proxy configuration, effective settings
+            format!(
+                r#"# proxy configuration, effective settings
 bindip = "0.0.0.0"
 bindport = 6666
 bindtls = false
@@ -279,6 +280,9 @@ conntls = false
 # connpassword not set
 message = "ROW"
 worker = "coroutine"
+# worker_threads not set: {threads}, half the cores, at least one
+share_upstream = true
+heartbeat_ms = 1000
 rsptimeout = 5000
 maxclients = 10000
 tcp_keepalive = 300
@@ -306,7 +310,9 @@ acks = "all"
 "linger.ms" = "5"
 retries = "3"
 "compression.type" = "lz4"
-"enable.idempotence" = "true""#
+"enable.idempotence" = "true""#,
+                threads = remoteback_proxy::default_worker_threads()
+            )
         );
     }
 
@@ -315,7 +321,8 @@ retries = "3"
         let loaded = parse_any("", "empty.toml").unwrap();
         assert_eq!(
             loaded.to_string(),
-            r#"# proxy configuration, effective settings
+            format!(
+                r#"# proxy configuration, effective settings
 bindip = "127.0.0.1"
 bindport = 6666
 bindtls = false
@@ -326,6 +333,9 @@ conntls = false
 # connpassword not set
 message = "PROTOCOL"
 worker = "coroutine"
+# worker_threads not set: {threads}, half the cores, at least one
+share_upstream = true
+heartbeat_ms = 1000
 rsptimeout = 10000
 maxclients = 10000
 tcp_keepalive = 300
@@ -339,7 +349,9 @@ ack = "redis"
 # metrics not set: no /metrics or /health endpoint
 # admin_token not set: sync and repair are taken from loopback addresses only
 
-# no [[sender]]: commands are proxied, nothing is captured"#
+# no [[sender]]: commands are proxied, nothing is captured"#,
+                threads = remoteback_proxy::default_worker_threads()
+            )
         );
         let loaded = parse_any("rsptimeout = 0\n[[sender]]\nclass = 'KafkaSender'\ntopic = 't'\nfilter = ['set', 'Del']\nbootstrap-servers = 'k:9092'\nsasl-password = 'hunter2'\n", "p.toml").unwrap();
         let text = loaded.to_string();

@@ -47,7 +47,7 @@ fn proxy(f: &mut String, s: &ProxySettings) -> fmt::Result {
         Some(n) => writeln!(f, "worker_threads = {n}")?,
         None => writeln!(
             f,
-            "worker_threads = {} # half the cores, at least one",
+            "# worker_threads not set: {}, half the cores, at least one",
             remoteback_proxy::default_worker_threads()
         )?,
     }
