@@ -1,6 +1,7 @@
 # Shared by the bench scripts (source it): a temporary directory, processes
-# stopped on exit, a wait for a port, a tansu broker, a metric's value,
-# redis-benchmark's rate and a median.
+# stopped on exit, a wait for a port, a tansu broker, a metric's value, a
+# wait for the proxy's Kafka backlog, redis-benchmark's rate and a median.
+# ROOT (the repository) must be set before sourcing it.
 #
 #   WORK     a fresh directory, removed on exit
 #   PIDS     append the pid of each background process to stop on exit
@@ -64,6 +65,13 @@ tansu_ready() {
 metric() { # PORT NAME
     curl -s "127.0.0.1:$1/metrics" \
         | awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%.0f", s }'
+}
+
+# Waits until the proxy with metrics on 127.0.0.1:PORT has no record
+# waiting for Kafka: the broker is shared, and a backlog one run left would
+# slow the next.
+wait_backlog_empty() { # PORT
+    until [ "$(metric "$1" remoteback_proxy_backlog_bytes)" = 0 ]; do sleep 0.2; done
 }
 
 # requests/s of one redis-benchmark test.

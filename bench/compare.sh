@@ -90,7 +90,7 @@ for round in $(seq 1 "$ROUNDS"); do
         # The producer's first message waits for its setup (idempotence):
         # a first case would gather its records into a few messages.
         rps $P_PROXY set 1000 1 >/dev/null
-        until [ "$(metric $P_METRICS remoteback_proxy_backlog_bytes)" = 0 ]; do sleep 0.2; done
+        wait_backlog_empty $P_METRICS
         for c in $CASES; do
             read -r test n depth keys <<<"$(case_args "$c")"
             before="$(cpu_ticks $pid)" broker="$(cpu_ticks $TANSU_PID)"
@@ -98,7 +98,7 @@ for round in $(seq 1 "$ROUNDS"); do
             messages="$(metric $P_METRICS remoteback_proxy_kafka_messages_total)"
             rate="$(rps $P_PROXY "$test" "$n" "$depth" "$keys")"
             after="$(cpu_ticks $pid)"
-            until [ "$(metric $P_METRICS remoteback_proxy_backlog_bytes)" = 0 ]; do sleep 0.2; done
+            wait_backlog_empty $P_METRICS
             broker=$(($(cpu_ticks $TANSU_PID) - broker))
             records=$(($(metric $P_METRICS remoteback_proxy_records_delivered_total) - records))
             messages=$(($(metric $P_METRICS remoteback_proxy_kafka_messages_total) - messages))

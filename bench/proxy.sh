@@ -66,14 +66,10 @@ rps() { # PORT TESTS KEYSPACE [PIPELINE]
         | awk -F, 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); printf "%s=%s ", $1, $2 }'
 }
 
-# Waits until the proxy with metrics on PORT has no record waiting for Kafka;
-# prints how long that took. The broker is shared: a backlog left by one run
-# would slow the next.
+# wait_backlog_empty, printing how long it took.
 drain() { # METRICS_PORT
     local started=$SECONDS
-    until curl -s "127.0.0.1:$1/metrics" | grep -q '^remoteback_proxy_backlog_bytes 0$'; do
-        sleep 0.2
-    done
+    wait_backlog_empty "$1"
     echo "$((SECONDS - started))"
 }
 
