@@ -44,6 +44,12 @@ fn write(name: &str, text: &str) -> TempConfig {
     TempConfig(path)
 }
 
+/// `remoteback check-config` on a file `name` holding `text`.
+fn check_config(name: &str, text: &str) -> Output {
+    let path = write(name, text);
+    run(&["check-config", path.to_str()])
+}
+
 #[test]
 fn configs_of_the_original_system_load_unchanged() {
     for name in ["original-proxy.toml", "original-replay.toml"] {
@@ -60,11 +66,10 @@ fn configs_of_the_original_system_load_unchanged() {
 
 #[test]
 fn check_config_names_file_key_line_and_what_is_allowed() {
-    let path = write(
+    let out = check_config(
         "bad-proxy.toml",
         "bindport = 6666\nworker = \"fiber\"\n[[sender]]\nclass = \"LogSender\"\n",
     );
-    let out = run(&["check-config", path.to_str()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad-proxy.toml:2"), "{err}");
@@ -77,8 +82,7 @@ fn check_config_names_file_key_line_and_what_is_allowed() {
 
 #[test]
 fn unknown_keys_get_a_suggestion() {
-    let path = write("typo.toml", "bindprot = 6666\n");
-    let out = run(&["check-config", path.to_str()]);
+    let out = check_config("typo.toml", "bindprot = 6666\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -146,11 +150,10 @@ fn every_subcommand_has_help() {
 
 #[test]
 fn check_config_lets_librdkafka_judge_kafka_properties() {
-    let path = write(
+    let out = check_config(
         "proxy.toml",
         "[[sender]]\nclass = \"KafkaSender\"\ntopic = \"t\"\nbootstrap-servers = \"127.0.0.1:1\"\nacks = \"most\"\n",
     );
-    let out = run(&["check-config", path.to_str()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -161,11 +164,10 @@ fn check_config_lets_librdkafka_judge_kafka_properties() {
 
 #[test]
 fn check_config_prints_the_threads_and_the_shared_connection_it_runs_with() {
-    let set = write(
+    let out = check_config(
         "proxy.toml",
         "worker_threads = 3\nshare_upstream = false\nheartbeat_ms = 0\n",
     );
-    let out = run(&["check-config", set.to_str()]);
     assert!(
         out.status.success(),
         "{}",
@@ -180,11 +182,12 @@ fn check_config_prints_the_threads_and_the_shared_connection_it_runs_with() {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
 
-    let defaults = write("proxy.toml", "bindport = 6666\n");
-    let out = run(&["check-config", defaults.to_str()]);
+    let out = check_config("proxy.toml", "bindport = 6666\n");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = format!("# worker_threads not set: {},", (cores / 2).max(1));
+    let threads = format!(
+        "# worker_threads not set: {},",
+        remoteback_proxy::default_worker_threads()
+    );
     assert!(stdout.contains(&threads), "{threads}: {stdout}");
     assert!(stdout.contains("share_upstream = true"), "{stdout}");
     assert!(stdout.contains("heartbeat_ms = 1000"), "{stdout}");
