@@ -20,7 +20,9 @@
 //! When the connection fails (the primary closes it, a reply does not come
 //! within `rsptimeout`, or cannot be read), every session with a command on
 //! it is told and ends, as when its own connection fails, and the writes in
-//! flight are counted as uncaptured; the next batch opens a new connection.
+//! flight are counted as uncaptured, but not those of batches of which no
+//! byte was written (they cannot have run); the next batch opens a new
+//! connection.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -262,11 +264,7 @@ impl SharedUpstream {
             }
             tokio::select! {
                 s = sent.recv(), if writer_open => match s {
-                    Some(Sent::Batches(batches)) => enqueue(&mut queue, batches),
-                    // Replies to what reached the primary may still come:
-                    // the read side ends the connection.
-                    Some(Sent::Broken) => {}
-                    Some(Sent::Unsent(batches)) => unsent.extend(batches),
+                    Some(s) => take(s, &mut queue, &mut unsent),
                     None => writer_open = false,
                 },
                 read = upstream.read_buf(&mut buf) => {
@@ -276,11 +274,7 @@ impl SharedUpstream {
                     let read_at = Instant::now();
                     // Everything written before these replies is in the channel.
                     while let Ok(s) = sent.try_recv() {
-                        match s {
-                            Sent::Batches(batches) => enqueue(&mut queue, batches),
-                            Sent::Broken => {}
-                            Sent::Unsent(batches) => unsent.extend(batches),
-                        }
+                        take(s, &mut queue, &mut unsent);
                     }
                     lens.clear();
                     // The replies before one that cannot be read still
@@ -314,11 +308,7 @@ impl SharedUpstream {
         // The writer stops and hands over what it took meanwhile.
         stop.notify_one();
         while let Some(s) = sent.recv().await {
-            match s {
-                Sent::Batches(batches) => enqueue(&mut queue, batches),
-                Sent::Broken => {}
-                Sent::Unsent(batches) => unsent.extend(batches),
-            }
+            take(s, &mut queue, &mut unsent);
         }
         self.fail(&ctx, failure, queue, unsent, &mut capture);
     }
@@ -445,18 +435,39 @@ impl SharedUpstream {
 enum Sent {
     /// Batches whose bytes are being written, in that order.
     Batches(Vec<(Arc<Member>, Vec<InFlight>)>),
+    /// The last this many entries handed over never left: the writer
+    /// stopped before writing any byte of their batches, so the primary
+    /// cannot have run them, and they are not counted as uncaptured.
+    Withdrawn(usize),
     /// A write failed: the connection is done.
     Broken,
     /// Batches taken after the connection stopped, never written.
     Unsent(Vec<(Arc<Member>, Vec<InFlight>)>),
 }
 
-fn enqueue(
+/// Puts what the writer handed over into the reader's queue of commands in
+/// flight, or among those never written.
+fn take(
+    sent: Sent,
     queue: &mut VecDeque<(Arc<Member>, InFlight)>,
-    batches: Vec<(Arc<Member>, Vec<InFlight>)>,
+    unsent: &mut Vec<(Arc<Member>, Vec<InFlight>)>,
 ) {
-    for (member, entries) in batches {
-        queue.extend(entries.into_iter().map(|e| (member.clone(), e)));
+    match sent {
+        Sent::Batches(batches) => {
+            for (member, entries) in batches {
+                queue.extend(entries.into_iter().map(|e| (member.clone(), e)));
+            }
+        }
+        // No reply can have taken them: none of their bytes was written,
+        // and they are the last the queue holds.
+        Sent::Withdrawn(n) => {
+            let from = queue.len().saturating_sub(n);
+            unsent.extend(queue.drain(from..).map(|(member, e)| (member, vec![e])));
+        }
+        // Replies to what reached the primary may still come: the read
+        // side ends the connection.
+        Sent::Broken => {}
+        Sent::Unsent(batches) => unsent.extend(batches),
     }
 }
 
@@ -497,6 +508,8 @@ async fn write_batches(
     metrics: Arc<SessionMetrics>,
 ) {
     let mut chunks: Vec<Bytes> = Vec::new();
+    // Per chunk: its length before the write, and its batch's entries.
+    let mut counts: Vec<(usize, usize)> = Vec::new();
     loop {
         let first = tokio::select! {
             biased;
@@ -521,6 +534,7 @@ async fn write_batches(
             batches.push(b);
         }
         chunks.clear();
+        counts.clear();
         let mut entries = Vec::with_capacity(batches.len());
         metrics.add_shared_commands(batches.iter().map(|b| b.entries.len()).sum());
         // `rsptimeout` counts from here: the wait for the connection was
@@ -528,6 +542,7 @@ async fn write_batches(
         let now = Instant::now();
         for mut b in batches {
             b.entries.iter_mut().for_each(|e| e.sent_at = now);
+            counts.push((b.bytes.len(), b.entries.len()));
             chunks.push(b.bytes);
             entries.push((b.session, b.entries));
         }
@@ -538,12 +553,19 @@ async fn write_batches(
         // writer from stopping when the reader gave up on it.
         let written = tokio::select! {
             biased;
-            () = stop.notified() => break,
-            w = write_all(&mut upstream, &mut chunks) => w,
+            () = stop.notified() => Err(None),
+            w = write_all(&mut upstream, &mut chunks) => w.map_err(Some),
         };
-        if let Err(e) = written {
-            log::debug!("shared connection to the primary: {e}");
-            let _ = sent.send(Sent::Broken);
+        if let Err(error) = written {
+            // A cancelled write wrote nothing: `chunks` holds what is left.
+            let withdrawn = untouched(&chunks, &counts);
+            if withdrawn > 0 {
+                let _ = sent.send(Sent::Withdrawn(withdrawn));
+            }
+            if let Some(e) = error {
+                log::debug!("shared connection to the primary: {e}");
+                let _ = sent.send(Sent::Broken);
+            }
             break;
         }
     }
@@ -555,6 +577,17 @@ async fn write_batches(
     if !late.is_empty() {
         let _ = sent.send(Sent::Unsent(late));
     }
+}
+
+/// The entries of the batches at the end of a write of which no byte was
+/// written, from what is left of each chunk and its length before.
+fn untouched(left: &[Bytes], counts: &[(usize, usize)]) -> usize {
+    left.iter()
+        .zip(counts)
+        .rev()
+        .take_while(|(chunk, (len, _))| chunk.len() == *len && *len > 0)
+        .map(|(_, (_, entries))| entries)
+        .sum()
 }
 
 /// Writes every chunk, as few writes as the socket allows.
@@ -595,4 +628,112 @@ async fn name(stream: &mut remoteback_transport::Stream) -> io::Result<()> {
     let request = remoteback_protocol::Command::from_parts(["CLIENT", "SETNAME", SHARED_NAME]);
     stream.write_all(&request.to_resp()).await?;
     stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Verdict;
+    use crate::session::inflight::Shape;
+    use remoteback_protocol::Command;
+    use tokio::net::TcpSocket;
+
+    fn member() -> Arc<Member> {
+        let (replies, _) = mpsc::unbounded_channel();
+        Arc::new(Member {
+            replies,
+            budget: Arc::new(InFlightBudget::new(false)),
+        })
+    }
+
+    fn batch(session: &Arc<Member>, bytes: usize, commands: usize) -> Batch {
+        let entries = (0..commands)
+            .map(|i| {
+                let command = Command::from_parts(["SET".to_string(), format!("k{i}"), "v".into()]);
+                InFlight::new(command, Verdict::default(), Shape::One, None, 1)
+            })
+            .collect();
+        Batch {
+            bytes: Bytes::from(vec![b'x'; bytes]),
+            entries,
+            session: session.clone(),
+        }
+    }
+
+    #[test]
+    fn only_the_batches_at_the_end_with_no_byte_written_are_untouched() {
+        let mut partly = Bytes::from_static(b"hello");
+        partly.advance(3);
+        let left = [
+            Bytes::new(),
+            partly,
+            Bytes::from_static(b"xyz"),
+            Bytes::from_static(b"q"),
+        ];
+        let counts = [(3, 1), (5, 10), (3, 2), (1, 4)];
+        assert_eq!(untouched(&left, &counts), 6);
+        let whole = [Bytes::from_static(b"abc"), Bytes::from_static(b"de")];
+        assert_eq!(untouched(&whole, &[(3, 1), (2, 2)]), 3);
+        assert_eq!(untouched(&[Bytes::new()], &[(4, 1)]), 0);
+    }
+
+    /// A primary that stops reading, then a stop (the reader gave up on
+    /// it, `rsptimeout`): the batch cut off part-way may have run and stays
+    /// in flight, to be counted as uncaptured; the one after it in the same
+    /// write never left, and is withdrawn.
+    #[tokio::test]
+    async fn a_stopped_write_withdraws_the_batches_it_wrote_nothing_of() {
+        let listening = TcpSocket::new_v4().unwrap();
+        listening.set_recv_buffer_size(4096).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(1).unwrap();
+        let connecting = TcpSocket::new_v4().unwrap();
+        connecting.set_send_buffer_size(4096).unwrap();
+        let client = connecting
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        // Never read: the write blocks once the socket buffers are full.
+        let (_primary, _) = listener.accept().await.unwrap();
+        let (_rd, wr) = remoteback_transport::Stream::Plain(client).into_split();
+
+        let (first, second) = (member(), member());
+        let (inbox, batches) = mpsc::unbounded_channel();
+        // Both wait when the writer starts: they go in one write.
+        inbox.send(batch(&first, 200 * 1024, 1)).ok().unwrap();
+        inbox.send(batch(&second, 64, 2)).ok().unwrap();
+        let (sent_tx, mut sent) = mpsc::unbounded_channel();
+        let stop = Arc::new(Notify::new());
+        let writer = tokio::spawn(write_batches(
+            wr,
+            batches,
+            sent_tx,
+            stop.clone(),
+            Arc::new(SessionMetrics::default()),
+        ));
+
+        let mut queue = VecDeque::new();
+        let mut unsent = Vec::new();
+        let handed = sent.recv().await.unwrap();
+        assert!(matches!(&handed, Sent::Batches(b) if b.len() == 2));
+        take(handed, &mut queue, &mut unsent);
+        // The writer runs on this thread: it is blocked in the write now.
+        stop.notify_one();
+        let after = sent.recv().await.unwrap();
+        assert!(
+            matches!(after, Sent::Withdrawn(2)),
+            "the second batch withdrawn"
+        );
+        take(after, &mut queue, &mut unsent);
+        assert!(sent.recv().await.is_none(), "nothing else handed over");
+        writer.await.unwrap();
+
+        assert_eq!(queue.len(), 1, "the batch cut off part-way stays in flight");
+        assert!(Arc::ptr_eq(&queue[0].0, &first));
+        assert_eq!(unsent.len(), 2);
+        assert!(unsent
+            .iter()
+            .all(|(m, e)| Arc::ptr_eq(m, &second) && e.len() == 1));
+        drop(inbox);
+    }
 }
