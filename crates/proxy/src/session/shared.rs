@@ -557,8 +557,16 @@ async fn write_batches(
             w = write_all(&mut upstream, &mut chunks) => w.map_err(Some),
         };
         if let Err(error) = written {
-            // A cancelled write wrote nothing: `chunks` holds what is left.
-            let withdrawn = untouched(&chunks, &counts);
+            // A cancelled write wrote nothing, and neither does a failed
+            // one on a plain socket: `chunks` holds what is left. A failed
+            // TLS write may have encrypted (and sent part of) bytes it
+            // does not report, so then nothing is withdrawn.
+            let exact = error.is_none() || matches!(upstream, WriteHalf::Plain(_));
+            let withdrawn = if exact {
+                untouched(&chunks, &counts)
+            } else {
+                0
+            };
             if withdrawn > 0 {
                 let _ = sent.send(Sent::Withdrawn(withdrawn));
             }
