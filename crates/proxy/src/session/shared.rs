@@ -561,11 +561,9 @@ async fn write_batches(
             // one on a plain socket: `chunks` holds what is left. A failed
             // TLS write may have encrypted (and sent part of) bytes it
             // does not report, so then nothing is withdrawn.
-            let exact = error.is_none() || matches!(upstream, WriteHalf::Plain(_));
-            let withdrawn = if exact {
-                untouched(&chunks, &counts)
-            } else {
-                0
+            let withdrawn = match (&error, &upstream) {
+                (Some(_), WriteHalf::Tls(_)) => 0,
+                _ => untouched(&chunks, &counts),
             };
             if withdrawn > 0 {
                 let _ = sent.send(Sent::Withdrawn(withdrawn));
@@ -742,6 +740,5 @@ mod tests {
         assert!(unsent
             .iter()
             .all(|(m, e)| Arc::ptr_eq(m, &second) && e.len() == 1));
-        drop(inbox);
     }
 }
