@@ -7,16 +7,35 @@
 #   PIDS     append the pid of each background process to stop on exit
 #   CLIENTS  redis-benchmark's connections for `rps` (default 50)
 #   TANSU_STORAGE  tansu's store (default sqlite://tansu.db, a file in
-#            $WORK, as the tests and scripts/up.sh use; memory://tansu/ is
-#            tansu's own default, BENCHMARKS.md 2026-12-03 12:46 measured it)
+#            $TANSU_DIR, as the tests and scripts/up.sh use; memory://tansu/
+#            is tansu's own default, BENCHMARKS.md 2026-12-03 12:46 measured it)
+#   TANSU_DIR  where tansu runs and keeps that file (default a fresh
+#            directory in /dev/shm, removed on exit; $WORK where there is no
+#            /dev/shm). A Kafka broker acknowledges a write from its page
+#            cache and does not flush it to disk by default; tansu's SQLite
+#            store flushes at every WAL checkpoint, inside the produce that
+#            triggers it, and on a slow disk that held acknowledgements for
+#            a quarter of a second (BENCHMARKS.md, 2026-12-04). Point it at
+#            an empty directory on disk to measure with those flushes (tansu
+#            carries on with a store it finds there).
 
 WORK="$(mktemp -d /tmp/remoteback-bench.XXXXXX)"
 PIDS=()
+if [ -z "${TANSU_DIR:-}" ]; then
+    if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+        TANSU_DIR="$(mktemp -d /dev/shm/remoteback-tansu.XXXXXX)"
+        TANSU_DIR_OWNED=1
+    else
+        TANSU_DIR="$WORK"
+    fi
+fi
+mkdir -p "$TANSU_DIR"
 
 bench_cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
+    if [ -n "${TANSU_DIR_OWNED:-}" ]; then rm -rf "$TANSU_DIR"; fi
 }
 trap bench_cleanup EXIT
 
@@ -43,11 +62,11 @@ wait_port() { # PORT [SECONDS]
     exit 1
 }
 
-# Starts tansu on 127.0.0.1:PORT, its data and log (tansu.log) in $WORK,
-# stopped on exit; $! is its pid.
+# Starts tansu on 127.0.0.1:PORT, its data in $TANSU_DIR and its log in
+# $WORK/tansu.log, stopped on exit; $! is its pid.
 TANSU_STORAGE="${TANSU_STORAGE:-sqlite://tansu.db}"
 start_tansu() { # PORT
-    (cd "$WORK" && exec tansu broker --listener-url "tcp://127.0.0.1:$1" \
+    (cd "$TANSU_DIR" && exec tansu broker --listener-url "tcp://127.0.0.1:$1" \
         --advertised-listener-url "tcp://127.0.0.1:$1" --storage-engine "$TANSU_STORAGE") \
         >"$WORK/tansu.log" 2>&1 &
     PIDS+=($!)
@@ -57,7 +76,7 @@ start_tansu() { # PORT
 # schema lacks (scripts/tansu-index.py); other stores need nothing.
 tansu_ready() {
     case "$TANSU_STORAGE" in
-        sqlite://*) python3 "$ROOT/scripts/tansu-index.py" "$WORK/${TANSU_STORAGE#sqlite://}" ;;
+        sqlite://*) python3 "$ROOT/scripts/tansu-index.py" "$TANSU_DIR/${TANSU_STORAGE#sqlite://}" ;;
     esac
 }
 

@@ -21,8 +21,8 @@
 #
 #   bench/suite.sh [--quick] [--out FILE]
 #
-# TANSU_STORAGE picks tansu's store (default its sqlite store; see
-# bench/common.sh). PROXY_SETTINGS adds lines to the top of the measured
+# TANSU_STORAGE picks tansu's store (default its sqlite store), TANSU_DIR
+# where it lives (default memory-backed /dev/shm; see bench/common.sh). PROXY_SETTINGS adds lines to the top of the measured
 # proxy's configuration (PROXY_SETTINGS="worker_threads = 2"), for an A/B of
 # a setting; the results' first line shows them.
 # --quick uses small counts and short phases (to check the script; its
@@ -436,7 +436,7 @@ step "CPU time over the run: ${CPU%, }"
 {
     mode=full
     [ "$QUICK" = 1 ] && mode=quick
-    echo "bench/suite.sh ($mode), $STARTED_AT, $(nproc) cores, load average $LOAD_START at the start, $LOAD_END at the end; tansu's store $TANSU_STORAGE${PROXY_SETTINGS:+; proxy settings: $PROXY_SETTINGS}"
+    echo "bench/suite.sh ($mode), $STARTED_AT, $(nproc) cores, load average $LOAD_START at the start, $LOAD_END at the end; tansu's store $TANSU_STORAGE in $TANSU_DIR ($(df --output=fstype "$TANSU_DIR" | tail -n 1))${PROXY_SETTINGS:+; proxy settings: $PROXY_SETTINGS}"
     echo
     echo "redis-benchmark, $CLIENTS clients, random keys (-r 1000000), requests/s, median of $ROUNDS rounds (the rounds in parentheses):"
     echo
