@@ -17,7 +17,10 @@
 #     into tansu, so remoteback's limit can be told from the broker's;
 #   - the proxy's RSS, fresh, with 1,000 idle clients and with 50 busy ones;
 #   - SET on one hot key against random keys, through remoteback (five
-#     alternating rounds).
+#     alternating rounds);
+#   - SET through remoteback with the replay stopped meanwhile, against
+#     twemproxy (three alternating rounds): what the replay's processes on
+#     the same cores take from the proxy's clients.
 #
 #   bench/suite.sh [--quick] [--out FILE]
 #
@@ -61,6 +64,8 @@ ROUNDS=5
 # The hot-key ratio moved by 0.1 between runs with three short rounds:
 # five, and longer ones at -P 1.
 HOT_ROUNDS=5
+# The replay stopped: a view of one cost, not a target.
+PAUSED_ROUNDS=3
 if [ "$QUICK" = 1 ]; then
     N1=5000 N16=10000 NHOT16=5000 NHOT1=2000
     LAG_RATE=2000 LAG_IDLE=2 LAG_LOAD=3 LAG_TAIL=2
@@ -184,6 +189,7 @@ PIDS+=($!)
 CPU_PIDS+=("proxy=$!")
 LOG_OF[proxy]="$WORK/proxy.log"
 "$BIN" replay --config "$WORK/replay.toml" 2>"$WORK/replay.log" &
+REPLAY_PID=$!
 PIDS+=($!)
 CPU_PIDS+=("replay=$!")
 LOG_OF[replay]="$WORK/replay.log"
@@ -356,6 +362,27 @@ for round in $(seq 1 $HOT_ROUNDS); do
     done
 done
 
+step "replay stopped: SET through remoteback with the replay stopped, against twemproxy"
+declare -A PAUSED
+for round in $(seq 1 $PAUSED_ROUNDS); do
+    for c in "1 $N1" "16 $N16"; do
+        read -r pipeline n <<<"$c"
+        drain >/dev/null
+        tw="$(rps $P_TWEM set "$n" "$pipeline" 1000000)"
+        PAUSED["twemproxy$pipeline"]+="$tw "
+        drain >/dev/null
+        # Stopped, the replay neither fetches nor applies; it catches up
+        # once continued, in the next drain. Continued before anything can
+        # stop the script: a stopped process would hold up its clean-up.
+        kill -STOP "$REPLAY_PID"
+        r="$(rps $P_PROXY set "$n" "$pipeline" 1000000 || true)"
+        kill -CONT "$REPLAY_PID"
+        [ -n "$r" ] || { step "ERROR: redis-benchmark through remoteback failed"; exit 1; }
+        PAUSED["remoteback$pipeline"]+="$r "
+        step "round $round: SET -P $pipeline, twemproxy $tw requests/s, remoteback with the replay stopped $r requests/s"
+    done
+done
+
 step "broker ceiling: $NCEIL records from one bare librdkafka producer"
 drain >/dev/null
 "$LOAD" produce --brokers 127.0.0.1:$P_KAFKA --topic ceiling-h --records "$NCEIL" --headers 1 \
@@ -473,6 +500,13 @@ step "CPU time over the run: ${CPU%, }"
         # shellcheck disable=SC2086
         rnd="$(median ${HOT["random$p"]})"
         echo "| Hot key: SET -P $p -c $CLIENTS, one key / random keys, through remoteback | $(kfmt "$hot") / $(kfmt "$rnd") requests/s: $(ratio "$hot" "$rnd") (rounds: ${HOT["hot$p"]% }; ${HOT["random$p"]% }) |"
+    done
+    for p in 1 16; do
+        # shellcheck disable=SC2086
+        rb="$(median ${PAUSED["remoteback$p"]})"
+        # shellcheck disable=SC2086
+        tw="$(median ${PAUSED["twemproxy$p"]})"
+        echo "| SET -P $p -c $CLIENTS through remoteback with the replay stopped meanwhile / twemproxy, alternating | $(kfmt "$rb") / $(kfmt "$tw") requests/s: $(ratio "$rb" "$tw") (rounds: ${PAUSED["remoteback$p"]% }; ${PAUSED["twemproxy$p"]% }) |"
     done
     echo "| CPU time of each process over the whole run ($(($(date +%s) - START_EPOCH)) s) | ${CPU%, } |"
     echo "| Records lost | $INTEGRITY |"
