@@ -18,9 +18,11 @@
 #   - the proxy's RSS, fresh, with 1,000 idle clients and with 50 busy ones;
 #   - SET on one hot key against random keys, through remoteback (five
 #     alternating rounds);
-#   - SET through remoteback with the replay stopped meanwhile, against
-#     twemproxy (three alternating rounds): what the replay's processes on
-#     the same cores take from the proxy's clients.
+#   - SET through twemproxy, through a second remoteback proxy that
+#     captures to a LogSender whose level is off (the whole capture path,
+#     no Kafka) and through remoteback with the replay stopped meanwhile
+#     (three alternating rounds): what the proxy costs, and what Kafka's
+#     side and the replay's processes on the same cores take.
 #
 #   bench/suite.sh [--quick] [--out FILE]
 #
@@ -64,8 +66,8 @@ ROUNDS=5
 # The hot-key ratio moved by 0.1 between runs with three short rounds:
 # five, and longer ones at -P 1.
 HOT_ROUNDS=5
-# The replay stopped: a view of one cost, not a target.
-PAUSED_ROUNDS=3
+# SET's parts: a view of the costs, not a target.
+PARTS_ROUNDS=3
 if [ "$QUICK" = 1 ]; then
     N1=5000 N16=10000 NHOT16=5000 NHOT1=2000
     LAG_RATE=2000 LAG_IDLE=2 LAG_LOAD=3 LAG_TAIL=2
@@ -82,14 +84,14 @@ fi
 
 P_PRIMARY=17500 P_BACKUP=17501 P_BACKUP2=17502 P_KAFKA=17503 P_TWEM=17504
 P_PROXY=17505 P_PROXY_M=17506 P_REPLAY_M=17507 P_PRE=17508 P_PRE_M=17509
-P_REPLAY2_M=17510 P_TWEM_STATS=17511
+P_REPLAY2_M=17510 P_TWEM_STATS=17511 P_LOGP=17512
 
 step() { printf '[suite %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 require_free $P_PRIMARY $P_BACKUP $P_BACKUP2 $P_KAFKA $P_TWEM $P_PROXY $P_PROXY_M \
-    $P_REPLAY_M $P_PRE $P_PRE_M $P_REPLAY2_M $P_TWEM_STATS
+    $P_REPLAY_M $P_PRE $P_PRE_M $P_REPLAY2_M $P_TWEM_STATS $P_LOGP
 
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 STARTED_AT="$(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -362,26 +364,52 @@ for round in $(seq 1 $HOT_ROUNDS); do
     done
 done
 
-step "replay stopped: SET through remoteback with the replay stopped, against twemproxy"
-declare -A PAUSED
-for round in $(seq 1 $PAUSED_ROUNDS); do
+step "SET's parts: twemproxy, remoteback capturing to a silent LogSender, remoteback with the replay stopped"
+cat >"$WORK/proxy-log.toml" <<TOML
+${PROXY_SETTINGS:-}
+bindport = $P_LOGP
+connport = $P_PRIMARY
+message = "PROTOCOL"
+[[sender]]
+class = "LogSender"
+logger = "capture"
+level = "trace"
+TOML
+# Its logger is off (a configured LogSender's logger is on unless
+# REMOTEBACK_LOG says otherwise): every write is captured and handed to
+# the sender, which drops it.
+REMOTEBACK_LOG=warn,capture=off "$BIN" proxy --config "$WORK/proxy-log.toml" 2>"$WORK/proxy-log.log" &
+LOGP_PID=$!
+PIDS+=($!)
+wait_port $P_LOGP 60
+declare -A PARTS
+PART_TARGETS=(twemproxy logsender stopped)
+for round in $(seq 1 $PARTS_ROUNDS); do
     for c in "1 $N1" "16 $N16"; do
         read -r pipeline n <<<"$c"
-        drain >/dev/null
-        tw="$(rps $P_TWEM set "$n" "$pipeline" 1000000)"
-        PAUSED["twemproxy$pipeline"]+="$tw "
-        drain >/dev/null
-        # Stopped, the replay neither fetches nor applies; it catches up
-        # once continued, in the next drain. Continued before anything can
-        # stop the script: a stopped process would hold up its clean-up.
-        kill -STOP "$REPLAY_PID"
-        r="$(rps $P_PROXY set "$n" "$pipeline" 1000000 || true)"
-        kill -CONT "$REPLAY_PID"
-        [ -n "$r" ] || { step "ERROR: redis-benchmark through remoteback failed"; exit 1; }
-        PAUSED["remoteback$pipeline"]+="$r "
-        step "round $round: SET -P $pipeline, twemproxy $tw requests/s, remoteback with the replay stopped $r requests/s"
+        for i in 0 1 2; do
+            target="${PART_TARGETS[$(((i + round - 1) % 3))]}"
+            drain >/dev/null
+            case $target in
+                twemproxy) r="$(rps $P_TWEM set "$n" "$pipeline" 1000000)" ;;
+                logsender) r="$(rps $P_LOGP set "$n" "$pipeline" 1000000)" ;;
+                stopped)
+                    # Stopped, the replay neither fetches nor applies; it
+                    # catches up once continued, in the next drain.
+                    # Continued before anything can stop the script: a
+                    # stopped process would hold up its clean-up.
+                    kill -STOP "$REPLAY_PID"
+                    r="$(rps $P_PROXY set "$n" "$pipeline" 1000000 || true)"
+                    kill -CONT "$REPLAY_PID"
+                    ;;
+            esac
+            [ -n "$r" ] || { step "ERROR: redis-benchmark against $target failed"; exit 1; }
+            PARTS["$target$pipeline"]+="$r "
+            step "round $round: SET -P $pipeline, $target: $r requests/s"
+        done
     done
 done
+kill "$LOGP_PID"
 
 step "broker ceiling: $NCEIL records from one bare librdkafka producer"
 drain >/dev/null
@@ -502,11 +530,12 @@ step "CPU time over the run: ${CPU%, }"
         echo "| Hot key: SET -P $p -c $CLIENTS, one key / random keys, through remoteback | $(kfmt "$hot") / $(kfmt "$rnd") requests/s: $(ratio "$hot" "$rnd") (rounds: ${HOT["hot$p"]% }; ${HOT["random$p"]% }) |"
     done
     for p in 1 16; do
-        # shellcheck disable=SC2086
-        rb="$(median ${PAUSED["remoteback$p"]})"
-        # shellcheck disable=SC2086
-        tw="$(median ${PAUSED["twemproxy$p"]})"
-        echo "| SET -P $p -c $CLIENTS through remoteback with the replay stopped meanwhile / twemproxy, alternating | $(kfmt "$rb") / $(kfmt "$tw") requests/s: $(ratio "$rb" "$tw") (rounds: ${PAUSED["remoteback$p"]% }; ${PAUSED["twemproxy$p"]% }) |"
+        declare -A pm=()
+        for target in "${PART_TARGETS[@]}"; do
+            # shellcheck disable=SC2086
+            pm[$target]="$(median ${PARTS["$target$p"]})"
+        done
+        echo "| SET -P $p -c $CLIENTS: twemproxy / remoteback capturing to a silent LogSender (no Kafka) / remoteback capturing to Kafka with the replay stopped, alternating | $(kfmt "${pm[twemproxy]}") / $(kfmt "${pm[logsender]}") / $(kfmt "${pm[stopped]}") requests/s: $(ratio "${pm[logsender]}" "${pm[twemproxy]}") and $(ratio "${pm[stopped]}" "${pm[twemproxy]}") of twemproxy (rounds: ${PARTS["twemproxy$p"]% }; ${PARTS["logsender$p"]% }; ${PARTS["stopped$p"]% }) |"
     done
     echo "| CPU time of each process over the whole run ($(($(date +%s) - START_EPOCH)) s) | ${CPU%, } |"
     echo "| Records lost | $INTEGRITY |"
