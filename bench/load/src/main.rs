@@ -160,9 +160,16 @@ async fn lag(args: Args) -> Result<()> {
     let probe_every = Duration::from_millis(args.num("probe-ms", 50)?.max(1));
     let settle = Duration::from_secs(args.num("settle", 120)?);
 
-    // The backup announces every string write to a key as a keyspace event.
+    // The backup announces every string write to a key as a keyspace event,
+    // until the end of this run: the setting is put back as it was, so
+    // that what is measured after it does not pay for the events.
     let backup_client = client(&backup)?;
     let mut backup_conn = connect(&backup_client).await?;
+    let (_, events_before): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(&mut backup_conn)
+        .await?;
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("notify-keyspace-events")
@@ -257,6 +264,13 @@ async fn lag(args: Args) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg(&events_before)
+        .exec_async(&mut backup_conn)
+        .await?;
 
     let seen = seen.lock().unwrap();
     println!("writes={written}");
