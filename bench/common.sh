@@ -32,7 +32,12 @@ fi
 mkdir -p "$TANSU_DIR"
 
 bench_cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # A process a script stopped (kill -STOP) takes the signal only once
+    # continued: without the CONT the wait below would never end.
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        kill -CONT "$pid" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     rm -rf "$WORK"
     if [ -n "${TANSU_DIR_OWNED:-}" ]; then rm -rf "$TANSU_DIR"; fi

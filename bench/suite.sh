@@ -19,7 +19,7 @@
 #   - SET on one hot key against random keys, through remoteback (five
 #     alternating rounds);
 #   - SET through twemproxy, through a second remoteback proxy that
-#     captures to a LogSender whose level is off (the whole capture path,
+#     captures to a LogSender whose logger is off (the whole capture path,
 #     no Kafka) and through remoteback with the replay stopped meanwhile
 #     (three alternating rounds): what the proxy costs, and what Kafka's
 #     side and the replay's processes on the same cores take.
@@ -27,8 +27,8 @@
 #   bench/suite.sh [--quick] [--out FILE]
 #
 # TANSU_STORAGE picks tansu's store (default its sqlite store), TANSU_DIR
-# where it lives (default memory-backed /dev/shm; see bench/common.sh). PROXY_SETTINGS adds lines to the top of the measured
-# proxy's configuration (PROXY_SETTINGS="worker_threads = 2"), for an A/B of
+# where it lives (default memory-backed /dev/shm; see bench/common.sh).
+# PROXY_SETTINGS adds lines to the top of the measured proxy's configuration (PROXY_SETTINGS="worker_threads = 2"), for an A/B of
 # a setting; the results' first line shows them.
 # --quick uses small counts and short phases (to check the script; its
 # sustained phase stops at 20,000 writes); the full run takes about
@@ -384,25 +384,18 @@ PIDS+=($!)
 wait_port $P_LOGP 60
 declare -A PARTS
 PART_TARGETS=(twemproxy logsender stopped)
+declare -A PART_PORT=([twemproxy]=$P_TWEM [logsender]=$P_LOGP [stopped]=$P_PROXY)
 for round in $(seq 1 $PARTS_ROUNDS); do
     for c in "1 $N1" "16 $N16"; do
         read -r pipeline n <<<"$c"
         for i in 0 1 2; do
             target="${PART_TARGETS[$(((i + round - 1) % 3))]}"
             drain >/dev/null
-            case $target in
-                twemproxy) r="$(rps $P_TWEM set "$n" "$pipeline" 1000000)" ;;
-                logsender) r="$(rps $P_LOGP set "$n" "$pipeline" 1000000)" ;;
-                stopped)
-                    # Stopped, the replay neither fetches nor applies; it
-                    # catches up once continued, in the next drain.
-                    # Continued before anything can stop the script: a
-                    # stopped process would hold up its clean-up.
-                    kill -STOP "$REPLAY_PID"
-                    r="$(rps $P_PROXY set "$n" "$pipeline" 1000000 || true)"
-                    kill -CONT "$REPLAY_PID"
-                    ;;
-            esac
+            # Stopped, the replay neither fetches nor applies; it catches
+            # up once continued, in the next drain.
+            [ "$target" = stopped ] && kill -STOP "$REPLAY_PID"
+            r="$(rps "${PART_PORT[$target]}" set "$n" "$pipeline" 1000000 || true)"
+            [ "$target" = stopped ] && kill -CONT "$REPLAY_PID"
             [ -n "$r" ] || { step "ERROR: redis-benchmark against $target failed"; exit 1; }
             PARTS["$target$pipeline"]+="$r "
             step "round $round: SET -P $pipeline, $target: $r requests/s"
